@@ -1,0 +1,140 @@
+//! Error types of the engine, one focused type per operation.
+
+use std::ops::Range;
+use std::path::PathBuf;
+
+use crate::diagnostics::Diagnostics;
+use crate::ids::PhaseId;
+
+/// An id that is not of the allowed form.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid {what} id `{id}`: use letters, digits, `_` and `-`")]
+pub struct IdError {
+    /// `phase` or `run`.
+    pub what: &'static str,
+    /// The rejected text.
+    pub id: String,
+}
+
+/// A phase kind or agent type rejected its settings.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct KindError {
+    /// What is wrong, as a lowercase fragment.
+    pub message: String,
+    /// Where in the pipeline file, when known.
+    pub span: Option<Range<usize>>,
+}
+
+impl KindError {
+    /// An error with no location.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            span: None,
+        }
+    }
+}
+
+/// A `${{ ... }}` template that cannot be rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InterpolationError {
+    /// The template syntax is wrong.
+    #[error("malformed template at byte {offset}: {message}")]
+    Syntax {
+        /// Byte offset in the templated string.
+        offset: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// `${{ vars.X }}` with no such var.
+    #[error("unknown variable `{name}`")]
+    UnknownVar {
+        /// The var name.
+        name: String,
+    },
+    /// `${{ phases.P.outputs.K }}` where P published no K.
+    #[error("phase `{phase}` has no output `{key}`")]
+    MissingOutput {
+        /// The phase read from.
+        phase: String,
+        /// The output key.
+        key: String,
+    },
+    /// `${{ phases.P... }}` where P is not among the phase's needs.
+    #[error("outputs of phase `{phase}` are not available: it is not among the needs")]
+    NotNeeded {
+        /// The phase read from.
+        phase: String,
+    },
+}
+
+/// An agent that cannot take work.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("agent `{agent}` ({endpoint}) is unavailable: {message}")]
+pub struct AgentError {
+    /// The agent's name.
+    pub agent: String,
+    /// What it talks to (socket, path, ...).
+    pub endpoint: String,
+    /// Why.
+    pub message: String,
+}
+
+/// Loading a pipeline failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read pipeline file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file has problems; each carries its location.
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+/// A run could not be carried out (as opposed to a phase failing inside it).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The state directory could not be written.
+    #[error("cannot write {path}")]
+    State {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The selection names phases that do not exist.
+    #[error("{0}")]
+    Selection(String),
+    /// `--resume` found nothing to resume.
+    #[error("nothing to resume: {0}")]
+    Resume(String),
+    /// Another run holds the state directory.
+    #[error("another run is using {state_dir}: {holder}")]
+    Locked {
+        /// The state directory.
+        state_dir: PathBuf,
+        /// Who holds it.
+        holder: String,
+    },
+    /// A record could not be read back.
+    #[error("cannot read {path}: {message}")]
+    Record {
+        /// The record file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A phase id referenced by selection but not in the pipeline.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown phase `{0}`")]
+pub struct UnknownPhase(pub PhaseId);

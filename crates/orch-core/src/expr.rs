@@ -1,0 +1,228 @@
+//! CEL expressions for `when` conditions and `gate` assertions.
+//!
+//! An expression sees `vars` (a map of strings) and `phases` (a map from phase id to
+//! `{ outputs: {...} }`). Output and var values that read as integers, decimals or
+//! `true`/`false` are given to CEL as numbers and booleans, so
+//! `phases.parity.outputs.critical_missing <= 6` compares numbers. Phase ids with `-` are
+//! reached as `phases["unit-tests"]`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cel::objects::{Key, Map, Value};
+use cel::{Context, Program};
+
+use crate::interpolate::Scope;
+
+/// An expression that could not be evaluated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExprError {
+    /// It does not parse.
+    #[error("`{expr}` is not a valid CEL expression: {message}")]
+    Parse {
+        /// The expression.
+        expr: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// It failed while evaluating (unknown key, type mismatch).
+    #[error("`{expr}` failed: {message}")]
+    Eval {
+        /// The expression.
+        expr: String,
+        /// The evaluator's message.
+        message: String,
+    },
+    /// It evaluated to something other than a boolean.
+    #[error("`{expr}` is {value}, not a boolean")]
+    NotBool {
+        /// The expression.
+        expr: String,
+        /// What it gave.
+        value: String,
+    },
+}
+
+/// Checks that an expression parses (at load time).
+pub fn check(expr: &str) -> Result<(), ExprError> {
+    Program::compile(expr)
+        .map(|_| ())
+        .map_err(|e| ExprError::Parse {
+            expr: expr.to_owned(),
+            message: e.to_string().lines().next().unwrap_or_default().to_owned(),
+        })
+}
+
+fn typed(value: &str) -> Value {
+    if let Ok(i) = value.parse::<i64>() {
+        Value::Int(i)
+    } else if let Ok(f) = value.parse::<f64>()
+        && value.contains('.')
+    {
+        Value::Float(f)
+    } else if value == "true" || value == "false" {
+        Value::Bool(value == "true")
+    } else {
+        Value::String(Arc::new(value.to_owned()))
+    }
+}
+
+fn map(entries: impl IntoIterator<Item = (String, Value)>) -> Value {
+    let m: HashMap<Key, Value> = entries
+        .into_iter()
+        .map(|(k, v)| (Key::from(k), v))
+        .collect();
+    Value::Map(Map { map: Arc::new(m) })
+}
+
+/// The phase ids an expression mentions (`phases.ID` or `phases["ID"]`).
+fn mentioned_phases(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("phases") {
+        let after = &rest[i + "phases".len()..];
+        let id: String = if let Some(a) = after.strip_prefix('.') {
+            a.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        } else if let Some(a) = after
+            .strip_prefix("[\"")
+            .or_else(|| after.strip_prefix("['"))
+        {
+            a.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                .collect()
+        } else {
+            String::new()
+        };
+        if !id.is_empty() && !out.contains(&id) {
+            out.push(id);
+        }
+        rest = after;
+    }
+    out
+}
+
+/// The result of evaluating one expression: its verdict and the values it read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// True or false.
+    pub value: bool,
+    /// `phases.ID.outputs.KEY = VALUE` for each output of each phase it mentions, and
+    /// `vars.KEY = VALUE` for each var it mentions: what the user needs to see when a gate
+    /// fails.
+    pub seen: Vec<(String, String)>,
+}
+
+/// Evaluates a boolean expression against a scope.
+pub fn eval(expr: &str, scope: &dyn Scope) -> Result<Verdict, ExprError> {
+    let program = Program::compile(expr).map_err(|e| ExprError::Parse {
+        expr: expr.to_owned(),
+        message: e.to_string().lines().next().unwrap_or_default().to_owned(),
+    })?;
+    let mut seen = Vec::new();
+    let vars = scope.vars();
+    for (k, v) in &vars {
+        if expr.contains(&format!("vars.{k}")) || expr.contains(&format!("\"{k}\"")) {
+            seen.push((format!("vars.{k}"), v.clone()));
+        }
+    }
+    let mut phases = Vec::new();
+    for id in mentioned_phases(expr) {
+        if let Some(outputs) = scope.phase_outputs(&id) {
+            for (k, v) in &outputs {
+                if expr.contains(k.as_str()) {
+                    seen.push((format!("phases.{id}.outputs.{k}"), v.clone()));
+                }
+            }
+            let outs = map(outputs.into_iter().map(|(k, v)| {
+                let t = typed(&v);
+                (k, t)
+            }));
+            phases.push((id, map([("outputs".to_owned(), outs)])));
+        }
+    }
+    let mut ctx = Context::default();
+    ctx.add_variable_from_value("vars", map(vars.into_iter().map(|(k, v)| (k, typed(&v)))));
+    ctx.add_variable_from_value("phases", map(phases));
+    match program.execute(&ctx) {
+        Ok(Value::Bool(b)) => Ok(Verdict { value: b, seen }),
+        Ok(other) => Err(ExprError::NotBool {
+            expr: expr.to_owned(),
+            value: format!("{other:?}"),
+        }),
+        Err(e) => Err(ExprError::Eval {
+            expr: expr.to_owned(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::PhaseId;
+    use crate::phase::PhaseContext;
+
+    fn ctx() -> PhaseContext {
+        PhaseContext::builder(PhaseId::new("g").unwrap(), "/tmp")
+            .var("env", "prod")
+            .var("replicas", "3")
+            .output("parity", "critical_missing", "2")
+            .output("parity", "parity_percent", "87.5")
+            .output("unit-tests", "passed", "true")
+            .build()
+    }
+
+    fn eval_ctx(expr: &str) -> Result<Verdict, ExprError> {
+        let c = ctx();
+        eval(expr, &*c.scope)
+    }
+
+    #[test]
+    fn compares_outputs_as_numbers() {
+        assert!(
+            eval_ctx("phases.parity.outputs.critical_missing <= 6")
+                .unwrap()
+                .value
+        );
+        assert!(
+            !eval_ctx("phases.parity.outputs.parity_percent > 90.0")
+                .unwrap()
+                .value
+        );
+        assert!(
+            eval_ctx("vars.env == 'prod' && vars.replicas == 3")
+                .unwrap()
+                .value
+        );
+        assert!(
+            eval_ctx("phases[\"unit-tests\"].outputs.passed")
+                .unwrap()
+                .value
+        );
+    }
+
+    #[test]
+    fn reports_values_seen() {
+        let v = eval_ctx("phases.parity.outputs.critical_missing <= 1").unwrap();
+        assert!(!v.value);
+        assert_eq!(
+            v.seen,
+            [(
+                "phases.parity.outputs.critical_missing".to_owned(),
+                "2".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn errors_are_distinct() {
+        assert!(matches!(eval_ctx("1 +"), Err(ExprError::Parse { .. })));
+        assert!(matches!(
+            eval_ctx("phases.nope.outputs.x == 1"),
+            Err(ExprError::Eval { .. })
+        ));
+        assert!(matches!(eval_ctx("1 + 1"), Err(ExprError::NotBool { .. })));
+    }
+}

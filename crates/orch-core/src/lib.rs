@@ -1,0 +1,33 @@
+//! `orch-core`: the orch engine.
+//!
+//! A pipeline is a DAG of [`Phase`]s (*what* runs) executed by [`Agent`]s (*who* runs it).
+//! Pipelines come from a TOML file ([`Pipeline::load`]) or from code
+//! ([`PipelineBuilder`]); a [`Runner`] schedules them on tokio with per-phase timeouts,
+//! retries with backoff and per-agent circuit breakers, emits one stream of [`RunEvent`]s,
+//! and writes a [`RunRecord`] (`run.json`).
+#![doc = include_str!("../README.md")]
+
+pub mod agent;
+pub mod command;
+pub mod diagnostics;
+pub mod errors;
+pub mod events;
+pub mod expr;
+mod gate;
+pub mod ids;
+pub mod interpolate;
+pub mod phase;
+pub mod process;
+pub mod record;
+pub mod redact;
+pub mod registry;
+pub mod spec;
+
+pub use agent::{Agent, LocalAgent};
+pub use errors::{AgentError, InterpolationError, KindError, LoadError, RunError};
+pub use events::{EventSink, RunEvent, Stream};
+pub use ids::{PhaseId, RunId};
+pub use phase::{Description, Phase, PhaseContext, PhaseError, PhaseOutcome, PlanContext};
+pub use record::{Artifact, Outputs, PhaseRecord, PhaseStatus, RunRecord, RunStatus};
+pub use registry::Registry;
+pub use spec::{AgentSpec, PhaseSpec, PipelineSpec, RunSpec, WithTable};

@@ -1,0 +1,642 @@
+//! The [`Phase`] trait: *what* runs. A phase gets a [`PhaseContext`] and returns outputs and
+//! artifacts, or a [`PhaseError`].
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{Agent, LocalAgent};
+use crate::errors::InterpolationError;
+use crate::events::{EventBus, EventSink, RunEvent, Stream};
+use crate::ids::{PhaseId, RunId};
+use crate::interpolate::{self, Reference, Scope, ShellScript};
+use crate::record::{Artifact, Outputs};
+use crate::redact::{Redactor, StreamRedactor};
+
+/// What a phase produced.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PhaseOutcome {
+    /// Outputs later phases can read as `${{ phases.ID.outputs.KEY }}`.
+    pub outputs: Outputs,
+    /// Images, archives, files it made.
+    pub artifacts: Vec<Artifact>,
+    /// Exit code, for process phases.
+    pub exit_code: Option<i32>,
+}
+
+impl PhaseOutcome {
+    /// An outcome with these outputs.
+    pub fn with_outputs<K: Into<String>, V: Into<String>>(
+        outputs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            outputs: outputs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Why an attempt did not succeed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PhaseError {
+    /// The attempt failed; the phase may be retried.
+    #[error("{message}")]
+    Failed {
+        /// What went wrong, one line.
+        message: String,
+        /// Exit code, for processes.
+        exit_code: Option<i32>,
+    },
+    /// The phase noticed cancellation and stopped.
+    #[error("cancelled")]
+    Cancelled,
+    /// The phase decided not to run (for example, no engine to run it on); not a failure.
+    #[error("skipped: {reason}")]
+    Skip {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl PhaseError {
+    /// A failure with a message.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::Failed {
+            message: message.into(),
+            exit_code: None,
+        }
+    }
+
+    /// A failure from an error, with its whole `source()` chain in one line.
+    pub fn from_error(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            source = s.source();
+        }
+        Self::failed(message)
+    }
+}
+
+/// What a phase would do, for `orch plan`. Describing has no side effects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Description {
+    /// One line: what it does (`sh -c 'cargo test'`, `build image app:1.2`).
+    pub summary: String,
+    /// Settings worth showing, as name and value.
+    pub details: Vec<(String, String)>,
+    /// What it would change outside the state directory (files, refs, registries).
+    pub changes: Vec<String>,
+}
+
+impl Description {
+    /// A description with a summary.
+    pub fn new(summary: impl Into<String>) -> Self {
+        Self {
+            summary: summary.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Adds a detail (builder style).
+    pub fn detail(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.details.push((name.into(), value.into()));
+        self
+    }
+
+    /// Adds a change it would make (builder style).
+    pub fn change(mut self, change: impl Into<String>) -> Self {
+        self.changes.push(change.into());
+        self
+    }
+}
+
+/// A node of the pipeline: *what* runs.
+///
+/// Implementations hold their settings (with `${{ }}` templates unrendered) and render them
+/// with [`PhaseContext::render`] when they run, and with [`PlanContext::render`] when they
+/// describe themselves.
+#[async_trait]
+pub trait Phase: Send + Sync + 'static {
+    /// What a run would do, with no side effects.
+    fn describe(&self, ctx: &PlanContext<'_>) -> Description;
+
+    /// Runs one attempt. The engine applies the timeout (dropping this future) and retries;
+    /// a phase that starts processes must kill them when the future is dropped and stop
+    /// them gracefully when [`PhaseContext::cancelled`] fires.
+    async fn run(&self, ctx: &PhaseContext) -> Result<PhaseOutcome, PhaseError>;
+}
+
+/// The values a plan can know: vars, the run id placeholder, and placeholders for outputs.
+pub struct PlanContext<'a> {
+    pub(crate) phase_id: &'a PhaseId,
+    pub(crate) base_dir: &'a Path,
+    pub(crate) workdir: PathBuf,
+    pub(crate) scope: &'a dyn Scope,
+}
+
+impl<'a> PlanContext<'a> {
+    /// A plan context over a scope (for tests and embedding).
+    pub fn new(phase_id: &'a PhaseId, base_dir: &'a Path, scope: &'a dyn Scope) -> Self {
+        Self {
+            phase_id,
+            base_dir,
+            workdir: base_dir.to_owned(),
+            scope,
+        }
+    }
+
+    /// The phase being described.
+    pub fn phase_id(&self) -> &PhaseId {
+        self.phase_id
+    }
+
+    /// The pipeline's directory.
+    pub fn base_dir(&self) -> &Path {
+        self.base_dir
+    }
+
+    /// The phase's working directory.
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    /// Renders a template; outputs not known yet show as `<phases.ID.outputs.KEY>`.
+    pub fn render(&self, template: &str) -> String {
+        interpolate::render(template, self.scope).unwrap_or_else(|_| template.to_owned())
+    }
+
+    /// Resolves a path setting against the pipeline's directory.
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        self.base_dir.join(self.render(path))
+    }
+}
+
+/// Where a phase's output goes: the log file, and output events.
+pub(crate) struct PhaseLog {
+    phase: PhaseId,
+    bus: EventBus,
+    path: Option<PathBuf>,
+    state: Mutex<LogState>,
+}
+
+struct LogState {
+    file: Option<BufWriter<File>>,
+    open_failed: bool,
+    streams: [StreamRedactor; 3],
+}
+
+impl PhaseLog {
+    pub(crate) fn new(
+        phase: PhaseId,
+        bus: EventBus,
+        path: Option<PathBuf>,
+        redactor: &Redactor,
+    ) -> Self {
+        Self {
+            phase,
+            bus,
+            path,
+            state: Mutex::new(LogState {
+                file: None,
+                open_failed: false,
+                streams: [redactor.stream(), redactor.stream(), redactor.stream()],
+            }),
+        }
+    }
+
+    fn stream_index(stream: Stream) -> usize {
+        match stream {
+            Stream::Stdout => 0,
+            Stream::Stderr => 1,
+            Stream::Log => 2,
+        }
+    }
+
+    fn push(&self, stream: Stream, chunk: &[u8]) {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = &mut *guard;
+        let mut lines = Vec::new();
+        state.streams[Self::stream_index(stream)].push(chunk, |l| lines.push(l.to_owned()));
+        self.write_lines(state, stream, lines);
+    }
+
+    fn finish(&self) {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = &mut *guard;
+        for stream in [Stream::Stdout, Stream::Stderr, Stream::Log] {
+            let mut lines = Vec::new();
+            state.streams[Self::stream_index(stream)].finish(|l| lines.push(l.to_owned()));
+            self.write_lines(state, stream, lines);
+        }
+        if let Some(f) = &mut state.file {
+            let _ = f.flush();
+        }
+    }
+
+    fn write_lines(&self, state: &mut LogState, stream: Stream, lines: Vec<String>) {
+        if lines.is_empty() {
+            return;
+        }
+        if state.file.is_none()
+            && !state.open_failed
+            && let Some(path) = &self.path
+        {
+            let opened = path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                });
+            match opened {
+                Ok(f) => state.file = Some(BufWriter::new(f)),
+                Err(e) => {
+                    state.open_failed = true;
+                    tracing::warn!("cannot write log {}: {e}", path.display());
+                }
+            }
+        }
+        for line in lines {
+            if let Some(f) = &mut state.file {
+                let _ = writeln!(f, "{line}");
+            }
+            if !self.bus.is_empty() {
+                self.bus.emit(&RunEvent::PhaseOutput {
+                    phase: self.phase.clone(),
+                    stream,
+                    line,
+                });
+            }
+        }
+    }
+}
+
+/// Everything one attempt of a phase may use.
+pub struct PhaseContext {
+    pub(crate) run_id: RunId,
+    pub(crate) phase_id: PhaseId,
+    pub(crate) attempt: u32,
+    pub(crate) base_dir: Arc<Path>,
+    pub(crate) workdir: PathBuf,
+    pub(crate) run_dir: Arc<Path>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) env_remove: Arc<[String]>,
+    pub(crate) scope: Arc<dyn Scope + Send + Sync>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) grace: Duration,
+    pub(crate) agent: Arc<dyn Agent>,
+    pub(crate) log: Arc<PhaseLog>,
+    pub(crate) redactor: Redactor,
+}
+
+impl std::fmt::Debug for PhaseContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PhaseContext")
+            .field("run_id", &self.run_id)
+            .field("phase_id", &self.phase_id)
+            .field("attempt", &self.attempt)
+            .field("workdir", &self.workdir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PhaseContext {
+    /// A builder, for running a phase outside the engine (tests, embedding).
+    pub fn builder(phase_id: PhaseId, base_dir: impl Into<PathBuf>) -> ContextBuilder {
+        ContextBuilder::new(phase_id, base_dir.into())
+    }
+
+    /// The run.
+    pub fn run_id(&self) -> &RunId {
+        &self.run_id
+    }
+
+    /// This phase.
+    pub fn phase_id(&self) -> &PhaseId {
+        &self.phase_id
+    }
+
+    /// 1-based attempt number.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The pipeline's directory: relative paths in settings resolve against it.
+    pub fn base_dir(&self) -> &Path {
+        &self.base_dir
+    }
+
+    /// The phase's working directory (its `cwd`, resolved).
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    /// The run's directory in the state dir (`STATE_DIR/runs/RUN_ID`).
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// Environment for processes the phase starts: the `ORCH_*` variables, the phase's
+    /// rendered `env` and the secrets it declared. Apply it on top of the inherited
+    /// environment after removing [`PhaseContext::env_remove`].
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    /// Variables to remove from the inherited environment: secrets this phase did not
+    /// declare.
+    pub fn env_remove(&self) -> &[String] {
+        &self.env_remove
+    }
+
+    /// The value of an environment variable the phase gets (from [`PhaseContext::env`]).
+    pub fn env_var(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Renders a `${{ }}` template by text substitution (for settings no shell reads).
+    pub fn render(&self, template: &str) -> Result<String, InterpolationError> {
+        interpolate::render(template, &*self.scope)
+    }
+
+    /// Renders a `sh -c` script so interpolated values cannot inject shell syntax.
+    pub fn render_shell(&self, script: &str) -> Result<ShellScript, InterpolationError> {
+        interpolate::render_shell(script, &*self.scope)
+    }
+
+    /// Resolves a path setting (rendered) against the pipeline's directory.
+    pub fn resolve(&self, path: &str) -> Result<PathBuf, InterpolationError> {
+        Ok(self.base_dir.join(self.render(path)?))
+    }
+
+    /// Looks up one reference (`vars.X`, an output).
+    pub fn lookup(&self, r: &Reference) -> Result<Cow<'_, str>, InterpolationError> {
+        self.scope.lookup(r)
+    }
+
+    /// Fires when the run is cancelled: stop gracefully within [`PhaseContext::grace`].
+    pub fn cancelled(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// How long a cancelled phase may take to stop before it is killed.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// The agent running this phase.
+    pub fn agent(&self) -> &Arc<dyn Agent> {
+        &self.agent
+    }
+
+    /// The agent as its concrete type.
+    pub fn agent_as<T: Any>(&self) -> Option<&T> {
+        self.agent.as_any().downcast_ref::<T>()
+    }
+
+    /// Masks secrets in a string (for messages built from external data).
+    pub fn redact<'s>(&self, text: &'s str) -> Cow<'s, str> {
+        self.redactor.redact(text)
+    }
+
+    /// Writes a chunk of process output; it is redacted, split into lines, written to the
+    /// phase log and sent as events.
+    pub fn output(&self, stream: Stream, chunk: &[u8]) {
+        self.log.push(stream, chunk);
+    }
+
+    /// Logs one line of the phase's own (redacted).
+    pub fn log(&self, line: impl AsRef<str>) {
+        let mut text = line.as_ref().to_owned();
+        text.push('\n');
+        self.log.push(Stream::Log, text.as_bytes());
+    }
+
+    /// Flushes partial lines and the log file (the engine calls this after each attempt).
+    pub fn flush_output(&self) {
+        self.log.finish();
+    }
+}
+
+/// Builds a [`PhaseContext`] outside the engine.
+pub struct ContextBuilder {
+    phase_id: PhaseId,
+    base_dir: PathBuf,
+    run_id: RunId,
+    attempt: u32,
+    workdir: Option<PathBuf>,
+    run_dir: Option<PathBuf>,
+    vars: Vec<(String, String)>,
+    outputs: Vec<(String, String, String)>,
+    env: Vec<(String, String)>,
+    secrets: Vec<(String, String)>,
+    bus: EventBus,
+    agent: Option<Arc<dyn Agent>>,
+    cancel: CancellationToken,
+    grace: Duration,
+    log_path: Option<PathBuf>,
+}
+
+impl ContextBuilder {
+    fn new(phase_id: PhaseId, base_dir: PathBuf) -> Self {
+        Self {
+            phase_id,
+            base_dir,
+            run_id: RunId::generate(),
+            attempt: 1,
+            workdir: None,
+            run_dir: None,
+            vars: Vec::new(),
+            outputs: Vec::new(),
+            env: Vec::new(),
+            secrets: Vec::new(),
+            bus: EventBus::default(),
+            agent: None,
+            cancel: CancellationToken::new(),
+            grace: Duration::from_secs(5),
+            log_path: None,
+        }
+    }
+
+    /// Sets the run id.
+    pub fn run_id(mut self, id: RunId) -> Self {
+        self.run_id = id;
+        self
+    }
+    /// Sets the attempt number.
+    pub fn attempt(mut self, n: u32) -> Self {
+        self.attempt = n;
+        self
+    }
+    /// Sets the working directory (default: the base dir).
+    pub fn workdir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.workdir = Some(dir.into());
+        self
+    }
+    /// Sets the run directory (default: `BASE/.orch/runs/RUN_ID`).
+    pub fn run_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.run_dir = Some(dir.into());
+        self
+    }
+    /// Adds a var.
+    pub fn var(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.vars.push((k.into(), v.into()));
+        self
+    }
+    /// Adds an output of another phase.
+    pub fn output(
+        mut self,
+        phase: impl Into<String>,
+        k: impl Into<String>,
+        v: impl Into<String>,
+    ) -> Self {
+        self.outputs.push((phase.into(), k.into(), v.into()));
+        self
+    }
+    /// Adds an environment variable.
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+    /// Adds a secret (given as env and redacted everywhere).
+    pub fn secret(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.secrets.push((k.into(), v.into()));
+        self
+    }
+    /// Sends output events to a sink.
+    pub fn sink(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.bus.subscribe(sink);
+        self
+    }
+    /// Sets the agent (default: a local agent).
+    pub fn agent(mut self, agent: Arc<dyn Agent>) -> Self {
+        self.agent = Some(agent);
+        self
+    }
+    /// Uses this cancellation token.
+    pub fn cancel(mut self, token: CancellationToken) -> Self {
+        self.cancel = token;
+        self
+    }
+    /// Sets the grace period for cancellation.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+    /// Writes the log to this file.
+    pub fn log_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.log_path = Some(path.into());
+        self
+    }
+
+    /// Builds the context.
+    pub fn build(self) -> PhaseContext {
+        let redactor = Redactor::new(self.secrets.iter().map(|(_, v)| v.as_str()));
+        let mut env = vec![
+            ("ORCH_RUN_ID".to_owned(), self.run_id.to_string()),
+            ("ORCH_PHASE_ID".to_owned(), self.phase_id.to_string()),
+            ("ORCH_ATTEMPT".to_owned(), self.attempt.to_string()),
+        ];
+        env.extend(self.env);
+        env.extend(self.secrets);
+        let run_dir = self.run_dir.unwrap_or_else(|| {
+            self.base_dir
+                .join(".orch")
+                .join("runs")
+                .join(self.run_id.as_str())
+        });
+        let scope = MapScope {
+            run_id: self.run_id.to_string(),
+            vars: self.vars,
+            outputs: self.outputs,
+        };
+        PhaseContext {
+            log: Arc::new(PhaseLog::new(
+                self.phase_id.clone(),
+                self.bus,
+                self.log_path,
+                &redactor,
+            )),
+            run_id: self.run_id,
+            phase_id: self.phase_id,
+            attempt: self.attempt,
+            workdir: self.workdir.unwrap_or_else(|| self.base_dir.clone()),
+            base_dir: Arc::from(self.base_dir.as_path()),
+            run_dir: Arc::from(run_dir.as_path()),
+            env,
+            env_remove: Arc::from(Vec::new()),
+            scope: Arc::new(scope),
+            cancel: self.cancel,
+            grace: self.grace,
+            agent: self
+                .agent
+                .unwrap_or_else(|| Arc::new(LocalAgent::new("local", 1))),
+            redactor,
+        }
+    }
+}
+
+struct MapScope {
+    run_id: String,
+    vars: Vec<(String, String)>,
+    outputs: Vec<(String, String, String)>,
+}
+
+impl Scope for MapScope {
+    fn lookup(&self, r: &Reference) -> Result<Cow<'_, str>, InterpolationError> {
+        match r {
+            Reference::RunId => Ok(Cow::Borrowed(&self.run_id)),
+            Reference::Var(k) => self
+                .vars
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| Cow::Borrowed(v.as_str()))
+                .ok_or_else(|| InterpolationError::UnknownVar { name: k.clone() }),
+            Reference::Output { phase, key } => self
+                .outputs
+                .iter()
+                .find(|(p, k, _)| p == phase && k == key)
+                .map(|(_, _, v)| Cow::Borrowed(v.as_str()))
+                .ok_or_else(|| InterpolationError::MissingOutput {
+                    phase: phase.clone(),
+                    key: key.clone(),
+                }),
+        }
+    }
+
+    fn vars(&self) -> Vec<(String, String)> {
+        self.vars.clone()
+    }
+
+    fn phase_outputs(&self, phase: &str) -> Option<Outputs> {
+        let o: Outputs = self
+            .outputs
+            .iter()
+            .filter(|(p, _, _)| p == phase)
+            .map(|(_, k, v)| (k.clone(), v.clone()))
+            .collect();
+        (!o.is_empty()).then_some(o)
+    }
+}

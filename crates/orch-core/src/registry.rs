@@ -1,0 +1,130 @@
+//! The registry of phase kinds and agent types: maps a kind name and its settings to a
+//! [`Phase`], and an agent type and its settings to an [`Agent`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::agent::{Agent, LocalAgent};
+use crate::errors::KindError;
+use crate::phase::Phase;
+use crate::spec::{AgentSpec, PhaseSpec};
+
+/// Builds a phase from its declaration. Called when a pipeline is loaded, so settings are
+/// checked before anything runs; templates in settings are rendered later, at run time.
+pub type PhaseFactory = Arc<dyn Fn(&PhaseSpec) -> Result<Arc<dyn Phase>, KindError> + Send + Sync>;
+
+/// Builds an agent from its declaration. `jobs` is the run's job limit, the default
+/// capacity of local agents.
+pub type AgentFactory =
+    Arc<dyn Fn(&AgentSpec, usize) -> Result<Arc<dyn Agent>, KindError> + Send + Sync>;
+
+/// A registered phase kind.
+#[derive(Clone)]
+pub struct KindEntry {
+    /// The agent type that serves it.
+    pub agent_type: String,
+    /// One line for `orch schema` and help.
+    pub summary: String,
+    pub(crate) factory: PhaseFactory,
+}
+
+/// Phase kinds and agent types known to a run.
+#[derive(Clone, Default)]
+pub struct Registry {
+    kinds: BTreeMap<String, KindEntry>,
+    agent_types: BTreeMap<String, AgentFactory>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("kinds", &self.kinds.keys().collect::<Vec<_>>())
+            .field("agent_types", &self.agent_types.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// The built-in kinds (`command`, `gate`) and the `local` agent type.
+    pub fn with_builtins() -> Self {
+        let mut r = Self::empty();
+        r.register_agent_type(
+            "local",
+            Arc::new(|spec: &AgentSpec, jobs: usize| {
+                Ok(Arc::new(LocalAgent::new(
+                    spec.name.clone(),
+                    spec.capacity.unwrap_or(jobs),
+                )) as Arc<dyn Agent>)
+            }),
+        );
+        crate::command::register(&mut r);
+        crate::gate::register(&mut r);
+        r
+    }
+
+    /// Registers a phase kind served by agents of `agent_type`.
+    pub fn register_kind(
+        &mut self,
+        kind: impl Into<String>,
+        agent_type: impl Into<String>,
+        summary: impl Into<String>,
+        factory: PhaseFactory,
+    ) {
+        self.kinds.insert(
+            kind.into(),
+            KindEntry {
+                agent_type: agent_type.into(),
+                summary: summary.into(),
+                factory,
+            },
+        );
+    }
+
+    /// Registers an agent type.
+    pub fn register_agent_type(&mut self, agent_type: impl Into<String>, factory: AgentFactory) {
+        self.agent_types.insert(agent_type.into(), factory);
+    }
+
+    /// The entry of a kind.
+    pub fn kind(&self, kind: &str) -> Option<&KindEntry> {
+        self.kinds.get(kind)
+    }
+
+    /// Every kind, sorted.
+    pub fn kinds(&self) -> impl Iterator<Item = (&str, &KindEntry)> {
+        self.kinds.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Every agent type, sorted.
+    pub fn agent_types(&self) -> impl Iterator<Item = &str> {
+        self.agent_types.keys().map(String::as_str)
+    }
+
+    /// Builds a phase from its declaration.
+    pub fn build_phase(&self, spec: &PhaseSpec) -> Result<Arc<dyn Phase>, KindError> {
+        let entry = self
+            .kinds
+            .get(&spec.kind)
+            .ok_or_else(|| KindError::new(format!("unknown phase kind `{}`", spec.kind)))?;
+        (entry.factory)(spec)
+    }
+
+    /// Builds an agent from its declaration.
+    pub fn build_agent(&self, spec: &AgentSpec, jobs: usize) -> Result<Arc<dyn Agent>, KindError> {
+        let factory = self
+            .agent_types
+            .get(&spec.agent_type)
+            .ok_or_else(|| KindError::new(format!("unknown agent type `{}`", spec.agent_type)))?;
+        factory(spec, jobs)
+    }
+
+    /// Whether an agent type is known.
+    pub fn has_agent_type(&self, agent_type: &str) -> bool {
+        self.agent_types.contains_key(agent_type)
+    }
+}

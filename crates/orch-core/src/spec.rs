@@ -1,0 +1,315 @@
+//! The in-memory model of a pipeline: what the file (or Rust and Python code) declares.
+//!
+//! These types are the parsed, validated form of the pipeline file. The engine's run-time
+//! state lives elsewhere; reports read [`crate::record::RunRecord`].
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::DeValue;
+
+use crate::errors::KindError;
+use crate::ids::PhaseId;
+
+/// What a `command` phase runs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RunSpec {
+    /// A script run under `sh -c`.
+    Shell(String),
+    /// An argv run without a shell.
+    Argv(Vec<String>),
+}
+
+/// Delay between attempts: `initial * factor^(n-1)`, capped at `max`, optionally jittered.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Backoff {
+    /// Delay before the second attempt.
+    pub initial: Duration,
+    /// Growth factor per attempt (>= 1.0).
+    pub factor: f64,
+    /// Upper bound of one delay.
+    pub max: Duration,
+    /// Randomise each delay in `[delay/2, delay]` ("equal jitter").
+    pub jitter: bool,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(500),
+            factor: 2.0,
+            max: Duration::from_secs(30),
+            jitter: false,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay after failed attempt number `attempt` (1-based), before jitter.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(64) as i32;
+        let secs = self.initial.as_secs_f64() * self.factor.powi(exp);
+        let capped = secs.min(self.max.as_secs_f64());
+        Duration::from_secs_f64(capped.max(0.0))
+    }
+
+    /// The delay after attempt `attempt`, with jitter applied when enabled.
+    pub fn delay_jittered(&self, attempt: u32) -> Duration {
+        let d = self.delay(attempt);
+        if self.jitter && !d.is_zero() {
+            let half = d / 2;
+            half + half.mul_f64(fastrand::f64())
+        } else {
+            d
+        }
+    }
+}
+
+/// A kind-specific `with` table, kept with its source location when it came from a file.
+#[derive(Clone, Debug, Default)]
+pub struct WithTable {
+    table: toml::Table,
+    source: Option<Spanned<DeValue<'static>>>,
+}
+
+impl WithTable {
+    /// A table built in code (no source location).
+    pub fn new(table: toml::Table) -> Self {
+        Self {
+            table,
+            source: None,
+        }
+    }
+
+    pub(crate) fn from_source(table: toml::Table, source: Spanned<DeValue<'static>>) -> Self {
+        Self {
+            table,
+            source: Some(source),
+        }
+    }
+
+    /// The table's values.
+    pub fn table(&self) -> &toml::Table {
+        &self.table
+    }
+
+    /// Byte span of the table in the pipeline file, when it came from one.
+    pub fn span(&self) -> Option<Range<usize>> {
+        self.source.as_ref().map(Spanned::span)
+    }
+
+    /// Deserializes the table into a kind's settings type.
+    ///
+    /// Use `#[serde(deny_unknown_fields)]` on `T`: errors then name the unknown key and,
+    /// for tables from a file, point at it.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, KindError> {
+        match &self.source {
+            Some(src) => {
+                let de = toml::de::ValueDeserializer::from(src.clone());
+                T::deserialize(de).map_err(|e| KindError {
+                    message: e.message().to_owned(),
+                    span: e.span(),
+                })
+            }
+            None => T::deserialize(toml::Value::Table(self.table.clone())).map_err(|e| KindError {
+                message: e.message().to_owned(),
+                span: None,
+            }),
+        }
+    }
+}
+
+/// One phase as declared.
+#[derive(Clone, Debug)]
+pub struct PhaseSpec {
+    /// The phase id.
+    pub id: PhaseId,
+    /// The kind (`command`, `gate`, `docker.build`, ...).
+    pub kind: String,
+    /// The command, for `command` phases.
+    pub run: Option<RunSpec>,
+    /// Phases that must succeed first, in declaration order.
+    pub needs: Vec<PhaseId>,
+    /// Kind-specific settings.
+    pub with: WithTable,
+    /// Extra environment (values may interpolate).
+    pub env: IndexMap<String, String>,
+    /// Working directory, relative to the pipeline's directory.
+    pub cwd: Option<String>,
+    /// Limit for one attempt.
+    pub timeout: Option<Duration>,
+    /// Extra attempts after a failure.
+    pub retries: u32,
+    /// Delay between attempts.
+    pub backoff: Backoff,
+    /// A failure is recorded but does not fail the run or block dependents.
+    pub allow_failure: bool,
+    /// Labels for selection and reports.
+    pub tags: Vec<String>,
+    /// Names of environment variables given to the phase as secrets.
+    pub secrets: Vec<String>,
+    /// The agent that runs it; `None` picks the agent serving the kind.
+    pub agent: Option<String>,
+    /// Shown in plans and reports.
+    pub description: Option<String>,
+    /// A CEL condition; the phase is skipped when it is false.
+    pub when: Option<String>,
+    /// CEL assertions, for `gate` phases.
+    pub assert: Vec<String>,
+}
+
+impl PhaseSpec {
+    /// A phase of `kind` with every other field at its default.
+    pub fn new(id: PhaseId, kind: impl Into<String>) -> Self {
+        Self {
+            id,
+            kind: kind.into(),
+            run: None,
+            needs: Vec::new(),
+            with: WithTable::default(),
+            env: IndexMap::new(),
+            cwd: None,
+            timeout: None,
+            retries: 0,
+            backoff: Backoff::default(),
+            allow_failure: false,
+            tags: Vec::new(),
+            secrets: Vec::new(),
+            agent: None,
+            description: None,
+            when: None,
+            assert: Vec::new(),
+        }
+    }
+
+    /// A `command` phase.
+    pub fn command(id: PhaseId, run: RunSpec) -> Self {
+        let mut spec = Self::new(id, "command");
+        spec.run = Some(run);
+        spec
+    }
+
+    /// Adds needs (builder style).
+    pub fn needs(mut self, needs: impl IntoIterator<Item = PhaseId>) -> Self {
+        self.needs.extend(needs);
+        self
+    }
+}
+
+/// Circuit-breaker settings of an agent.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BreakerSpec {
+    /// Consecutive failures that open the breaker; 0 disables it.
+    pub failures: u32,
+    /// How long the breaker stays open before it lets one phase through (half-open).
+    pub cooldown: Duration,
+}
+
+impl Default for BreakerSpec {
+    fn default() -> Self {
+        Self {
+            failures: 5,
+            cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One agent as declared (or implied).
+#[derive(Clone, Debug)]
+pub struct AgentSpec {
+    /// The agent's name (the key under `[agents]`, or the type for implied agents).
+    pub name: String,
+    /// The agent type (`local`, `docker`, `git`, `python`, ...).
+    pub agent_type: String,
+    /// Phases at once; `None` means the type's default.
+    pub capacity: Option<usize>,
+    /// Type-specific settings.
+    pub with: WithTable,
+    /// Circuit breaker.
+    pub breaker: BreakerSpec,
+}
+
+/// Per-phase defaults from `[defaults]`.
+#[derive(Clone, Debug, Default)]
+pub struct Defaults {
+    /// Default timeout.
+    pub timeout: Option<Duration>,
+    /// Default retries.
+    pub retries: Option<u32>,
+    /// Default backoff.
+    pub backoff: Option<Backoff>,
+    /// Default env, merged under each phase's env.
+    pub env: IndexMap<String, String>,
+    /// Default agent.
+    pub agent: Option<String>,
+}
+
+/// A whole pipeline as declared.
+#[derive(Clone, Debug)]
+pub struct PipelineSpec {
+    /// Pipeline name.
+    pub name: String,
+    /// Phases at once; `None` means the number of CPUs.
+    pub jobs: Option<usize>,
+    /// Where runs, logs and reports go, relative to `base_dir`.
+    pub state_dir: PathBuf,
+    /// Variables.
+    pub vars: IndexMap<String, String>,
+    /// Agents, in declaration order.
+    pub agents: IndexMap<String, AgentSpec>,
+    /// Phases, in declaration order.
+    pub phases: Vec<PhaseSpec>,
+    /// The directory relative paths resolve against.
+    pub base_dir: PathBuf,
+    /// The file this came from, if any.
+    pub source_path: Option<PathBuf>,
+}
+
+impl PipelineSpec {
+    /// An empty pipeline rooted at `base_dir`.
+    pub fn new(name: impl Into<String>, base_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            jobs: None,
+            state_dir: PathBuf::from(".orch"),
+            vars: IndexMap::new(),
+            agents: IndexMap::new(),
+            phases: Vec::new(),
+            base_dir: base_dir.into(),
+            source_path: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            factor: 2.0,
+            max: Duration::from_millis(350),
+            jitter: false,
+        };
+        let got: Vec<_> = (1..=4).map(|a| b.delay(a).as_millis()).collect();
+        assert_eq!(got, [100, 200, 350, 350]);
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_full() {
+        let b = Backoff {
+            jitter: true,
+            ..Backoff::default()
+        };
+        for _ in 0..100 {
+            let d = b.delay_jittered(2);
+            assert!(d >= b.delay(2) / 2 && d <= b.delay(2), "{d:?}");
+        }
+    }
+}
