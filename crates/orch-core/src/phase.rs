@@ -305,7 +305,11 @@ pub struct PhaseContext {
     pub(crate) agent: Arc<dyn Agent>,
     pub(crate) log: Arc<PhaseLog>,
     pub(crate) redactor: Redactor,
+    pub(crate) snapshot: Option<SnapshotFn>,
 }
+
+/// Produces the run record as it stands (finished phases only).
+pub type SnapshotFn = Arc<dyn Fn() -> crate::record::RunRecord + Send + Sync>;
 
 impl std::fmt::Debug for PhaseContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -416,6 +420,12 @@ impl PhaseContext {
         self.agent.as_any().downcast_ref::<T>()
     }
 
+    /// The run record as it stands: the phases finished so far, with their outputs and
+    /// artifacts (for phases such as `report` that summarise the run they are part of).
+    pub fn run_snapshot(&self) -> Option<crate::record::RunRecord> {
+        self.snapshot.as_ref().map(|f| f())
+    }
+
     /// Masks secrets in a string (for messages built from external data).
     pub fn redact<'s>(&self, text: &'s str) -> Cow<'s, str> {
         self.redactor.redact(text)
@@ -457,6 +467,7 @@ pub struct ContextBuilder {
     cancel: CancellationToken,
     grace: Duration,
     log_path: Option<PathBuf>,
+    snapshot: Option<SnapshotFn>,
 }
 
 impl ContextBuilder {
@@ -477,7 +488,14 @@ impl ContextBuilder {
             cancel: CancellationToken::new(),
             grace: Duration::from_secs(5),
             log_path: None,
+            snapshot: None,
         }
+    }
+
+    /// Makes [`PhaseContext::run_snapshot`] return this record.
+    pub fn snapshot(mut self, record: crate::record::RunRecord) -> Self {
+        self.snapshot = Some(Arc::new(move || record.clone()));
+        self
     }
 
     /// Sets the run id.
@@ -594,6 +612,7 @@ impl ContextBuilder {
                 .agent
                 .unwrap_or_else(|| Arc::new(LocalAgent::new("local", 1))),
             redactor,
+            snapshot: self.snapshot,
         }
     }
 }

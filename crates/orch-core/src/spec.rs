@@ -231,6 +231,18 @@ pub struct AgentSpec {
     pub with: WithTable,
     /// Circuit breaker.
     pub breaker: BreakerSpec,
+    /// What happens to phases sent to it when its health check fails.
+    pub unavailable: Unavailable,
+}
+
+/// What happens to the phases of an agent whose health check fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Unavailable {
+    /// They fail, with the agent's error (the default).
+    #[default]
+    Fail,
+    /// They end `skipped`, with the agent's error as the reason.
+    Skip,
 }
 
 /// Per-phase defaults from `[defaults]`.
