@@ -1,1 +1,5 @@
-fn main() {}
+//! The `orch` command line.
+
+fn main() -> std::process::ExitCode {
+    orch_cli::main()
+}

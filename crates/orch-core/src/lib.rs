@@ -31,3 +31,14 @@ pub use phase::{Description, Phase, PhaseContext, PhaseError, PhaseOutcome, Plan
 pub use record::{Artifact, Outputs, PhaseRecord, PhaseStatus, RunRecord, RunStatus};
 pub use registry::Registry;
 pub use spec::{AgentSpec, PhaseSpec, PipelineSpec, RunSpec, WithTable};
+pub mod file;
+pub mod pipeline;
+pub use pipeline::{LoadOptions, Node, Pipeline, PipelineBuilder};
+pub mod graph;
+pub mod plan;
+pub mod run;
+mod scope;
+pub mod select;
+pub use plan::Plan;
+pub use run::{RunControl, RunOptions, Runner};
+pub use select::{Selection, Selector};

@@ -228,6 +228,10 @@ impl PhaseLog {
         }
     }
 
+    pub(crate) fn push_log(&self, line: &str) {
+        self.push(Stream::Log, line.as_bytes());
+    }
+
     fn push(&self, stream: Stream, chunk: &[u8]) {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let state = &mut *guard;

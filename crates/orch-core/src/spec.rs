@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use indexmap::IndexMap;
+use std::sync::Arc;
+
 use serde::de::DeserializeOwned;
-use toml::Spanned;
-use toml::de::DeValue;
 
 use crate::errors::KindError;
 use crate::ids::PhaseId;
@@ -73,7 +73,14 @@ impl Backoff {
 #[derive(Clone, Debug, Default)]
 pub struct WithTable {
     table: toml::Table,
-    source: Option<Spanned<DeValue<'static>>>,
+    source: Option<WithSource>,
+}
+
+#[derive(Clone, Debug)]
+struct WithSource {
+    text: Arc<str>,
+    span: Range<usize>,
+    path: Vec<String>,
 }
 
 impl WithTable {
@@ -85,10 +92,17 @@ impl WithTable {
         }
     }
 
-    pub(crate) fn from_source(table: toml::Table, source: Spanned<DeValue<'static>>) -> Self {
+    /// A table from a file: `path` is its key path (`phases`, `ID`, `with`), `span` where
+    /// its value stands in `text`.
+    pub(crate) fn from_source(
+        table: toml::Table,
+        text: Arc<str>,
+        span: Range<usize>,
+        path: Vec<String>,
+    ) -> Self {
         Self {
             table,
-            source: Some(source),
+            source: Some(WithSource { text, span, path }),
         }
     }
 
@@ -99,7 +113,7 @@ impl WithTable {
 
     /// Byte span of the table in the pipeline file, when it came from one.
     pub fn span(&self) -> Option<Range<usize>> {
-        self.source.as_ref().map(Spanned::span)
+        self.source.as_ref().map(|s| s.span.clone())
     }
 
     /// Deserializes the table into a kind's settings type.
@@ -109,11 +123,23 @@ impl WithTable {
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, KindError> {
         match &self.source {
             Some(src) => {
-                let de = toml::de::ValueDeserializer::from(src.clone());
-                T::deserialize(de).map_err(|e| KindError {
-                    message: e.message().to_owned(),
-                    span: e.span(),
-                })
+                let to_kind = |e: toml::de::Error, offset: usize| KindError {
+                    message: e.message().trim_end().to_owned(),
+                    span: e.span().map(|s| s.start + offset..s.end + offset),
+                };
+                // An inline table is a value on its own: parse just that slice.
+                let slice = src.text.get(src.span.clone()).unwrap_or_default();
+                if let Ok(de) = toml::de::ValueDeserializer::parse(slice) {
+                    return T::deserialize(de).map_err(|e| to_kind(e, src.span.start));
+                }
+                // A `[phases.ID.with]` table: find it in the whole document.
+                let doc = toml::de::DeTable::parse(&src.text).map_err(|e| to_kind(e, 0))?;
+                let mut node = doc.get_ref().get(src.path[0].as_str()).cloned();
+                for key in &src.path[1..] {
+                    node = node.and_then(|n| n.get_ref().get(key.as_str()).cloned());
+                }
+                let node = node.ok_or_else(|| KindError::new("`with` table not found"))?;
+                T::deserialize(toml::de::ValueDeserializer::from(node)).map_err(|e| to_kind(e, 0))
             }
             None => T::deserialize(toml::Value::Table(self.table.clone())).map_err(|e| KindError {
                 message: e.message().to_owned(),

@@ -1,0 +1,362 @@
+//! Argument parsing and dispatch.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use orch_core::graph::GraphFormat;
+use orch_core::{
+    LoadError, LoadOptions, Pipeline, Plan, RunControl, RunOptions, RunStatus, Runner, Selection,
+    Selector,
+};
+
+use crate::exit_codes::ExitCodes;
+use crate::progress::{PlainProgress, summary};
+
+/// Runs software-delivery pipelines as a DAG of phases.
+#[derive(Parser, Debug)]
+#[command(name = "orch", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a pipeline.
+    Run(RunArgs),
+    /// Show the ordered plan and what each phase would do; runs nothing.
+    Plan(PlanArgs),
+    /// Check a pipeline file; every problem is reported with its line.
+    Validate(FileArgs),
+    /// Print the DAG.
+    Graph(GraphArgs),
+    /// Print the JSON Schema of the pipeline file (or of run.json with --run).
+    Schema(SchemaArgs),
+}
+
+#[derive(Args, Debug)]
+struct FileArgs {
+    /// The pipeline file.
+    #[arg(default_value = "orch.toml")]
+    file: PathBuf,
+    /// Override a var: KEY=VALUE (repeatable).
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    vars: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutFormat::Human)]
+    format: OutFormat,
+}
+
+#[derive(Args, Debug)]
+struct SelectArgs {
+    /// Run only these phases (ID or tag:T) and what they need (repeatable).
+    #[arg(long, value_name = "ID|tag:T")]
+    only: Vec<String>,
+    /// Do not run these phases (ID or tag:T; repeatable).
+    #[arg(long, value_name = "ID|tag:T")]
+    skip: Vec<String>,
+    /// Run this phase and everything after it (repeatable).
+    #[arg(long, value_name = "ID")]
+    from: Vec<String>,
+    /// Phases running at once.
+    #[arg(long, short = 'j', env = "ORCH_JOBS")]
+    jobs: Option<usize>,
+}
+
+impl SelectArgs {
+    fn selection(&self) -> Selection {
+        Selection {
+            only: self.only.iter().map(|s| Selector::parse(s)).collect(),
+            skip: self.skip.iter().map(|s| Selector::parse(s)).collect(),
+            from: self.from.clone(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    file: FileArgs,
+    #[command(flatten)]
+    select: SelectArgs,
+    /// Run everything that does not depend on a failure.
+    #[arg(long)]
+    keep_going: bool,
+    /// Print the plan instead of running (same as `orch plan`).
+    #[arg(long)]
+    dry_run: bool,
+    /// How long interrupted phases get to stop before they are killed.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    grace: Duration,
+    /// Stream every phase's output, prefixed by its id.
+    #[arg(long, short)]
+    verbose: bool,
+    /// Print only failures and the summary.
+    #[arg(long, short, conflicts_with = "verbose")]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct PlanArgs {
+    #[command(flatten)]
+    file: FileArgs,
+    #[command(flatten)]
+    select: SelectArgs,
+}
+
+#[derive(Args, Debug)]
+struct GraphArgs {
+    /// The pipeline file.
+    #[arg(default_value = "orch.toml")]
+    file: PathBuf,
+    /// Graph format.
+    #[arg(long, value_enum, default_value_t = GraphKind::Dot)]
+    format: GraphKind,
+}
+
+#[derive(Args, Debug)]
+struct SchemaArgs {
+    /// The schema of run.json instead of the pipeline file.
+    #[arg(long)]
+    run: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum OutFormat {
+    Human,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum GraphKind {
+    Dot,
+    Mermaid,
+}
+
+/// An error at the edge: its message and exit code.
+struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl Failure {
+    fn invalid(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: ExitCodes::INVALID,
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                ExitCodes::INVALID
+            } else {
+                ExitCodes::OK
+            });
+        }
+    };
+    let result = match cli.command {
+        Command::Run(a) => run(a),
+        Command::Plan(a) => plan(&a.file, &a.select),
+        Command::Validate(a) => validate(&a),
+        Command::Graph(a) => graph(&a),
+        Command::Schema(a) => {
+            let schema = if a.run {
+                orch_core::file::schema::run_schema()
+            } else {
+                orch_core::file::schema::pipeline_schema()
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            Ok(ExitCodes::OK)
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            if !f.message.is_empty() {
+                eprint!("{}", f.message);
+                if !f.message.ends_with('\n') {
+                    eprintln!();
+                }
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn parse_vars(vars: &[String]) -> Result<Vec<(String, String)>, Failure> {
+    vars.iter()
+        .map(|v| {
+            v.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+                .ok_or_else(|| Failure::invalid(format!("error: `--var {v}` is not KEY=VALUE")))
+        })
+        .collect()
+}
+
+fn load(file: &FileArgs) -> Result<Pipeline, Failure> {
+    let options = LoadOptions {
+        vars: parse_vars(&file.vars)?,
+    };
+    Pipeline::load(&file.file, &crate::registry::full(), &options).map_err(|e| match e {
+        LoadError::Invalid(d) => Failure::invalid(d.render()),
+        other => Failure::invalid(format!("error: {}", chain(&other))),
+    })
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+fn validate(a: &FileArgs) -> Result<u8, Failure> {
+    let options = LoadOptions {
+        vars: parse_vars(&a.vars)?,
+    };
+    match Pipeline::load(&a.file, &crate::registry::full(), &options) {
+        Ok(p) => {
+            if a.format == OutFormat::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "valid": true, "file": a.file, "phases": p.len(), "errors": [] })
+                );
+            } else {
+                eprintln!(
+                    "{}: valid, {} phase{}",
+                    a.file.display(),
+                    p.len(),
+                    if p.len() == 1 { "" } else { "s" }
+                );
+            }
+            Ok(ExitCodes::OK)
+        }
+        Err(LoadError::Invalid(d)) => {
+            if a.format == OutFormat::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "valid": false, "file": a.file, "errors": d.items })
+                );
+                Err(Failure {
+                    message: String::new(),
+                    code: ExitCodes::INVALID,
+                })
+            } else {
+                Err(Failure::invalid(d.render()))
+            }
+        }
+        Err(e) => Err(Failure::invalid(format!("error: {}", chain(&e)))),
+    }
+}
+
+fn plan(file: &FileArgs, select: &SelectArgs) -> Result<u8, Failure> {
+    let p = load(file)?;
+    let plan = Plan::new(&p, &select.selection(), select.jobs)
+        .map_err(|e| Failure::invalid(format!("error: {e}")))?;
+    if file.format == OutFormat::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan).unwrap_or_default()
+        );
+    } else {
+        print!("{}", plan.render());
+    }
+    Ok(ExitCodes::OK)
+}
+
+fn graph(a: &GraphArgs) -> Result<u8, Failure> {
+    let p = load(&FileArgs {
+        file: a.file.clone(),
+        vars: Vec::new(),
+        format: OutFormat::Human,
+    })?;
+    let format = match a.format {
+        GraphKind::Dot => GraphFormat::Dot,
+        GraphKind::Mermaid => GraphFormat::Mermaid,
+    };
+    print!("{}", orch_core::graph::render(&p, format));
+    Ok(ExitCodes::OK)
+}
+
+fn run(a: RunArgs) -> Result<u8, Failure> {
+    if a.dry_run {
+        return plan(&a.file, &a.select);
+    }
+    let p = Arc::new(load(&a.file)?);
+    let options = RunOptions {
+        jobs: a.select.jobs,
+        selection: a.select.selection(),
+        keep_going: a.keep_going,
+        grace: a.grace,
+        ..RunOptions::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::invalid(format!("error: cannot start the runtime: {e}")))?;
+    rt.block_on(async move {
+        let mut runner = Runner::new(p, options);
+        let state_dir = runner.state_dir();
+        runner.subscribe(Arc::new(PlainProgress::new(a.verbose, a.quiet)));
+        let control = RunControl::new();
+        spawn_signal_handler(control.clone());
+        let record = runner
+            .run(control)
+            .await
+            .map_err(|e| Failure::invalid(format!("error: {}", chain(&e))))?;
+        let run_dir = state_dir.join("runs").join(record.run_id.as_str());
+        eprint!("{}", summary(&record, &relative(&run_dir)));
+        Ok(match record.status {
+            RunStatus::Succeeded => ExitCodes::OK,
+            RunStatus::Cancelled => ExitCodes::INTERRUPTED,
+            RunStatus::Failed | RunStatus::Running => ExitCodes::FAILED,
+        })
+    })
+}
+
+fn relative(p: &Path) -> PathBuf {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| p.strip_prefix(&cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| p.to_path_buf())
+}
+
+fn spawn_signal_handler(control: RunControl) {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async move {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
+            }
+            if control.is_stopped() {
+                eprintln!("orch: interrupted again: killing running phases");
+            } else {
+                eprintln!("orch: interrupted: stopping (again to kill running phases now)");
+            }
+            control.interrupt();
+        }
+    });
+}

@@ -1,0 +1,701 @@
+//! The pipeline file (TOML, contract version 1): parsing with every problem reported at
+//! once, each with its location.
+//!
+//! The walk goes over the spanned TOML tree by hand rather than through one
+//! `#[derive(Deserialize)]`, because serde stops at the first error; here each table and
+//! field is checked on its own, so a file with five mistakes gets five diagnostics. The
+//! types in [`schema`] describe the same format for `orch schema`; a test keeps them in step.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::diagnostics::{Diagnostic, did_you_mean};
+use crate::ids::PhaseId;
+use crate::spec::{
+    AgentSpec, Backoff, BreakerSpec, Defaults, PhaseSpec, PipelineSpec, RunSpec, Unavailable,
+    WithTable,
+};
+
+pub mod schema;
+
+type Span = Range<usize>;
+type Value<'a> = Spanned<DeValue<'a>>;
+type Key<'a> = Spanned<std::borrow::Cow<'a, str>>;
+
+/// Where each part of a phase stood in the file, for later diagnostics.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PhaseSpans {
+    pub id: Option<Span>,
+    pub kind: Option<Span>,
+    pub needs: Vec<Span>,
+    pub agent: Option<Span>,
+    pub with: Option<Span>,
+    pub run: Option<Span>,
+    pub cwd: Option<Span>,
+    pub env: Option<Span>,
+    pub when: Option<Span>,
+    pub assert: Option<Span>,
+}
+
+/// Spans of a parsed file.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FileSpans {
+    pub phases: Vec<PhaseSpans>,
+    pub agents: IndexMap<String, (Option<Span>, Option<Span>)>,
+    pub vars: Option<Span>,
+}
+
+const TOP_KEYS: &[&str] = &["pipeline", "vars", "defaults", "agents", "phases"];
+const PIPELINE_KEYS: &[&str] = &["name", "jobs", "state_dir", "description"];
+const DEFAULT_KEYS: &[&str] = &["timeout", "retries", "backoff", "env", "agent"];
+const AGENT_KEYS: &[&str] = &["type", "capacity", "with", "breaker", "unavailable"];
+const BREAKER_KEYS: &[&str] = &["failures", "cooldown"];
+const BACKOFF_KEYS: &[&str] = &["initial", "factor", "max", "jitter"];
+/// Fields of a phase table.
+pub const PHASE_KEYS: &[&str] = &[
+    "kind",
+    "run",
+    "needs",
+    "with",
+    "env",
+    "cwd",
+    "timeout",
+    "retries",
+    "backoff",
+    "allow_failure",
+    "tags",
+    "secrets",
+    "agent",
+    "description",
+    "when",
+    "assert",
+];
+
+struct Walker {
+    diags: Vec<Diagnostic>,
+    text: Arc<str>,
+}
+
+impl Walker {
+    fn err(&mut self, span: Span, message: impl Into<String>) {
+        self.diags.push(Diagnostic::at(Some(span), message));
+    }
+
+    fn unknown_key(&mut self, key: &Key<'_>, table: &str, known: &[&str]) {
+        let mut d = Diagnostic::at(
+            Some(key.span()),
+            format!("unknown key `{}` in {table}", key.get_ref()),
+        );
+        if let Some(help) = did_you_mean(key.get_ref(), known.iter().copied()) {
+            d = d.with_help(help);
+        } else {
+            d = d.with_help(format!("expected one of: {}", known.join(", ")));
+        }
+        self.diags.push(d);
+    }
+
+    fn table<'a, 'i>(&mut self, v: &'a Value<'i>, what: &str) -> Option<&'a DeTable<'i>> {
+        match v.get_ref() {
+            DeValue::Table(t) => Some(t),
+            other => {
+                self.err(
+                    v.span(),
+                    format!("{what} must be a table, not {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, v: &Value<'_>, what: &str) -> Option<String> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(s.to_string()),
+            other => {
+                self.err(
+                    v.span(),
+                    format!("{what} must be a string, not {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, v: &Value<'_>, what: &str) -> Option<bool> {
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                self.err(
+                    v.span(),
+                    format!("{what} must be true or false, not {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, v: &Value<'_>, what: &str, min: i64) -> Option<i64> {
+        let parsed = match v.get_ref() {
+            DeValue::Integer(i) => {
+                i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok()
+            }
+            _ => None,
+        };
+        match parsed {
+            Some(n) if n >= min => Some(n),
+            Some(n) => {
+                self.err(v.span(), format!("{what} must be at least {min}, not {n}"));
+                None
+            }
+            None => {
+                self.err(
+                    v.span(),
+                    format!("{what} must be an integer, not {}", v.get_ref().type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn float(&mut self, v: &Value<'_>, what: &str) -> Option<f64> {
+        match v.get_ref() {
+            DeValue::Float(f) => f.as_str().replace('_', "").parse().ok(),
+            DeValue::Integer(i) => i.as_str().replace('_', "").parse().ok(),
+            other => {
+                self.err(
+                    v.span(),
+                    format!("{what} must be a number, not {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, v: &Value<'_>, what: &str) -> Option<Duration> {
+        let s = self.string(v, what)?;
+        match humantime::parse_duration(s.trim()) {
+            Ok(d) => Some(d),
+            Err(_) => {
+                let mut d =
+                    Diagnostic::at(Some(v.span()), format!("{what} \"{s}\" is not a duration"));
+                d = d.with_help("use a number with a unit: \"250ms\", \"30s\", \"10m\", \"1h\"");
+                self.diags.push(d);
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, v: &Value<'_>, what: &str) -> Option<Vec<Spanned<String>>> {
+        match v.get_ref() {
+            DeValue::Array(a) => {
+                let mut out = Vec::new();
+                for item in a.iter() {
+                    if let Some(s) = self.string(item, &format!("each entry of {what}")) {
+                        out.push(Spanned::new(item.span(), s));
+                    }
+                }
+                Some(out)
+            }
+            other => {
+                self.err(
+                    v.span(),
+                    format!(
+                        "{what} must be an array of strings, not {}",
+                        other.type_str()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A table of string values; numbers and booleans are accepted as their text.
+    fn string_map(&mut self, v: &Value<'_>, what: &str) -> IndexMap<String, String> {
+        let mut out = IndexMap::new();
+        if let Some(t) = self.table(v, what) {
+            for (k, val) in t {
+                if let Some(s) = self.scalar_text(val, &format!("{what}.{}", k.get_ref())) {
+                    out.insert(k.get_ref().to_string(), s);
+                }
+            }
+        }
+        out
+    }
+
+    fn scalar_text(&mut self, v: &Value<'_>, what: &str) -> Option<String> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(s.to_string()),
+            DeValue::Integer(i) => Some(i.as_str().to_owned()),
+            DeValue::Float(f) => Some(f.as_str().to_owned()),
+            DeValue::Boolean(b) => Some(b.to_string()),
+            other => {
+                self.err(
+                    v.span(),
+                    format!("{what} must be a string, not {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn backoff(&mut self, v: &Value<'_>) -> Option<Backoff> {
+        let t = self.table(v, "`backoff`")?;
+        let mut b = Backoff::default();
+        for (k, val) in t {
+            match k.get_ref().as_ref() {
+                "initial" => {
+                    b.initial = self.duration(val, "`backoff.initial`").unwrap_or(b.initial)
+                }
+                "max" => b.max = self.duration(val, "`backoff.max`").unwrap_or(b.max),
+                "factor" => {
+                    if let Some(f) = self.float(val, "`backoff.factor`") {
+                        if f >= 1.0 && f.is_finite() {
+                            b.factor = f;
+                        } else {
+                            self.err(val.span(), "`backoff.factor` must be at least 1.0");
+                        }
+                    }
+                }
+                "jitter" => b.jitter = self.boolean(val, "`backoff.jitter`").unwrap_or(false),
+                _ => self.unknown_key(k, "`backoff`", BACKOFF_KEYS),
+            }
+        }
+        Some(b)
+    }
+}
+
+/// Converts a spanned TOML value into a plain one.
+fn plain(v: &DeValue<'_>) -> toml::Value {
+    match v {
+        DeValue::String(s) => toml::Value::String(s.to_string()),
+        DeValue::Integer(i) => i64::from_str_radix(&i.as_str().replace('_', ""), i.radix())
+            .map(toml::Value::Integer)
+            .unwrap_or_else(|_| toml::Value::String(i.as_str().to_owned())),
+        DeValue::Float(f) => f
+            .as_str()
+            .replace('_', "")
+            .parse()
+            .map(toml::Value::Float)
+            .unwrap_or_else(|_| toml::Value::String(f.as_str().to_owned())),
+        DeValue::Boolean(b) => toml::Value::Boolean(*b),
+        DeValue::Datetime(d) => toml::Value::Datetime(*d),
+        DeValue::Array(a) => toml::Value::Array(a.iter().map(|x| plain(x.get_ref())).collect()),
+        DeValue::Table(t) => toml::Value::Table(
+            t.iter()
+                .map(|(k, v)| (k.get_ref().to_string(), plain(v.get_ref())))
+                .collect(),
+        ),
+    }
+}
+
+/// Parses the text of a pipeline file into a spec and the spans of its parts.
+/// Structural problems come back with the spec of everything that could be read, so the
+/// semantic checks can still run and the user sees every problem at once. A TOML syntax
+/// error gives no spec.
+pub(crate) fn parse(
+    text: &str,
+    path: &Path,
+) -> Result<(PipelineSpec, FileSpans, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let root = match DeTable::parse(text) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(vec![Diagnostic::at(
+                e.span(),
+                format!("invalid TOML: {}", e.message().trim_end()),
+            )]);
+        }
+    };
+    let mut w = Walker {
+        diags: Vec::new(),
+        text: Arc::from(text),
+    };
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut spec = PipelineSpec::new(String::new(), base_dir);
+    spec.source_path = Some(path.to_owned());
+    let mut spans = FileSpans::default();
+    let mut defaults = Defaults::default();
+    let mut saw_pipeline = false;
+
+    for (key, value) in root.get_ref() {
+        match key.get_ref().as_ref() {
+            "pipeline" => {
+                saw_pipeline = true;
+                let Some(t) = w.table(value, "[pipeline]") else {
+                    continue;
+                };
+                let mut saw_name = false;
+                for (k, v) in t {
+                    match k.get_ref().as_ref() {
+                        "name" => {
+                            saw_name = true;
+                            if let Some(name) = w.string(v, "`pipeline.name`") {
+                                if name.trim().is_empty() {
+                                    w.err(v.span(), "`pipeline.name` is empty");
+                                }
+                                spec.name = name;
+                            }
+                        }
+                        "jobs" => {
+                            spec.jobs = w.integer(v, "`pipeline.jobs`", 1).map(|n| n as usize)
+                        }
+                        "state_dir" => {
+                            if let Some(s) = w.string(v, "`pipeline.state_dir`") {
+                                spec.state_dir = PathBuf::from(s);
+                            }
+                        }
+                        "description" => {
+                            w.string(v, "`pipeline.description`");
+                        }
+                        _ => w.unknown_key(k, "[pipeline]", PIPELINE_KEYS),
+                    }
+                }
+                if !saw_name {
+                    w.diags.push(
+                        Diagnostic::at(Some(key.span()), "[pipeline] has no `name`")
+                            .with_help("add `name = \"my-pipeline\"`"),
+                    );
+                }
+            }
+            "vars" => {
+                spans.vars = Some(key.span());
+                spec.vars = w.string_map(value, "[vars]");
+            }
+            "defaults" => {
+                let Some(t) = w.table(value, "[defaults]") else {
+                    continue;
+                };
+                for (k, v) in t {
+                    match k.get_ref().as_ref() {
+                        "timeout" => defaults.timeout = w.duration(v, "`defaults.timeout`"),
+                        "retries" => {
+                            defaults.retries = w
+                                .integer(v, "`defaults.retries`", 0)
+                                .map(|n| n.min(u32::MAX as i64) as u32)
+                        }
+                        "backoff" => defaults.backoff = w.backoff(v),
+                        "env" => defaults.env = w.string_map(v, "`defaults.env`"),
+                        "agent" => defaults.agent = w.string(v, "`defaults.agent`"),
+                        _ => w.unknown_key(k, "[defaults]", DEFAULT_KEYS),
+                    }
+                }
+            }
+            "agents" => {
+                let Some(t) = w.table(value, "[agents]") else {
+                    continue;
+                };
+                for (name, v) in t {
+                    if PhaseId::new(name.get_ref().as_ref()).is_err() {
+                        w.err(
+                            name.span(),
+                            format!(
+                                "invalid agent name `{}`: use letters, digits, `_` and `-`",
+                                name.get_ref()
+                            ),
+                        );
+                    }
+                    if let Some(agent) = parse_agent(&mut w, name, v) {
+                        spans
+                            .agents
+                            .insert(agent.name.clone(), (Some(name.span()), None));
+                        spec.agents.insert(agent.name.clone(), agent);
+                    }
+                }
+            }
+            "phases" => {
+                let Some(t) = w.table(value, "[phases]") else {
+                    continue;
+                };
+                for (id, v) in t {
+                    let phase_id = match PhaseId::new(id.get_ref().as_ref()) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            w.err(id.span(), e.to_string());
+                            continue;
+                        }
+                    };
+                    if let Some((phase, ps)) = parse_phase(&mut w, phase_id, id.span(), v) {
+                        spec.phases.push(phase);
+                        spans.phases.push(ps);
+                    }
+                }
+            }
+            _ => w.unknown_key(key, "the file", TOP_KEYS),
+        }
+    }
+    if !saw_pipeline {
+        w.diags.push(
+            Diagnostic::at(Some(0..0), "the file has no [pipeline] table")
+                .with_help("start with `[pipeline]` and `name = \"...\"`"),
+        );
+    }
+    apply_defaults(&mut spec, &defaults);
+    Ok((spec, spans, w.diags))
+}
+
+fn parse_agent(w: &mut Walker, name: &Key<'_>, v: &Value<'_>) -> Option<AgentSpec> {
+    let t = w.table(v, &format!("[agents.{}]", name.get_ref()))?;
+    let mut agent = AgentSpec {
+        name: name.get_ref().to_string(),
+        agent_type: String::new(),
+        capacity: None,
+        with: WithTable::default(),
+        breaker: BreakerSpec::default(),
+        unavailable: Unavailable::Fail,
+    };
+    let mut breaker_set = false;
+    let where_ = format!("[agents.{}]", name.get_ref());
+    for (k, val) in t {
+        match k.get_ref().as_ref() {
+            "type" => agent.agent_type = w.string(val, "`type`").unwrap_or_default(),
+            "capacity" => agent.capacity = w.integer(val, "`capacity`", 1).map(|n| n as usize),
+            "with" => {
+                if let Some(tbl) = w.table(val, "`with`") {
+                    let table = tbl
+                        .iter()
+                        .map(|(k, v)| (k.get_ref().to_string(), plain(v.get_ref())))
+                        .collect();
+                    agent.with = WithTable::from_source(
+                        table,
+                        w.text.clone(),
+                        val.span(),
+                        vec!["agents".into(), agent.name.clone(), "with".into()],
+                    );
+                }
+            }
+            "breaker" => {
+                breaker_set = true;
+                if let Some(bt) = w.table(val, "`breaker`") {
+                    for (bk, bv) in bt {
+                        match bk.get_ref().as_ref() {
+                            "failures" => {
+                                agent.breaker.failures = w
+                                    .integer(bv, "`breaker.failures`", 0)
+                                    .map(|n| n.min(u32::MAX as i64) as u32)
+                                    .unwrap_or(5)
+                            }
+                            "cooldown" => {
+                                agent.breaker.cooldown = w
+                                    .duration(bv, "`breaker.cooldown`")
+                                    .unwrap_or(agent.breaker.cooldown)
+                            }
+                            _ => w.unknown_key(bk, "`breaker`", BREAKER_KEYS),
+                        }
+                    }
+                }
+            }
+            "unavailable" => match w.string(val, "`unavailable`").as_deref() {
+                Some("fail") => agent.unavailable = Unavailable::Fail,
+                Some("skip") => agent.unavailable = Unavailable::Skip,
+                Some(other) => w.err(
+                    val.span(),
+                    format!("`unavailable` must be \"fail\" or \"skip\", not \"{other}\""),
+                ),
+                None => {}
+            },
+            _ => w.unknown_key(k, &where_, AGENT_KEYS),
+        }
+    }
+    if agent.agent_type.is_empty() {
+        w.diags.push(
+            Diagnostic::at(Some(name.span()), format!("{where_} has no `type`"))
+                .with_help("add `type = \"local\"` (or docker, git, python)"),
+        );
+        return None;
+    }
+    if !breaker_set && agent.agent_type == "local" {
+        agent.breaker.failures = 0;
+    }
+    Some(agent)
+}
+
+fn parse_phase(
+    w: &mut Walker,
+    id: PhaseId,
+    id_span: Span,
+    v: &Value<'_>,
+) -> Option<(PhaseSpec, PhaseSpans)> {
+    let where_ = format!("[phases.{id}]");
+    let t = w.table(v, &where_)?;
+    let mut p = PhaseSpec::new(id, String::new());
+    let mut spans = PhaseSpans {
+        id: Some(id_span),
+        ..PhaseSpans::default()
+    };
+    let mut retries = None;
+    let mut timeout = None;
+    let mut backoff = None;
+    let mut kind = None;
+    let mut agent = None;
+    for (k, val) in t {
+        match k.get_ref().as_ref() {
+            "kind" => {
+                spans.kind = Some(val.span());
+                kind = w.string(val, "`kind`");
+            }
+            "run" => {
+                spans.run = Some(val.span());
+                p.run = match val.get_ref() {
+                    DeValue::String(s) => Some(RunSpec::Shell(s.to_string())),
+                    DeValue::Array(_) => w
+                        .strings(val, "`run`")
+                        .map(|v| RunSpec::Argv(v.into_iter().map(Spanned::into_inner).collect())),
+                    other => {
+                        w.err(val.span(), format!("`run` must be a string (run by `sh -c`) or an array (an argv), not {}", other.type_str()));
+                        None
+                    }
+                };
+            }
+            "needs" => {
+                if let Some(needs) = w.strings(val, "`needs`") {
+                    for n in needs {
+                        match PhaseId::new(n.get_ref()) {
+                            Ok(nid) => {
+                                spans.needs.push(n.span());
+                                p.needs.push(nid);
+                            }
+                            Err(e) => w.err(n.span(), e.to_string()),
+                        }
+                    }
+                }
+            }
+            "with" => {
+                spans.with = Some(val.span());
+                if let Some(tbl) = w.table(val, "`with`") {
+                    let table = tbl
+                        .iter()
+                        .map(|(k, v)| (k.get_ref().to_string(), plain(v.get_ref())))
+                        .collect();
+                    p.with = WithTable::from_source(
+                        table,
+                        w.text.clone(),
+                        val.span(),
+                        vec!["phases".into(), p.id.to_string(), "with".into()],
+                    );
+                }
+            }
+            "env" => {
+                spans.env = Some(val.span());
+                p.env = w.string_map(val, "`env`");
+            }
+            "cwd" => {
+                spans.cwd = Some(val.span());
+                p.cwd = w.string(val, "`cwd`");
+            }
+            "timeout" => timeout = w.duration(val, "`timeout`"),
+            "retries" => {
+                retries = w
+                    .integer(val, "`retries`", 0)
+                    .map(|n| n.min(u32::MAX as i64) as u32)
+            }
+            "backoff" => backoff = w.backoff(val),
+            "allow_failure" => p.allow_failure = w.boolean(val, "`allow_failure`").unwrap_or(false),
+            "tags" => {
+                p.tags = w
+                    .strings(val, "`tags`")
+                    .map(|v| v.into_iter().map(Spanned::into_inner).collect())
+                    .unwrap_or_default()
+            }
+            "secrets" => {
+                if let Some(names) = w.strings(val, "`secrets`") {
+                    for n in names {
+                        if n.get_ref().is_empty()
+                            || !n
+                                .get_ref()
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                        {
+                            w.err(
+                                n.span(),
+                                format!(
+                                    "secret `{}` is not an environment variable name",
+                                    n.get_ref()
+                                ),
+                            );
+                        } else {
+                            p.secrets.push(n.into_inner());
+                        }
+                    }
+                }
+            }
+            "agent" => {
+                spans.agent = Some(val.span());
+                agent = w.string(val, "`agent`");
+            }
+            "description" => p.description = w.string(val, "`description`"),
+            "when" => {
+                spans.when = Some(val.span());
+                p.when = w.string(val, "`when`");
+            }
+            "assert" => {
+                spans.assert = Some(val.span());
+                p.assert = w
+                    .strings(val, "`assert`")
+                    .map(|v| v.into_iter().map(Spanned::into_inner).collect())
+                    .unwrap_or_default();
+            }
+            _ => w.unknown_key(k, &where_, PHASE_KEYS),
+        }
+    }
+    p.kind = match (kind, &p.run) {
+        (Some(k), _) => k,
+        (None, Some(_)) => "command".to_owned(),
+        (None, None) => {
+            w.diags.push(
+                Diagnostic::at(
+                    spans.id.clone(),
+                    format!("{where_} has neither `kind` nor `run`"),
+                )
+                .with_help("add `run = \"...\"` for a command, or `kind = \"...\"`"),
+            );
+            return None;
+        }
+    };
+    if p.run.is_some() && p.kind != "command" {
+        w.err(
+            spans.run.clone().unwrap_or(0..0),
+            format!("`run` is for `command` phases; this phase is `{}`", p.kind),
+        );
+    }
+    p.agent = agent;
+    p.timeout = timeout;
+    // Sentinels: fields not set take the defaults in `apply_defaults`.
+    p.retries = retries.unwrap_or(u32::MAX);
+    if let Some(b) = backoff {
+        p.backoff = b;
+        p.backoff.jitter |= false;
+    } else {
+        p.backoff.factor = f64::NAN;
+    }
+    Some((p, spans))
+}
+
+fn apply_defaults(spec: &mut PipelineSpec, d: &Defaults) {
+    for p in &mut spec.phases {
+        if p.timeout.is_none() {
+            p.timeout = d.timeout;
+        }
+        if p.retries == u32::MAX {
+            p.retries = d.retries.unwrap_or(0);
+        }
+        if p.backoff.factor.is_nan() {
+            p.backoff = d.backoff.unwrap_or_default();
+        }
+        if p.agent.is_none() {
+            p.agent.clone_from(&d.agent);
+        }
+        if !d.env.is_empty() {
+            let mut env = d.env.clone();
+            env.extend(std::mem::take(&mut p.env));
+            p.env = env;
+        }
+    }
+}

@@ -1,0 +1,986 @@
+//! The scheduler: runs a pipeline's phases on tokio, bounded by the job limit and each
+//! agent's capacity, with timeouts, retries, circuit breakers and cancellation.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use indexmap::IndexMap;
+use tokio::sync::OnceCell;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::Agent;
+use crate::errors::{AgentError, RunError};
+use crate::events::{EventBus, EventSink, RunEvent};
+use crate::expr;
+use crate::ids::RunId;
+use crate::phase::{PhaseContext, PhaseError, PhaseLog, PhaseOutcome, SnapshotFn};
+use crate::pipeline::Pipeline;
+use crate::record::{
+    Artifact, Outputs, PhaseRecord, PhaseStatus, RECORD_FORMAT_VERSION, RunRecord, RunStatus,
+    rfc3339,
+};
+use crate::redact::Redactor;
+use crate::scope::{OutputStore, RunScope};
+use crate::select::Selection;
+use crate::spec::Unavailable;
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Job limit (default: the pipeline's `jobs`, else the number of CPUs).
+    pub jobs: Option<usize>,
+    /// Which phases.
+    pub selection: Selection,
+    /// Run everything that does not depend on a failure.
+    pub keep_going: bool,
+    /// How long cancelled phases get to stop before they are killed.
+    pub grace: Duration,
+    /// State directory (default: the pipeline's).
+    pub state_dir: Option<PathBuf>,
+    /// Run id (default: a fresh one).
+    pub run_id: Option<RunId>,
+    /// Write run.json, logs and `runs/latest` (off for in-process benchmarks).
+    pub write_files: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            jobs: None,
+            selection: Selection::default(),
+            keep_going: false,
+            grace: Duration::from_secs(10),
+            state_dir: None,
+            run_id: None,
+            write_files: true,
+        }
+    }
+}
+
+/// Stops a run from outside: [`RunControl::stop`] stops scheduling and asks running phases
+/// to stop within the grace period; [`RunControl::abort`] kills them now.
+#[derive(Clone, Debug, Default)]
+pub struct RunControl {
+    stop: CancellationToken,
+    abort: CancellationToken,
+}
+
+impl RunControl {
+    /// A fresh control.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stops scheduling; running phases are cancelled gracefully.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Kills running phases without waiting (also stops scheduling).
+    pub fn abort(&self) {
+        self.stop.cancel();
+        self.abort.cancel();
+    }
+
+    /// First call stops, second aborts: what Ctrl-C does.
+    pub fn interrupt(&self) {
+        if self.stop.is_cancelled() {
+            self.abort();
+        } else {
+            self.stop();
+        }
+    }
+
+    /// Whether the run was asked to stop.
+    pub fn is_stopped(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+}
+
+/// Runs a pipeline.
+pub struct Runner {
+    pipeline: Arc<Pipeline>,
+    options: RunOptions,
+    bus: EventBus,
+}
+
+enum Outcome {
+    Done(Result<PhaseOutcome, PhaseError>),
+    TimedOut(Duration),
+    Aborted,
+    Unavailable(AgentError),
+}
+
+enum Msg {
+    Attempt { i: usize, outcome: Outcome },
+    Retry(usize),
+}
+
+struct Breaker {
+    failures: u32,
+    consecutive: u32,
+    cooldown: Duration,
+    open_until: Option<Instant>,
+    probing: bool,
+}
+
+struct AgentState {
+    agent: Arc<dyn Agent>,
+    capacity: usize,
+    running: usize,
+    ready: BinaryHeap<Reverse<u32>>,
+    breaker: Breaker,
+    health: Arc<OnceCell<Result<(), AgentError>>>,
+    unavailable: Unavailable,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum St {
+    Waiting,
+    Ready,
+    Running,
+    Backoff,
+    Done,
+}
+
+struct PhaseState {
+    st: St,
+    remaining: u32,
+    attempts: u32,
+    first_start: Option<(SystemTime, Instant)>,
+}
+
+impl Runner {
+    /// A runner for `pipeline`.
+    pub fn new(pipeline: Arc<Pipeline>, options: RunOptions) -> Self {
+        Self {
+            pipeline,
+            options,
+            bus: EventBus::default(),
+        }
+    }
+
+    /// Adds an event consumer.
+    pub fn subscribe(&mut self, sink: Arc<dyn EventSink>) {
+        self.bus.subscribe(sink);
+    }
+
+    /// The state directory this run uses.
+    pub fn state_dir(&self) -> PathBuf {
+        self.options
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| self.pipeline.state_dir())
+    }
+
+    /// Runs to the end (or until stopped) and returns the record.
+    pub async fn run(self, control: RunControl) -> Result<RunRecord, RunError> {
+        Engine::start(self, control)?.run().await
+    }
+}
+
+struct Engine {
+    p: Arc<Pipeline>,
+    opts: RunOptions,
+    bus: EventBus,
+    control: RunControl,
+    run_id: RunId,
+    run_dir: Arc<Path>,
+    jobs: usize,
+    agents: Vec<AgentState>,
+    states: Vec<PhaseState>,
+    records: Arc<Mutex<Vec<Option<PhaseRecord>>>>,
+    logs: Vec<Option<Arc<PhaseLog>>>,
+    scope: Arc<RunScope>,
+    outputs: Arc<OutputStore>,
+    redactor: Redactor,
+    env_remove: Arc<[String]>,
+    started: (SystemTime, Instant),
+    running: usize,
+    backoffs: usize,
+    stopping: Option<String>,
+    failed: bool,
+    tasks: JoinSet<Msg>,
+}
+
+fn fmt_secs(d: Duration) -> String {
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
+}
+
+impl Engine {
+    fn start(r: Runner, control: RunControl) -> Result<Self, RunError> {
+        let state_dir = r.state_dir();
+        let p = r.pipeline;
+        let reasons = r.options.selection.apply(&p)?;
+        let run_id = r.options.run_id.clone().unwrap_or_else(RunId::generate);
+        let run_dir: Arc<Path> = Arc::from(state_dir.join("runs").join(run_id.as_str()));
+        if r.options.write_files {
+            std::fs::create_dir_all(run_dir.join("outputs")).map_err(|source| RunError::State {
+                path: run_dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let jobs = r
+            .options
+            .jobs
+            .or(p.spec().jobs)
+            .unwrap_or_else(crate::pipeline::default_jobs)
+            .max(1);
+
+        // Secrets: every name declared anywhere is kept from phases that did not declare
+        // it, and every value is redacted everywhere.
+        let mut secret_names: Vec<String> = p
+            .nodes()
+            .iter()
+            .flat_map(|n| n.spec.secrets.iter().cloned())
+            .collect();
+        secret_names.sort();
+        secret_names.dedup();
+        let redactor = Redactor::new(secret_names.iter().filter_map(|n| std::env::var(n).ok()));
+
+        let mut agents = Vec::with_capacity(p.agents().len());
+        for spec in p.agents() {
+            let agent = p.registry().build_agent(spec, jobs).map_err(|e| {
+                RunError::Selection(format!("agent `{}`: {}", spec.name, e.message))
+            })?;
+            agents.push(AgentState {
+                capacity: agent.capacity().max(1),
+                agent,
+                running: 0,
+                ready: BinaryHeap::new(),
+                breaker: Breaker {
+                    failures: spec.breaker.failures,
+                    consecutive: 0,
+                    cooldown: spec.breaker.cooldown,
+                    open_until: None,
+                    probing: false,
+                },
+                health: Arc::new(OnceCell::new()),
+                unavailable: spec.unavailable,
+            });
+        }
+
+        let n = p.len();
+        let outputs = Arc::new(OutputStore::new(n));
+        let scope = Arc::new(RunScope {
+            run_id: run_id.to_string(),
+            vars: Arc::new(p.spec().vars.clone()),
+            index: Arc::new(p.index.clone()),
+            outputs: outputs.clone(),
+        });
+        let states = p
+            .nodes()
+            .iter()
+            .map(|node| PhaseState {
+                st: St::Waiting,
+                remaining: node.needs.len() as u32,
+                attempts: 0,
+                first_start: None,
+            })
+            .collect();
+        let now = (SystemTime::now(), Instant::now());
+        let mut e = Self {
+            opts: r.options,
+            bus: r.bus,
+            control,
+            run_dir,
+            jobs,
+            agents,
+            states,
+            records: Arc::new(Mutex::new(vec![None; n])),
+            logs: vec![None; n],
+            scope,
+            outputs,
+            redactor,
+            env_remove: Arc::from(secret_names),
+            started: now,
+            running: 0,
+            backoffs: 0,
+            stopping: None,
+            failed: false,
+            tasks: JoinSet::new(),
+            run_id,
+            p,
+        };
+        let to_run = reasons.iter().filter(|r| r.is_none()).count();
+        e.bus.emit(&RunEvent::RunStarted {
+            run_id: e.run_id.clone(),
+            pipeline: e.p.name().to_owned(),
+            phases: n,
+            to_run,
+            at: now.0,
+            resumed_from: None,
+        });
+        for (i, reason) in reasons.iter().enumerate() {
+            if let Some(reason) = reason {
+                e.finish(
+                    i,
+                    PhaseStatus::Skipped,
+                    Some((*reason).to_owned()),
+                    PhaseOutcome::default(),
+                );
+            }
+        }
+        for i in 0..n {
+            if e.states[i].st == St::Waiting && e.states[i].remaining == 0 {
+                e.make_ready(i);
+            }
+        }
+        Ok(e)
+    }
+
+    fn make_ready(&mut self, i: usize) {
+        self.states[i].st = St::Ready;
+        let a = self.p.nodes()[i].agent;
+        self.agents[a].ready.push(Reverse(i as u32));
+    }
+
+    /// The next phase to start: the earliest-declared ready phase whose agent has room.
+    fn pick(&mut self) -> Option<usize> {
+        let mut best: Option<(u32, usize)> = None;
+        for (ai, a) in self.agents.iter().enumerate() {
+            if a.running >= a.capacity {
+                continue;
+            }
+            if let Some(Reverse(i)) = a.ready.peek()
+                && best.is_none_or(|(b, _)| *i < b)
+            {
+                best = Some((*i, ai));
+            }
+        }
+        let (i, ai) = best?;
+        self.agents[ai].ready.pop();
+        Some(i as usize)
+    }
+
+    async fn run(mut self) -> Result<RunRecord, RunError> {
+        let mut stop_seen = false;
+        loop {
+            if self.stopping.is_none() {
+                while self.running < self.jobs {
+                    let Some(i) = self.pick() else { break };
+                    self.dispatch(i);
+                    if self.stopping.is_some() {
+                        break;
+                    }
+                }
+            }
+            if self.running == 0 && (self.backoffs == 0 || self.stopping.is_some()) {
+                break;
+            }
+            let msg = tokio::select! {
+                biased;
+                () = self.control.stop.cancelled(), if !stop_seen => {
+                    stop_seen = true;
+                    if self.stopping.is_none() {
+                        self.stopping = Some("the run was interrupted".into());
+                    }
+                    continue;
+                }
+                joined = self.tasks.join_next() => match joined {
+                    Some(Ok(msg)) => msg,
+                    Some(Err(e)) => {
+                        tracing::error!("a phase task panicked: {e}");
+                        continue;
+                    }
+                    None => break,
+                },
+            };
+            match msg {
+                Msg::Retry(i) => {
+                    self.backoffs -= 1;
+                    if self.stopping.is_some() {
+                        let reason = self.stopping.clone();
+                        self.finish(i, PhaseStatus::Cancelled, reason, PhaseOutcome::default());
+                    } else {
+                        self.make_ready(i);
+                    }
+                }
+                Msg::Attempt { i, outcome } => self.on_attempt(i, outcome),
+            }
+        }
+        // Anything left never started.
+        let interrupted = self.control.is_stopped();
+        for i in 0..self.p.len() {
+            if self.states[i].st != St::Done {
+                let reason = self.stopping.clone().map(|s| format!("not started: {s}"));
+                self.finish(i, PhaseStatus::Cancelled, reason, PhaseOutcome::default());
+            }
+        }
+        self.tasks.abort_all();
+        if self.opts.write_files && (interrupted || self.failed) {
+            // Nothing of the run may survive it, whatever left its process group.
+            crate::process::kill_marked(self.run_id.as_str(), None, Duration::from_secs(2)).await;
+        }
+        let status = if interrupted {
+            RunStatus::Cancelled
+        } else if self.failed {
+            RunStatus::Failed
+        } else {
+            RunStatus::Succeeded
+        };
+        let record = self.record(status);
+        if self.opts.write_files {
+            write_record(&self.run_dir, &record)?;
+        }
+        self.bus.emit(&RunEvent::RunFinished {
+            run_id: self.run_id.clone(),
+            status,
+            duration: self.started.1.elapsed(),
+            at: SystemTime::now(),
+        });
+        Ok(record)
+    }
+
+    fn dispatch(&mut self, i: usize) {
+        let node = &self.p.nodes()[i];
+        let ai = node.agent;
+        // `when`: evaluated once the phases it reads have finished.
+        if let Some(cond) = &node.spec.when {
+            match expr::eval(cond, &*self.scope) {
+                Ok(v) if v.value => {}
+                Ok(_) => {
+                    let reason = format!("`when` is false: {cond}");
+                    self.finish(
+                        i,
+                        PhaseStatus::Skipped,
+                        Some(reason),
+                        PhaseOutcome::default(),
+                    );
+                    return;
+                }
+                Err(e) => {
+                    self.fail(
+                        i,
+                        PhaseStatus::Failed,
+                        e.to_string(),
+                        PhaseOutcome::default(),
+                    );
+                    return;
+                }
+            }
+        }
+        // Circuit breaker.
+        let agent_name = self.agents[ai].agent.name().to_owned();
+        let b = &mut self.agents[ai].breaker;
+        if let Some(until) = b.open_until {
+            if Instant::now() < until || b.probing {
+                let reason = format!(
+                    "agent `{agent_name}` is not taking work: its circuit breaker opened after {} consecutive failures",
+                    b.consecutive
+                );
+                self.fail(i, PhaseStatus::Failed, reason, PhaseOutcome::default());
+                return;
+            }
+            // Half-open: let this one through and check health again.
+            b.probing = true;
+            self.agents[ai].health = Arc::new(OnceCell::new());
+        }
+        // Secrets this phase declares must be set.
+        let mut env = Vec::with_capacity(3 + node.spec.env.len() + node.spec.secrets.len());
+        env.push(("ORCH_RUN_ID".to_owned(), self.run_id.to_string()));
+        env.push(("ORCH_PHASE_ID".to_owned(), node.spec.id.to_string()));
+        let attempt = self.states[i].attempts + 1;
+        env.push(("ORCH_ATTEMPT".to_owned(), attempt.to_string()));
+        for (k, v) in &node.spec.env {
+            match crate::interpolate::render(v, &*self.scope) {
+                Ok(v) => env.push((k.clone(), v)),
+                Err(e) => {
+                    self.fail(
+                        i,
+                        PhaseStatus::Failed,
+                        format!("cannot render env `{k}`: {e}"),
+                        PhaseOutcome::default(),
+                    );
+                    return;
+                }
+            }
+        }
+        for name in &node.spec.secrets {
+            match std::env::var(name) {
+                Ok(v) => env.push((name.clone(), v)),
+                Err(_) => {
+                    self.fail(
+                        i,
+                        PhaseStatus::Failed,
+                        format!("secret `{name}` is not set in the environment"),
+                        PhaseOutcome::default(),
+                    );
+                    return;
+                }
+            }
+        }
+        let workdir = match &node.spec.cwd {
+            None => self.p.spec().base_dir.clone(),
+            Some(c) => match crate::interpolate::render(c, &*self.scope) {
+                Ok(c) => self.p.spec().base_dir.join(c),
+                Err(e) => {
+                    self.fail(
+                        i,
+                        PhaseStatus::Failed,
+                        format!("cannot render `cwd`: {e}"),
+                        PhaseOutcome::default(),
+                    );
+                    return;
+                }
+            },
+        };
+
+        let st = &mut self.states[i];
+        st.st = St::Running;
+        st.attempts = attempt;
+        let now = (SystemTime::now(), Instant::now());
+        st.first_start.get_or_insert(now);
+        self.running += 1;
+        self.agents[ai].running += 1;
+
+        let log = self.logs[i]
+            .get_or_insert_with(|| {
+                let path = self.opts.write_files.then(|| {
+                    self.run_dir
+                        .join("logs")
+                        .join(format!("{}.log", node.spec.id))
+                });
+                Arc::new(PhaseLog::new(
+                    node.spec.id.clone(),
+                    self.bus.clone(),
+                    path,
+                    &self.redactor,
+                ))
+            })
+            .clone();
+        let snapshot: Option<SnapshotFn> = (node.spec.kind == "report").then(|| {
+            let records = self.records.clone();
+            let base = self.record_header(RunStatus::Running);
+            let ids: Vec<String> = self
+                .p
+                .nodes()
+                .iter()
+                .map(|n| n.spec.id.to_string())
+                .collect();
+            Arc::new(move || {
+                let mut r = base.clone();
+                let recs = records.lock().unwrap_or_else(|p| p.into_inner());
+                for (id, rec) in ids.iter().zip(recs.iter()) {
+                    if let Some(rec) = rec {
+                        r.phases.insert(id.clone(), rec.clone());
+                    }
+                }
+                r
+            }) as SnapshotFn
+        });
+        let ctx = PhaseContext {
+            run_id: self.run_id.clone(),
+            phase_id: node.spec.id.clone(),
+            attempt,
+            base_dir: Arc::from(self.p.spec().base_dir.as_path()),
+            workdir,
+            run_dir: self.run_dir.clone(),
+            env,
+            env_remove: self.env_remove.clone(),
+            scope: self.scope.clone(),
+            cancel: self.control.stop.clone(),
+            grace: self.opts.grace,
+            agent: self.agents[ai].agent.clone(),
+            log,
+            redactor: self.redactor.clone(),
+            snapshot,
+        };
+        self.bus.emit(&RunEvent::PhaseStarted {
+            phase: node.spec.id.clone(),
+            attempt,
+            at: now.0,
+        });
+        let phase = node.phase.clone();
+        let timeout = node.spec.timeout;
+        let abort = self.control.abort.clone();
+        let agent = self.agents[ai].agent.clone();
+        let health = self.agents[ai].health.clone();
+        let check_health = agent.agent_type() != "local";
+        self.tasks.spawn(async move {
+            if check_health
+                && let Err(e) = health.get_or_init(|| async { agent.health().await }).await
+            {
+                return Msg::Attempt {
+                    i,
+                    outcome: Outcome::Unavailable(e.clone()),
+                };
+            }
+            let fut = phase.run(&ctx);
+            let outcome = tokio::select! {
+                biased;
+                () = abort.cancelled() => Outcome::Aborted,
+                r = async {
+                    match timeout {
+                        Some(t) => match tokio::time::timeout(t, fut).await {
+                            Ok(r) => Outcome::Done(r),
+                            Err(_) => Outcome::TimedOut(t),
+                        },
+                        None => Outcome::Done(fut.await),
+                    }
+                } => r,
+            };
+            ctx.flush_output();
+            Msg::Attempt { i, outcome }
+        });
+    }
+
+    fn on_attempt(&mut self, i: usize, outcome: Outcome) {
+        let ai = self.p.nodes()[i].agent;
+        self.running -= 1;
+        self.agents[ai].running -= 1;
+        let (status, message, result) = match outcome {
+            Outcome::Done(Ok(out)) => {
+                self.breaker_success(ai);
+                self.finish(i, PhaseStatus::Succeeded, None, out);
+                return;
+            }
+            Outcome::Done(Err(PhaseError::Skip { reason })) => {
+                self.breaker_success(ai);
+                self.finish(
+                    i,
+                    PhaseStatus::Skipped,
+                    Some(reason),
+                    PhaseOutcome::default(),
+                );
+                return;
+            }
+            Outcome::Done(Err(PhaseError::Cancelled)) | Outcome::Aborted => {
+                let reason = self.stopping.clone().unwrap_or_else(|| "cancelled".into());
+                self.finish(
+                    i,
+                    PhaseStatus::Cancelled,
+                    Some(reason),
+                    PhaseOutcome::default(),
+                );
+                return;
+            }
+            Outcome::Unavailable(e) => {
+                if self.agents[ai].unavailable == Unavailable::Skip {
+                    self.finish(
+                        i,
+                        PhaseStatus::Skipped,
+                        Some(e.to_string()),
+                        PhaseOutcome::default(),
+                    );
+                    return;
+                }
+                self.breaker_failure(ai);
+                (PhaseStatus::Failed, e.to_string(), PhaseOutcome::default())
+            }
+            Outcome::Done(Err(PhaseError::Failed { message, exit_code })) => {
+                self.breaker_failure(ai);
+                (
+                    PhaseStatus::Failed,
+                    message,
+                    PhaseOutcome {
+                        exit_code,
+                        ..PhaseOutcome::default()
+                    },
+                )
+            }
+            Outcome::TimedOut(t) => {
+                self.breaker_failure(ai);
+                (
+                    PhaseStatus::TimedOut,
+                    format!("timed out after {}", fmt_secs(t)),
+                    PhaseOutcome::default(),
+                )
+            }
+        };
+        let message = self.redactor.redact(&message).into_owned();
+        let node = &self.p.nodes()[i];
+        let attempt = self.states[i].attempts;
+        if attempt <= node.spec.retries && self.stopping.is_none() {
+            let delay = node.spec.backoff.delay_jittered(attempt);
+            self.bus.emit(&RunEvent::PhaseRetrying {
+                phase: node.spec.id.clone(),
+                attempt,
+                error: message.clone(),
+                delay,
+            });
+            if let Some(log) = &self.logs[i] {
+                let line = format!(
+                    "attempt {attempt} failed: {message}; retrying in {}\n",
+                    fmt_secs(delay)
+                );
+                log_line(log, &line);
+            }
+            self.states[i].st = St::Backoff;
+            self.backoffs += 1;
+            self.tasks.spawn(async move {
+                tokio::time::sleep(delay).await;
+                Msg::Retry(i)
+            });
+            return;
+        }
+        self.fail(i, status, message, result);
+    }
+
+    fn breaker_success(&mut self, ai: usize) {
+        let b = &mut self.agents[ai].breaker;
+        b.consecutive = 0;
+        b.open_until = None;
+        b.probing = false;
+    }
+
+    fn breaker_failure(&mut self, ai: usize) {
+        let b = &mut self.agents[ai].breaker;
+        b.consecutive += 1;
+        if b.failures > 0 && (b.consecutive >= b.failures || b.probing) {
+            b.open_until = Some(Instant::now() + b.cooldown);
+            b.probing = false;
+        }
+    }
+
+    /// A phase ended in failure: record it and apply fail-fast and blocking.
+    fn fail(&mut self, i: usize, status: PhaseStatus, message: String, outcome: PhaseOutcome) {
+        let node = &self.p.nodes()[i];
+        let allowed = node.spec.allow_failure;
+        let id = node.spec.id.clone();
+        self.finish_inner(i, status, Some(message), outcome, allowed);
+        if allowed {
+            return;
+        }
+        self.failed = true;
+        if !self.opts.keep_going && self.stopping.is_none() {
+            self.stopping = Some(format!(
+                "the run stopped after `{id}` {}",
+                if status == PhaseStatus::TimedOut {
+                    "timed out"
+                } else {
+                    "failed"
+                }
+            ));
+        }
+        // Block everything downstream that has not started.
+        let mut stack: Vec<(usize, usize)> = self.p.nodes()[i]
+            .dependents
+            .iter()
+            .map(|&d| (d as usize, i))
+            .collect();
+        while let Some((d, via)) = stack.pop() {
+            if self.states[d].st == St::Done || self.states[d].st == St::Running {
+                continue;
+            }
+            let reason = format!(
+                "needs `{}`, which did not succeed",
+                self.p.nodes()[via].spec.id
+            );
+            self.finish_inner(
+                d,
+                PhaseStatus::Blocked,
+                Some(reason),
+                PhaseOutcome::default(),
+                false,
+            );
+            stack.extend(
+                self.p.nodes()[d]
+                    .dependents
+                    .iter()
+                    .map(|&x| (x as usize, d)),
+            );
+        }
+    }
+
+    fn finish(
+        &mut self,
+        i: usize,
+        status: PhaseStatus,
+        reason: Option<String>,
+        outcome: PhaseOutcome,
+    ) {
+        self.finish_inner(i, status, reason, outcome, false);
+    }
+
+    fn finish_inner(
+        &mut self,
+        i: usize,
+        status: PhaseStatus,
+        reason: Option<String>,
+        outcome: PhaseOutcome,
+        allowed: bool,
+    ) {
+        let was = self.states[i].st;
+        if was == St::Done {
+            return;
+        }
+        if was == St::Ready {
+            // Still in its agent's queue: drop it there lazily (see `pick`); simpler to
+            // rebuild the queue, which is rare (blocking, fail-fast).
+            let a = self.p.nodes()[i].agent;
+            let q = std::mem::take(&mut self.agents[a].ready);
+            self.agents[a].ready = q
+                .into_iter()
+                .filter(|Reverse(x)| *x as usize != i)
+                .collect();
+        }
+        self.states[i].st = St::Done;
+        let now = SystemTime::now();
+        let (started, duration) = match self.states[i].first_start {
+            Some((wall, mono)) => (Some(wall), mono.elapsed()),
+            None => (None, Duration::ZERO),
+        };
+        let outputs: Outputs = if self.redactor.is_empty() {
+            outcome.outputs
+        } else {
+            outcome
+                .outputs
+                .into_iter()
+                .map(|(k, v)| {
+                    let v = self.redactor.redact(&v).into_owned();
+                    (k, v)
+                })
+                .collect()
+        };
+        let outputs = Arc::new(outputs);
+        let lets_run = status.lets_dependents_run() || allowed;
+        if lets_run {
+            self.outputs.set(i, outputs.clone());
+        }
+        let node = &self.p.nodes()[i];
+        let log = self.logs[i].as_ref().and_then(|_| {
+            let rel = format!("logs/{}.log", node.spec.id);
+            self.run_dir.join(&rel).exists().then_some(rel)
+        });
+        let record = PhaseRecord {
+            status,
+            kind: node.spec.kind.clone(),
+            attempts: self.states[i].attempts,
+            exit_code: outcome.exit_code,
+            started_at: started.map(rfc3339),
+            finished_at: started.map(|_| rfc3339(now)),
+            duration_ms: started.map(|_| duration.as_millis() as u64),
+            reason: reason.clone(),
+            allowed_failure: allowed && status.is_failure(),
+            outputs: (*outputs).clone(),
+            artifacts: redact_artifacts(&self.redactor, outcome.artifacts),
+            needs: node.spec.needs.iter().map(ToString::to_string).collect(),
+            tags: node.spec.tags.clone(),
+            description: node.spec.description.clone(),
+            log,
+        };
+        self.records.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(record);
+        self.bus.emit(&RunEvent::PhaseFinished {
+            phase: node.spec.id.clone(),
+            status,
+            attempts: self.states[i].attempts,
+            duration,
+            exit_code: outcome.exit_code,
+            reason,
+            allowed_failure: allowed && status.is_failure(),
+            outputs,
+            at: now,
+        });
+        if lets_run {
+            for k in 0..self.p.nodes()[i].dependents.len() {
+                let d = self.p.nodes()[i].dependents[k] as usize;
+                let s = &mut self.states[d];
+                s.remaining -= 1;
+                if s.remaining == 0 && s.st == St::Waiting {
+                    self.make_ready(d);
+                }
+            }
+        }
+    }
+
+    fn record_header(&self, status: RunStatus) -> RunRecord {
+        RunRecord {
+            format_version: RECORD_FORMAT_VERSION,
+            run_id: self.run_id.clone(),
+            pipeline: self.p.name().to_owned(),
+            status,
+            started_at: rfc3339(self.started.0),
+            finished_at: None,
+            duration_ms: None,
+            resumed_from: None,
+            pipeline_file: self.p.source_path().map(|p| p.display().to_string()),
+            vars: self
+                .p
+                .spec()
+                .vars
+                .iter()
+                .map(|(k, v)| (k.clone(), self.redactor.redact(v).into_owned()))
+                .collect(),
+            phases: IndexMap::new(),
+        }
+    }
+
+    fn record(&self, status: RunStatus) -> RunRecord {
+        let mut r = self.record_header(status);
+        r.finished_at = Some(rfc3339(SystemTime::now()));
+        r.duration_ms = Some(self.started.1.elapsed().as_millis() as u64);
+        let mut recs = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        r.phases.reserve(recs.len());
+        for (n, rec) in self.p.nodes().iter().zip(recs.iter_mut()) {
+            if let Some(rec) = rec.take() {
+                r.phases.insert(n.spec.id.to_string(), rec);
+            }
+        }
+        r
+    }
+}
+
+fn log_line(log: &PhaseLog, line: &str) {
+    log.push_log(line);
+}
+
+fn redact_artifacts(r: &Redactor, artifacts: Vec<Artifact>) -> Vec<Artifact> {
+    if r.is_empty() {
+        return artifacts;
+    }
+    artifacts
+        .into_iter()
+        .map(|mut a| {
+            a.name = r.redact(&a.name).into_owned();
+            a.path = a.path.map(|p| r.redact(&p).into_owned());
+            a.details = a
+                .details
+                .into_iter()
+                .map(|(k, v)| {
+                    let text = serde_json::to_string(&v).unwrap_or_default();
+                    let red = r.redact(&text);
+                    let v = serde_json::from_str(&red)
+                        .unwrap_or(serde_json::Value::String(red.into_owned()));
+                    (k, v)
+                })
+                .collect();
+            a
+        })
+        .collect()
+}
+
+/// Writes `run.json` atomically and points `runs/latest` at the run.
+pub fn write_record(run_dir: &Path, record: &RunRecord) -> Result<(), RunError> {
+    let err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| RunError::State { path, source }
+    };
+    let path = run_dir.join("run.json");
+    let tmp = run_dir.join("run.json.tmp");
+    let text = serde_json::to_vec_pretty(record).map_err(|e| RunError::State {
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    std::fs::write(&tmp, text).map_err(err(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(err(&path))?;
+    if let (Some(runs), Some(name)) = (run_dir.parent(), run_dir.file_name()) {
+        let latest = runs.join("latest");
+        let tmp_link = runs.join(format!(".latest.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp_link);
+        std::os::unix::fs::symlink(name, &tmp_link).map_err(err(&tmp_link))?;
+        std::fs::rename(&tmp_link, &latest).map_err(err(&latest))?;
+    }
+    Ok(())
+}
+
+#[allow(dead_code)]
+fn _assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<HashMap<String, String>>();
+}
