@@ -460,8 +460,12 @@ fn validate(
                     None
                 }
             },
+            // The implicit `local` agent serves local kinds unless one is declared under
+            // that name; other types go to the first declared agent of their type.
             None => Some(
-                match agents.iter().position(|a| a.agent_type == agent_type) {
+                match agents.iter().position(|a| {
+                    a.agent_type == agent_type && (agent_type != "local" || a.name == "local")
+                }) {
                     Some(ai) => ai,
                     None => {
                         agents.push(AgentSpec {

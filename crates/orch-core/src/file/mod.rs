@@ -648,6 +648,8 @@ fn parse_phase(
     p.kind = match (kind, &p.run) {
         (Some(k), _) => k,
         (None, Some(_)) => "command".to_owned(),
+        // `run` was there but invalid (already reported).
+        (None, None) if spans.run.is_some() => return None,
         (None, None) => {
             w.diags.push(
                 Diagnostic::at(
