@@ -318,11 +318,16 @@ fn templates(p: &PhaseSpec) -> Vec<String> {
 }
 
 fn validate(
-    spec: PipelineSpec,
+    mut spec: PipelineSpec,
     spans: Option<&FileSpans>,
     registry: &Registry,
     mut diags: Vec<Diagnostic>,
 ) -> Result<Pipeline, Vec<Diagnostic>> {
+    // Phases run in their own working directories: every path the engine hands them
+    // (ORCH_OUTPUT, the run dir, resolved settings) must not depend on where orch started.
+    if let Ok(abs) = std::path::absolute(&spec.base_dir) {
+        spec.base_dir = abs;
+    }
     let mut index = HashMap::with_capacity(spec.phases.len());
     for (i, p) in spec.phases.iter().enumerate() {
         if index.insert(p.id.clone(), i).is_some() {
@@ -650,7 +655,6 @@ fn validate(
     if !diags.is_empty() {
         return Err(diags);
     }
-    let mut spec = spec;
     spec.agents = agents.iter().map(|a| (a.name.clone(), a.clone())).collect();
     Ok(Pipeline {
         spec,

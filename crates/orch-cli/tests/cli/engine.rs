@@ -425,3 +425,25 @@ run = "touch should-not-exist"
     assert!(!ws.exists("should-not-exist"));
     assert!(!ws.exists(".orch"), "plan created the state dir");
 }
+
+#[test]
+fn a_pipeline_run_from_another_directory_gets_absolute_paths() {
+    let ws = Ws::new("");
+    std::fs::create_dir_all(ws.path().join("sub/work")).unwrap();
+    std::fs::write(
+        ws.path().join("sub/orch.toml"),
+        r#"
+[pipeline]
+name = "elsewhere"
+[phases.out]
+run = "echo where=$(pwd) >> \"$ORCH_OUTPUT\""
+cwd = "work"
+"#,
+    )
+    .unwrap();
+    let r = ws.orch(&["run", "sub/orch.toml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rec: serde_json::Value = serde_json::from_str(&ws.read("sub/.orch/runs/latest/run.json")).unwrap();
+    let canon = std::fs::canonicalize(ws.path().join("sub/work")).unwrap();
+    assert_eq!(rec["phases"]["out"]["outputs"]["where"], canon.display().to_string());
+}
