@@ -1,0 +1,477 @@
+//! `_Pipeline`: a pipeline from a file, from code, or both, and how it plans and starts
+//! runs. `orch.Pipeline` (Python) wraps it.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use orch_core::diagnostics::did_you_mean;
+use orch_core::spec::Backoff;
+use orch_core::{
+    LoadOptions, Phase, PhaseId, PhaseSpec, Pipeline, Plan, RunControl, RunId, RunOptions,
+    RunSpec, Runner, Selection, Selector, WithTable,
+};
+use pyo3::prelude::*;
+
+use crate::errors::Error;
+use crate::phase::PyPhase;
+use crate::runs::{self, Inbox, RunHandle, RunShared, Sink};
+use crate::runtime::registry;
+
+/// A phase added in code.
+struct Extra {
+    spec: PhaseSpec,
+    /// Its implementation, for Python phases; `None` for registry kinds.
+    phase: Option<Arc<dyn Phase>>,
+}
+
+/// The core of `orch.Pipeline`.
+#[pyclass(module = "orch._orch", name = "_Pipeline")]
+pub struct CorePipeline {
+    name: String,
+    base_dir: PathBuf,
+    jobs: Option<usize>,
+    state_dir: Option<PathBuf>,
+    vars: IndexMap<String, String>,
+    /// The pipeline loaded from a file, if any.
+    file: Option<Arc<Pipeline>>,
+    extra: Vec<Extra>,
+    ids: HashSet<String>,
+    built: Option<Arc<Pipeline>>,
+}
+
+fn selection(only: Vec<String>, skip: Vec<String>, from: Vec<String>) -> Selection {
+    Selection {
+        only: only.iter().map(|s| Selector::parse(s)).collect(),
+        skip: skip.iter().map(|s| Selector::parse(s)).collect(),
+        from,
+    }
+}
+
+fn duration(secs: Option<f64>, what: &str) -> Result<Option<Duration>, Error> {
+    match secs {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(Error::invalid(format!(
+            "{what} must be a non-negative number of seconds, not {s}"
+        ))),
+    }
+}
+
+fn phase_id(id: &str) -> Result<PhaseId, Error> {
+    PhaseId::new(id).map_err(|e| Error::invalid(e.to_string()))
+}
+
+/// Settings every phase added in code takes.
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+pub struct Common {
+    needs: Vec<String>,
+    retries: u32,
+    timeout: Option<f64>,
+    backoff: Option<f64>,
+    tags: Vec<String>,
+    description: Option<String>,
+    allow_failure: bool,
+    when: Option<String>,
+    env: IndexMap<String, String>,
+    cwd: Option<String>,
+    secrets: Vec<String>,
+    agent: Option<String>,
+}
+
+impl Common {
+    fn apply(self, spec: &mut PhaseSpec) -> Result<(), Error> {
+        spec.needs = self
+            .needs
+            .iter()
+            .map(|n| phase_id(n))
+            .collect::<Result<_, _>>()?;
+        spec.retries = self.retries;
+        spec.timeout = duration(self.timeout, "timeout")?;
+        if let Some(initial) = duration(self.backoff, "backoff")? {
+            spec.backoff = Backoff {
+                initial,
+                ..Backoff::default()
+            };
+        }
+        spec.tags = self.tags;
+        spec.description = self.description;
+        spec.allow_failure = self.allow_failure;
+        spec.when = self.when;
+        spec.env = self.env;
+        spec.cwd = self.cwd;
+        spec.secrets = self.secrets;
+        spec.agent = self.agent;
+        Ok(())
+    }
+}
+
+impl CorePipeline {
+    fn add(&mut self, spec: PhaseSpec, phase: Option<Arc<dyn Phase>>) -> Result<(), Error> {
+        let id = spec.id.to_string();
+        if !self.ids.insert(id.clone()) {
+            return Err(Error::invalid(format!("phase `{id}` is declared twice")));
+        }
+        self.extra.push(Extra { spec, phase });
+        self.built = None;
+        Ok(())
+    }
+
+    /// The validated pipeline, with `vars` overriding declared variables.
+    fn build(&mut self, vars: &IndexMap<String, String>) -> Result<Arc<Pipeline>, Error> {
+        if vars.is_empty()
+            && let Some(b) = &self.built
+        {
+            return Ok(b.clone());
+        }
+        let declared: Vec<&str> = match &self.file {
+            Some(f) => f.spec().vars.keys().map(String::as_str).collect(),
+            None => self.vars.keys().map(String::as_str).collect(),
+        };
+        for k in vars.keys() {
+            if !declared.contains(&k.as_str()) {
+                let help = did_you_mean(k, declared.iter().copied())
+                    .unwrap_or_else(|| "declare it first".to_owned());
+                return Err(Error::invalid(format!(
+                    "`vars` sets `{k}`, which the pipeline does not declare ({help})"
+                )));
+            }
+        }
+        let p = match &self.file {
+            Some(f) if self.extra.is_empty() && vars.is_empty() => f.clone(),
+            _ => Arc::new(self.builder(vars).build()?),
+        };
+        if vars.is_empty() {
+            self.built = Some(p.clone());
+        }
+        Ok(p)
+    }
+
+    fn builder(&self, vars: &IndexMap<String, String>) -> orch_core::PipelineBuilder {
+        let mut b = match &self.file {
+            // A loaded pipeline extended in code: its declaration, rebuilt with the same
+            // registry (kinds are built again; they do no I/O when built).
+            Some(f) => {
+                let s = f.spec();
+                let mut b = Pipeline::builder(s.name.clone(), s.base_dir.clone())
+                    .state_dir(s.state_dir.clone());
+                if let Some(j) = s.jobs {
+                    b = b.jobs(j);
+                }
+                for (k, v) in &s.vars {
+                    b = b.var(k.clone(), v.clone());
+                }
+                for a in s.agents.values() {
+                    b = b.agent(a.clone());
+                }
+                for p in &s.phases {
+                    b = b.phase(p.clone());
+                }
+                b
+            }
+            None => {
+                let mut b = Pipeline::builder(self.name.clone(), self.base_dir.clone());
+                if let Some(d) = &self.state_dir {
+                    b = b.state_dir(d.clone());
+                }
+                if let Some(j) = self.jobs {
+                    b = b.jobs(j);
+                }
+                for (k, v) in &self.vars {
+                    b = b.var(k.clone(), v.clone());
+                }
+                b
+            }
+        };
+        b = b.registry(registry().clone());
+        for (k, v) in vars {
+            b = b.var(k.clone(), v.clone());
+        }
+        for e in &self.extra {
+            b = match &e.phase {
+                Some(p) => b.custom(e.spec.clone(), p.clone()),
+                None => b.phase(e.spec.clone()),
+            };
+        }
+        b
+    }
+}
+
+#[pymethods]
+impl CorePipeline {
+    /// A pipeline built in code.
+    #[new]
+    #[pyo3(signature = (name, base_dir, jobs = None, state_dir = None, vars = None))]
+    fn new(
+        name: String,
+        base_dir: PathBuf,
+        jobs: Option<usize>,
+        state_dir: Option<PathBuf>,
+        vars: Option<IndexMap<String, String>>,
+    ) -> Self {
+        Self {
+            name,
+            base_dir,
+            jobs,
+            state_dir,
+            vars: vars.unwrap_or_default(),
+            file: None,
+            extra: Vec::new(),
+            ids: HashSet::new(),
+            built: None,
+        }
+    }
+
+    /// Loads and validates a pipeline file; raises `orch.ValidationError` with every
+    /// problem found.
+    #[staticmethod]
+    #[pyo3(signature = (path, vars = None))]
+    fn load(
+        py: Python<'_>,
+        path: PathBuf,
+        vars: Option<IndexMap<String, String>>,
+    ) -> PyResult<Self> {
+        let options = LoadOptions {
+            vars: vars.unwrap_or_default().into_iter().collect(),
+        };
+        let p = py
+            .detach(|| Pipeline::load(&path, registry(), &options))
+            .map_err(|e| Error::from(e).into_pyerr(py))?;
+        let s = p.spec();
+        Ok(Self {
+            name: s.name.clone(),
+            base_dir: s.base_dir.clone(),
+            jobs: s.jobs,
+            state_dir: Some(s.state_dir.clone()),
+            vars: s.vars.clone(),
+            ids: s.phases.iter().map(|p| p.id.to_string()).collect(),
+            file: Some(Arc::new(p)),
+            extra: Vec::new(),
+            built: None,
+        })
+    }
+
+    /// The pipeline's name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The directory relative paths resolve against.
+    #[getter]
+    fn base_dir(&self) -> String {
+        self.base_dir.display().to_string()
+    }
+
+    /// The job limit, if set.
+    #[getter]
+    fn jobs(&self) -> Option<usize> {
+        self.jobs
+    }
+
+    /// The state directory (runs, logs).
+    #[getter]
+    fn state_dir(&self) -> String {
+        let rel = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(".orch"));
+        self.base_dir.join(rel).display().to_string()
+    }
+
+    /// The file it was loaded from, if any.
+    #[getter]
+    fn source(&self) -> Option<String> {
+        self.file
+            .as_ref()
+            .and_then(|f| f.source_path())
+            .map(|p| p.display().to_string())
+    }
+
+    /// Declared variables and their values.
+    #[getter]
+    fn vars(&self) -> IndexMap<String, String> {
+        self.vars.clone()
+    }
+
+    /// Phase ids, in declaration order.
+    #[getter]
+    fn phase_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .file
+            .iter()
+            .flat_map(|f| f.spec().phases.iter().map(|p| p.id.to_string()))
+            .collect();
+        ids.extend(self.extra.iter().map(|e| e.spec.id.to_string()));
+        ids
+    }
+
+    /// Whether a phase with this id exists.
+    fn has_phase(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    /// Adds a phase implemented by a Python function.
+    fn add_python(
+        &mut self,
+        py: Python<'_>,
+        id: &str,
+        func: Py<PyAny>,
+        is_async: bool,
+        qualname: String,
+        common: Common,
+    ) -> PyResult<()> {
+        let run = || -> Result<(), Error> {
+            let mut spec = PhaseSpec::new(phase_id(id)?, "python");
+            let needs = common.needs.clone();
+            common.apply(&mut spec)?;
+            let phase = PyPhase::new(func, is_async, qualname, needs);
+            self.add(spec, Some(Arc::new(phase)))
+        };
+        run().map_err(|e| e.into_pyerr(py))
+    }
+
+    /// Adds a phase of a registered kind: `command` with `run` (a string for `sh -c`, a
+    /// list for an argv), or any kind with its `with` table as JSON text.
+    #[pyo3(signature = (id, kind, run, with_json, common))]
+    fn add_kind(
+        &mut self,
+        py: Python<'_>,
+        id: &str,
+        kind: String,
+        run: Option<Bound<'_, PyAny>>,
+        with_json: Option<String>,
+        common: Common,
+    ) -> PyResult<()> {
+        let run = match run {
+            None => None,
+            Some(r) => Some(match r.extract::<String>() {
+                Ok(s) => RunSpec::Shell(s),
+                Err(_) => RunSpec::Argv(r.extract::<Vec<String>>()?),
+            }),
+        };
+        let go = || -> Result<(), Error> {
+            let mut spec = PhaseSpec::new(phase_id(id)?, kind);
+            spec.run = run;
+            if let Some(text) = with_json {
+                let table: toml::Table = serde_json::from_str(&text).map_err(|e| {
+                    Error::invalid(format!(
+                        "phase `{id}`: `with` must be a table of strings, numbers, booleans, lists and tables (no None): {e}"
+                    ))
+                })?;
+                spec.with = WithTable::new(table);
+            }
+            common.apply(&mut spec)?;
+            if registry().kind(&spec.kind).is_none() {
+                let kinds: Vec<&str> = registry().kinds().map(|(k, _)| k).collect();
+                let help = did_you_mean(&spec.kind, kinds.iter().copied())
+                    .unwrap_or_else(|| format!("known kinds: {}", kinds.join(", ")));
+                return Err(Error::invalid(format!(
+                    "phase `{id}` has unknown kind `{}` ({help})",
+                    spec.kind
+                )));
+            }
+            self.add(spec, None)
+        };
+        go().map_err(|e| e.into_pyerr(py))
+    }
+
+    /// Validates the whole pipeline; raises `orch.ValidationError`.
+    fn validate(&mut self, py: Python<'_>) -> PyResult<()> {
+        self.build(&IndexMap::new())
+            .map(drop)
+            .map_err(|e| e.into_pyerr(py))
+    }
+
+    /// The plan as `(json, text)`.
+    #[pyo3(signature = (jobs, only, skip, from_, vars))]
+    fn plan(
+        &mut self,
+        py: Python<'_>,
+        jobs: Option<usize>,
+        only: Vec<String>,
+        skip: Vec<String>,
+        from_: Vec<String>,
+        vars: IndexMap<String, String>,
+    ) -> PyResult<(String, String)> {
+        let go = || -> Result<(String, String), Error> {
+            let p = self.build(&vars)?;
+            let plan = Plan::new(&p, &selection(only, skip, from_), jobs)?;
+            let json = serde_json::to_string(&plan)
+                .map_err(|e| Error::Engine(format!("cannot serialize the plan: {e}")))?;
+            Ok((json, plan.render()))
+        };
+        go().map_err(|e| e.into_pyerr(py))
+    }
+
+    /// Starts a run on the engine's threads and returns its handle at once.
+    #[pyo3(signature = (jobs, only, skip, from_, keep_going, vars, grace, collect_events, event_loop, resume))]
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &mut self,
+        py: Python<'_>,
+        jobs: Option<usize>,
+        only: Vec<String>,
+        skip: Vec<String>,
+        from_: Vec<String>,
+        keep_going: bool,
+        vars: IndexMap<String, String>,
+        grace: f64,
+        collect_events: bool,
+        event_loop: Option<Py<PyAny>>,
+        resume: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<RunHandle> {
+        if resume.as_ref().is_some_and(|r| !r.is_none()) {
+            return Err(Error::invalid(
+                "`resume` is not supported by this build of orch yet",
+            )
+            .into_pyerr(py));
+        }
+        let go = || -> Result<RunHandle, Error> {
+            let pipeline = self.build(&vars)?;
+            let selection = selection(only, skip, from_);
+            selection.apply(&pipeline)?;
+            let grace = duration(Some(grace), "grace")?.unwrap_or_default();
+            let run_id = RunId::generate();
+            let control = RunControl::new();
+            let shared = Arc::new(RunShared::new(
+                pipeline.spec().vars.clone(),
+                control.clone(),
+                event_loop,
+            ));
+            let inbox = Arc::new(Inbox::default());
+            let options = RunOptions {
+                jobs,
+                selection,
+                keep_going,
+                grace,
+                run_id: Some(run_id.clone()),
+                ..RunOptions::default()
+            };
+            let mut runner = Runner::new(pipeline, options);
+            let state_dir = runner.state_dir();
+            runner.subscribe(Arc::new(Sink {
+                shared: shared.clone(),
+                inbox: inbox.clone(),
+                collect: collect_events,
+            }));
+            runs::register(run_id.as_str(), shared.clone());
+            runs::spawn(runner, control.clone(), run_id.to_string(), inbox.clone())?;
+            Ok(RunHandle {
+                run_id: run_id.to_string(),
+                shared,
+                inbox,
+                control,
+                state_dir: absolute(&state_dir),
+            })
+        };
+        go().map_err(|e| e.into_pyerr(py))
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
+}
