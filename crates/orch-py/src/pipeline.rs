@@ -80,6 +80,8 @@ pub struct Common {
     cwd: Option<String>,
     secrets: Vec<String>,
     agent: Option<String>,
+    #[pyo3(item("assert"))]
+    asserts: Vec<String>,
 }
 
 impl Common {
@@ -105,6 +107,7 @@ impl Common {
         spec.cwd = self.cwd;
         spec.secrets = self.secrets;
         spec.agent = self.agent;
+        spec.assert = self.asserts;
         Ok(())
     }
 }

@@ -412,6 +412,7 @@ class Pipeline:
         kind: str,
         *,
         with_: Optional[Mapping[str, Any]] = None,
+        assert_: Iterable[str] = (),
         needs: Iterable[PhaseRef] = (),
         env: Optional[Mapping[str, str]] = None,
         cwd: Optional[str] = None,
@@ -426,7 +427,8 @@ class Pipeline:
         agent: Optional[str] = None,
     ) -> None:
         """Adds a phase of any registered kind (see :func:`kinds`), with its ``with`` table
-        as ``with_``: ``p.add_phase("pkg", "package", with_={"paths": ["dist"]})``."""
+        as ``with_``: ``p.add_phase("pkg", "package", with_={"paths": ["dist"]})``; a
+        ``gate`` takes its CEL assertions as ``assert_``."""
         self._core.add_kind(
             id,
             kind,
@@ -445,6 +447,7 @@ class Pipeline:
                 cwd=cwd,
                 secrets=secrets,
                 agent=agent,
+                assert_=assert_,
             ),
         )
 
@@ -463,6 +466,7 @@ class Pipeline:
         cwd: Optional[str] = None,
         secrets: Iterable[str] = (),
         agent: Optional[str] = None,
+        assert_: Iterable[str] = (),
     ) -> Dict[str, Any]:
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(f"retries must be a non-negative int, not {retries!r}")
@@ -479,6 +483,7 @@ class Pipeline:
             "cwd": cwd,
             "secrets": _strings(secrets),
             "agent": agent,
+            "assert": _strings(assert_),
         }
 
     def validate(self) -> None:

@@ -1,0 +1,240 @@
+"""Runs: events, callbacks under parallel phases, KeyboardInterrupt, results."""
+
+from __future__ import annotations
+
+import _thread
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+import orch
+from conftest import wait_until
+
+
+def test_events_arrive_in_order_in_the_calling_thread(pipeline: orch.Pipeline) -> None:
+    @pipeline.phase
+    def a(ctx: orch.Context) -> Dict[str, str]:
+        ctx.log("line one\nline two")
+        return {"x": "1"}
+
+    @pipeline.phase(needs=[a])
+    def b(ctx: orch.Context) -> None:
+        pass
+
+    events: List[orch.Event] = []
+    threads = set()
+
+    def on_event(e: orch.Event) -> None:
+        threads.add(threading.current_thread())
+        events.append(e)
+
+    r = pipeline.run(on_event=on_event)
+    assert threads == {threading.current_thread()}
+    kinds = [(e.kind, e.phase) for e in events]
+    assert kinds == [
+        ("run_started", None),
+        ("phase_started", "a"),
+        ("phase_output", "a"),
+        ("phase_output", "a"),
+        ("phase_finished", "a"),
+        ("phase_started", "b"),
+        ("phase_finished", "b"),
+        ("run_finished", None),
+    ]
+    assert [e.line for e in events if e.kind == "phase_output"] == ["line one", "line two"]
+    assert events[2].stream == "log"
+    fin = events[4]
+    assert fin.status == "succeeded" and fin.outputs == {"x": "1"} and fin.attempt == 1
+    assert fin.duration is not None and fin.duration >= 0
+    assert events[0].run_id == r.run_id and events[0].phases == 2 and events[0].to_run == 2
+    assert events[-1].status == "succeeded"
+    assert events[4].to_dict()["outputs"] == {"x": "1"}
+    assert "line" not in events[4].to_dict()
+
+
+def test_callbacks_and_parallel_phases_do_not_deadlock(pipeline: orch.Pipeline) -> None:
+    """jobs=4 phases that log a lot while on_event (holding the GIL) is slow and also
+    touches a lock the phases use."""
+    lock = threading.Lock()
+    counter = {"n": 0}
+
+    for i in range(40):
+
+        def work(ctx: orch.Context) -> Dict[str, int]:
+            for j in range(20):
+                with lock:
+                    counter["n"] += 1
+                ctx.log(f"{ctx.phase_id} {j}")
+            return {"n": 20}
+
+        pipeline.phase(id=f"w{i}", needs=[f"w{i - 4}"] if i >= 4 else [])(work)
+
+    seen: List[str] = []
+
+    def on_event(e: orch.Event) -> None:
+        with lock:
+            seen.append(e.kind)
+        if e.kind == "phase_started":
+            time.sleep(0.001)
+
+    r = pipeline.run(jobs=4, on_event=on_event)
+    assert r.ok
+    assert counter["n"] == 800
+    assert seen.count("phase_output") == 800
+    assert seen.count("phase_finished") == 40
+
+
+def test_an_exception_in_on_event_stops_the_run(pipeline: orch.Pipeline) -> None:
+    ran: List[str] = []
+    for i in range(5):
+        pipeline.phase(id=f"s{i}", needs=[f"s{i - 1}"] if i else [])(lambda ctx: ran.append(ctx.phase_id))
+
+    def on_event(e: orch.Event) -> None:
+        if e.kind == "phase_finished":
+            raise RuntimeError("callback broke")
+
+    with pytest.raises(RuntimeError, match="callback broke"):
+        pipeline.run(on_event=on_event)
+    assert len(ran) < 5
+
+
+def test_keyboard_interrupt_cancels_the_run_cleanly(tmp_path: Path) -> None:
+    p = orch.Pipeline("interrupt", jobs=4, base_dir=tmp_path)
+    state: Dict[str, object] = {"stopped": []}
+
+    @p.phase
+    def trigger(ctx: orch.Context) -> None:
+        # What Ctrl-C does: a SIGINT for the main thread, which waits in run().
+        _thread.interrupt_main()
+        deadline = time.monotonic() + 20
+        while not ctx.cancelled and time.monotonic() < deadline:
+            time.sleep(0.01)
+        state["trigger_saw_cancel"] = ctx.cancelled
+
+    @p.phase
+    def busy(ctx: orch.Context) -> None:
+        try:
+            deadline = time.monotonic() + 20
+            while not ctx.cancelled and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            state["stopped"].append("busy")  # type: ignore[union-attr]
+
+    @p.phase(needs=[trigger, busy])
+    def never(ctx: orch.Context) -> None:
+        state["never"] = True
+
+    p.command("sleeper", ["sleep", "31.25"])
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt) as e:
+        p.run()
+    assert time.monotonic() - started < 15
+    result = e.value.result  # type: ignore[attr-defined]
+    assert isinstance(result, orch.RunResult)
+    assert result.status == "cancelled"
+    assert state["trigger_saw_cancel"] is True
+    assert state["stopped"] == ["busy"]
+    assert "never" not in state
+    assert result.phases["never"].status == "cancelled"
+    assert result.phases["sleeper"].status == "cancelled"
+    assert result.phases["sleeper"].started_at is not None  # it was running
+    assert (Path(result.run_dir) / "run.json").exists()
+    # Nothing of the run is left: the Python phases returned (above), the process is gone.
+    assert wait_until(lambda: not processes_with_args("sleep", "31.25"))
+
+
+def processes_with_args(*argv: str) -> List[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if [a.decode(errors="replace") for a in args[: len(argv)]] == list(argv):
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_phase_ignoring_cancellation_is_stopped_after_the_grace(tmp_path: Path) -> None:
+    p = orch.Pipeline("stubborn", base_dir=tmp_path)
+    state: Dict[str, bool] = {}
+
+    @p.phase
+    def stubborn(ctx: orch.Context) -> None:
+        _thread.interrupt_main()
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # ignores ctx.cancelled
+                time.sleep(0.01)
+        except orch.PhaseCancelled:
+            state["cancelled"] = True
+            raise
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        p.run(grace=0.3)
+    assert time.monotonic() - started < 10
+    assert state == {"cancelled": True}
+
+
+def test_keyboard_interrupt_raised_in_a_phase_interrupts_the_run(pipeline: orch.Pipeline) -> None:
+    @pipeline.phase
+    def bail(ctx: orch.Context) -> None:
+        raise KeyboardInterrupt
+
+    @pipeline.phase(needs=[bail])
+    def after(ctx: orch.Context) -> None:
+        pass
+
+    with pytest.raises(KeyboardInterrupt) as e:
+        pipeline.run()
+    result = e.value.result  # type: ignore[attr-defined]
+    assert result.status == "cancelled"
+    assert result.phases["bail"].status == "cancelled"
+    assert "KeyboardInterrupt" in result.phases["bail"].log_text()
+
+
+def test_results(pipeline: orch.Pipeline) -> None:
+    @pipeline.phase(tags=["unit"], description="the first phase")
+    def one(ctx: orch.Context) -> Dict[str, str]:
+        time.sleep(0.02)
+        return {"k": "v"}
+
+    @pipeline.phase(needs=[one], allow_failure=True)
+    def two(ctx: orch.Context) -> None:
+        raise RuntimeError("tolerated")
+
+    r = pipeline.run()
+    assert r.ok and r.status == "succeeded"
+    assert r.pipeline == "test"
+    assert r.duration is not None and r.duration >= 0.02
+    assert r.started_at and r.finished_at
+    one_r = r.phases["one"]
+    assert one_r.id == "one" and one_r.ok
+    assert one_r.duration is not None and one_r.duration >= 0.02
+    assert one_r.tags == ["unit"]
+    assert r.phases["two"].allowed_failure and r.phases["two"].status == "failed"
+    assert r.phases["two"].needs == ["one"]
+    assert r.failed == []
+    assert r.counts == {"succeeded": 1, "failed": 1}
+    d = r.to_dict()
+    assert d["phases"]["one"]["description"] == "the first phase"
+    assert d["run_id"] == r.run_id
+    assert '"status": "succeeded"' in r.to_json()
+    assert "\n" not in r.to_json(indent=None)
+    assert repr(r).startswith("<orch.RunResult test succeeded")
+
+
+def test_threads_of_a_run_are_released(pipeline: orch.Pipeline) -> None:
+    for i in range(20):
+        pipeline.phase(id=f"p{i}")(lambda ctx: None)
+    before = threading.active_count()
+    for _ in range(3):
+        assert pipeline.run(jobs=4).ok
+    # Blocking-pool threads are not Python threads; nothing accumulates per run.
+    assert wait_until(lambda: threading.active_count() <= before + 1)
