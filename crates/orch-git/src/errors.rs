@@ -16,7 +16,7 @@ pub enum GitError {
         path: PathBuf,
         /// The libgit2 error.
         #[source]
-        source: git2::Error,
+        source: Libgit2Error,
     },
     /// The repository is bare, and the kind needs a working tree.
     #[error("repository {repo} has no working tree (it is bare)")]
@@ -33,7 +33,7 @@ pub enum GitError {
         repo: PathBuf,
         /// The libgit2 error.
         #[source]
-        source: git2::Error,
+        source: Libgit2Error,
     },
     /// A file operation failed.
     #[error("cannot {action} {path}")]
@@ -128,7 +128,7 @@ pub enum GitError {
         url: String,
         /// The libgit2 error.
         #[source]
-        source: git2::Error,
+        source: Libgit2Error,
     },
     /// A `${{ }}` template in a setting could not be rendered.
     #[error("cannot render `{key}`")]
@@ -164,7 +164,7 @@ impl GitError {
         move |source| Self::Git {
             action,
             repo,
-            source,
+            source: source.into(),
         }
     }
 
@@ -181,6 +181,42 @@ impl GitError {
         }
     }
 }
+
+/// A libgit2 error, displayed as its message only (without libgit2's class and code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Libgit2Error {
+    /// The message.
+    pub message: String,
+    /// libgit2's error code.
+    pub code: git2::ErrorCode,
+}
+
+impl Libgit2Error {
+    /// An error with a message of our own.
+    pub fn msg(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: git2::ErrorCode::GenericError,
+        }
+    }
+}
+
+impl From<git2::Error> for Libgit2Error {
+    fn from(e: git2::Error) -> Self {
+        Self {
+            message: e.message().to_owned(),
+            code: e.code(),
+        }
+    }
+}
+
+impl std::fmt::Display for Libgit2Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Libgit2Error {}
 
 /// The first few paths, for messages.
 fn show_paths(files: &[String]) -> String {

@@ -10,11 +10,11 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use git2::{
-    Commit, FileMode, Index, IndexEntry, IndexTime, ObjectType, Oid, Repository, Signature, Status,
+    Commit, Index, IndexEntry, IndexTime, ObjectType, Oid, Repository, Signature, Status,
     StatusOptions, Tree, TreeWalkMode, TreeWalkResult,
 };
 
-use crate::errors::GitError;
+use crate::errors::{GitError, Libgit2Error};
 use crate::exec::Job;
 
 /// Prefix of the refs snapshots are kept under.
@@ -31,7 +31,7 @@ const SKIP_WORKTREE: u16 = 1 << 14;
 pub(crate) fn open(path: &Path) -> Result<Repository, GitError> {
     Repository::discover(path).map_err(|source| GitError::Open {
         path: path.to_owned(),
-        source,
+        source: source.into(),
     })
 }
 
@@ -348,7 +348,7 @@ fn claim_snapshot_ref(
     Err(GitError::Git {
         action: format!("find a free snapshot ref under {with_phase}"),
         repo: display_path(repo),
-        source: git2::Error::from_str("too many snapshots for this phase in this run"),
+        source: Libgit2Error::msg("too many snapshots for this phase in this run"),
     })
 }
 
@@ -572,9 +572,9 @@ pub(crate) fn restore_worktree(
         prune_empty_dirs(&dir, d);
     }
 
-    // 2. Write what differs.
+    // 2. Write what differs. Cancellation is not checked here: a restore that has begun is
+    // finished, since half a working tree is worse than either end.
     for (path, (mode, id)) in &want {
-        job.check()?;
         let rel = bytes_path(path);
         if *mode == MODE_GITLINK {
             job.log(format!("left submodule {} as it is", rel.display()));
@@ -703,10 +703,4 @@ pub(crate) fn reset_index(repo: &Repository, tree: Option<&Tree<'_>>) -> Result<
     repo.statuses(Some(&mut opts))
         .map_err(GitError::git("refresh the index", &dir))?;
     Ok(())
-}
-
-/// A regular file's mode for the plan (`FileMode` for display).
-#[allow(dead_code)]
-pub(crate) fn is_blob_mode(mode: u32) -> bool {
-    mode == u32::from(FileMode::Blob) || mode == u32::from(FileMode::BlobExecutable)
 }

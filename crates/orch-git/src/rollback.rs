@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::common::{
     flag, parse_with, plan_head, plan_open, plan_repo, render, repo_path, with_error,
 };
-use crate::errors::GitError;
+use crate::errors::{GitError, Libgit2Error};
 use crate::exec::{RepoLock, run_blocking};
 use crate::repo::{self, HeadRef};
 use crate::snapshot::plan_snapshot_ref;
@@ -165,7 +165,7 @@ impl Phase for RollbackPhase {
                 return Err(GitError::Git {
                     action: format!("roll back to {to}"),
                     repo: dir,
-                    source: git2::Error::from_str(
+                    source: Libgit2Error::msg(
                         "the snapshot was taken on an unborn branch and HEAD is detached now",
                     ),
                 });
@@ -204,7 +204,7 @@ impl Phase for RollbackPhase {
                     backup.id
                 ),
                 repo: dir.clone(),
-                source: git2::Error::from_str(&e.to_string()),
+                source: Libgit2Error::msg(PhaseError::from_error(&e).to_string()),
             };
             let current = repo
                 .find_tree(backup.tree)
@@ -212,11 +212,7 @@ impl Phase for RollbackPhase {
             let wanted = repo
                 .find_tree(target.worktree)
                 .map_err(GitError::git("read the target tree", &dir))?;
-            let stats =
-                repo::restore_worktree(&repo, job, &current, &wanted).map_err(|e| match e {
-                    GitError::Cancelled => GitError::Cancelled,
-                    other => in_flight(other),
-                })?;
+            let stats = repo::restore_worktree(&repo, job, &current, &wanted).map_err(in_flight)?;
             job.log(format!(
                 "working tree restored to {} {}: {} file(s) written, {} removed, {} unchanged",
                 if target.snapshot {

@@ -18,7 +18,7 @@ use crate::common::{
     flag, is_template, parse_with, plan_head, plan_open, plan_remote_url, plan_repo, render,
     render_opt, repo_path, with_error,
 };
-use crate::errors::GitError;
+use crate::errors::{GitError, Libgit2Error};
 use crate::exec::{Job, RepoLock, phase_error, run_blocking};
 use crate::repo;
 use crate::sanitize::{Sanitizer, sanitize_url};
@@ -427,17 +427,16 @@ fn callbacks<'a>(
     sanitizer: &'a Sanitizer,
 ) -> RemoteCallbacks<'a> {
     let mut cb = RemoteCallbacks::new();
-    let mut tried_token = false;
-    let mut tried_agent = false;
-    let mut tried_helper = false;
-    let mut tried_default = false;
+    let mut tried: Vec<&'static str> = Vec::new();
     cb.credentials(move |url, user_from_url, allowed| {
         if job.is_cancelled() {
             return Err(git2::Error::from_str("cancelled"));
         }
         if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
-            if let (Some(token), false) = (&creds.token, tried_token) {
-                tried_token = true;
+            if let Some(token) = &creds.token
+                && !tried.contains(&"token_secret")
+            {
+                tried.push("token_secret");
                 let user = creds
                     .username
                     .as_deref()
@@ -445,28 +444,35 @@ fn callbacks<'a>(
                     .unwrap_or("x-access-token");
                 return Cred::userpass_plaintext(user, token);
             }
-            if !tried_helper {
-                tried_helper = true;
+            if !tried.contains(&"credential helper") {
+                tried.push("credential helper");
                 if let Ok(c) = Cred::credential_helper(config, url, user_from_url) {
                     return Ok(c);
                 }
             }
         }
-        if allowed.contains(CredentialType::SSH_KEY) && !tried_agent {
-            tried_agent = true;
+        if allowed.contains(CredentialType::SSH_KEY) && !tried.contains(&"SSH agent") {
+            tried.push("SSH agent");
             return Cred::ssh_key_from_agent(user_from_url.unwrap_or("git"));
         }
         if allowed.contains(CredentialType::USERNAME) {
             return Cred::username(user_from_url.unwrap_or("git"));
         }
-        if allowed.contains(CredentialType::DEFAULT) && !tried_default {
-            tried_default = true;
+        if allowed.contains(CredentialType::DEFAULT) && !tried.contains(&"default") {
+            tried.push("default");
             return Cred::default();
         }
-        Err(git2::Error::from_str(
-            "no (more) credentials to try: set `token_secret` to a secret of the phase, or \
-             configure a git credential helper or an SSH agent",
-        ))
+        let message = if tried.is_empty() {
+            "the remote asks for credentials and none are available: set `token_secret` to a \
+             secret of the phase, or configure a git credential helper or an SSH agent"
+                .to_owned()
+        } else {
+            format!(
+                "authentication failed: the remote refused the credentials offered (from: {})",
+                tried.join(", ")
+            )
+        };
+        Err(git2::Error::from_str(&message))
     });
     cb.sideband_progress(move |data| {
         let text = String::from_utf8_lossy(data);
@@ -514,11 +520,10 @@ fn push(
     let push_error = |source: git2::Error| GitError::Push {
         remote: remote_name.to_owned(),
         url: url.clone(),
-        source: git2::Error::new(
-            source.code(),
-            source.class(),
-            sanitizer.clean(source.message()),
-        ),
+        source: Libgit2Error {
+            message: sanitizer.clean(source.message()),
+            code: source.code(),
+        },
     };
     let rejected = |refname: &str, reason: String| GitError::Rejected {
         remote: remote_name.to_owned(),

@@ -94,6 +94,10 @@ async fn remote_credentials_never_show_and_reach_the_server() -> Res {
     let err = ran.err();
     assert!(err.contains("push to remote `origin`"), "{err}");
     assert!(err.contains(&format!("({clean_url})")), "{err}");
+    assert!(
+        err.contains("authentication failed: the remote refused the credentials offered (from: token_secret, credential helper)"),
+        "{err}"
+    );
     texts.push(err);
     texts.push(ran.log());
     let sent = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
