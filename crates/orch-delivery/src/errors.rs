@@ -139,10 +139,19 @@ pub enum PackageError {
         /// The path as given.
         path: String,
     },
-    /// A path whose name is not UTF-8 (archive names must be portable).
-    #[error("file name {path} is not valid UTF-8")]
-    NonUtf8 {
+    /// A file name an archive cannot carry portably (not UTF-8, a newline or backslash,
+    /// or the reserved `MANIFEST.sha256` at the top).
+    #[error("cannot package {path}: {reason}")]
+    UnportableName {
         /// The path.
+        path: PathBuf,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A file changed while it was being packaged.
+    #[error("{path} changed while it was being packaged")]
+    Changed {
+        /// The file.
         path: PathBuf,
     },
     /// A file could not be read or the archive written.

@@ -22,15 +22,20 @@
 
 pub mod discover;
 pub mod errors;
+pub mod package;
 pub mod parity;
 mod util;
+pub mod verify;
 mod yaml;
 
 pub use errors::{DiscoverError, PackageError, ParityError, ScaffoldError, VerifyError};
+pub use verify::{VerifyReport, verify_archive};
 
 /// Registers `discover`, `parity`, `scaffold`, `package` and `package.verify`, all served
 /// by agents of type `local`.
 pub fn register(registry: &mut orch_core::Registry) {
     discover::register(registry);
     parity::register(registry);
+    package::register(registry);
+    verify::register(registry);
 }

@@ -74,6 +74,19 @@ pub async fn run_phase(
     needs: &[&str],
     outputs: &[(&str, &str, &str)],
 ) -> Ran {
+    run_phase_env(kind, table, base, run_dir, needs, outputs, &[]).await
+}
+
+/// [`run_phase`] with environment variables given to the phase.
+pub async fn run_phase_env(
+    kind: &str,
+    table: toml::Table,
+    base: &Path,
+    run_dir: &Path,
+    needs: &[&str],
+    outputs: &[(&str, &str, &str)],
+    env: &[(&str, &str)],
+) -> Ran {
     let mut spec = PhaseSpec::new(PhaseId::new("p").unwrap(), kind);
     spec.with = WithTable::new(table);
     spec.needs = needs.iter().map(|n| PhaseId::new(n).unwrap()).collect();
@@ -91,6 +104,9 @@ pub async fn run_phase(
         }));
     for (p, k, v) in outputs {
         builder = builder.output(*p, *k, *v);
+    }
+    for (k, v) in env {
+        builder = builder.env(*k, *v);
     }
     let ctx = builder.build();
     let result = phase.run(&ctx).await;

@@ -5,4 +5,5 @@
 
 mod common;
 mod discover;
+mod package;
 mod parity;
