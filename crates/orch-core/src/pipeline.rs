@@ -103,7 +103,7 @@ impl Pipeline {
                 diags.push(d);
             }
         }
-        match validate(spec, Some(&spans), registry, diags) {
+        match validate(spec, Some(&spans), registry, diags, &HashMap::new()) {
             Ok(mut p) => {
                 p.source = Some(source);
                 Ok(p)
@@ -250,38 +250,8 @@ impl PipelineBuilder {
 
     /// Validates and builds.
     pub fn build(self) -> Result<Pipeline, LoadError> {
-        let mut registry = self.registry;
-        let custom = self.custom;
-        if !custom.is_empty() {
-            // Custom phases are served by a private kind per phase.
-            for (id, phase) in &custom {
-                let phase = phase.clone();
-                registry.register_kind(
-                    format!("\u{0}custom:{id}"),
-                    "local",
-                    "code",
-                    Arc::new(move |_spec: &PhaseSpec| Ok(phase.clone())),
-                );
-            }
-        }
-        let mut spec = self.spec;
-        let mut shown_kinds = HashMap::new();
-        for p in &mut spec.phases {
-            if custom.contains_key(&p.id) {
-                shown_kinds.insert(
-                    p.id.clone(),
-                    std::mem::replace(&mut p.kind, format!("\u{0}custom:{}", p.id)),
-                );
-            }
-        }
-        let mut pipeline = validate(spec, None, &registry, Vec::new())
-            .map_err(|items| LoadError::Invalid(Diagnostics::new(None, items)))?;
-        for n in &mut pipeline.nodes {
-            if let Some(kind) = shown_kinds.remove(&n.spec.id) {
-                n.spec.kind = kind;
-            }
-        }
-        Ok(pipeline)
+        validate(self.spec, None, &self.registry, Vec::new(), &self.custom)
+            .map_err(|items| LoadError::Invalid(Diagnostics::new(None, items)))
     }
 }
 
@@ -322,6 +292,7 @@ fn validate(
     spans: Option<&FileSpans>,
     registry: &Registry,
     mut diags: Vec<Diagnostic>,
+    custom: &HashMap<PhaseId, Arc<dyn Phase>>,
 ) -> Result<Pipeline, Vec<Diagnostic>> {
     // Phases run in their own working directories: every path the engine hands them
     // (ORCH_OUTPUT, the run dir, resolved settings) must not depend on where orch started.
@@ -396,9 +367,11 @@ fn validate(
         needs.sort_unstable();
         needs.dedup();
 
-        // kind
+        // kind (phases built in code bring their own implementation)
+        let custom_phase = custom.get(&p.id);
         let kind_entry = registry.kind(&p.kind);
         let phase = match kind_entry {
+            _ if custom_phase.is_some() => custom_phase.cloned(),
             None => {
                 let mut d = Diagnostic::at(
                     span_of(spans, i, |s| s.kind.clone().or_else(|| s.id.clone())),
@@ -438,11 +411,18 @@ fn validate(
 
         // agent
         let agent_type = kind_entry
+            .filter(|_| custom_phase.is_none())
             .map(|k| k.agent_type.clone())
             .unwrap_or_else(|| "local".into());
         let agent = match &p.agent {
             Some(name) => match agents.iter().position(|a| &a.name == name) {
-                Some(ai) if agents[ai].agent_type == agent_type || kind_entry.is_none() => Some(ai),
+                Some(ai)
+                    if agents[ai].agent_type == agent_type
+                        || kind_entry.is_none()
+                        || custom_phase.is_some() =>
+                {
+                    Some(ai)
+                }
                 Some(ai) => {
                     diags.push(Diagnostic::at(
                         span_of(spans, i, |s| s.agent.clone()),

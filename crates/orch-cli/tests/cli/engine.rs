@@ -23,12 +23,18 @@ needs = ["build"]
     assert_eq!(rec["status"], "succeeded");
     assert_eq!(rec["format_version"], 1);
     assert_eq!(statuses(&rec), ["build=succeeded", "deploy=succeeded"]);
-    assert_eq!(rec["phases"]["build"]["outputs"]["artifact"], "app-1.2.0.tar");
+    assert_eq!(
+        rec["phases"]["build"]["outputs"]["artifact"],
+        "app-1.2.0.tar"
+    );
     assert_eq!(rec["phases"]["build"]["exit_code"], 0);
     assert_eq!(rec["phases"]["build"]["attempts"], 1);
     assert_eq!(ws.read("deployed.txt"), "app-1.2.0.tar\n");
     let run_dir = ws.latest_dir();
-    assert_eq!(std::fs::read_to_string(run_dir.join("logs/build.log")).unwrap(), "building\n");
+    assert_eq!(
+        std::fs::read_to_string(run_dir.join("logs/build.log")).unwrap(),
+        "building\n"
+    );
     assert!(r.stderr.contains("succeeded"), "{}", r.stderr);
 }
 
@@ -57,11 +63,21 @@ run = "touch independent-ran"
     assert_eq!(rec["status"], "failed");
     assert_eq!(
         statuses(&rec),
-        ["bad=failed", "child=blocked", "grandchild=blocked", "independent=cancelled"]
+        [
+            "bad=failed",
+            "child=blocked",
+            "grandchild=blocked",
+            "independent=cancelled"
+        ]
     );
     assert_eq!(rec["phases"]["bad"]["exit_code"], 3);
     assert_eq!(rec["phases"]["bad"]["reason"], "exited with code 3");
-    assert!(rec["phases"]["child"]["reason"].as_str().unwrap().contains("`bad`"));
+    assert!(
+        rec["phases"]["child"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("`bad`")
+    );
     assert!(!ws.exists("independent-ran"));
 }
 
@@ -83,7 +99,10 @@ run = "touch independent-ran"
     );
     let r = ws.orch(&["run", "--keep-going"]);
     assert_eq!(r.code, 1);
-    assert_eq!(statuses(&ws.record()), ["bad=failed", "child=blocked", "independent=succeeded"]);
+    assert_eq!(
+        statuses(&ws.record()),
+        ["bad=failed", "child=blocked", "independent=succeeded"]
+    );
     assert!(ws.exists("independent-ran"));
 }
 
@@ -228,12 +247,23 @@ run = "echo docs >> ran.txt"
         full.extend_from_slice(args);
         let r = ws.orch(&full);
         assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
-        let ran = if ws.exists("ran.txt") { ws.read("ran.txt") } else { String::new() };
-        assert_eq!(ran.split_whitespace().collect::<Vec<_>>().join(" "), want, "{args:?}");
+        let ran = if ws.exists("ran.txt") {
+            ws.read("ran.txt")
+        } else {
+            String::new()
+        };
+        assert_eq!(
+            ran.split_whitespace().collect::<Vec<_>>().join(" "),
+            want,
+            "{args:?}"
+        );
         ws
     };
     check(&["--only", "unit"], "fetch build unit");
-    check(&["--only", "tag:test", "--skip", "tag:slow"], "fetch build unit");
+    check(
+        &["--only", "tag:test", "--skip", "tag:slow"],
+        "fetch build unit",
+    );
     check(&["--from", "build"], "build unit e2e");
     let ws = check(&["--skip", "docs", "--skip", "e2e"], "fetch build unit");
     let rec = ws.record();
@@ -294,12 +324,20 @@ run = "echo other sees [$API_TOKEN]"
     );
     let r = ws.orch_env(
         &["run", "-v"],
-        &[("API_TOKEN", "s3cret-value-42"), ("MULTI", "first-line\nsecond-line")],
+        &[
+            ("API_TOKEN", "s3cret-value-42"),
+            ("MULTI", "first-line\nsecond-line"),
+        ],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let log = std::fs::read_to_string(ws.latest_dir().join("logs/leak.log")).unwrap();
     let record = std::fs::read_to_string(ws.latest_dir().join("run.json")).unwrap();
-    for (what, text) in [("log", &log), ("record", &record), ("stderr", &r.stderr), ("stdout", &r.stdout)] {
+    for (what, text) in [
+        ("log", &log),
+        ("record", &record),
+        ("stderr", &r.stderr),
+        ("stdout", &r.stdout),
+    ] {
         for s in ["s3cret-value-42", "s3cr", "first-line", "second-line"] {
             if what != "stderr" || s != "s3cr" {
                 assert!(!text.contains(s), "{what} contains {s:?}:\n{text}");
@@ -361,10 +399,16 @@ run = "touch d-ran"
     let r = ws.orch(&["run", "--keep-going"]);
     assert_eq!(r.code, 1);
     let rec = ws.record();
-    assert_eq!(statuses(&rec), ["a=failed", "b=failed", "c=failed", "d=succeeded"]);
+    assert_eq!(
+        statuses(&rec),
+        ["a=failed", "b=failed", "c=failed", "d=succeeded"]
+    );
     assert!(!ws.exists("c-ran"));
     assert!(
-        rec["phases"]["c"]["reason"].as_str().unwrap().contains("circuit breaker"),
+        rec["phases"]["c"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("circuit breaker"),
         "{}",
         rec["phases"]["c"]
     );
@@ -394,7 +438,10 @@ needs = ["count"]
     assert_eq!(r.code, 1);
     let rec = ws.record();
     assert_eq!(rec["phases"]["deploy-prod"]["status"], "skipped");
-    assert_eq!(rec["phases"]["deploy-prod"]["reason"], "`when` is false: vars.env == 'prod'");
+    assert_eq!(
+        rec["phases"]["deploy-prod"]["reason"],
+        "`when` is false: vars.env == 'prod'"
+    );
     assert!(!ws.exists("prod"));
     assert_eq!(rec["phases"]["gate"]["status"], "failed");
     assert_eq!(
@@ -443,7 +490,11 @@ cwd = "work"
     .unwrap();
     let r = ws.orch(&["run", "sub/orch.toml"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let rec: serde_json::Value = serde_json::from_str(&ws.read("sub/.orch/runs/latest/run.json")).unwrap();
+    let rec: serde_json::Value =
+        serde_json::from_str(&ws.read("sub/.orch/runs/latest/run.json")).unwrap();
     let canon = std::fs::canonicalize(ws.path().join("sub/work")).unwrap();
-    assert_eq!(rec["phases"]["out"]["outputs"]["where"], canon.display().to_string());
+    assert_eq!(
+        rec["phases"]["out"]["outputs"]["where"],
+        canon.display().to_string()
+    );
 }

@@ -73,21 +73,63 @@ fn unknown_vars_on_the_command_line_are_errors() {
 fn structural_errors() {
     let cases: &[(&str, &str)] = &[
         ("no pipeline table", "[phases.a]\nrun = \"true\"\n"),
-        ("no name", "[pipeline]\njobs = 2\n[phases.a]\nrun = \"true\"\n"),
-        ("jobs zero", "[pipeline]\nname = \"x\"\njobs = 0\n[phases.a]\nrun = \"true\"\n"),
+        (
+            "no name",
+            "[pipeline]\njobs = 2\n[phases.a]\nrun = \"true\"\n",
+        ),
+        (
+            "jobs zero",
+            "[pipeline]\nname = \"x\"\njobs = 0\n[phases.a]\nrun = \"true\"\n",
+        ),
         ("bad toml", "[pipeline]\nname = \"x\n"),
-        ("neither kind nor run", "[pipeline]\nname = \"x\"\n[phases.a]\nneeds = []\n"),
-        ("run is a number", "[pipeline]\nname = \"x\"\n[phases.a]\nrun = 3\n"),
-        ("bad phase id", "[pipeline]\nname = \"x\"\n[phases.\"a b\"]\nrun = \"true\"\n"),
-        ("self need", "[pipeline]\nname = \"x\"\n[phases.a]\nrun = \"true\"\nneeds = [\"a\"]\n"),
-        ("output of a phase not needed", "[pipeline]\nname = \"x\"\n[phases.a]\nrun = \"true\"\n[phases.b]\nrun = \"echo ${{ phases.a.outputs.k }}\"\n"),
-        ("malformed template", "[pipeline]\nname = \"x\"\n[phases.a]\nrun = \"echo ${{ vars.x\"\n"),
-        ("bad backoff", "[pipeline]\nname = \"x\"\n[phases.a]\nrun = \"true\"\nbackoff = { initial = \"1s\", factor = 0.5, maxx = \"2s\" }\n"),
-        ("bad when", "[pipeline]\nname = \"x\"\n[phases.a]\nrun = \"true\"\nwhen = \"vars.x ==\"\n"),
-        ("gate without assert", "[pipeline]\nname = \"x\"\n[phases.g]\nkind = \"gate\"\n"),
-        ("with on a command", "[pipeline]\nname = \"x\"\n[phases.a]\nrun = \"true\"\nwith = { x = 1 }\n"),
-        ("unknown agent type", "[pipeline]\nname = \"x\"\n[agents.b]\ntype = \"dokcer\"\n[phases.a]\nrun = \"true\"\n"),
-        ("bad secret name", "[pipeline]\nname = \"x\"\n[phases.a]\nrun = \"true\"\nsecrets = [\"NOT-A-NAME\"]\n"),
+        (
+            "neither kind nor run",
+            "[pipeline]\nname = \"x\"\n[phases.a]\nneeds = []\n",
+        ),
+        (
+            "run is a number",
+            "[pipeline]\nname = \"x\"\n[phases.a]\nrun = 3\n",
+        ),
+        (
+            "bad phase id",
+            "[pipeline]\nname = \"x\"\n[phases.\"a b\"]\nrun = \"true\"\n",
+        ),
+        (
+            "self need",
+            "[pipeline]\nname = \"x\"\n[phases.a]\nrun = \"true\"\nneeds = [\"a\"]\n",
+        ),
+        (
+            "output of a phase not needed",
+            "[pipeline]\nname = \"x\"\n[phases.a]\nrun = \"true\"\n[phases.b]\nrun = \"echo ${{ phases.a.outputs.k }}\"\n",
+        ),
+        (
+            "malformed template",
+            "[pipeline]\nname = \"x\"\n[phases.a]\nrun = \"echo ${{ vars.x\"\n",
+        ),
+        (
+            "bad backoff",
+            "[pipeline]\nname = \"x\"\n[phases.a]\nrun = \"true\"\nbackoff = { initial = \"1s\", factor = 0.5, maxx = \"2s\" }\n",
+        ),
+        (
+            "bad when",
+            "[pipeline]\nname = \"x\"\n[phases.a]\nrun = \"true\"\nwhen = \"vars.x ==\"\n",
+        ),
+        (
+            "gate without assert",
+            "[pipeline]\nname = \"x\"\n[phases.g]\nkind = \"gate\"\n",
+        ),
+        (
+            "with on a command",
+            "[pipeline]\nname = \"x\"\n[phases.a]\nrun = \"true\"\nwith = { x = 1 }\n",
+        ),
+        (
+            "unknown agent type",
+            "[pipeline]\nname = \"x\"\n[agents.b]\ntype = \"dokcer\"\n[phases.a]\nrun = \"true\"\n",
+        ),
+        (
+            "bad secret name",
+            "[pipeline]\nname = \"x\"\n[phases.a]\nrun = \"true\"\nsecrets = [\"NOT-A-NAME\"]\n",
+        ),
     ];
     let mut all = String::new();
     for (name, text) in cases {
@@ -107,7 +149,10 @@ fn validate_json_gives_positions() {
     assert_eq!(v["valid"], false);
     assert_eq!(v["errors"][0]["line"], 5);
     assert_eq!(v["errors"][0]["column"], 10);
-    assert_eq!(v["errors"][0]["message"], "phase `a` needs `nope`, which is not a phase");
+    assert_eq!(
+        v["errors"][0]["message"],
+        "phase `a` needs `nope`, which is not a phase"
+    );
 }
 
 #[test]
@@ -115,5 +160,9 @@ fn a_missing_file_is_a_clear_error() {
     let ws = Ws::new("");
     let r = ws.orch(&["validate", "nowhere.toml"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("cannot read pipeline file nowhere.toml"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cannot read pipeline file nowhere.toml"),
+        "{}",
+        r.stderr
+    );
 }

@@ -35,7 +35,9 @@ fn checked_in_schemas_are_current() {
 }
 
 fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
@@ -56,16 +58,29 @@ fn every_example_pipeline_follows_the_schema_and_validates() {
     assert!(!files.is_empty(), "no example pipelines found");
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
-        let value: toml::Value = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let value: toml::Value =
+            toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         let json = serde_json::to_value(&value).unwrap();
-        let errors: Vec<String> = validator.iter_errors(&json).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-        assert!(errors.is_empty(), "{} does not follow the schema: {errors:#?}", f.display());
+        let errors: Vec<String> = validator
+            .iter_errors(&json)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{} does not follow the schema: {errors:#?}",
+            f.display()
+        );
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_orch"))
             .arg("validate")
             .arg(&f)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}: {}", f.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            f.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -89,6 +104,9 @@ fn run_json_follows_its_schema() {
     .unwrap();
     let schema = schema_of(&["schema", "--run"]);
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let errors: Vec<String> = validator.iter_errors(&record).map(|e| e.to_string()).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(&record)
+        .map(|e| e.to_string())
+        .collect();
     assert!(errors.is_empty(), "{errors:#?}");
 }

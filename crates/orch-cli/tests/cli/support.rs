@@ -109,7 +109,9 @@ pub fn assert_no_leftovers(marker: &str) {
 pub fn redactions(ws: &Ws) -> insta::Settings {
     let mut s = insta::Settings::clone_current();
     let path = ws.path().display().to_string();
-    let canon = std::fs::canonicalize(ws.path()).map(|p| p.display().to_string()).unwrap_or_default();
+    let canon = std::fs::canonicalize(ws.path())
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     s.add_filter(&regex_escape(&canon), "[WS]");
     s.add_filter(&regex_escape(&path), "[WS]");
     s.add_filter(r"\d{8}T\d{6}Z-[0-9a-f]{4}", "[RUN_ID]");
