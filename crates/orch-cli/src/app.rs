@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use orch_core::graph::GraphFormat;
 use orch_core::{
-    LoadError, LoadOptions, Pipeline, Plan, RunControl, RunOptions, RunStatus, Runner, Selection,
-    Selector,
+    LoadError, LoadOptions, Pipeline, Plan, ResumeFrom, RunControl, RunError, RunId, RunOptions,
+    RunStatus, Runner, Selection, Selector,
 };
 
 use crate::exit_codes::ExitCodes;
@@ -35,6 +35,11 @@ enum Command {
     Graph(GraphArgs),
     /// Print the JSON Schema of the pipeline file (or of run.json with --run).
     Schema(SchemaArgs),
+    /// List past runs (id, start, duration, status, phase counts); `runs show RUN_ID`
+    /// prints one.
+    Runs(crate::history::RunsArgs),
+    /// Print the log of a phase of a run.
+    Logs(crate::history::LogsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -97,6 +102,10 @@ struct RunArgs {
     /// Print only failures and the summary.
     #[arg(long, short, conflicts_with = "verbose")]
     quiet: bool,
+    /// Continue the latest run (or RUN_ID): phases whose success was journaled are not
+    /// run again unless their definition or inputs changed.
+    #[arg(long, value_name = "RUN_ID", num_args = 0..=1, default_missing_value = "latest")]
+    resume: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -179,6 +188,12 @@ pub fn main() -> ExitCode {
                 serde_json::to_string_pretty(&schema).unwrap_or_default()
             );
             Ok(ExitCodes::OK)
+        }
+        Command::Runs(a) => {
+            crate::history::runs(&a).map_err(|(message, code)| Failure { message, code })
+        }
+        Command::Logs(a) => {
+            crate::history::logs(&a).map_err(|(message, code)| Failure { message, code })
         }
     };
     match result {
@@ -294,16 +309,30 @@ fn graph(a: &GraphArgs) -> Result<u8, Failure> {
     Ok(ExitCodes::OK)
 }
 
-fn run(a: RunArgs) -> Result<u8, Failure> {
+fn run(mut a: RunArgs) -> Result<u8, Failure> {
     if a.dry_run {
         return plan(&a.file, &a.select);
     }
+    let resume = match a.resume.take() {
+        None => None,
+        Some(id) if id == "latest" => Some(ResumeFrom::Latest),
+        Some(id) => match RunId::parse(&id) {
+            Ok(id) => Some(ResumeFrom::Run(id)),
+            // `orch run --resume path/orch.toml`: the value is the file, not a run.
+            Err(_) if a.file.file == Path::new("orch.toml") && Path::new(&id).is_file() => {
+                a.file.file = PathBuf::from(id);
+                Some(ResumeFrom::Latest)
+            }
+            Err(e) => return Err(Failure::invalid(format!("error: --resume: {e}"))),
+        },
+    };
     let p = Arc::new(load(&a.file)?);
     let options = RunOptions {
         jobs: a.select.jobs,
         selection: a.select.selection(),
         keep_going: a.keep_going,
         grace: a.grace,
+        resume,
         ..RunOptions::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -316,10 +345,14 @@ fn run(a: RunArgs) -> Result<u8, Failure> {
         runner.subscribe(Arc::new(PlainProgress::new(a.verbose, a.quiet)));
         let control = RunControl::new();
         spawn_signal_handler(control.clone());
-        let record = runner
-            .run(control)
-            .await
-            .map_err(|e| Failure::invalid(format!("error: {}", chain(&e))))?;
+        let record = runner.run(control).await.map_err(|e| match &e {
+            // One run per workspace: name the process that holds it.
+            RunError::Locked { state_dir, holder } => Failure::invalid(format!(
+                "error: another orch run is using {}: held by {holder}",
+                relative(state_dir).display()
+            )),
+            _ => Failure::invalid(format!("error: {}", chain(&e))),
+        })?;
         let run_dir = state_dir.join("runs").join(record.run_id.as_str());
         eprint!("{}", summary(&record, &relative(&run_dir)));
         Ok(match record.status {

@@ -3,6 +3,7 @@
 
 mod app;
 mod exit_codes;
+mod history;
 mod progress;
 mod registry;
 

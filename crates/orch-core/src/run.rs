@@ -2,13 +2,13 @@
 //! agent's capacity, with timeouts, retries, circuit breakers and cancellation.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use indexmap::IndexMap;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +17,12 @@ use crate::agent::Agent;
 use crate::errors::{AgentError, RunError};
 use crate::events::{EventBus, EventSink, RunEvent};
 use crate::expr;
+use crate::failpoint;
 use crate::ids::RunId;
+use crate::journal::{
+    Done, Entry, FileStorage, Finished, JOURNAL_FILE, JournalMode, JournalWriter, StorageFactory,
+};
+use crate::lock::WorkspaceLock;
 use crate::phase::{PhaseContext, PhaseError, PhaseLog, PhaseOutcome, SnapshotFn};
 use crate::pipeline::Pipeline;
 use crate::record::{
@@ -25,6 +30,7 @@ use crate::record::{
     rfc3339,
 };
 use crate::redact::Redactor;
+use crate::resume::ResumeState;
 use crate::scope::{OutputStore, RunScope};
 use crate::select::Selection;
 use crate::spec::Unavailable;
@@ -44,8 +50,25 @@ pub struct RunOptions {
     pub state_dir: Option<PathBuf>,
     /// Run id (default: a fresh one).
     pub run_id: Option<RunId>,
-    /// Write run.json, logs and `runs/latest` (off for in-process benchmarks).
+    /// Write run.json, logs, the journal and `runs/latest`, and take the workspace lock
+    /// (off for in-process benchmarks).
     pub write_files: bool,
+    /// Continue an earlier run of the same state directory (see [`crate::resume`]).
+    pub resume: Option<ResumeFrom>,
+    /// How to keep the journal; `None` reads `ORCH_JOURNAL` (`off`, `nosync`, default on).
+    pub journal: Option<JournalMode>,
+    /// Where the journal's bytes go (default: the file `RUN_DIR/journal`); for tests that
+    /// simulate losing unsynced writes.
+    pub journal_storage: Option<StorageFactory>,
+}
+
+/// Which run `--resume` continues.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResumeFrom {
+    /// The run `runs/latest` points at.
+    Latest,
+    /// A named run.
+    Run(RunId),
 }
 
 impl Default for RunOptions {
@@ -58,6 +81,9 @@ impl Default for RunOptions {
             state_dir: None,
             run_id: None,
             write_files: true,
+            resume: None,
+            journal: None,
+            journal_storage: None,
         }
     }
 }
@@ -151,8 +177,17 @@ enum St {
 struct PhaseState {
     st: St,
     remaining: u32,
+    /// Attempts started (across resumed runs).
     attempts: u32,
+    /// Failed attempts that count against `retries`.
+    failures: u32,
     first_start: Option<(SystemTime, Instant)>,
+}
+
+/// A `PhaseFinished` event waiting for its journal record to be durable.
+struct Pending {
+    seq: u64,
+    event: RunEvent,
 }
 
 impl Runner {
@@ -179,9 +214,107 @@ impl Runner {
     }
 
     /// Runs to the end (or until stopped) and returns the record.
+    ///
+    /// With `write_files`, the state directory's lock is taken first: a second run on the
+    /// same state directory fails at once with [`RunError::Locked`]. When the lock names a
+    /// run that died, whatever that run left running is killed before anything starts.
     pub async fn run(self, control: RunControl) -> Result<RunRecord, RunError> {
-        Engine::start(self, control)?.run().await
+        let prep = self.prepare().await?;
+        Engine::start(self, control, prep)?.run().await
     }
+
+    async fn prepare(&self) -> Result<Prepared, RunError> {
+        let run_id = self.options.run_id.clone().unwrap_or_else(RunId::generate);
+        if !self.options.write_files {
+            if self.options.resume.is_some() {
+                return Err(RunError::Resume(
+                    "a run that writes no files cannot resume".into(),
+                ));
+            }
+            return Ok(Prepared {
+                run_id,
+                lock: None,
+                resume: None,
+            });
+        }
+        let state_dir = self.state_dir();
+        let mut lock = WorkspaceLock::acquire(&state_dir)?;
+        failpoint::hit("after-lock");
+        if let Some(stale) = lock.stale() {
+            // A run died holding the workspace: nothing it started may outlive it, and
+            // nothing of it may run beside this run.
+            tracing::warn!(
+                "taking over the lock of {stale}, which is gone; killing what it left running"
+            );
+            crate::process::kill_marked(&stale.run_id, None, Duration::from_secs(2)).await;
+        }
+        lock.write_holder(run_id.as_str())?;
+        let resume = match &self.options.resume {
+            None => None,
+            Some(from) => Some(load_resume(&state_dir, from, self.pipeline.name())?),
+        };
+        Ok(Prepared {
+            run_id,
+            lock: Some(lock),
+            resume,
+        })
+    }
+}
+
+struct Prepared {
+    run_id: RunId,
+    lock: Option<WorkspaceLock>,
+    resume: Option<(RunId, ResumeState)>,
+}
+
+/// The id `runs/latest` points at in `state_dir`, if any.
+pub fn latest_run(state_dir: &Path) -> Option<RunId> {
+    let target = std::fs::read_link(state_dir.join("runs").join("latest")).ok()?;
+    RunId::parse(target.file_name()?.to_str()?).ok()
+}
+
+/// Loads what the journal of the run to resume says.
+fn load_resume(
+    state_dir: &Path,
+    from: &ResumeFrom,
+    pipeline: &str,
+) -> Result<(RunId, ResumeState), RunError> {
+    let id = match from {
+        ResumeFrom::Run(id) => id.clone(),
+        ResumeFrom::Latest => latest_run(state_dir).ok_or_else(|| {
+            RunError::Resume(format!("no run in {} to resume", state_dir.display()))
+        })?,
+    };
+    let path = state_dir.join("runs").join(id.as_str()).join(JOURNAL_FILE);
+    if !path.exists() {
+        return Err(RunError::Resume(format!(
+            "run {id} has no journal at {} (it did not start, or ran with ORCH_JOURNAL=off)",
+            path.display()
+        )));
+    }
+    let contents = crate::journal::read(&path).map_err(|e| {
+        let mut msg = e.to_string();
+        if let Some(src) = std::error::Error::source(&e) {
+            msg.push_str(&format!(": {src}"));
+        }
+        RunError::Resume(msg)
+    })?;
+    if contents.torn > 0 {
+        tracing::warn!(
+            "journal {} ends with {} bytes of an interrupted write; they are ignored",
+            path.display(),
+            contents.torn
+        );
+    }
+    let state = ResumeState::from_entries(&contents.entries);
+    if let Some(name) = &state.pipeline
+        && name != pipeline
+    {
+        return Err(RunError::Resume(format!(
+            "run {id} ran pipeline `{name}`, not `{pipeline}`"
+        )));
+    }
+    Ok((id, state))
 }
 
 struct Engine {
@@ -206,6 +339,15 @@ struct Engine {
     stopping: Option<String>,
     failed: bool,
     tasks: JoinSet<Msg>,
+    journal: Option<JournalWriter>,
+    durable_rx: Option<watch::Receiver<u64>>,
+    pending: VecDeque<Pending>,
+    resumed_from: Option<RunId>,
+    /// Per phase: its journaled success in an earlier run, when resuming.
+    done: Vec<Option<Done>>,
+    /// Per phase: the fingerprint of the attempt that runs (when journaling).
+    fingerprints: Vec<Option<String>>,
+    _lock: Option<WorkspaceLock>,
 }
 
 fn fmt_secs(d: Duration) -> String {
@@ -213,11 +355,11 @@ fn fmt_secs(d: Duration) -> String {
 }
 
 impl Engine {
-    fn start(r: Runner, control: RunControl) -> Result<Self, RunError> {
+    fn start(r: Runner, control: RunControl, prep: Prepared) -> Result<Self, RunError> {
         let state_dir = r.state_dir();
         let p = r.pipeline;
         let reasons = r.options.selection.apply(&p)?;
-        let run_id = r.options.run_id.clone().unwrap_or_else(RunId::generate);
+        let run_id = prep.run_id;
         let run_dir: Arc<Path> = Arc::from(state_dir.join("runs").join(run_id.as_str()));
         if r.options.write_files {
             std::fs::create_dir_all(run_dir.join("outputs")).map_err(|source| RunError::State {
@@ -225,6 +367,43 @@ impl Engine {
                 source,
             })?;
         }
+        let started_at = SystemTime::now();
+        let (resumed_from, resume) = match prep.resume {
+            Some((id, state)) => (Some(id), Some(state)),
+            None => (None, None),
+        };
+        let mode = r.options.journal.unwrap_or_else(JournalMode::from_env);
+        let journal = if r.options.write_files && mode != JournalMode::Off {
+            let path = run_dir.join(JOURNAL_FILE);
+            let state_err = |source| RunError::State {
+                path: path.clone(),
+                source,
+            };
+            let storage = match &r.options.journal_storage {
+                Some(f) => (f.0)(&path).map_err(state_err)?,
+                None => Box::new(FileStorage::create(&path).map_err(state_err)?),
+            };
+            let mut j =
+                JournalWriter::create(storage, mode == JournalMode::Durable).map_err(state_err)?;
+            j.append(&Entry::Run {
+                run_id: run_id.clone(),
+                pipeline: p.name().to_owned(),
+                started_at: rfc3339(started_at),
+                resumed_from: resumed_from.clone(),
+                pid: std::process::id(),
+            })
+            .map_err(state_err)?;
+            if let Some(state) = &resume {
+                j.append(&Entry::Inherited {
+                    phases: state.phases.clone(),
+                })
+                .map_err(state_err)?;
+            }
+            failpoint::hit("after-journal-header");
+            Some(j)
+        } else {
+            None
+        };
         let jobs = r
             .options
             .jobs
@@ -273,17 +452,30 @@ impl Engine {
             index: Arc::new(p.index.clone()),
             outputs: outputs.clone(),
         });
+        let known = |node: &crate::pipeline::Node| {
+            resume
+                .as_ref()
+                .and_then(|r| r.phase(node.spec.id.as_str()))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut done = Vec::with_capacity(n);
         let states = p
             .nodes()
             .iter()
-            .map(|node| PhaseState {
-                st: St::Waiting,
-                remaining: node.needs.len() as u32,
-                attempts: 0,
-                first_start: None,
+            .map(|node| {
+                let k = known(node);
+                done.push(k.done);
+                PhaseState {
+                    st: St::Waiting,
+                    remaining: node.needs.len() as u32,
+                    attempts: k.attempts,
+                    failures: k.failures,
+                    first_start: None,
+                }
             })
             .collect();
-        let now = (SystemTime::now(), Instant::now());
+        let now = (started_at, Instant::now());
         let mut e = Self {
             opts: r.options,
             bus: r.bus,
@@ -304,17 +496,33 @@ impl Engine {
             stopping: None,
             failed: false,
             tasks: JoinSet::new(),
+            durable_rx: journal.as_ref().map(JournalWriter::subscribe),
+            journal,
+            pending: VecDeque::new(),
+            resumed_from,
+            fingerprints: vec![None; n],
+            done,
+            _lock: prep.lock,
             run_id,
             p,
         };
-        let to_run = reasons.iter().filter(|r| r.is_none()).count();
+        if e.opts.write_files {
+            // `runs/latest` points at this run from now on, so `--resume` finds it even if
+            // the process dies; run.json says `running` until the run ends.
+            write_record(&e.run_dir, &e.record_header(RunStatus::Running))?;
+        }
+        let to_run = reasons
+            .iter()
+            .zip(&e.done)
+            .filter(|(r, d)| r.is_none() && d.is_none())
+            .count();
         e.bus.emit(&RunEvent::RunStarted {
             run_id: e.run_id.clone(),
             pipeline: e.p.name().to_owned(),
             phases: n,
             to_run,
             at: now.0,
-            resumed_from: None,
+            resumed_from: e.resumed_from.clone(),
         });
         for (i, reason) in reasons.iter().enumerate() {
             if let Some(reason) = reason {
@@ -370,9 +578,11 @@ impl Engine {
                     }
                 }
             }
+            // Events still waiting for the disk are reported after the loop.
             if self.running == 0 && (self.backoffs == 0 || self.stopping.is_some()) {
                 break;
             }
+            let journal_wait = !self.pending.is_empty() && self.durable_rx.is_some();
             let msg = tokio::select! {
                 biased;
                 () = self.control.stop.cancelled(), if !stop_seen => {
@@ -382,14 +592,23 @@ impl Engine {
                     }
                     continue;
                 }
-                joined = self.tasks.join_next() => match joined {
+                changed = durable_changed(&mut self.durable_rx), if journal_wait => {
+                    if !changed {
+                        let e = self.journal.as_ref().and_then(JournalWriter::error);
+                        self.journal_failed(e.unwrap_or_else(|| "the journal sync thread stopped".into()));
+                    }
+                    self.flush_pending();
+                    continue;
+                }
+                joined = self.tasks.join_next(), if !self.tasks.is_empty() => match joined {
                     Some(Ok(msg)) => msg,
                     Some(Err(e)) => {
                         tracing::error!("a phase task panicked: {e}");
                         continue;
                     }
-                    None => break,
+                    None => continue,
                 },
+                else => break,
             };
             match msg {
                 Msg::Retry(i) => {
@@ -417,6 +636,9 @@ impl Engine {
             // Nothing of the run may survive it, whatever left its process group.
             crate::process::kill_marked(self.run_id.as_str(), None, Duration::from_secs(2)).await;
         }
+        // Every phase is durable before the run reports its end.
+        self.sync_journal().await;
+        self.flush_pending();
         let status = if interrupted {
             RunStatus::Cancelled
         } else if self.failed {
@@ -424,9 +646,20 @@ impl Engine {
         } else {
             RunStatus::Succeeded
         };
+        self.journal_append(&Entry::RunFinished {
+            status,
+            finished_at: rfc3339(SystemTime::now()),
+            duration_ms: self.started.1.elapsed().as_millis() as u64,
+        });
+        self.sync_journal().await;
+        if let Some(j) = self.journal.take() {
+            j.close();
+        }
         let record = self.record(status);
         if self.opts.write_files {
+            failpoint::hit("before-run-record");
             write_record(&self.run_dir, &record)?;
+            failpoint::hit("after-run-record");
         }
         self.bus.emit(&RunEvent::RunFinished {
             run_id: self.run_id.clone(),
@@ -435,6 +668,64 @@ impl Engine {
             at: SystemTime::now(),
         });
         Ok(record)
+    }
+
+    /// Waits until every journal record written so far is durable.
+    async fn sync_journal(&mut self) {
+        let Some(j) = &mut self.journal else { return };
+        if let Err(e) = j.wait_all().await {
+            self.journal_failed(e);
+        }
+    }
+
+    /// Appends to the journal; a failure to write stops the run.
+    fn journal_append(&mut self, entry: &Entry) -> Option<u64> {
+        let j = self.journal.as_mut()?;
+        match j.append(entry) {
+            Ok(seq) => Some(seq),
+            Err(e) => {
+                self.journal_failed(format!("cannot write the journal: {e}"));
+                None
+            }
+        }
+    }
+
+    /// The journal cannot be written: durability is lost, so the run stops (as failed) and
+    /// what is waiting is reported anyway rather than never.
+    fn journal_failed(&mut self, message: String) {
+        tracing::error!("{message}");
+        self.journal = None;
+        self.durable_rx = None;
+        self.failed = true;
+        if self.stopping.is_none() {
+            self.stopping = Some(message);
+        }
+    }
+
+    /// The highest durable journal sequence number (everything, without a journal).
+    fn durable(&mut self) -> u64 {
+        match &mut self.durable_rx {
+            Some(rx) => *rx.borrow_and_update(),
+            None => u64::MAX,
+        }
+    }
+
+    /// Reports the finished phases whose records are durable, in order.
+    fn flush_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let durable = self.durable();
+        while self.pending.front().is_some_and(|p| p.seq <= durable) {
+            if let Some(p) = self.pending.pop_front() {
+                self.publish(p);
+            }
+        }
+    }
+
+    fn publish(&mut self, p: Pending) {
+        failpoint::hit("before-publish");
+        self.bus.emit(&p.event);
     }
 
     fn dispatch(&mut self, i: usize) {
@@ -465,6 +756,33 @@ impl Engine {
                 }
             }
         }
+        // Resume: a phase whose success is journaled, with the same definition and inputs,
+        // is not run again.
+        if self.journal.is_some() {
+            let fp = crate::resume::fingerprint(&node.spec, &node.spec.needs, &*self.scope);
+            if self.done[i].as_ref().is_some_and(|d| d.fingerprint == fp)
+                && let Some(done) = self.done[i].take()
+            {
+                self.fingerprints[i] = Some(fp);
+                let reason = format!("done in run {}", done.run);
+                let outcome = PhaseOutcome {
+                    outputs: done.outputs,
+                    artifacts: done.artifacts,
+                    exit_code: done.exit_code,
+                };
+                self.finish_inner(
+                    i,
+                    PhaseStatus::Skipped,
+                    Some(reason),
+                    outcome,
+                    false,
+                    Some(done.run),
+                );
+                return;
+            }
+            self.fingerprints[i] = Some(fp);
+        }
+        let node = &self.p.nodes()[i];
         // Circuit breaker.
         let agent_name = self.agents[ai].agent.name().to_owned();
         let b = &mut self.agents[ai].breaker;
@@ -596,6 +914,25 @@ impl Engine {
             attempt,
             at: now.0,
         });
+        if let Some(j) = &mut self.journal
+            && let Err(e) = j.append(&Entry::Started {
+                phase: node.spec.id.to_string(),
+                attempt,
+                at: rfc3339(now.0),
+            })
+        {
+            // The attempt is not started: the run stops.
+            self.running -= 1;
+            self.agents[ai].running -= 1;
+            self.journal_failed(format!("cannot write the journal: {e}"));
+            self.finish(
+                i,
+                PhaseStatus::Cancelled,
+                self.stopping.clone(),
+                PhaseOutcome::default(),
+            );
+            return;
+        }
         let phase = node.phase.clone();
         let timeout = node.spec.timeout;
         let abort = self.control.abort.clone();
@@ -628,6 +965,7 @@ impl Engine {
             ctx.flush_output();
             Msg::Attempt { i, outcome }
         });
+        failpoint::hit("after-phase-start");
     }
 
     fn on_attempt(&mut self, i: usize, outcome: Outcome) {
@@ -696,8 +1034,17 @@ impl Engine {
         let message = self.redactor.redact(&message).into_owned();
         let node = &self.p.nodes()[i];
         let attempt = self.states[i].attempts;
-        if attempt <= node.spec.retries && self.stopping.is_none() {
-            let delay = node.spec.backoff.delay_jittered(attempt);
+        self.states[i].failures += 1;
+        let failures = self.states[i].failures;
+        if failures <= node.spec.retries && self.stopping.is_none() {
+            let delay = node.spec.backoff.delay_jittered(failures);
+            let entry = Entry::AttemptFailed {
+                phase: node.spec.id.to_string(),
+                attempt,
+                error: message.clone(),
+            };
+            self.journal_append(&entry);
+            let node = &self.p.nodes()[i];
             self.bus.emit(&RunEvent::PhaseRetrying {
                 phase: node.spec.id.clone(),
                 attempt,
@@ -743,7 +1090,7 @@ impl Engine {
         let node = &self.p.nodes()[i];
         let allowed = node.spec.allow_failure;
         let id = node.spec.id.clone();
-        self.finish_inner(i, status, Some(message), outcome, allowed);
+        self.finish_inner(i, status, Some(message), outcome, allowed, None);
         if allowed {
             return;
         }
@@ -778,6 +1125,7 @@ impl Engine {
                 Some(reason),
                 PhaseOutcome::default(),
                 false,
+                None,
             );
             stack.extend(
                 self.p.nodes()[d]
@@ -795,7 +1143,7 @@ impl Engine {
         reason: Option<String>,
         outcome: PhaseOutcome,
     ) {
-        self.finish_inner(i, status, reason, outcome, false);
+        self.finish_inner(i, status, reason, outcome, false, None);
     }
 
     fn finish_inner(
@@ -805,6 +1153,7 @@ impl Engine {
         reason: Option<String>,
         outcome: PhaseOutcome,
         allowed: bool,
+        done_in: Option<RunId>,
     ) {
         let was = self.states[i].st;
         if was == St::Done {
@@ -839,15 +1188,41 @@ impl Engine {
                 .collect()
         };
         let outputs = Arc::new(outputs);
-        let lets_run = status.lets_dependents_run() || allowed;
-        if lets_run {
-            self.outputs.set(i, outputs.clone());
-        }
         let node = &self.p.nodes()[i];
         let log = self.logs[i].as_ref().and_then(|_| {
             let rel = format!("logs/{}.log", node.spec.id);
             self.run_dir.join(&rel).exists().then_some(rel)
         });
+        let artifacts = redact_artifacts(&self.redactor, outcome.artifacts);
+        let allowed_failure = allowed && status.is_failure();
+        let seq = if self.journal.is_some() {
+            // A phase's success counts for resume only with the fingerprint of what ran.
+            let fingerprint = self.fingerprints[i].take();
+            let entry = Entry::Finished(Box::new(Finished {
+                phase: node.spec.id.to_string(),
+                kind: node.spec.kind.clone(),
+                status,
+                attempts: self.states[i].attempts,
+                exit_code: outcome.exit_code,
+                reason: reason.clone(),
+                allowed_failure,
+                outputs: (*outputs).clone(),
+                artifacts: artifacts.clone(),
+                fingerprint,
+                done_in,
+                started_at: started.map(rfc3339),
+                finished_at: rfc3339(now),
+                duration_ms: started.map(|_| duration.as_millis() as u64),
+            }));
+            self.journal_append(&entry).unwrap_or(0)
+        } else {
+            0
+        };
+        let lets_run = status.lets_dependents_run() || allowed;
+        if lets_run {
+            self.outputs.set(i, outputs.clone());
+        }
+        let node = &self.p.nodes()[i];
         let record = PhaseRecord {
             status,
             kind: node.spec.kind.clone(),
@@ -857,26 +1232,31 @@ impl Engine {
             finished_at: started.map(|_| rfc3339(now)),
             duration_ms: started.map(|_| duration.as_millis() as u64),
             reason: reason.clone(),
-            allowed_failure: allowed && status.is_failure(),
+            allowed_failure,
             outputs: (*outputs).clone(),
-            artifacts: redact_artifacts(&self.redactor, outcome.artifacts),
+            artifacts,
             needs: node.spec.needs.iter().map(ToString::to_string).collect(),
             tags: node.spec.tags.clone(),
             description: node.spec.description.clone(),
             log,
         };
         self.records.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(record);
-        self.bus.emit(&RunEvent::PhaseFinished {
+        let event = RunEvent::PhaseFinished {
             phase: node.spec.id.clone(),
             status,
             attempts: self.states[i].attempts,
             duration,
             exit_code: outcome.exit_code,
             reason,
-            allowed_failure: allowed && status.is_failure(),
+            allowed_failure,
             outputs,
             at: now,
-        });
+        };
+        // Reported once its record is durable. Scheduling does not wait for the disk:
+        // dependents are released now, and since their records come after this one in
+        // the journal, no crash can keep a dependent's and lose this one's.
+        self.pending.push_back(Pending { seq, event });
+        self.flush_pending();
         if lets_run {
             for k in 0..self.p.nodes()[i].dependents.len() {
                 let d = self.p.nodes()[i].dependents[k] as usize;
@@ -898,7 +1278,7 @@ impl Engine {
             started_at: rfc3339(self.started.0),
             finished_at: None,
             duration_ms: None,
-            resumed_from: None,
+            resumed_from: self.resumed_from.clone(),
             pipeline_file: self.p.source_path().map(|p| p.display().to_string()),
             vars: self
                 .p
@@ -923,6 +1303,14 @@ impl Engine {
             }
         }
         r
+    }
+}
+
+/// Waits for a new durable sequence number; false when the sync thread is gone.
+async fn durable_changed(rx: &mut Option<watch::Receiver<u64>>) -> bool {
+    match rx {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,280 @@
+//! Past runs of a state directory: list them, load one, find a phase's log.
+//!
+//! A run that ended has its `run.json`. A run that died (or still runs) has a `run.json`
+//! that says `running` and lists no phases; its phases are read from its journal.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::Serialize;
+
+use crate::errors::RunError;
+use crate::ids::RunId;
+use crate::journal::{Entry, JOURNAL_FILE};
+use crate::record::{PhaseRecord, PhaseStatus, RECORD_FORMAT_VERSION, RunRecord, RunStatus};
+
+/// One line of `orch runs`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunSummary {
+    /// The run.
+    pub run_id: RunId,
+    /// Its pipeline.
+    pub pipeline: String,
+    /// How it ended (`running` for a run that is running or died).
+    pub status: RunStatus,
+    /// For `running`: whether a live process holds the workspace for it (false: it died).
+    pub live: bool,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// Wall time, for runs that ended.
+    pub duration_ms: Option<u64>,
+    /// Phases by status.
+    pub counts: BTreeMap<PhaseStatus, usize>,
+    /// The run it resumed.
+    pub resumed_from: Option<RunId>,
+}
+
+impl RunSummary {
+    /// The status as shown: `running`, `died`, or the final status.
+    pub fn status_text(&self) -> &'static str {
+        match (self.status, self.live) {
+            (RunStatus::Running, false) => "died",
+            (s, _) => s.as_str(),
+        }
+    }
+}
+
+/// The state directory a pipeline file uses, read from its `[pipeline] state_dir` without
+/// loading the whole pipeline (default `.orch` beside the file).
+pub fn state_dir_of(pipeline_file: &Path) -> PathBuf {
+    let base = pipeline_file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let configured = std::fs::read_to_string(pipeline_file)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|t| {
+            t.get("pipeline")?
+                .get("state_dir")?
+                .as_str()
+                .map(PathBuf::from)
+        });
+    base.join(configured.unwrap_or_else(|| PathBuf::from(".orch")))
+}
+
+/// The run `id` names: a run id, or `latest`.
+pub fn resolve(state_dir: &Path, id: &str) -> Result<RunId, RunError> {
+    let not_found = |message: String| RunError::Record {
+        path: state_dir.join("runs").join(id),
+        message,
+    };
+    let run = if id == "latest" {
+        crate::run::latest_run(state_dir)
+            .ok_or_else(|| not_found(format!("no run in {}", state_dir.display())))?
+    } else {
+        RunId::parse(id).map_err(|e| not_found(e.to_string()))?
+    };
+    if !state_dir.join("runs").join(run.as_str()).is_dir() {
+        return Err(not_found("no such run".into()));
+    }
+    Ok(run)
+}
+
+/// Every run of `state_dir`, newest first.
+pub fn list(state_dir: &Path) -> Result<Vec<RunSummary>, RunError> {
+    let runs = state_dir.join("runs");
+    let dir = match std::fs::read_dir(&runs) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(RunError::State { path: runs, source }),
+    };
+    let live = crate::lock::holder(state_dir).map(|h| h.run_id);
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Ok(id) = RunId::parse(name) else { continue };
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        // A directory with neither record nor journal is not a run.
+        let Ok(record) = load_id(state_dir, &id) else {
+            continue;
+        };
+        out.push(RunSummary {
+            live: record.status == RunStatus::Running && live.as_deref() == Some(id.as_str()),
+            counts: record.counts(),
+            run_id: id,
+            pipeline: record.pipeline,
+            status: record.status,
+            started_at: record.started_at,
+            duration_ms: record.duration_ms,
+            resumed_from: record.resumed_from,
+        });
+    }
+    out.sort_by(|a, b| {
+        b.started_at
+            .cmp(&a.started_at)
+            .then_with(|| b.run_id.cmp(&a.run_id))
+    });
+    Ok(out)
+}
+
+/// The record of run `id` (or `latest`); for a run that did not end, rebuilt from its
+/// journal.
+pub fn load(state_dir: &Path, id: &str) -> Result<RunRecord, RunError> {
+    let run = resolve(state_dir, id)?;
+    load_id(state_dir, &run)
+}
+
+fn load_id(state_dir: &Path, run: &RunId) -> Result<RunRecord, RunError> {
+    let run_dir = state_dir.join("runs").join(run.as_str());
+    let record = RunRecord::load(&run_dir.join("run.json"));
+    match record {
+        Ok(r) if r.status != RunStatus::Running => Ok(r),
+        other => {
+            let journal = run_dir.join(JOURNAL_FILE);
+            if !journal.exists() {
+                return other;
+            }
+            let contents = crate::journal::read(&journal).map_err(|e| RunError::Record {
+                path: journal.clone(),
+                message: e.to_string(),
+            })?;
+            Ok(from_journal(&run_dir, run, other.ok(), &contents.entries))
+        }
+    }
+}
+
+/// A record from journal entries (for runs that did not write their final `run.json`).
+fn from_journal(
+    run_dir: &Path,
+    run: &RunId,
+    header: Option<RunRecord>,
+    entries: &[Entry],
+) -> RunRecord {
+    let mut r = header.unwrap_or_else(|| RunRecord {
+        format_version: RECORD_FORMAT_VERSION,
+        run_id: run.clone(),
+        pipeline: String::new(),
+        status: RunStatus::Running,
+        started_at: String::new(),
+        finished_at: None,
+        duration_ms: None,
+        resumed_from: None,
+        pipeline_file: None,
+        vars: IndexMap::new(),
+        phases: IndexMap::new(),
+    });
+    let log_of = |phase: &str| {
+        let rel = format!("logs/{phase}.log");
+        run_dir.join(&rel).exists().then_some(rel)
+    };
+    for e in entries {
+        match e {
+            Entry::Run {
+                pipeline,
+                started_at,
+                resumed_from,
+                ..
+            } => {
+                r.pipeline = pipeline.clone();
+                r.started_at = started_at.clone();
+                r.resumed_from = resumed_from.clone();
+            }
+            Entry::Started { phase, attempt, at } => {
+                let p = r
+                    .phases
+                    .entry(phase.clone())
+                    .or_insert_with(|| PhaseRecord {
+                        status: PhaseStatus::Cancelled,
+                        kind: String::new(),
+                        attempts: 0,
+                        exit_code: None,
+                        started_at: Some(at.clone()),
+                        finished_at: None,
+                        duration_ms: None,
+                        reason: None,
+                        allowed_failure: false,
+                        outputs: BTreeMap::new(),
+                        artifacts: Vec::new(),
+                        needs: Vec::new(),
+                        tags: Vec::new(),
+                        description: None,
+                        log: None,
+                    });
+                p.attempts = *attempt;
+                p.reason = Some("interrupted: the run ended while this phase ran".into());
+            }
+            Entry::Finished(f) => {
+                let rec = PhaseRecord {
+                    status: f.status,
+                    kind: f.kind.clone(),
+                    attempts: f.attempts,
+                    exit_code: f.exit_code,
+                    started_at: f.started_at.clone(),
+                    finished_at: f.started_at.as_ref().map(|_| f.finished_at.clone()),
+                    duration_ms: f.duration_ms,
+                    reason: f.reason.clone(),
+                    allowed_failure: f.allowed_failure,
+                    outputs: f.outputs.clone(),
+                    artifacts: f.artifacts.clone(),
+                    needs: Vec::new(),
+                    tags: Vec::new(),
+                    description: None,
+                    log: log_of(&f.phase),
+                };
+                r.phases.insert(f.phase.clone(), rec);
+            }
+            Entry::RunFinished {
+                status,
+                finished_at,
+                duration_ms,
+            } => {
+                r.status = *status;
+                r.finished_at = Some(finished_at.clone());
+                r.duration_ms = Some(*duration_ms);
+            }
+            Entry::Inherited { .. } | Entry::AttemptFailed { .. } => {}
+        }
+    }
+    for (id, p) in r.phases.iter_mut() {
+        if p.log.is_none() {
+            p.log = log_of(id);
+        }
+    }
+    r
+}
+
+/// The log of `phase` in run `id` (or `latest`). A phase skipped as done in an earlier
+/// run has its log there: that one is returned. `Ok(None)`: the phase wrote no log.
+pub fn log_path(state_dir: &Path, id: &str, phase: &str) -> Result<Option<PathBuf>, RunError> {
+    let mut run = resolve(state_dir, id)?;
+    // Follow "done in run X" (bounded, in case of a loop in hand-edited records).
+    for _ in 0..64 {
+        let record = load_id(state_dir, &run)?;
+        let run_dir = state_dir.join("runs").join(run.as_str());
+        let Some(p) = record.phases.get(phase) else {
+            return Err(RunError::Record {
+                path: run_dir.join("run.json"),
+                message: format!("run {run} has no phase `{phase}`"),
+            });
+        };
+        let path = run_dir.join("logs").join(format!("{phase}.log"));
+        if path.exists() {
+            return Ok(Some(path));
+        }
+        match p
+            .reason
+            .as_deref()
+            .and_then(|r| r.strip_prefix("done in run "))
+            .and_then(|r| RunId::parse(r).ok())
+        {
+            Some(earlier) if p.status == PhaseStatus::Skipped => run = earlier,
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
+}
