@@ -1,0 +1,250 @@
+//! A layered layout of the phase graph (from `needs`), drawn as SVG by the HTML templates.
+//!
+//! Phases go in columns by their longest chain of needs; within a column they are ordered
+//! by the barycenter of the phases they need (a few sweeps of the Sugiyama heuristic),
+//! which removes most crossings in pipelines.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::sources::truncate;
+use crate::view::PhaseView;
+
+const NODE_W: u32 = 168;
+const NODE_H: u32 = 28;
+const GAP_X: u32 = 56;
+const GAP_Y: u32 = 12;
+const MARGIN: u32 = 8;
+const LABEL_CHARS: usize = 20;
+
+/// A laid-out graph.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Layout {
+    pub width: u32,
+    pub height: u32,
+    pub nodes: Vec<Node>,
+    pub edges: Vec<Edge>,
+}
+
+/// A phase box.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Node {
+    pub id: String,
+    pub label: String,
+    pub class: &'static str,
+    pub x: u32,
+    pub y: u32,
+    pub w: u32,
+    pub h: u32,
+    /// Text baseline.
+    pub tx: u32,
+    pub ty: u32,
+}
+
+/// A need, as an SVG path.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Edge {
+    pub from: String,
+    pub to: String,
+    pub d: String,
+}
+
+/// How many phases each column holds, for graphs too large to draw.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct LayerSummary {
+    pub layer: usize,
+    pub count: usize,
+    pub sample: Vec<String>,
+    pub more: usize,
+}
+
+/// Column of every phase (index-aligned with `phases`).
+pub(crate) fn layers(phases: &[PhaseView]) -> Vec<usize> {
+    let index: HashMap<&str, usize> = phases
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.id.as_str(), i))
+        .collect();
+    let needs: Vec<Vec<usize>> = phases
+        .iter()
+        .map(|p| {
+            p.needs
+                .iter()
+                .filter_map(|n| index.get(n.as_str()).copied())
+                .collect()
+        })
+        .collect();
+    // Kahn's algorithm; phases in a cycle (never in a valid pipeline) stay in column 0.
+    let mut indegree: Vec<usize> = needs.iter().map(Vec::len).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); phases.len()];
+    for (i, ns) in needs.iter().enumerate() {
+        for &n in ns {
+            dependents[n].push(i);
+        }
+    }
+    let mut layer = vec![0usize; phases.len()];
+    let mut queue: std::collections::VecDeque<usize> =
+        (0..phases.len()).filter(|&i| indegree[i] == 0).collect();
+    while let Some(i) = queue.pop_front() {
+        for &d in &dependents[i] {
+            layer[d] = layer[d].max(layer[i] + 1);
+            indegree[d] -= 1;
+            if indegree[d] == 0 {
+                queue.push_back(d);
+            }
+        }
+    }
+    layer
+}
+
+/// Lays out the graph.
+pub(crate) fn layout(phases: &[PhaseView]) -> Layout {
+    let layer = layers(phases);
+    let index: HashMap<&str, usize> = phases
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.id.as_str(), i))
+        .collect();
+    let columns = layer.iter().max().map_or(0, |m| m + 1);
+    let mut cols: Vec<Vec<usize>> = vec![Vec::new(); columns];
+    for (i, &l) in layer.iter().enumerate() {
+        cols[l].push(i);
+    }
+    let mut pos = vec![0f64; phases.len()];
+    let set_pos = |cols: &Vec<Vec<usize>>, pos: &mut Vec<f64>| {
+        for col in cols {
+            for (row, &i) in col.iter().enumerate() {
+                // Rows are small integers.
+                #[allow(clippy::cast_precision_loss)]
+                let r = row as f64;
+                pos[i] = r;
+            }
+        }
+    };
+    set_pos(&cols, &mut pos);
+    let needs: Vec<Vec<usize>> = phases
+        .iter()
+        .map(|p| {
+            p.needs
+                .iter()
+                .filter_map(|n| index.get(n.as_str()).copied())
+                .collect()
+        })
+        .collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); phases.len()];
+    for (i, ns) in needs.iter().enumerate() {
+        for &n in ns {
+            dependents[n].push(i);
+        }
+    }
+    let barycenter = |neighbours: &[usize], pos: &[f64], own: f64| -> f64 {
+        if neighbours.is_empty() {
+            own
+        } else {
+            // Neighbour counts are small integers.
+            #[allow(clippy::cast_precision_loss)]
+            let n = neighbours.len() as f64;
+            neighbours.iter().map(|&j| pos[j]).sum::<f64>() / n
+        }
+    };
+    for sweep in 0..4 {
+        let down = sweep % 2 == 0;
+        let order: Vec<usize> = if down {
+            (1..columns).collect()
+        } else {
+            (0..columns.saturating_sub(1)).rev().collect()
+        };
+        for c in order {
+            let mut keyed: Vec<(f64, usize, usize)> = cols[c]
+                .iter()
+                .enumerate()
+                .map(|(row, &i)| {
+                    let neighbours = if down { &needs[i] } else { &dependents[i] };
+                    (barycenter(neighbours, &pos, pos[i]), row, i)
+                })
+                .collect();
+            keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            cols[c] = keyed.into_iter().map(|(_, _, i)| i).collect();
+            set_pos(&cols, &mut pos);
+        }
+    }
+
+    let rows = cols.iter().map(Vec::len).max().unwrap_or(0);
+    let coord = |i: usize| -> (u32, u32) {
+        let col = u32::try_from(layer[i]).unwrap_or(u32::MAX / 4);
+        let row = cols[layer[i]].iter().position(|&j| j == i).unwrap_or(0);
+        let row = u32::try_from(row).unwrap_or(u32::MAX / 4);
+        (
+            MARGIN + col * (NODE_W + GAP_X),
+            MARGIN + row * (NODE_H + GAP_Y),
+        )
+    };
+    let nodes = (0..phases.len())
+        .map(|i| {
+            let (x, y) = coord(i);
+            Node {
+                id: phases[i].id.clone(),
+                label: truncate(&phases[i].id, LABEL_CHARS),
+                class: phases[i].class,
+                x,
+                y,
+                w: NODE_W,
+                h: NODE_H,
+                tx: x + 10,
+                ty: y + NODE_H / 2 + 4,
+            }
+        })
+        .collect();
+    let mut edges = Vec::new();
+    for (i, ns) in needs.iter().enumerate() {
+        for &n in ns {
+            let (x1, y1) = coord(n);
+            let (x2, y2) = coord(i);
+            let (x1, y1) = (x1 + NODE_W, y1 + NODE_H / 2);
+            let y2 = y2 + NODE_H / 2;
+            let dx = (x2.saturating_sub(x1)) / 2;
+            edges.push(Edge {
+                from: phases[n].id.clone(),
+                to: phases[i].id.clone(),
+                d: format!(
+                    "M{x1} {y1} C{} {y1} {} {y2} {x2} {y2}",
+                    x1 + dx,
+                    x2.saturating_sub(dx)
+                ),
+            });
+        }
+    }
+    let columns = u32::try_from(columns).unwrap_or(0);
+    let rows = u32::try_from(rows).unwrap_or(0);
+    Layout {
+        width: 2 * MARGIN + columns * NODE_W + columns.saturating_sub(1) * GAP_X,
+        height: 2 * MARGIN + rows * NODE_H + rows.saturating_sub(1) * GAP_Y,
+        nodes,
+        edges,
+    }
+}
+
+/// Column sizes, for graphs too large to draw.
+pub(crate) fn summary(phases: &[PhaseView]) -> Vec<LayerSummary> {
+    let layer = layers(phases);
+    let columns = layer.iter().max().map_or(0, |m| m + 1);
+    let mut out: Vec<LayerSummary> = (0..columns)
+        .map(|l| LayerSummary {
+            layer: l + 1,
+            count: 0,
+            sample: Vec::new(),
+            more: 0,
+        })
+        .collect();
+    for (i, &l) in layer.iter().enumerate() {
+        let s = &mut out[l];
+        s.count += 1;
+        if s.sample.len() < 8 {
+            s.sample.push(phases[i].id.clone());
+        } else {
+            s.more += 1;
+        }
+    }
+    out
+}

@@ -1,0 +1,509 @@
+//! The HTML dashboard and the compliance report, rendered with minijinja (HTML
+//! auto-escaping on: every value from records, logs and outputs is escaped).
+
+use std::path::Path;
+
+use base64::Engine as _;
+use minijinja::value::Serde;
+use minijinja::{Environment, Value};
+use orch_core::{PhaseStatus, RunRecord};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::dag::{self, LayerSummary, Layout};
+use crate::errors::ReportError;
+use crate::junit::{self, FailingCase, TestCounts, TestFile};
+use crate::sources::{self, JsonDoc};
+use crate::view::{ArtifactView, PhaseView, RunView};
+use crate::{ReportOptions, logs, time};
+
+const DASHBOARD: &str = include_str!("../templates/dashboard.html");
+const COMPLIANCE: &str = include_str!("../templates/compliance.html");
+const MACROS: &str = include_str!("../templates/macros.html");
+const DASHBOARD_CSS: &str = include_str!("../assets/dashboard.css");
+const DASHBOARD_JS: &str = include_str!("../assets/dashboard.js");
+const COMPLIANCE_CSS: &str = include_str!("../assets/compliance.css");
+
+/// Above this many phases the timeline is drawn compact (thin rows, no labels).
+const COMPACT_TIMELINE: usize = 150;
+/// At most this many failures are listed under the dashboard's header.
+const MAX_FAILURES_LISTED: usize = 20;
+/// At most this many failing test cases are listed.
+const MAX_FAILING_CASES: usize = 100;
+/// The compliance report lists every phase up to this many, then only the ones that did
+/// not succeed.
+const COMPLIANCE_ALL_PHASES: usize = 200;
+
+fn environment() -> Result<Environment<'static>, ReportError> {
+    let mut env = Environment::new();
+    // Names end in `.html`: auto-escaping is on for all of them.
+    for (name, source) in [
+        ("macros.html", MACROS),
+        ("dashboard.html", DASHBOARD),
+        ("compliance.html", COMPLIANCE),
+    ] {
+        env.add_template(name, source)
+            .map_err(|source| ReportError::Template {
+                template: name,
+                source,
+            })?;
+    }
+    Ok(env)
+}
+
+/// The `script-src` hash of an inline script for the Content Security Policy.
+fn csp_hash(script: &str) -> String {
+    let digest = Sha256::digest(script.as_bytes());
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
+/// A phase of the dashboard: the view plus its log and tests.
+#[derive(Clone, Debug, Serialize)]
+struct DashPhase {
+    #[serde(flatten)]
+    view: PhaseView,
+    log: Option<LogView>,
+    open: bool,
+    problem: bool,
+    tests: Option<TestCounts>,
+}
+
+/// A log as the dashboard inlines it.
+#[derive(Clone, Debug, Serialize)]
+struct LogView {
+    rel_path: String,
+    /// The text, or none when the report's log budget was spent.
+    text: Option<String>,
+    /// `last 16.0 KiB of 1.2 MiB`, or why it is not inlined.
+    note: String,
+}
+
+/// Test results, from the phases' JUnit files.
+#[derive(Clone, Debug, Serialize)]
+struct TestsView {
+    totals: TestCounts,
+    files: Vec<TestFileView>,
+    failing: Vec<FailingCase>,
+    failing_more: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct TestFileView {
+    phase: String,
+    path: String,
+    counts: Option<TestCounts>,
+    error: Option<String>,
+}
+
+/// A `discover` or `parity` phase with its outputs and report.
+#[derive(Clone, Debug, Serialize)]
+struct KindSection {
+    phase: String,
+    status: &'static str,
+    class: &'static str,
+    outputs: Vec<(String, String)>,
+    doc: Option<JsonDoc>,
+    /// `parity_percent` as a number, for the bar.
+    percent: Option<String>,
+}
+
+/// A gate and its verdict.
+#[derive(Clone, Debug, Serialize)]
+struct GateView {
+    phase: String,
+    verdict: &'static str,
+    class: &'static str,
+    reason: Option<String>,
+    description: Option<String>,
+}
+
+/// A value from a git phase.
+#[derive(Clone, Debug, Serialize)]
+struct GitFact {
+    phase: String,
+    kind: String,
+    key: String,
+    value: String,
+}
+
+/// A digest or checksum published as an output.
+#[derive(Clone, Debug, Serialize)]
+struct Checksum {
+    phase: String,
+    kind: String,
+    key: String,
+    value: String,
+}
+
+fn tests_view(files: &[TestFile]) -> Option<TestsView> {
+    if files.is_empty() {
+        return None;
+    }
+    let mut totals = TestCounts::default();
+    let mut failing = Vec::new();
+    let views = files
+        .iter()
+        .map(|f| {
+            let counts = f.report.is_ok().then(|| f.counts());
+            if let Some(c) = counts {
+                totals.add(c);
+            }
+            failing.extend(f.failing());
+            TestFileView {
+                phase: f.phase.clone(),
+                path: f.path.clone(),
+                counts,
+                error: f.report.as_ref().err().cloned(),
+            }
+        })
+        .collect();
+    let failing_more = failing.len().saturating_sub(MAX_FAILING_CASES);
+    failing.truncate(MAX_FAILING_CASES);
+    Some(TestsView {
+        totals,
+        files: views,
+        failing,
+        failing_more,
+    })
+}
+
+fn kind_sections(record: &RunRecord, run_dir: &Path, kind: &str) -> Vec<KindSection> {
+    let mut docs = sources::json_reports(record, run_dir, kind);
+    record
+        .phases
+        .iter()
+        .filter(|(_, p)| p.kind == kind)
+        .map(|(id, p)| {
+            let doc = docs
+                .iter()
+                .position(|d| &d.phase == id)
+                .map(|i| docs.remove(i));
+            KindSection {
+                phase: id.clone(),
+                status: p.status.as_str(),
+                class: crate::view::status_class(p),
+                outputs: p
+                    .outputs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), sources::truncate(v, 300)))
+                    .collect(),
+                doc,
+                percent: p
+                    .outputs
+                    .get("parity_percent")
+                    .and_then(|v| v.trim().trim_end_matches('%').parse::<f64>().ok())
+                    .map(|v| format!("{:.1}", v.clamp(0.0, 100.0))),
+            }
+        })
+        .collect()
+}
+
+fn gates(record: &RunRecord) -> Vec<GateView> {
+    record
+        .phases
+        .iter()
+        .filter(|(_, p)| p.kind == "gate")
+        .map(|(id, p)| {
+            let (verdict, class) = match p.status {
+                PhaseStatus::Succeeded => ("passed", "succeeded"),
+                PhaseStatus::Failed | PhaseStatus::TimedOut if p.allowed_failure => {
+                    ("failed (allowed)", "allowed")
+                }
+                PhaseStatus::Failed | PhaseStatus::TimedOut => ("failed", "failed"),
+                PhaseStatus::Cancelled => ("not evaluated (cancelled)", "cancelled"),
+                PhaseStatus::Skipped => ("not evaluated (skipped)", "skipped"),
+                PhaseStatus::Blocked => ("not evaluated (blocked)", "blocked"),
+            };
+            GateView {
+                phase: id.clone(),
+                verdict,
+                class,
+                reason: p.reason.clone(),
+                description: p.description.clone(),
+            }
+        })
+        .collect()
+}
+
+fn git_facts(record: &RunRecord) -> Vec<GitFact> {
+    let mut out = Vec::new();
+    for (id, p) in &record.phases {
+        let keys: &[&str] = match p.kind.as_str() {
+            "git.inventory" => &["head", "branch", "dirty", "latest_tag"],
+            "git.tag" => &["tag", "commit"],
+            "git.snapshot" => &["snapshot", "ref"],
+            _ => continue,
+        };
+        for key in keys {
+            if let Some(v) = p.outputs.get(*key) {
+                out.push(GitFact {
+                    phase: id.clone(),
+                    kind: p.kind.clone(),
+                    key: (*key).to_owned(),
+                    value: sources::truncate(v, 200),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn checksums(record: &RunRecord) -> Vec<Checksum> {
+    let mut out = Vec::new();
+    for (id, p) in &record.phases {
+        for (k, v) in &p.outputs {
+            if matches!(k.as_str(), "sha256" | "digest" | "image_id" | "checksum") {
+                out.push(Checksum {
+                    phase: id.clone(),
+                    kind: p.kind.clone(),
+                    key: k.clone(),
+                    value: sources::truncate(v, 200),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Attaches logs to phases within the options' budgets: failures first.
+fn dash_phases(
+    record: &RunRecord,
+    run_dir: &Path,
+    options: &ReportOptions,
+    view: &RunView,
+    files: &[TestFile],
+) -> Vec<DashPhase> {
+    let mut phases: Vec<DashPhase> = view
+        .phases
+        .iter()
+        .map(|p| {
+            let problem = !matches!(p.status, "succeeded" | "skipped");
+            let mut tests: Option<TestCounts> = None;
+            for f in files.iter().filter(|f| f.phase == p.id && f.report.is_ok()) {
+                tests.get_or_insert_with(TestCounts::default).add(f.counts());
+            }
+            DashPhase {
+                view: p.clone(),
+                log: None,
+                open: matches!(p.status, "failed" | "timed_out") && !p.allowed_failure,
+                problem,
+                tests,
+            }
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..phases.len()).collect();
+    order.sort_by_key(|&i| !phases[i].problem);
+    let mut budget = options.html_log_budget;
+    for i in order {
+        let id = phases[i].view.id.clone();
+        let Some(rec) = record.phases.get(&id) else {
+            continue;
+        };
+        let Some((_, rel_path)) = logs::log_path(run_dir, &id, rec) else {
+            continue;
+        };
+        let max = options.html_log_bytes.min(budget);
+        if max < 256 {
+            let size = std::fs::metadata(run_dir.join(&rel_path)).map_or(0, |m| m.len());
+            phases[i].log = Some(LogView {
+                note: format!(
+                    "{} not inlined (the report's log budget of {} is spent); see {rel_path}",
+                    time::size(size),
+                    time::size(options.html_log_budget)
+                ),
+                rel_path,
+                text: None,
+            });
+            continue;
+        }
+        if let Some(tail) = logs::tail_bytes(run_dir, &id, rec, max) {
+            budget = budget.saturating_sub(tail.text.len() as u64);
+            let note = if tail.truncated {
+                format!(
+                    "last {} lines, {} of {}; the whole log is {rel_path}",
+                    tail.lines,
+                    time::size(tail.text.len() as u64),
+                    time::size(tail.total_bytes)
+                )
+            } else {
+                format!(
+                    "{} line{}, {}",
+                    tail.lines,
+                    if tail.lines == 1 { "" } else { "s" },
+                    time::size(tail.total_bytes)
+                )
+            };
+            phases[i].log = Some(LogView {
+                rel_path,
+                text: Some(tail.text),
+                note,
+            });
+        }
+    }
+    phases
+}
+
+#[derive(Serialize)]
+struct DashboardContext {
+    run: RunView,
+    ok: bool,
+    /// Failed and timed-out phases, for the box under the header.
+    failures: Vec<PhaseView>,
+    failures_more: usize,
+    phases: Vec<DashPhase>,
+    compact: bool,
+    page_size: usize,
+    dag: Option<Layout>,
+    dag_summary: Vec<LayerSummary>,
+    tests: Option<TestsView>,
+    discovery: Vec<KindSection>,
+    parity: Vec<KindSection>,
+    gates: Vec<GateView>,
+    artifacts: Vec<ArtifactView>,
+    checksums: Vec<Checksum>,
+    version: &'static str,
+}
+
+/// Renders the dashboard.
+pub(crate) fn dashboard(
+    record: &RunRecord,
+    run_dir: &Path,
+    options: &ReportOptions,
+) -> Result<String, ReportError> {
+    let view = RunView::new(record);
+    let files = junit::collect(record, run_dir);
+    let phases = dash_phases(record, run_dir, options, &view, &files);
+    let (dag, dag_summary) = if view.phases.len() <= options.dag_max_phases {
+        (Some(dag::layout(&view.phases)), Vec::new())
+    } else {
+        (None, dag::summary(&view.phases))
+    };
+    let mut failures: Vec<PhaseView> = view
+        .phases
+        .iter()
+        .filter(|p| matches!(p.status, "failed" | "timed_out"))
+        .cloned()
+        .collect();
+    let failures_more = failures.len().saturating_sub(MAX_FAILURES_LISTED);
+    failures.truncate(MAX_FAILURES_LISTED);
+    let ctx = DashboardContext {
+        ok: crate::view::run_ok(record.status),
+        failures,
+        failures_more,
+        compact: view.phases.len() > COMPACT_TIMELINE,
+        page_size: options.page_size.max(1),
+        artifacts: view.artifacts(),
+        run: view,
+        phases,
+        dag,
+        dag_summary,
+        tests: tests_view(&files),
+        discovery: kind_sections(record, run_dir, "discover"),
+        parity: kind_sections(record, run_dir, "parity"),
+        gates: gates(record),
+        checksums: checksums(record),
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    render_template(
+        "dashboard.html",
+        Value::from(Serde(&ctx)),
+        DASHBOARD_CSS,
+        Some(DASHBOARD_JS),
+    )
+}
+
+#[derive(Serialize)]
+struct ComplianceContext {
+    run: RunView,
+    ok: bool,
+    phases: Vec<PhaseView>,
+    phases_omitted: usize,
+    tests: Option<TestsView>,
+    discovery: Vec<KindSection>,
+    parity: Vec<KindSection>,
+    gates: Vec<GateView>,
+    git: Vec<GitFact>,
+    artifacts: Vec<ArtifactView>,
+    checksums: Vec<Checksum>,
+    revision: Option<String>,
+    tag: Option<String>,
+    version: &'static str,
+}
+
+/// Renders the compliance report.
+pub(crate) fn compliance(record: &RunRecord, run_dir: &Path) -> Result<String, ReportError> {
+    let view = RunView::new(record);
+    let files = junit::collect(record, run_dir);
+    let git = git_facts(record);
+    let find = |keys: &[&str]| {
+        git.iter()
+            .find(|f| keys.contains(&f.key.as_str()))
+            .map(|f| f.value.clone())
+    };
+    let phases: Vec<PhaseView> = if view.phases.len() <= COMPLIANCE_ALL_PHASES {
+        view.phases.clone()
+    } else {
+        view.phases
+            .iter()
+            .filter(|p| !matches!(p.status, "succeeded" | "skipped"))
+            .cloned()
+            .collect()
+    };
+    let ctx = ComplianceContext {
+        ok: crate::view::run_ok(record.status),
+        phases_omitted: view.phases.len() - phases.len(),
+        phases,
+        artifacts: view.artifacts(),
+        tests: tests_view(&files),
+        discovery: kind_sections(record, run_dir, "discover"),
+        parity: kind_sections(record, run_dir, "parity"),
+        gates: gates(record),
+        revision: find(&["commit", "head", "snapshot"]),
+        tag: find(&["tag"]).or_else(|| find(&["latest_tag"])),
+        git,
+        checksums: checksums(record),
+        run: view,
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    render_template(
+        "compliance.html",
+        Value::from(Serde(&ctx)),
+        COMPLIANCE_CSS,
+        None,
+    )
+}
+
+fn render_template(
+    name: &'static str,
+    ctx: Value,
+    css: &str,
+    script: Option<&str>,
+) -> Result<String, ReportError> {
+    let env = environment()?;
+    let template = env.get_template(name).map_err(|source| ReportError::Template {
+        template: name,
+        source,
+    })?;
+    // Only this crate's script may run: the policy names its hash, and nothing may load.
+    let script_src = script.map_or_else(|| "'none'".to_owned(), csp_hash);
+    let csp = format!(
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; script-src {script_src}; \
+         base-uri 'none'; form-action 'none'"
+    );
+    let full = minijinja::context! {
+        css => Value::from_safe_string(css.to_owned()),
+        script => match script {
+            Some(s) => Value::from_safe_string(s.to_owned()),
+            None => Value::from(()),
+        },
+        csp => csp,
+        ..ctx
+    };
+    template.render(full).map_err(|source| ReportError::Template {
+        template: name,
+        source,
+    })
+}

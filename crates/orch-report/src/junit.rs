@@ -1,0 +1,396 @@
+//! JUnit XML: one test suite for the run (a test case per phase), plus the test suites of
+//! the JUnit files that phases point at.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use orch_core::{PhaseRecord, PhaseStatus, RunRecord};
+use quick_junit::{
+    FlakyOrRerun, NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite,
+};
+use serde::Serialize;
+
+use crate::errors::ReportError;
+use crate::{ReportOptions, logs, sources, time};
+
+/// A JUnit file a phase pointed at, parsed.
+#[derive(Clone, Debug)]
+pub(crate) struct TestFile {
+    /// The phase.
+    pub phase: String,
+    /// The path as published.
+    pub path: String,
+    /// Whether the phase succeeded (a missing file is then an error worth reporting).
+    pub phase_succeeded: bool,
+    /// The parsed report, or why it could not be read.
+    pub report: Result<Report, String>,
+}
+
+/// Test counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct TestCounts {
+    /// Test cases.
+    pub tests: usize,
+    /// Passed.
+    pub passed: usize,
+    /// Failed.
+    pub failures: usize,
+    /// Errored.
+    pub errors: usize,
+    /// Skipped.
+    pub skipped: usize,
+}
+
+impl TestCounts {
+    fn add_case(&mut self, case: &TestCase) {
+        self.tests += 1;
+        match &case.status {
+            TestCaseStatus::Success { .. } => self.passed += 1,
+            TestCaseStatus::NonSuccess {
+                kind: NonSuccessKind::Failure,
+                ..
+            } => self.failures += 1,
+            TestCaseStatus::NonSuccess {
+                kind: NonSuccessKind::Error,
+                ..
+            } => self.errors += 1,
+            TestCaseStatus::Skipped { .. } => self.skipped += 1,
+        }
+    }
+
+    /// Adds another count.
+    pub fn add(&mut self, other: Self) {
+        self.tests += other.tests;
+        self.passed += other.passed;
+        self.failures += other.failures;
+        self.errors += other.errors;
+        self.skipped += other.skipped;
+    }
+}
+
+impl TestFile {
+    /// Counts of its test cases (recomputed from the cases, not the file's attributes).
+    pub fn counts(&self) -> TestCounts {
+        let mut c = TestCounts::default();
+        if let Ok(report) = &self.report {
+            for suite in &report.test_suites {
+                for case in &suite.test_cases {
+                    c.add_case(case);
+                }
+            }
+        }
+        c
+    }
+
+    /// Failed and errored test cases: suite, name and message.
+    pub fn failing(&self) -> Vec<FailingCase> {
+        let mut out = Vec::new();
+        if let Ok(report) = &self.report {
+            for suite in &report.test_suites {
+                for case in &suite.test_cases {
+                    if let TestCaseStatus::NonSuccess { kind, message, .. } = &case.status {
+                        out.push(FailingCase {
+                            phase: self.phase.clone(),
+                            suite: suite.name.as_str().to_owned(),
+                            name: match &case.classname {
+                                Some(c) => format!("{}::{}", c.as_str(), case.name.as_str()),
+                                None => case.name.as_str().to_owned(),
+                            },
+                            kind: match kind {
+                                NonSuccessKind::Failure => "failure",
+                                NonSuccessKind::Error => "error",
+                            },
+                            message: message
+                                .as_ref()
+                                .map(|m| sources::truncate(m.as_str(), 300))
+                                .unwrap_or_default(),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A test case that did not pass, for display.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct FailingCase {
+    /// The phase whose file it is in.
+    pub phase: String,
+    /// Its suite.
+    pub suite: String,
+    /// `classname::name`.
+    pub name: String,
+    /// `failure` or `error`.
+    pub kind: &'static str,
+    /// Its message.
+    pub message: String,
+}
+
+/// Reads every JUnit file the run's phases point at.
+pub(crate) fn collect(record: &RunRecord, run_dir: &Path) -> Vec<TestFile> {
+    let mut files = Vec::new();
+    for (id, phase) in &record.phases {
+        for path in sources::junit_paths(phase) {
+            let resolved = sources::resolve(record, run_dir, &path);
+            let report = sources::read_capped(&resolved).and_then(|bytes| parse(&bytes));
+            files.push(TestFile {
+                phase: id.clone(),
+                path,
+                phase_succeeded: phase.status == PhaseStatus::Succeeded,
+                report,
+            });
+        }
+    }
+    files
+}
+
+/// Parses JUnit XML, accepting a `<testsuites>` root or a single `<testsuite>` root.
+pub(crate) fn parse(bytes: &[u8]) -> Result<Report, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("not utf-8: {e}"))?;
+    let (name, at) = root_element(text).ok_or("not xml: no root element")?;
+    let result = match name {
+        "testsuites" => Report::deserialize_from_str(text),
+        // Wrap a lone `<testsuite>` root.
+        "testsuite" => {
+            Report::deserialize_from_str(&format!("<testsuites>{}</testsuites>", &text[at..]))
+        }
+        other => return Err(format!("not junit xml: the root element is <{other}>")),
+    };
+    result.map_err(|e| format!("not junit xml: {e}"))
+}
+
+/// The name and byte offset of the first element, after the declaration, comments and
+/// doctype.
+fn root_element(text: &str) -> Option<(&str, usize)> {
+    let mut rest = 0;
+    loop {
+        let at = rest + text[rest..].find('<')?;
+        let after = &text[at + 1..];
+        if let Some(comment) = after.strip_prefix("!--") {
+            rest = at + 4 + comment.find("-->")? + 3;
+        } else if after.starts_with('?') || after.starts_with('!') {
+            rest = at + 1 + after.find('>')? + 1;
+        } else {
+            let end = after
+                .find(|c: char| c.is_whitespace() || c == '>' || c == '/')
+                .unwrap_or(after.len());
+            return Some((&after[..end], at));
+        }
+    }
+}
+
+fn timestamp(text: Option<&str>) -> Option<DateTime<FixedOffset>> {
+    text.and_then(time::parse)
+}
+
+/// Builds the JUnit report of a run.
+pub(crate) fn build(
+    record: &RunRecord,
+    run_dir: &Path,
+    options: &ReportOptions,
+    files: &[TestFile],
+) -> Report {
+    let mut report = Report::new(record.pipeline.as_str());
+    if let Some(t) = time::parse(&record.started_at) {
+        report.set_timestamp(t);
+    }
+    if let Some(ms) = record.duration_ms {
+        report.set_time(Duration::from_millis(ms));
+    }
+
+    let mut suite = TestSuite::new(record.pipeline.as_str());
+    if let Some(t) = time::parse(&record.started_at) {
+        suite.set_timestamp(t);
+    }
+    if let Some(ms) = record.duration_ms {
+        suite.set_time(Duration::from_millis(ms));
+    }
+    suite.add_property(Property::new("orch.run_id", record.run_id.as_str()));
+    suite.add_property(Property::new("orch.status", record.status.as_str()));
+    if let Some(from) = &record.resumed_from {
+        suite.add_property(Property::new("orch.resumed_from", from.as_str()));
+    }
+    for (id, phase) in &record.phases {
+        suite.add_test_case(phase_case(record, run_dir, options, id, phase));
+    }
+    for file in files {
+        if let Err(message) = &file.report
+            && file.phase_succeeded
+        {
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+            status.set_type("junit_unreadable");
+            status.set_message(format!("cannot read junit file {}: {message}", file.path));
+            let mut case = TestCase::new(format!("{} junit {}", file.phase, file.path), status);
+            case.set_classname(record.pipeline.as_str());
+            suite.add_test_case(case);
+        }
+    }
+    report.add_test_suite(suite);
+
+    for file in files {
+        let Ok(parsed) = &file.report else { continue };
+        for source in &parsed.test_suites {
+            let mut merged = TestSuite::new(format!("{}/{}", file.phase, source.name.as_str()));
+            merged.timestamp = source.timestamp;
+            merged.time = source.time;
+            merged.properties = source.properties.clone();
+            merged.add_property(Property::new("orch.phase", file.phase.as_str()));
+            merged.add_property(Property::new("orch.junit", file.path.as_str()));
+            merged.system_out = source.system_out.clone();
+            merged.system_err = source.system_err.clone();
+            merged.extra = source.extra.clone();
+            // Counts are recomputed from the cases.
+            merged.add_test_cases(source.test_cases.iter().cloned());
+            report.add_test_suite(merged);
+        }
+    }
+    report
+}
+
+fn phase_case(
+    record: &RunRecord,
+    run_dir: &Path,
+    options: &ReportOptions,
+    id: &str,
+    phase: &PhaseRecord,
+) -> TestCase {
+    let log_tail = || {
+        logs::tail_lines(run_dir, id, phase, options.log_tail_lines).map(|t| {
+            let text = t.text.trim_end_matches('\n');
+            if t.truncated {
+                format!("(last {} lines of {})\n{text}", t.lines, t.rel_path)
+            } else {
+                text.to_owned()
+            }
+        })
+    };
+    let reason = phase.reason.clone();
+    let exit = phase
+        .exit_code
+        .map(|c| format!(" (exit code {c})"))
+        .unwrap_or_default();
+    let earlier_attempts = phase.attempts.saturating_sub(1);
+    let reruns = |kind: NonSuccessKind| {
+        (1..=earlier_attempts).map(move |n| {
+            let mut r = TestRerun::new(kind);
+            r.set_message(format!("attempt {n} of {} failed", phase.attempts));
+            r
+        })
+    };
+
+    let status = match phase.status {
+        PhaseStatus::Succeeded => {
+            let mut s = TestCaseStatus::success();
+            s.add_reruns(reruns(NonSuccessKind::Failure));
+            s
+        }
+        PhaseStatus::Failed | PhaseStatus::TimedOut if phase.allowed_failure => {
+            // Like an expected failure (pytest's xfail): it did not fail the run.
+            let mut s = TestCaseStatus::skipped();
+            s.set_type("allowed_failure");
+            s.set_message(format!(
+                "{} (allowed to fail): {}{exit}",
+                phase.status,
+                reason.as_deref().unwrap_or("no reason recorded")
+            ));
+            if let Some(tail) = log_tail() {
+                s.set_description(tail);
+            }
+            s
+        }
+        PhaseStatus::Failed | PhaseStatus::TimedOut => {
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            s.set_type(phase.status.as_str());
+            s.set_message(format!(
+                "{}{exit}",
+                reason.as_deref().unwrap_or(if phase.status == PhaseStatus::TimedOut {
+                    "timed out"
+                } else {
+                    "failed"
+                })
+            ));
+            if let Some(tail) = log_tail() {
+                s.set_description(tail);
+            }
+            s.add_reruns(reruns(NonSuccessKind::Failure));
+            s.set_rerun_kind(FlakyOrRerun::Rerun);
+            s
+        }
+        PhaseStatus::Cancelled if phase.started_at.is_some() => {
+            // It was running when the run was interrupted: it did not complete.
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+            s.set_type("cancelled");
+            s.set_message(reason.clone().unwrap_or_else(|| "cancelled".to_owned()));
+            if let Some(tail) = log_tail() {
+                s.set_description(tail);
+            }
+            s
+        }
+        PhaseStatus::Cancelled | PhaseStatus::Skipped | PhaseStatus::Blocked => {
+            let mut s = TestCaseStatus::skipped();
+            s.set_type(phase.status.as_str());
+            s.set_message(match &reason {
+                Some(r) => format!("{}: {r}", phase.status),
+                None => phase.status.to_string(),
+            });
+            s
+        }
+    };
+
+    let mut case = TestCase::new(id, status);
+    case.set_classname(format!("{}.{}", record.pipeline, phase.kind));
+    if let Some(t) = timestamp(phase.started_at.as_deref()) {
+        case.set_timestamp(t);
+    }
+    if let Some(ms) = phase.duration_ms {
+        case.set_time(Duration::from_millis(ms));
+    }
+    case.add_property(Property::new("orch.kind", phase.kind.as_str()));
+    case.add_property(Property::new("orch.status", phase.status.as_str()));
+    case.add_property(Property::new("orch.attempts", phase.attempts.to_string()));
+    if let Some(code) = phase.exit_code {
+        case.add_property(Property::new("orch.exit_code", code.to_string()));
+    }
+    case
+}
+
+/// Renders the JUnit XML of a run.
+pub(crate) fn render(
+    record: &RunRecord,
+    run_dir: &Path,
+    options: &ReportOptions,
+) -> Result<String, ReportError> {
+    let files = collect(record, run_dir);
+    build(record, run_dir, options, &files)
+        .to_string()
+        .map_err(|source| ReportError::Junit { source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lone_testsuite_root_is_accepted() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<testsuite name="pytest" tests="2"><testcase classname="t" name="a"/><testcase name="b"><failure message="boom"/></testcase></testsuite>"#;
+        let r = parse(xml.as_bytes()).unwrap();
+        assert_eq!(r.test_suites.len(), 1);
+        assert_eq!(r.test_suites[0].test_cases.len(), 2);
+        assert_eq!(
+            parse(b"<?xml version='1.0'?><!-- x --><html/>").unwrap_err(),
+            "not junit xml: the root element is <html>"
+        );
+        assert_eq!(
+            parse(b"<!DOCTYPE x><!-- <testsuite> --><testsuites><testsuite name=\"a\"/></testsuites>")
+                .unwrap()
+                .test_suites
+                .len(),
+            1
+        );
+        assert!(parse(b"\xff").is_err());
+    }
+}

@@ -1,0 +1,313 @@
+//! The run as reports show it: times made relative and readable, statuses labelled,
+//! outputs and artifacts flattened. Shared by the Markdown, HTML and compliance renderers.
+
+use orch_core::{PhaseRecord, RunRecord, RunStatus};
+use serde::Serialize;
+
+use crate::sources::truncate;
+use crate::time;
+
+/// The longest output value shown, in characters.
+pub(crate) const MAX_OUTPUT_CHARS: usize = 300;
+
+/// A run for display.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct RunView {
+    pub run_id: String,
+    pub pipeline: String,
+    pub status: &'static str,
+    pub started: String,
+    pub finished: Option<String>,
+    pub duration: Option<String>,
+    pub pipeline_file: Option<String>,
+    pub resumed_from: Option<String>,
+    pub vars: Vec<(String, String)>,
+    /// Phases per status, in a fixed order, only statuses that occur.
+    pub counts: Vec<CountView>,
+    pub total: usize,
+    pub phases: Vec<PhaseView>,
+    /// Time axis of the timeline: its length in milliseconds and tick marks.
+    pub span_ms: u64,
+    pub ticks: Vec<Tick>,
+}
+
+/// How many phases ended one way.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct CountView {
+    /// The status class (a status, or `allowed` for allowed failures).
+    pub class: &'static str,
+    /// `timed out`, `allowed to fail`, ...
+    pub label: &'static str,
+    pub count: usize,
+}
+
+/// A mark on the time axis.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Tick {
+    pub left: String,
+    pub label: String,
+}
+
+/// A phase for display.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct PhaseView {
+    pub index: usize,
+    pub id: String,
+    pub kind: String,
+    /// The status as recorded.
+    pub status: &'static str,
+    /// CSS class and legend key: the status, or `allowed` for an allowed failure.
+    pub class: &'static str,
+    /// `failed`, `failed (allowed)`, ...
+    pub label: String,
+    pub attempts: u32,
+    pub retries: u32,
+    pub exit_code: Option<i32>,
+    pub started: Option<String>,
+    pub finished: Option<String>,
+    pub duration: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub reason: Option<String>,
+    pub allowed_failure: bool,
+    pub description: Option<String>,
+    pub needs: Vec<String>,
+    pub tags: Vec<String>,
+    pub outputs: Vec<(String, String)>,
+    pub artifacts: Vec<ArtifactView>,
+    /// Whether it started.
+    pub ran: bool,
+    /// Start offset from the run's start, in milliseconds.
+    pub offset_ms: u64,
+    /// Timeline bar position and width, in percent of the axis.
+    pub left: String,
+    pub width: String,
+}
+
+/// An artifact for display.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct ArtifactView {
+    pub phase: String,
+    pub kind: String,
+    pub name: String,
+    pub path: Option<String>,
+    pub digest: Option<String>,
+    pub size: Option<String>,
+    pub details: Vec<(String, String)>,
+}
+
+/// The order status classes are listed in, with their labels.
+pub(crate) const CLASS_ORDER: [(&str, &str); 7] = [
+    ("failed", "failed"),
+    ("timed_out", "timed out"),
+    ("allowed", "allowed to fail"),
+    ("cancelled", "cancelled"),
+    ("blocked", "blocked"),
+    ("succeeded", "succeeded"),
+    ("skipped", "skipped"),
+];
+
+/// The label and CSS class of a phase's status.
+pub(crate) fn status_class(p: &PhaseRecord) -> &'static str {
+    if p.allowed_failure && p.status.is_failure() {
+        "allowed"
+    } else {
+        p.status.as_str()
+    }
+}
+
+fn status_label(p: &PhaseRecord) -> String {
+    let status = p.status.as_str().replace('_', " ");
+    if p.allowed_failure && p.status.is_failure() {
+        format!("{status}, allowed")
+    } else {
+        status
+    }
+}
+
+/// Whether the run ended well.
+pub(crate) fn run_ok(status: RunStatus) -> bool {
+    status == RunStatus::Succeeded
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    // Precision loss is irrelevant for layout percentages.
+    #[allow(clippy::cast_precision_loss)]
+    let v = part as f64 * 100.0 / whole.max(1) as f64;
+    v
+}
+
+impl RunView {
+    /// Builds the view of a record.
+    pub fn new(record: &RunRecord) -> Self {
+        let run_start = time::parse(&record.started_at);
+        // The axis starts at the earliest known time.
+        let origin = record
+            .phases
+            .values()
+            .filter_map(|p| p.started_at.as_deref().and_then(time::parse))
+            .chain(run_start)
+            .min();
+        let phase_end = |p: &PhaseRecord| -> Option<u64> {
+            let origin = origin.as_ref()?;
+            let start = time::millis_between(origin, &time::parse(p.started_at.as_deref()?)?);
+            let end = p
+                .finished_at
+                .as_deref()
+                .and_then(time::parse)
+                .map(|f| time::millis_between(origin, &f))
+                .or_else(|| p.duration_ms.map(|d| start + d))?;
+            Some(end.max(start))
+        };
+        let mut span_ms = record
+            .phases
+            .values()
+            .filter_map(phase_end)
+            .max()
+            .unwrap_or(0);
+        if let (Some(o), Some(f)) = (
+            origin.as_ref(),
+            record.finished_at.as_deref().and_then(time::parse),
+        ) {
+            span_ms = span_ms.max(time::millis_between(o, &f));
+        }
+        if let (Some(o), Some(s), Some(d)) = (origin.as_ref(), run_start.as_ref(), record.duration_ms)
+        {
+            span_ms = span_ms.max(time::millis_between(o, s) + d);
+        }
+        let span_ms = span_ms.max(1);
+
+        let phases = record
+            .phases
+            .iter()
+            .enumerate()
+            .map(|(index, (id, p))| {
+                let start = origin.as_ref().and_then(|o| {
+                    Some(time::millis_between(
+                        o,
+                        &time::parse(p.started_at.as_deref()?)?,
+                    ))
+                });
+                let end = phase_end(p);
+                let (left, width) = match (start, end) {
+                    (Some(s), Some(e)) => (pct(s, span_ms), pct(e - s, span_ms).max(0.15)),
+                    (Some(s), None) => (pct(s, span_ms), 0.15),
+                    _ => (0.0, 0.0),
+                };
+                let duration_ms = p.duration_ms.or_else(|| Some(end? - start?));
+                PhaseView {
+                    index,
+                    id: id.clone(),
+                    kind: p.kind.clone(),
+                    status: p.status.as_str(),
+                    class: status_class(p),
+                    label: status_label(p),
+                    attempts: p.attempts,
+                    retries: p.attempts.saturating_sub(1),
+                    exit_code: p.exit_code,
+                    started: p.started_at.as_deref().map(time::display),
+                    finished: p.finished_at.as_deref().map(time::display),
+                    duration: duration_ms.map(time::duration),
+                    duration_ms,
+                    reason: p.reason.clone(),
+                    allowed_failure: p.allowed_failure,
+                    description: p.description.clone(),
+                    needs: p.needs.clone(),
+                    tags: p.tags.clone(),
+                    outputs: p
+                        .outputs
+                        .iter()
+                        .map(|(k, v)| (k.clone(), truncate(v, MAX_OUTPUT_CHARS)))
+                        .collect(),
+                    artifacts: p
+                        .artifacts
+                        .iter()
+                        .map(|a| ArtifactView {
+                            phase: id.clone(),
+                            kind: a.kind.clone(),
+                            name: a.name.clone(),
+                            path: a.path.clone(),
+                            digest: a.digest.clone(),
+                            size: a.size.map(time::size),
+                            details: a
+                                .details
+                                .iter()
+                                .map(|(k, v)| {
+                                    let text = match v {
+                                        serde_json::Value::String(s) => s.clone(),
+                                        other => other.to_string(),
+                                    };
+                                    (k.clone(), truncate(&text, MAX_OUTPUT_CHARS))
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                    ran: start.is_some(),
+                    offset_ms: start.unwrap_or(0),
+                    left: format!("{left:.3}"),
+                    width: format!("{width:.3}"),
+                }
+            })
+            .collect();
+
+        let counts = CLASS_ORDER
+            .iter()
+            .filter_map(|&(class, label)| {
+                let count = record
+                    .phases
+                    .values()
+                    .filter(|p| status_class(p) == class)
+                    .count();
+                (count > 0).then_some(CountView {
+                    class,
+                    label,
+                    count,
+                })
+            })
+            .collect();
+
+        let ticks = (0..=4)
+            .map(|i| Tick {
+                left: format!("{}", i * 25),
+                label: time::duration(span_ms * i / 4),
+            })
+            .collect();
+
+        Self {
+            run_id: record.run_id.to_string(),
+            pipeline: record.pipeline.clone(),
+            status: record.status.as_str(),
+            started: time::display(&record.started_at),
+            finished: record.finished_at.as_deref().map(time::display),
+            duration: record.duration_ms.map(time::duration),
+            pipeline_file: record.pipeline_file.clone(),
+            resumed_from: record.resumed_from.as_ref().map(ToString::to_string),
+            vars: record
+                .vars
+                .iter()
+                .map(|(k, v)| (k.clone(), truncate(v, MAX_OUTPUT_CHARS)))
+                .collect(),
+            counts,
+            total: record.phases.len(),
+            phases,
+            span_ms,
+            ticks,
+        }
+    }
+
+    /// Every artifact, in phase order.
+    pub fn artifacts(&self) -> Vec<ArtifactView> {
+        self.phases
+            .iter()
+            .flat_map(|p| p.artifacts.iter().cloned())
+            .collect()
+    }
+
+    /// A one-line summary of the counts: `3 succeeded, 1 failed`.
+    pub fn counts_line(&self) -> String {
+        self.counts
+            .iter()
+            .map(|c| format!("{} {}", c.count, c.label))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}

@@ -1,0 +1,200 @@
+//! Markdown, JUnit, HTML and JSON of built runs: snapshots and properties.
+
+use orch_core::RunRecord;
+use orch_report::{Format, ReportError, append_step_summary, write_default_reports};
+
+use crate::fixtures::{self, Fixture};
+use crate::{html_text, redacted, render_text};
+
+fn scenarios() -> Vec<(&'static str, Fixture)> {
+    vec![
+        ("succeeded", fixtures::succeeded()),
+        ("failed", fixtures::failed()),
+        ("blocked", fixtures::blocked()),
+        ("retried", fixtures::retried()),
+        ("cancelled", fixtures::cancelled()),
+    ]
+}
+
+#[test]
+fn markdown_snapshots() {
+    for (name, fx) in scenarios() {
+        let md = render_text(&fx, Format::Markdown);
+        redacted(&fx).bind(|| insta::assert_snapshot!(format!("markdown_{name}"), md));
+    }
+}
+
+#[test]
+fn junit_snapshots() {
+    for (name, fx) in scenarios() {
+        let xml = render_text(&fx, Format::Junit);
+        redacted(&fx).bind(|| insta::assert_snapshot!(format!("junit_{name}"), xml));
+    }
+}
+
+#[test]
+fn html_text_snapshots() {
+    for (name, fx) in scenarios() {
+        let html = render_text(&fx, Format::Html);
+        let text = html_text(&html);
+        redacted(&fx).bind(|| insta::assert_snapshot!(format!("html_text_{name}"), text));
+    }
+}
+
+#[test]
+fn compliance_text_snapshot() {
+    let fx = fixtures::succeeded();
+    let html = render_text(&fx, Format::ComplianceHtml);
+    let text = html_text(&html);
+    redacted(&fx).bind(|| insta::assert_snapshot!("compliance_text_succeeded", text));
+}
+
+#[test]
+fn markdown_log_tails_cannot_break_out_of_their_fence() {
+    let fx = fixtures::failed();
+    let md = render_text(&fx, Format::Markdown);
+    // The log holds a line of three backticks: the fence must be longer.
+    let start = md.find("````text\n").expect("a four-backtick fence");
+    let body_end = md[start + 9..].find("\n````\n").expect("closing fence") + start + 9;
+    let body = &md[start + 9..body_end];
+    assert!(body.contains("```\n## not a heading"), "{body}");
+    assert!(body.contains("<script>document.title='pwned'</script>"));
+    assert!(body.contains("error: test failed"), "ANSI codes stripped: {body}");
+    assert!(!body.contains('\u{1b}'));
+    // The tail is the last 30 lines: the first test lines are gone.
+    assert_eq!(body.lines().count(), 30, "{body}");
+    assert!(!body.contains("case_01 "));
+    // Text outside fences is escaped.
+    assert!(md.contains("exit status 101 &lt;b&gt;after 3 attempts&lt;/b&gt;"), "{md}");
+}
+
+#[test]
+fn html_escapes_logs_outputs_and_reasons() {
+    let fx = fixtures::failed();
+    let html = render_text(&fx, Format::Html);
+    assert!(!html.contains("<script>document.title"), "log inlined unescaped");
+    assert!(html.contains("&lt;script&gt;document.title=&#x27;pwned&#x27;&lt;&#x2f;script&gt;"));
+    assert!(!html.contains("<b>after"));
+    // Exactly one script element: ours, pinned by hash in the policy.
+    assert_eq!(html.matches("<script").count(), 1);
+    // (Quotes in the policy attribute are escaped like everything else.)
+    assert!(html.contains("script-src &#x27;sha256-"));
+    assert!(html.contains("default-src &#x27;none&#x27;"));
+    // Self-contained: nothing is loaded from anywhere.
+    for needle in ["src=\"http", "href=\"http", "@import", "url(http", "<link"] {
+        assert!(!html.contains(needle), "{needle}");
+    }
+}
+
+#[test]
+fn html_has_one_timeline_bar_per_phase_and_marks_retries() {
+    for (_, fx) in scenarios() {
+        let html = render_text(&fx, Format::Html);
+        assert_eq!(
+            html.matches("class=\"tl-bar ").count(),
+            fx.record.phases.len()
+        );
+    }
+    let html = render_text(&fixtures::retried(), Format::Html);
+    assert!(html.contains("tl-bar s-succeeded retried"));
+    assert!(html.contains("↻2"));
+}
+
+#[test]
+fn html_caps_logs_and_notes_it() {
+    let mut b = fixtures::Builder::new("big-log", orch_core::RunStatus::Failed);
+    let line = "0123456789abcdef".repeat(4);
+    let log: String = (0..20_000).map(|i| format!("{i:05} {line}\n")).collect();
+    b.phase("huge", "command", orch_core::PhaseStatus::Failed)
+        .ran(0.0, 1.0)
+        .log(&log)
+        .add();
+    let fx = b.finish(1.0);
+    let html = render_text(&fx, Format::Html);
+    assert!(html.len() < 64 * 1024, "{} bytes", html.len());
+    assert!(html.contains("19999 0123"), "the end of the log is kept");
+    assert!(!html.contains("00000 0123"));
+    assert!(html.contains(
+        "(last 230 lines, 15.9 KiB of 1.4 MiB; the whole log is logs&#x2f;huge.log)"
+    ));
+}
+
+#[test]
+fn json_is_the_record() {
+    let fx = fixtures::failed();
+    let json = render_text(&fx, Format::Json);
+    let back: RunRecord = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, fx.record);
+    assert!(json.contains("\n  \"run_id\""), "pretty-printed");
+}
+
+#[test]
+fn default_reports_are_written_into_the_run_dir() {
+    let fx = fixtures::failed();
+    let paths = write_default_reports(&fx.record, &fx.run_dir).unwrap();
+    let names: Vec<String> = paths
+        .iter()
+        .map(|p| p.strip_prefix(&fx.run_dir).unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, ["report.md", "junit.xml", "report.html"]);
+    for p in &paths {
+        assert!(std::fs::metadata(p).unwrap().len() > 100, "{}", p.display());
+    }
+    assert_eq!(
+        std::fs::read_to_string(&paths[0]).unwrap(),
+        render_text(&fx, Format::Markdown)
+    );
+}
+
+#[test]
+fn step_summaries_are_appended() {
+    let fx = fixtures::retried();
+    let summary = fx.dir.path().join("step_summary.md");
+    std::fs::write(&summary, "previous step\n").unwrap();
+    append_step_summary(&fx.record, &fx.run_dir, &summary).unwrap();
+    append_step_summary(&fx.record, &fx.run_dir, &summary).unwrap();
+    let text = std::fs::read_to_string(&summary).unwrap();
+    assert!(text.starts_with("previous step\n## ✅ flaky: succeeded"));
+    assert_eq!(text.matches("## ✅ flaky: succeeded").count(), 2);
+    let err = append_step_summary(&fx.record, &fx.run_dir, &fx.dir.path().join("no/such/dir/f"))
+        .unwrap_err();
+    assert!(matches!(err, ReportError::Write { .. }));
+    assert!(err.to_string().starts_with("cannot write "), "{err}");
+}
+
+#[test]
+fn formats_parse_by_name() {
+    for f in Format::ALL {
+        assert_eq!(f.as_str().parse::<Format>().unwrap(), f);
+    }
+    assert_eq!("Markdown".parse::<Format>().unwrap(), Format::Markdown);
+    let err = "docx".parse::<Format>().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unknown report format `docx`: use one of md, junit, html, json, compliance, pdf"
+    );
+}
+
+#[test]
+fn large_runs_stay_small_and_paginated() {
+    let fx = fixtures::large(2_000);
+    let started = std::time::Instant::now();
+    let html = render_text(&fx, Format::Html);
+    let elapsed = started.elapsed();
+    println!(
+        "rendered 2000 phases: {} KiB of html in {elapsed:?}",
+        html.len() / 1024
+    );
+    assert_eq!(html.matches("class=\"tl-bar ").count(), 2_000);
+    assert!(html.contains("timeline compact"));
+    // Only the first page of phases is shown at first.
+    assert_eq!(html.matches("<details class=\"phase ").count(), 2_000);
+    assert_eq!(html.matches("\" hidden>").count(), 1_900);
+    // Too many phases to draw the graph: a table per column instead.
+    assert!(!html.contains("<svg class=\"dag\""));
+    assert!(html.contains("too many to draw"));
+    assert!(html.len() < 8 * 1024 * 1024, "{} bytes", html.len());
+    let md = render_text(&fx, Format::Markdown);
+    assert!(md.contains("succeeded or skipped phases are not listed"));
+    assert!(md.len() < 256 * 1024);
+}
