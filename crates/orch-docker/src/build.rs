@@ -388,9 +388,13 @@ impl BuildPhase {
         let mut image_id: Option<String> = None;
         let mut short_id: Option<String> = None;
         let fail = |step: &Option<String>, error: String| {
+            // "Step 3/4 : RUN exit 3" -> " at step 3/4 (RUN exit 3)"
             let at = step
                 .as_deref()
-                .map(|s| format!(" at {s}"))
+                .map(|s| match s.split_once(" : ") {
+                    Some((n, instruction)) => format!(" at step {n} ({})", instruction.trim()),
+                    None => format!(" at step {s}"),
+                })
                 .unwrap_or_default();
             PhaseError::failed(format!("build failed{at}: {error}"))
         };

@@ -16,22 +16,54 @@ pub const RUN_LABEL: &str = "org.orch.run-id";
 /// Label on every container and image orch makes: the phase that made it.
 pub const PHASE_LABEL: &str = "org.orch.phase-id";
 
-/// Force-removes a container (and its anonymous volumes); a container already gone is fine.
+/// How long a removal may take before we stop waiting for the container to be gone.
+const GONE_LIMIT: Duration = Duration::from_secs(15);
+
+/// Force-removes a container (and its anonymous volumes) and returns once it is gone; a
+/// container already gone is fine.
 pub(crate) async fn force_remove(docker: &Docker, name: &str) -> Result<(), String> {
     let options = RemoveContainerOptionsBuilder::default()
         .force(true)
         .v(true)
         .build();
     match docker.remove_container(name, Some(options)).await {
-        Ok(()) => Ok(()),
-        Err(bollard::errors::Error::DockerResponseServerError {
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
-        }) => Ok(()),
-        // "removal of container ... is already in progress"
+        }) => {}
+        // "removal of container ... is already in progress" (the engine cleaning up a
+        // cancelled build step): wait for it below.
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 409, ..
-        }) => Ok(()),
-        Err(e) => Err(describe(&e)),
+        }) => {}
+        Err(e) => return Err(describe(&e)),
+    }
+    wait_gone(docker, name, GONE_LIMIT).await
+}
+
+/// Polls until the engine no longer knows the container.
+async fn wait_gone(docker: &Docker, name: &str, limit: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match docker
+            .inspect_container(
+                name,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(()),
+            Err(e) => return Err(describe(&e)),
+            Ok(_) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!(
+                    "container {name} still exists {}s after its removal",
+                    limit.as_secs()
+                ));
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
     }
 }
 

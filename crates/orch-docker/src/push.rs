@@ -35,6 +35,10 @@ pub struct PushSettings {
     /// holding the password or token.
     #[serde(default)]
     pub password_secret: Option<String>,
+    /// The Docker config directory to read credentials from (template, relative to the
+    /// pipeline file); unset or empty: `$DOCKER_CONFIG`, else `~/.docker`.
+    #[serde(default)]
+    pub docker_config: Option<String>,
 }
 
 /// Pushes images; see the crate docs for settings and outputs.
@@ -151,9 +155,20 @@ impl PushPhase {
                 source: format!("secret {secret}"),
             }));
         }
-        credentials::from_docker_config(registry)
-            .await
-            .map_err(|e| PhaseError::from_error(&e))
+        let dir = match &self.settings.docker_config {
+            Some(d) => Some(render(ctx, "docker_config", d)?).filter(|d| !d.trim().is_empty()),
+            None => None,
+        };
+        let file = match dir {
+            Some(d) => Some(ctx.base_dir().join(d).join("config.json")),
+            None => credentials::config_dir().map(|d| d.join("config.json")),
+        };
+        match file {
+            Some(f) => credentials::from_config_file(&f, registry)
+                .await
+                .map_err(|e| PhaseError::from_error(&e)),
+            None => Ok(None),
+        }
     }
 }
 
@@ -196,9 +211,10 @@ impl Phase for PushPhase {
         let mut d = Description::new(format!("push {}", tags.join(", ")));
         d = d.detail(
             "credentials",
-            match &self.settings.password_secret {
-                Some(s) => format!("secret {s}"),
-                None => "docker config file (auths, credHelpers, credsStore)".into(),
+            match (&self.settings.password_secret, &self.settings.docker_config) {
+                (Some(s), _) => format!("secret {s}"),
+                (None, Some(dir)) => format!("{}/config.json", ctx.resolve(dir).display()),
+                (None, None) => "docker config file (auths, credHelpers, credsStore)".into(),
             },
         );
         for t in tags {
@@ -282,13 +298,7 @@ async fn push_one(
     };
     let from = match auth {
         Some(a) => format!("credentials from {}", a.source),
-        None => format!(
-            "no credentials for {} in {}",
-            r.registry(),
-            credentials::config_dir()
-                .map(|d| d.join("config.json").display().to_string())
-                .unwrap_or_else(|| "the docker config".into())
-        ),
+        None => format!("no credentials found for {}", r.registry()),
     };
     ctx.log(format!("pushing {name} to {} ({from})", r.registry()));
     let options = PushImageOptionsBuilder::default()

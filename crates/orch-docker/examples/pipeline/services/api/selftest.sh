@@ -1,0 +1,4 @@
+#!/bin/sh
+set -e
+test -f /srv/api/VERSION
+echo "api $(cat /srv/api/VERSION) ok"

@@ -1,0 +1,4 @@
+#!/bin/sh
+set -e
+test -f /srv/web/VERSION
+echo "web $(cat /srv/web/VERSION) ok"

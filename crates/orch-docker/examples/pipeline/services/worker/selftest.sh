@@ -1,0 +1,4 @@
+#!/bin/sh
+set -e
+test -f /srv/worker/VERSION
+echo "worker $(cat /srv/worker/VERSION) ok"
