@@ -4,5 +4,9 @@ use orch_core::Registry;
 
 /// The registry of the `orch` binary: the core kinds and every adapter's.
 pub fn full() -> Registry {
-    Registry::with_builtins()
+    let mut r = Registry::with_builtins();
+    orch_delivery::register(&mut r);
+    orch_docker::register(&mut r);
+    orch_git::register(&mut r);
+    r
 }
