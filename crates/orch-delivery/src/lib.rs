@@ -24,6 +24,7 @@ pub mod discover;
 pub mod errors;
 pub mod package;
 pub mod parity;
+pub mod scaffold;
 mod util;
 pub mod verify;
 mod yaml;
@@ -36,6 +37,7 @@ pub use verify::{VerifyReport, verify_archive};
 pub fn register(registry: &mut orch_core::Registry) {
     discover::register(registry);
     parity::register(registry);
+    scaffold::register(registry);
     package::register(registry);
     verify::register(registry);
 }

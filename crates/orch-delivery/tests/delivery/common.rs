@@ -127,7 +127,6 @@ pub fn factory_error(kind: &str, table: toml::Table, needs: &[&str]) -> String {
 }
 
 /// Whether tests needing a toolchain must fail rather than skip.
-#[allow(dead_code)]
 pub fn services_required() -> bool {
     std::env::var("ORCH_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
 }

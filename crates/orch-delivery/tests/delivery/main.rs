@@ -7,3 +7,4 @@ mod common;
 mod discover;
 mod package;
 mod parity;
+mod scaffold;
