@@ -413,13 +413,14 @@ pub struct FileStorage {
 }
 
 impl FileStorage {
-    /// Creates the journal file (it must not exist) and makes its directory entry durable.
-    pub fn create(path: &Path) -> std::io::Result<Self> {
+    /// Creates the journal file (it must not exist); when `durable`, makes its directory
+    /// entry durable too.
+    pub fn create(path: &Path, durable: bool) -> std::io::Result<Self> {
         let file = OpenOptions::new()
             .append(true)
             .create_new(true)
             .open(path)?;
-        if let Some(dir) = path.parent() {
+        if durable && let Some(dir) = path.parent() {
             // The new name must survive a crash too.
             File::open(dir)?.sync_all()?;
         }

@@ -381,7 +381,9 @@ impl Engine {
             };
             let storage = match &r.options.journal_storage {
                 Some(f) => (f.0)(&path).map_err(state_err)?,
-                None => Box::new(FileStorage::create(&path).map_err(state_err)?),
+                None => Box::new(
+                    FileStorage::create(&path, mode == JournalMode::Durable).map_err(state_err)?,
+                ),
             };
             let mut j =
                 JournalWriter::create(storage, mode == JournalMode::Durable).map_err(state_err)?;
