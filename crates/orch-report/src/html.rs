@@ -283,7 +283,9 @@ fn dash_phases(
             let problem = !matches!(p.status, "succeeded" | "skipped");
             let mut tests: Option<TestCounts> = None;
             for f in files.iter().filter(|f| f.phase == p.id && f.report.is_ok()) {
-                tests.get_or_insert_with(TestCounts::default).add(f.counts());
+                tests
+                    .get_or_insert_with(TestCounts::default)
+                    .add(f.counts());
             }
             DashPhase {
                 view: p.clone(),
@@ -483,10 +485,12 @@ fn render_template(
     script: Option<&str>,
 ) -> Result<String, ReportError> {
     let env = environment()?;
-    let template = env.get_template(name).map_err(|source| ReportError::Template {
-        template: name,
-        source,
-    })?;
+    let template = env
+        .get_template(name)
+        .map_err(|source| ReportError::Template {
+            template: name,
+            source,
+        })?;
     // Only this crate's script may run: the policy names its hash, and nothing may load.
     let script_src = script.map_or_else(|| "'none'".to_owned(), csp_hash);
     let csp = format!(
@@ -502,8 +506,10 @@ fn render_template(
         csp => csp,
         ..ctx
     };
-    template.render(full).map_err(|source| ReportError::Template {
-        template: name,
-        source,
-    })
+    template
+        .render(full)
+        .map_err(|source| ReportError::Template {
+            template: name,
+            source,
+        })
 }

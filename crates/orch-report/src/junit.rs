@@ -306,11 +306,13 @@ fn phase_case(
             s.set_type(phase.status.as_str());
             s.set_message(format!(
                 "{}{exit}",
-                reason.as_deref().unwrap_or(if phase.status == PhaseStatus::TimedOut {
-                    "timed out"
-                } else {
-                    "failed"
-                })
+                reason
+                    .as_deref()
+                    .unwrap_or(if phase.status == PhaseStatus::TimedOut {
+                        "timed out"
+                    } else {
+                        "failed"
+                    })
             ));
             if let Some(tail) = log_tail() {
                 s.set_description(tail);
@@ -385,10 +387,12 @@ mod tests {
             "not junit xml: the root element is <html>"
         );
         assert_eq!(
-            parse(b"<!DOCTYPE x><!-- <testsuite> --><testsuites><testsuite name=\"a\"/></testsuites>")
-                .unwrap()
-                .test_suites
-                .len(),
+            parse(
+                b"<!DOCTYPE x><!-- <testsuite> --><testsuites><testsuite name=\"a\"/></testsuites>"
+            )
+            .unwrap()
+            .test_suites
+            .len(),
             1
         );
         assert!(parse(b"\xff").is_err());

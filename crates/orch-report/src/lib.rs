@@ -150,9 +150,7 @@ impl std::str::FromStr for Format {
             "pdf" => Self::Pdf,
             "compliance" | "compliance-html" | "compliance_html" => Self::ComplianceHtml,
             _ => {
-                return Err(ReportError::UnknownFormat {
-                    name: s.to_owned(),
-                });
+                return Err(ReportError::UnknownFormat { name: s.to_owned() });
             }
         })
     }
@@ -166,7 +164,7 @@ pub struct ReportOptions {
     pub log_tail_lines: usize,
     /// The most of one log the HTML dashboard inlines: its last bytes (default 16 KiB).
     pub html_log_bytes: u64,
-    /// The most of all logs the dashboard inlines; failures come first (default 4 MiB).
+    /// The most of all logs the dashboard inlines; failures come first (default 2 MiB).
     pub html_log_budget: u64,
     /// Phases per page of the dashboard's phase list (default 100).
     pub page_size: usize,
@@ -183,7 +181,7 @@ impl Default for ReportOptions {
         Self {
             log_tail_lines: 30,
             html_log_bytes: 16 * 1024,
-            html_log_budget: 4 * 1024 * 1024,
+            html_log_budget: 2 * 1024 * 1024,
             page_size: 100,
             dag_max_phases: 400,
             pdf_timeout: Duration::from_secs(120),
@@ -217,8 +215,8 @@ pub fn render_with(
         Format::Html => Ok(html::dashboard(record, run_dir, options)?.into_bytes()),
         Format::ComplianceHtml => Ok(html::compliance(record, run_dir)?.into_bytes()),
         Format::Json => {
-            let mut bytes = serde_json::to_vec_pretty(record)
-                .map_err(|source| ReportError::Json { source })?;
+            let mut bytes =
+                serde_json::to_vec_pretty(record).map_err(|source| ReportError::Json { source })?;
             bytes.push(b'\n');
             Ok(bytes)
         }

@@ -74,7 +74,12 @@ pub(crate) fn tail_bytes(
 }
 
 /// Reads the last `n` lines of a phase's log (looking at most at its last 256 KiB).
-pub(crate) fn tail_lines(run_dir: &Path, id: &str, phase: &PhaseRecord, n: usize) -> Option<LogTail> {
+pub(crate) fn tail_lines(
+    run_dir: &Path,
+    id: &str,
+    phase: &PhaseRecord,
+    n: usize,
+) -> Option<LogTail> {
     let mut tail = tail_bytes(run_dir, id, phase, 256 * 1024)?;
     let all: Vec<&str> = tail.text.lines().collect();
     if all.len() > n {
@@ -198,7 +203,10 @@ mod tests {
             "status": "failed", "kind": "command", "attempts": 1, "outputs": {}
         }))
         .unwrap();
-        assert!(log_path(dir.path(), "a", &rec).is_some(), "falls back to logs/ID.log");
+        assert!(
+            log_path(dir.path(), "a", &rec).is_some(),
+            "falls back to logs/ID.log"
+        );
         rec.log = Some("../secret".into());
         assert!(log_path(&dir.path().join("logs"), "a", &rec).is_none());
         rec.log = Some(dir.path().join("secret").display().to_string());

@@ -277,9 +277,7 @@ fn render_view(
         .flat_map(|p| {
             p.outputs
                 .iter()
-                .filter(|(k, v)| {
-                    k != "junit" && !matches!(v.trim(), "" | "[]" | "{}" | "\"\"")
-                })
+                .filter(|(k, v)| k != "junit" && !matches!(v.trim(), "" | "[]" | "{}" | "\"\""))
                 .map(move |(k, v)| (p.id.as_str(), k.as_str(), v.as_str()))
         })
         .collect();
@@ -306,7 +304,9 @@ fn render_view(
 
     let artifacts = view.artifacts();
     if !artifacts.is_empty() {
-        md.push_str("### Artifacts\n\n| Phase | Kind | Name | Digest | Size |\n|---|---|---|---|---:|\n");
+        md.push_str(
+            "### Artifacts\n\n| Phase | Kind | Name | Digest | Size |\n|---|---|---|---|---:|\n",
+        );
         for a in &artifacts {
             let _ = writeln!(
                 md,

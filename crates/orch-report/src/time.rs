@@ -84,7 +84,10 @@ mod tests {
 
     #[test]
     fn times_display_in_utc_or_with_offset() {
-        assert_eq!(display("2026-11-21T20:16:00.123Z"), "2026-11-21 20:16:00 UTC");
+        assert_eq!(
+            display("2026-11-21T20:16:00.123Z"),
+            "2026-11-21 20:16:00 UTC"
+        );
         assert_eq!(
             display("2026-11-21T20:16:00+02:00"),
             "2026-11-21 20:16:00 +02:00"

@@ -170,7 +170,8 @@ impl RunView {
         ) {
             span_ms = span_ms.max(time::millis_between(o, &f));
         }
-        if let (Some(o), Some(s), Some(d)) = (origin.as_ref(), run_start.as_ref(), record.duration_ms)
+        if let (Some(o), Some(s), Some(d)) =
+            (origin.as_ref(), run_start.as_ref(), record.duration_ms)
         {
             span_ms = span_ms.max(time::millis_between(o, s) + d);
         }

@@ -85,7 +85,11 @@ fn dump_dom(chromium: &Path, url: &str) -> String {
     let mut cmd = headless(chromium, profile.path());
     cmd.args(["--virtual-time-budget=5000", "--dump-dom", url]);
     let out = run(cmd, Duration::from_secs(60));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -96,7 +100,11 @@ fn screenshot(chromium: &Path, url: &str, png: &Path, size: (u32, u32)) {
         .arg(format!("--window-size={},{}", size.0, size.1))
         .args(["--hide-scrollbars", "--virtual-time-budget=5000", url]);
     let out = run(cmd, Duration::from_secs(60));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Width and height from a PNG's header.
@@ -117,7 +125,10 @@ fn dashboard_of_a_failed_run_in_chromium() {
 
     let dom = dump_dom(&chromium, &url);
     // Our script ran (so scripts were enabled) ...
-    assert!(dom.contains("data-ready=\"1\""), "the dashboard's script did not run");
+    assert!(
+        dom.contains("data-ready=\"1\""),
+        "the dashboard's script did not run"
+    );
     // ... and the one in the log did not: the title is the report's own.
     let title = &dom[dom.find("<title>").unwrap() + 7..dom.find("</title>").unwrap()];
     assert_eq!(title, format!("nexus-cos: failed ({})", fx.record.run_id));
@@ -142,7 +153,11 @@ fn dashboard_of_a_failed_run_in_chromium() {
     screenshot(&chromium, &url, &png, (1280, 1600));
     let bytes = std::fs::read(&png).unwrap();
     assert_eq!(png_size(&bytes), (1280, 1600));
-    assert!(bytes.len() > 40_000, "a blank page is much smaller: {}", bytes.len());
+    assert!(
+        bytes.len() > 40_000,
+        "a blank page is much smaller: {}",
+        bytes.len()
+    );
     crate::preview("dashboard-failed.png", &bytes);
     if std::env::var("ORCH_UPDATE_DOCS").is_ok_and(|v| v == "1") {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
@@ -166,7 +181,10 @@ fn dashboard_filters_and_pages_in_chromium() {
     // Linking to a phase on the third page shows that page and opens it.
     let url = format!("{}#phase-phase-0230", orch_report::pdf::file_url(&paths[0]));
     let dom = dump_dom(&chromium, &url);
-    assert!(dom.contains("201–250 of 250"), "pager moved to the phase's page");
+    assert!(
+        dom.contains("201–250 of 250"),
+        "pager moved to the phase's page"
+    );
     let visible = dom
         .split("<details class=\"phase ")
         .skip(1)
@@ -195,7 +213,11 @@ fn compliance_pdf_pages_and_text() {
         .arg(&pdf_path)
         .arg(dir.path().join("page"));
     let out = run(cmd, Duration::from_secs(60));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut pages: Vec<PathBuf> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -281,14 +303,7 @@ fn without_chromium_the_pdf_fails_clearly_and_the_html_is_written() {
     let out = fx.dir.path().join("reports");
     let mut options = ReportOptions::default();
     options.chromium = Some(fx.dir.path().join("no-chromium-here"));
-    let err = write_reports(
-        &fx.record,
-        &fx.run_dir,
-        &[Format::Pdf],
-        &out,
-        &options,
-    )
-    .unwrap_err();
+    let err = write_reports(&fx.record, &fx.run_dir, &[Format::Pdf], &out, &options).unwrap_err();
     let html = out.join("compliance.html");
     assert!(html.is_file());
     assert!(matches!(err, ReportError::ChromiumMissing { .. }));
@@ -318,6 +333,7 @@ fn bench_dashboard_of_2000_phases() {
     let render_time = started.elapsed();
     let path = fx.run_dir.join("report.html");
     std::fs::write(&path, &html).unwrap();
+    crate::preview("report-2000.html", &html);
     let blank = fx.run_dir.join("blank.html");
     std::fs::write(&blank, "<!DOCTYPE html><title>blank</title>").unwrap();
 
@@ -328,7 +344,8 @@ fn bench_dashboard_of_2000_phases() {
         for (target, times) in [(&blank, &mut wall_blank), (&path, &mut wall)] {
             let profile = tempfile::tempdir().unwrap();
             let mut cmd = headless(&chromium, profile.path());
-            cmd.args(["--dump-dom"]).arg(orch_report::pdf::file_url(target));
+            cmd.args(["--dump-dom"])
+                .arg(orch_report::pdf::file_url(target));
             let t = Instant::now();
             let out = run(cmd, Duration::from_secs(60));
             times.push(t.elapsed());

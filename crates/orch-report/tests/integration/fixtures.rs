@@ -310,11 +310,16 @@ pub fn succeeded() -> Fixture {
     b.phase("image", "docker.build", PhaseStatus::Succeeded)
         .ran(7.2, 12.0)
         .needs(&["unit", "api-tests"])
-        .output("image_id", "sha256:4b1d3e7e0c6f0a1f5b2e9d8c7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b")
+        .output(
+            "image_id",
+            "sha256:4b1d3e7e0c6f0a1f5b2e9d8c7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b",
+        )
         .output("tags", "127.0.0.1:5000/nexus/api:1.2.0")
         .output("cached", "false")
         .artifact(Artifact {
-            digest: Some("sha256:4b1d3e7e0c6f0a1f5b2e9d8c7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b".into()),
+            digest: Some(
+                "sha256:4b1d3e7e0c6f0a1f5b2e9d8c7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b".into(),
+            ),
             size: Some(23_456_789),
             ..artifact("image", "127.0.0.1:5000/nexus/api:1.2.0")
         })
@@ -324,13 +329,20 @@ pub fn succeeded() -> Fixture {
         .ran(7.2, 2.0)
         .needs(&["unit"])
         .output("path", "dist/nexus-cos-1.2.0.tar.gz")
-        .output("sha256", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        .output(
+            "sha256",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        )
         .output("files", "42")
         .artifact(Artifact {
             path: Some("dist/nexus-cos-1.2.0.tar.gz".into()),
-            digest: Some("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into()),
+            digest: Some(
+                "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into(),
+            ),
             size: Some(1_048_576),
-            details: [("files".to_owned(), serde_json::json!(42))].into_iter().collect(),
+            details: [("files".to_owned(), serde_json::json!(42))]
+                .into_iter()
+                .collect(),
             ..artifact("archive", "nexus-cos-1.2.0.tar.gz")
         })
         .add();
@@ -459,7 +471,24 @@ pub fn cancelled() -> Fixture {
     b.finish(5.0)
 }
 
-/// A run of `n` phases in layers of 40, each with a small log; every 97th failed.
+/// A log of about 4 KiB, like a short build's.
+fn large_log(id: &str, failed: bool) -> String {
+    let mut log = String::new();
+    for i in 0..48 {
+        log.push_str(&format!(
+            "   Compiling {id}-dep-{i:02} v0.{i}.0 (registry+https://example.invalid/index) ...\n"
+        ));
+    }
+    log.push_str(if failed {
+        "error: assertion failed: left == right\n"
+    } else {
+        "    Finished `test` profile in 1.2s\n"
+    });
+    log
+}
+
+/// A run of `n` phases in layers of 40, each with a log of about 4 KiB; every 97th failed
+/// (allowed to fail).
 pub fn large(n: usize) -> Fixture {
     let mut b = Builder::new("large", RunStatus::Succeeded);
     let width = 40;
@@ -467,7 +496,8 @@ pub fn large(n: usize) -> Fixture {
         let layer = i / width;
         let id = format!("phase-{i:04}");
         let failed = i % 97 == 96;
-        let blocked_by = (layer > 0).then(|| format!("phase-{:04}", (layer - 1) * width + i % width));
+        let blocked_by =
+            (layer > 0).then(|| format!("phase-{:04}", (layer - 1) * width + i % width));
         let mut p = b
             .phase(
                 &id,
@@ -478,12 +508,12 @@ pub fn large(n: usize) -> Fixture {
                     PhaseStatus::Succeeded
                 },
             )
-            .ran(layer as f64 * 2.0 + (i % 7) as f64 * 0.1, 1.0 + (i % 5) as f64 * 0.2)
+            .ran(
+                layer as f64 * 2.0 + (i % 7) as f64 * 0.1,
+                1.0 + (i % 5) as f64 * 0.2,
+            )
             .exit(i32::from(failed))
-            .log(&format!(
-                "compiling {id}\nrunning {id}\n{}\n",
-                if failed { "error: assertion failed" } else { "ok" }
-            ));
+            .log(&large_log(&id, failed));
         if let Some(need) = &blocked_by {
             p = p.needs(&[need.as_str()]);
         }

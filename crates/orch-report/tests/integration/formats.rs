@@ -59,20 +59,29 @@ fn markdown_log_tails_cannot_break_out_of_their_fence() {
     let body = &md[start + 9..body_end];
     assert!(body.contains("```\n## not a heading"), "{body}");
     assert!(body.contains("<script>document.title='pwned'</script>"));
-    assert!(body.contains("error: test failed"), "ANSI codes stripped: {body}");
+    assert!(
+        body.contains("error: test failed"),
+        "ANSI codes stripped: {body}"
+    );
     assert!(!body.contains('\u{1b}'));
     // The tail is the last 30 lines: the first test lines are gone.
     assert_eq!(body.lines().count(), 30, "{body}");
     assert!(!body.contains("case_01 "));
     // Text outside fences is escaped.
-    assert!(md.contains("exit status 101 &lt;b&gt;after 3 attempts&lt;/b&gt;"), "{md}");
+    assert!(
+        md.contains("exit status 101 &lt;b&gt;after 3 attempts&lt;/b&gt;"),
+        "{md}"
+    );
 }
 
 #[test]
 fn html_escapes_logs_outputs_and_reasons() {
     let fx = fixtures::failed();
     let html = render_text(&fx, Format::Html);
-    assert!(!html.contains("<script>document.title"), "log inlined unescaped");
+    assert!(
+        !html.contains("<script>document.title"),
+        "log inlined unescaped"
+    );
     assert!(html.contains("&lt;script&gt;document.title=&#x27;pwned&#x27;&lt;&#x2f;script&gt;"));
     assert!(!html.contains("<b>after"));
     // Exactly one script element: ours, pinned by hash in the policy.
@@ -114,9 +123,9 @@ fn html_caps_logs_and_notes_it() {
     assert!(html.len() < 64 * 1024, "{} bytes", html.len());
     assert!(html.contains("19999 0123"), "the end of the log is kept");
     assert!(!html.contains("00000 0123"));
-    assert!(html.contains(
-        "(last 230 lines, 15.9 KiB of 1.4 MiB; the whole log is logs&#x2f;huge.log)"
-    ));
+    assert!(
+        html.contains("(last 230 lines, 15.9 KiB of 1.4 MiB; the whole log is logs&#x2f;huge.log)")
+    );
 }
 
 #[test]
@@ -156,8 +165,12 @@ fn step_summaries_are_appended() {
     let text = std::fs::read_to_string(&summary).unwrap();
     assert!(text.starts_with("previous step\n## ✅ flaky: succeeded"));
     assert_eq!(text.matches("## ✅ flaky: succeeded").count(), 2);
-    let err = append_step_summary(&fx.record, &fx.run_dir, &fx.dir.path().join("no/such/dir/f"))
-        .unwrap_err();
+    let err = append_step_summary(
+        &fx.record,
+        &fx.run_dir,
+        &fx.dir.path().join("no/such/dir/f"),
+    )
+    .unwrap_err();
     assert!(matches!(err, ReportError::Write { .. }));
     assert!(err.to_string().starts_with("cannot write "), "{err}");
 }

@@ -105,14 +105,23 @@ fn phases_become_test_cases_with_messages_and_log_tails() {
     match &case(&r, "nexus-cos", "docs").status {
         TestCaseStatus::Skipped { ty, message, .. } => {
             assert_eq!(ty.as_ref().unwrap().as_str(), "allowed_failure");
-            assert!(message.as_ref().unwrap().as_str().contains("allowed to fail"));
+            assert!(
+                message
+                    .as_ref()
+                    .unwrap()
+                    .as_str()
+                    .contains("allowed to fail")
+            );
         }
         other => panic!("{other:?}"),
     }
     match &case(&r, "nexus-cos", "image").status {
         TestCaseStatus::Skipped { ty, message, .. } => {
             assert_eq!(ty.as_ref().unwrap().as_str(), "blocked");
-            assert_eq!(message.as_ref().unwrap().as_str(), "blocked: blocked by unit");
+            assert_eq!(
+                message.as_ref().unwrap().as_str(),
+                "blocked: blocked by unit"
+            );
         }
         other => panic!("{other:?}"),
     }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod browser;
+mod engine;
 mod fixtures;
 mod formats;
 mod junit;
@@ -70,9 +71,29 @@ pub fn html_text(html: &str) -> String {
                 // Block-level elements end a line.
                 if matches!(
                     name.as_str(),
-                    "p" | "div" | "tr" | "li" | "h1" | "h2" | "h3" | "h4" | "summary" | "pre"
-                        | "section" | "header" | "footer" | "dt" | "table" | "thead" | "tbody"
-                        | "nav" | "br" | "details" | "ul" | "dl" | "title" | "text"
+                    "p" | "div"
+                        | "tr"
+                        | "li"
+                        | "h1"
+                        | "h2"
+                        | "h3"
+                        | "h4"
+                        | "summary"
+                        | "pre"
+                        | "section"
+                        | "header"
+                        | "footer"
+                        | "dt"
+                        | "table"
+                        | "thead"
+                        | "tbody"
+                        | "nav"
+                        | "br"
+                        | "details"
+                        | "ul"
+                        | "dl"
+                        | "title"
+                        | "text"
                 ) {
                     out.push('\n');
                 } else if matches!(name.as_str(), "td" | "th") && !tag.starts_with('/') {

@@ -35,10 +35,21 @@ fn settings_are_checked_at_load_time() {
         "unknown report format `docx`: use one of md, junit, html, json, compliance, pdf"
     );
     let err = r.build_phase(&spec(r#"format = ["md"]"#)).err().unwrap();
-    assert!(err.message.contains("unknown field `format`"), "{}", err.message);
+    assert!(
+        err.message.contains("unknown field `format`"),
+        "{}",
+        err.message
+    );
     let err = r.build_phase(&spec("formats = []")).err().unwrap();
-    assert!(err.message.starts_with("`formats` is empty"), "{}", err.message);
-    assert!(r.build_phase(&spec("")).is_ok(), "defaults: md, junit, html");
+    assert!(
+        err.message.starts_with("`formats` is empty"),
+        "{}",
+        err.message
+    );
+    assert!(
+        r.build_phase(&spec("")).is_ok(),
+        "defaults: md, junit, html"
+    );
 }
 
 #[tokio::test]
@@ -46,8 +57,10 @@ async fn it_writes_reports_of_the_run_so_far() {
     let fx = fixtures::succeeded();
     let r = registry();
     let phase = r
-        .build_phase(&spec(r#"formats = ["md", "json", "compliance"]
-output = "out/${{ vars.version }}""#))
+        .build_phase(&spec(
+            r#"formats = ["md", "json", "compliance"]
+output = "out/${{ vars.version }}""#,
+        ))
         .unwrap();
     let base = fx.dir.path();
     let ctx = PhaseContext::builder(PhaseId::new("report").unwrap(), base)
@@ -126,15 +139,20 @@ async fn without_a_snapshot_it_fails_clearly() {
 fn describe_says_what_it_would_write() {
     let dir = tempfile::tempdir().unwrap();
     let phase = registry()
-        .build_phase(&spec(r#"formats = ["html", "pdf"]
-output = "reports""#))
+        .build_phase(&spec(
+            r#"formats = ["html", "pdf"]
+output = "reports""#,
+        ))
         .unwrap();
     let id = PhaseId::new("report").unwrap();
     let scope = NoScope;
     let ctx = orch_core::PlanContext::new(&id, dir.path(), &scope);
     let d = phase.describe(&ctx);
     let reports = dir.path().join("reports").display().to_string();
-    assert_eq!(d.summary, format!("render html, pdf reports into {reports}"));
+    assert_eq!(
+        d.summary,
+        format!("render html, pdf reports into {reports}")
+    );
     assert_eq!(
         d.changes,
         [
