@@ -619,11 +619,18 @@ impl JournalWriter {
 
     /// Writes `entry` and returns its sequence number (1 for the first record).
     pub fn append(&mut self, entry: &Entry) -> std::io::Result<u64> {
+        self.append_all(std::slice::from_ref(entry))
+    }
+
+    /// Writes `entries` with one write and returns the sequence number of the last.
+    pub fn append_all(&mut self, entries: &[Entry]) -> std::io::Result<u64> {
         self.buf.clear();
-        encode(entry, &mut self.buf);
+        for entry in entries {
+            encode(entry, &mut self.buf);
+        }
         self.storage.append(&self.buf)?;
         failpoint::hit("after-journal-append");
-        self.seq += 1;
+        self.seq += entries.len() as u64;
         match &self.tx {
             Some(tx) => {
                 tx.send_replace(self.seq);

@@ -233,10 +233,15 @@ impl Runner {
             }
             return Ok(Prepared {
                 run_id,
+                started_at: SystemTime::now(),
                 lock: None,
                 resume: None,
+                journal: None,
+                durable: false,
             });
         }
+        // A selection naming unknown phases fails before anything is written.
+        self.options.selection.apply(&self.pipeline)?;
         let state_dir = self.state_dir();
         let mut lock = WorkspaceLock::acquire(&state_dir)?;
         failpoint::hit("after-lock");
@@ -253,18 +258,68 @@ impl Runner {
             None => None,
             Some(from) => Some(load_resume(&state_dir, from, self.pipeline.name())?),
         };
+        let started_at = SystemTime::now();
+        let run_dir = state_dir.join("runs").join(run_id.as_str());
+        std::fs::create_dir_all(run_dir.join("outputs")).map_err(|source| RunError::State {
+            path: run_dir.clone(),
+            source,
+        })?;
+        let mode = self.options.journal.unwrap_or_else(JournalMode::from_env);
+        let journal = if mode == JournalMode::Off {
+            None
+        } else {
+            let path = run_dir.join(JOURNAL_FILE);
+            let state_err = |source| RunError::State {
+                path: path.clone(),
+                source,
+            };
+            let durable = mode == JournalMode::Durable;
+            let storage = match &self.options.journal_storage {
+                Some(f) => (f.0)(&path).map_err(state_err)?,
+                None => Box::new(FileStorage::create(&path, durable).map_err(state_err)?),
+            };
+            let mut j = JournalWriter::create(storage, durable).map_err(state_err)?;
+            // Who this run is and what it inherits: one write, durable before
+            // `runs/latest` points here, so a resume of this run never misses them.
+            let mut first = vec![Entry::Run {
+                run_id: run_id.clone(),
+                pipeline: self.pipeline.name().to_owned(),
+                started_at: rfc3339(started_at),
+                resumed_from: resume.as_ref().map(|(id, _)| id.clone()),
+                pid: std::process::id(),
+            }];
+            if let Some((_, state)) = &resume {
+                first.push(Entry::Inherited {
+                    phases: state.phases.clone(),
+                });
+            }
+            j.append_all(&first).map_err(state_err)?;
+            j.wait_all().await.map_err(|e| RunError::State {
+                path: path.clone(),
+                source: std::io::Error::other(e),
+            })?;
+            failpoint::hit("after-journal-header");
+            Some(j)
+        };
         Ok(Prepared {
             run_id,
+            started_at,
             lock: Some(lock),
             resume,
+            journal,
+            durable: mode == JournalMode::Durable,
         })
     }
 }
 
 struct Prepared {
     run_id: RunId,
+    started_at: SystemTime,
     lock: Option<WorkspaceLock>,
     resume: Option<(RunId, ResumeState)>,
+    journal: Option<JournalWriter>,
+    /// Journal synced: make the `runs/latest` link durable too.
+    durable: bool,
 }
 
 /// The id `runs/latest` points at in `state_dir`, if any.
@@ -360,52 +415,14 @@ impl Engine {
         let p = r.pipeline;
         let reasons = r.options.selection.apply(&p)?;
         let run_id = prep.run_id;
+        // `prepare` made the run directory (with `write_files`).
         let run_dir: Arc<Path> = Arc::from(state_dir.join("runs").join(run_id.as_str()));
-        if r.options.write_files {
-            std::fs::create_dir_all(run_dir.join("outputs")).map_err(|source| RunError::State {
-                path: run_dir.to_path_buf(),
-                source,
-            })?;
-        }
-        let started_at = SystemTime::now();
+        let started_at = prep.started_at;
         let (resumed_from, resume) = match prep.resume {
             Some((id, state)) => (Some(id), Some(state)),
             None => (None, None),
         };
-        let mode = r.options.journal.unwrap_or_else(JournalMode::from_env);
-        let journal = if r.options.write_files && mode != JournalMode::Off {
-            let path = run_dir.join(JOURNAL_FILE);
-            let state_err = |source| RunError::State {
-                path: path.clone(),
-                source,
-            };
-            let storage = match &r.options.journal_storage {
-                Some(f) => (f.0)(&path).map_err(state_err)?,
-                None => Box::new(
-                    FileStorage::create(&path, mode == JournalMode::Durable).map_err(state_err)?,
-                ),
-            };
-            let mut j =
-                JournalWriter::create(storage, mode == JournalMode::Durable).map_err(state_err)?;
-            j.append(&Entry::Run {
-                run_id: run_id.clone(),
-                pipeline: p.name().to_owned(),
-                started_at: rfc3339(started_at),
-                resumed_from: resumed_from.clone(),
-                pid: std::process::id(),
-            })
-            .map_err(state_err)?;
-            if let Some(state) = &resume {
-                j.append(&Entry::Inherited {
-                    phases: state.phases.clone(),
-                })
-                .map_err(state_err)?;
-            }
-            failpoint::hit("after-journal-header");
-            Some(j)
-        } else {
-            None
-        };
+        let journal = prep.journal;
         let jobs = r
             .options
             .jobs
@@ -512,6 +529,16 @@ impl Engine {
             // `runs/latest` points at this run from now on, so `--resume` finds it even if
             // the process dies; run.json says `running` until the run ends.
             write_record(&e.run_dir, &e.record_header(RunStatus::Running))?;
+            if prep.durable
+                && let Some(runs) = e.run_dir.parent()
+            {
+                std::fs::File::open(runs)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|source| RunError::State {
+                        path: runs.to_owned(),
+                        source,
+                    })?;
+            }
         }
         let to_run = reasons
             .iter()

@@ -1,0 +1,8 @@
+//! Durable runs through the real `orch` binary: crash-resume torture, failpoints, process
+//! cleanup on timeout and signals, the workspace lock, and run history.
+
+mod cleanup;
+mod history;
+mod lock;
+mod support;
+mod torture;
