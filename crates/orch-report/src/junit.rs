@@ -148,8 +148,23 @@ pub(crate) fn collect(record: &RunRecord, run_dir: &Path) -> Vec<TestFile> {
 }
 
 /// Parses JUnit XML, accepting a `<testsuites>` root or a single `<testsuite>` root.
+///
+/// Files from other tools may carry timestamps without a time zone (Surefire, older
+/// pytest) or times with thousands separators; when the strict reader refuses a file, it is
+/// read again without the `timestamp` and `time` attributes it could not read.
 pub(crate) fn parse(bytes: &[u8]) -> Result<Report, String> {
     let text = std::str::from_utf8(bytes).map_err(|e| format!("not utf-8: {e}"))?;
+    parse_text(text).or_else(|first| {
+        let lenient = lenient(text);
+        if lenient == text {
+            Err(first)
+        } else {
+            parse_text(&lenient).map_err(|_| first)
+        }
+    })
+}
+
+fn parse_text(text: &str) -> Result<Report, String> {
     let (name, at) = root_element(text).ok_or("not xml: no root element")?;
     let result = match name {
         "testsuites" => Report::deserialize_from_str(text),
@@ -160,6 +175,98 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Report, String> {
         other => return Err(format!("not junit xml: the root element is <{other}>")),
     };
     result.map_err(|e| format!("not junit xml: {e}"))
+}
+
+/// The text with `timestamp` attributes that are not RFC 3339 removed, and `time`
+/// attributes fixed (thousands separators) or removed when they are not seconds.
+fn lenient(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(lt) = rest.find('<') {
+        out.push_str(&rest[..lt]);
+        rest = &rest[lt..];
+        // Comments and CDATA are copied as they are.
+        for (open, close) in [("<!--", "-->"), ("<![CDATA[", "]]>")] {
+            if rest.starts_with(open) {
+                let end = rest.find(close).map_or(rest.len(), |i| i + close.len());
+                out.push_str(&rest[..end]);
+                rest = &rest[end..];
+            }
+        }
+        let Some(tag_end) = tag_end(rest) else {
+            break;
+        };
+        out.push_str(&lenient_tag(&rest[..tag_end]));
+        rest = &rest[tag_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The end of the tag `s` starts with (just past `>`), quotes respected.
+fn tag_end(s: &str) -> Option<usize> {
+    let mut quote = None;
+    for (i, c) in s.char_indices() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '>') => return Some(i + 1),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn lenient_tag(tag: &str) -> String {
+    let mut out = String::with_capacity(tag.len());
+    let mut rest = tag;
+    loop {
+        // Copy up to the next attribute: whitespace, a name, `=`, a quoted value.
+        let Some(ws) = rest.find(char::is_whitespace) else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..ws]);
+        rest = &rest[ws..];
+        let name_start = rest.len() - rest.trim_start().len();
+        let after_ws = &rest[name_start..];
+        let name_len = after_ws
+            .find(|c: char| c == '=' || c.is_whitespace() || c == '>' || c == '/')
+            .unwrap_or(after_ws.len());
+        let name = &after_ws[..name_len];
+        let after_name = &after_ws[name_len..];
+        let Some(value_part) = after_name.strip_prefix('=') else {
+            out.push_str(&rest[..name_start + name_len.max(1).min(after_ws.len())]);
+            rest = &rest[name_start + name_len.max(1).min(after_ws.len())..];
+            continue;
+        };
+        let Some(q) = value_part
+            .chars()
+            .next()
+            .filter(|c| *c == '"' || *c == '\'')
+        else {
+            out.push_str(&rest[..name_start + name_len + 1]);
+            rest = &rest[name_start + name_len + 1..];
+            continue;
+        };
+        let Some(close) = value_part[1..].find(q) else {
+            out.push_str(rest);
+            return out;
+        };
+        let value = &value_part[1..=close];
+        let attr_len = name_start + name_len + 1 + close + 2;
+        match name {
+            "timestamp" if time::parse(value).is_none() => {}
+            "time" if value.parse::<f64>().is_err() => {
+                let fixed = value.replace(',', "");
+                if fixed.parse::<f64>().is_ok_and(|v| v >= 0.0) {
+                    out.push_str(&format!(" time=\"{fixed}\""));
+                }
+            }
+            _ => out.push_str(&rest[..attr_len]),
+        }
+        rest = &rest[attr_len..];
+    }
 }
 
 /// The name and byte offset of the first element, after the declaration, comments and
@@ -374,6 +481,39 @@ pub(crate) fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_with_unreadable_times_are_read_without_them() {
+        let xml = r#"<?xml version="1.0"?>
+<!-- time="x" in a comment stays -->
+<testsuite name="surefire" time="1,234.5" timestamp="2024-01-01T12:00:00" tests='1'>
+<testcase name="a" classname="C" time="abc"><failure message='time="x"'>time="y"</failure></testcase>
+</testsuite>"#;
+        assert!(parse_text(xml).is_err(), "the strict reader refuses it");
+        let fixed = lenient(xml);
+        assert!(
+            fixed.contains("<!-- time=\"x\" in a comment stays -->"),
+            "{fixed}"
+        );
+        assert!(
+            fixed.contains(r#"<testsuite name="surefire" time="1234.5" tests='1'>"#),
+            "{fixed}"
+        );
+        assert!(
+            fixed.contains(
+                r#"<testcase name="a" classname="C"><failure message='time="x"'>time="y"</failure>"#
+            ),
+            "{fixed}"
+        );
+        let r = parse(xml.as_bytes()).unwrap();
+        let suite = &r.test_suites[0];
+        assert_eq!(
+            suite.time,
+            Some(std::time::Duration::from_millis(1_234_500))
+        );
+        assert_eq!(suite.timestamp, None);
+        assert_eq!(suite.test_cases.len(), 1);
+    }
 
     #[test]
     fn a_lone_testsuite_root_is_accepted() {

@@ -106,7 +106,7 @@ fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
 impl Phase for ReportPhase {
     fn describe(&self, ctx: &PlanContext<'_>) -> Description {
         let dir = self.output.as_deref().map_or_else(
-            || "the run directory".to_owned(),
+            || "RUN_DIR".to_owned(),
             |o| ctx.resolve(o).display().to_string(),
         );
         let names: Vec<&str> = self.formats.iter().map(|f| f.as_str()).collect();
