@@ -42,11 +42,15 @@ fn html_text_snapshots() {
 }
 
 #[test]
-fn compliance_text_snapshot() {
-    let fx = fixtures::succeeded();
-    let html = render_text(&fx, Format::ComplianceHtml);
-    let text = html_text(&html);
-    redacted(&fx).bind(|| insta::assert_snapshot!("compliance_text_succeeded", text));
+fn compliance_text_snapshots() {
+    for (name, fx) in [
+        ("succeeded", fixtures::succeeded()),
+        ("failed", fixtures::failed()),
+    ] {
+        let html = render_text(&fx, Format::ComplianceHtml);
+        let text = html_text(&html);
+        redacted(&fx).bind(|| insta::assert_snapshot!(format!("compliance_text_{name}"), text));
+    }
 }
 
 #[test]

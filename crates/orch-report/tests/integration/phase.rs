@@ -161,6 +161,11 @@ output = "reports""#,
         ]
     );
     assert!(!dir.path().join("reports").exists());
+
+    let phase = registry().build_phase(&spec("")).unwrap();
+    let d = phase.describe(&ctx);
+    assert_eq!(d.summary, "render md, junit, html reports into RUN_DIR");
+    assert_eq!(d.changes[0], "write RUN_DIR/report.md");
 }
 
 struct NoScope;
