@@ -598,6 +598,13 @@ impl Engine {
     async fn run(mut self) -> Result<RunRecord, RunError> {
         let mut stop_seen = false;
         loop {
+            if !stop_seen && self.control.is_stopped() {
+                // Interrupted before the loop could see it (e.g. while taking the lock).
+                stop_seen = true;
+                if self.stopping.is_none() {
+                    self.stopping = Some("the run was interrupted".into());
+                }
+            }
             if self.stopping.is_none() {
                 while self.running < self.jobs {
                     let Some(i) = self.pick() else { break };
@@ -938,11 +945,7 @@ impl Engine {
             redactor: self.redactor.clone(),
             snapshot,
         };
-        self.bus.emit(&RunEvent::PhaseStarted {
-            phase: node.spec.id.clone(),
-            attempt,
-            at: now.0,
-        });
+        // Journaled before anything starts, so attempt numbers never repeat after a crash.
         if let Some(j) = &mut self.journal
             && let Err(e) = j.append(&Entry::Started {
                 phase: node.spec.id.to_string(),
@@ -962,6 +965,11 @@ impl Engine {
             );
             return;
         }
+        self.bus.emit(&RunEvent::PhaseStarted {
+            phase: node.spec.id.clone(),
+            attempt,
+            at: now.0,
+        });
         let phase = node.phase.clone();
         let timeout = node.spec.timeout;
         let abort = self.control.abort.clone();
@@ -1394,6 +1402,13 @@ pub fn write_record(run_dir: &Path, record: &RunRecord) -> Result<(), RunError> 
         std::fs::rename(&tmp_link, &latest).map_err(err(&latest))?;
     }
     Ok(())
+}
+
+/// The run future can be spawned (the Python module does).
+#[allow(dead_code)]
+fn _run_future_is_send(r: Runner) {
+    fn is_send<T: Send>(_: &T) {}
+    is_send(&r.run(RunControl::new()));
 }
 
 #[allow(dead_code)]
