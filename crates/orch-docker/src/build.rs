@@ -259,10 +259,14 @@ impl Phase for BuildPhase {
         let context_dir = r.context.clone();
         let base = ctx.base_dir().to_owned();
         let dockerfile_setting = r.dockerfile.clone();
+        let labels_in_dockerfile = r.target.is_none();
         let packed = tokio::task::spawn_blocking(move || {
             let df =
                 context::locate_dockerfile(&base, &context_dir, dockerfile_setting.as_deref())?;
-            context::pack(&context_dir, &df)
+            // Labels go into the Dockerfile as one `LABEL` line (the classic builder makes a
+            // step per build label); with a `target` they must reach that stage, so they
+            // stay build labels then.
+            context::pack(&context_dir, &df, labels_in_dockerfile)
         })
         .await
         .map_err(|e| PhaseError::failed(format!("packing the context failed: {e}")))?
@@ -356,30 +360,35 @@ impl BuildPhase {
         packed: PackedContext,
         hash: &str,
     ) -> Result<Built, PhaseError> {
-        let mut labels: HashMap<String, String> = r.labels.clone().into_iter().collect();
+        let mut labels = r.labels.clone();
         labels
             .entry(OCI_CREATED.to_owned())
             .or_insert_with(|| orch_core::record::rfc3339(std::time::SystemTime::now()));
         labels.insert(CONTENT_HASH_LABEL.to_owned(), hash.to_owned());
         labels.insert(RUN_LABEL.to_owned(), ctx.run_id().to_string());
         labels.insert(PHASE_LABEL.to_owned(), ctx.phase_id().to_string());
+        let dockerfile = packed.dockerfile.clone();
+        let finished = packed
+            .finish(&labels)
+            .map_err(|e| PhaseError::from_error(&e))?;
         let options = BuildImageOptions {
-            dockerfile: packed.dockerfile.clone(),
+            dockerfile,
             nocache: self.settings.no_cache,
             rm: true,
             forcerm: true,
             buildargs: (!r.build_args.is_empty())
                 .then(|| r.build_args.clone().into_iter().collect()),
-            labels: Some(labels),
+            labels: (!finished.labels_in_dockerfile)
+                .then(|| labels.into_iter().collect::<HashMap<_, _>>()),
             target: r.target.clone().unwrap_or_default(),
             ..BuildImageOptions::default()
         };
         ctx.log(format!(
             "building with the engine at {endpoint} ({} bytes of context)",
-            packed.tar.len()
+            finished.tar.len()
         ));
         let mut stream =
-            docker.build_image(options, None, Some(bollard::body_full(packed.tar.into())));
+            docker.build_image(options, None, Some(bollard::body_full(finished.tar.into())));
 
         // The container of the step that is running: removed if this future is dropped
         // (the engine also removes it when the connection closes; this makes it certain).

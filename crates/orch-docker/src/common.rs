@@ -91,16 +91,12 @@ pub(crate) fn render(ctx: &PhaseContext, key: &str, value: &str) -> Result<Strin
 /// A container name for a phase attempt: `orch-RUN-PHASE-ATTEMPT-RANDOM`, within the
 /// engine's name rules.
 pub(crate) fn container_name(ctx: &PhaseContext) -> String {
-    let mut suffix = [0u8; 3];
-    for b in &mut suffix {
-        *b = fastrand_byte();
-    }
     let raw = format!(
         "orch-{}-{}-{}-{}",
         ctx.run_id(),
         ctx.phase_id(),
         ctx.attempt(),
-        crate::context::hex(&suffix)
+        crate::context::hex(&fastrand::u32(..).to_le_bytes()[..3])
     );
     raw.chars()
         .map(|c| {
@@ -111,18 +107,6 @@ pub(crate) fn container_name(ctx: &PhaseContext) -> String {
             }
         })
         .collect()
-}
-
-fn fastrand_byte() -> u8 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    (h.finish() & 0xff) as u8
 }
 
 /// Milliseconds of a duration, saturating.

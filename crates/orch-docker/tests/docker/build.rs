@@ -176,7 +176,8 @@ revision = "abc123""#
     let changed = phase.run(&t4.ctx).await.unwrap();
     assert_eq!(changed.outputs["cached"], "false");
     let t5 = TestCtx::configure(dir.path(), |b| b.var("version", "10.0.0"));
-    assert_eq!(phase.run(&t5.ctx).await.unwrap().outputs["cached"], "false");
+    let new_version = phase.run(&t5.ctx).await.unwrap();
+    assert_eq!(new_version.outputs["cached"], "false");
 
     // `force` builds although an image has the hash.
     let forced = build_phase(&format!("{with}\nforce = true"));
@@ -189,7 +190,11 @@ revision = "abc123""#
             .any(|l| l.starts_with("Step 1/") && l.ends_with(&format!(" : FROM {BASE_IMAGE}")))
     );
 
-    remove_images(&docker, &[tag, other_tag]).await;
+    let mut made = vec![tag, other_tag];
+    for o in [&out, &changed, &new_version, &out6] {
+        made.push(o.outputs["image_id"].clone());
+    }
+    remove_images(&docker, &made).await;
 }
 
 #[tokio::test]
@@ -287,4 +292,68 @@ async fn cancelling_or_dropping_a_build_leaves_no_container() {
         })
         .await
     );
+}
+
+#[tokio::test]
+async fn a_target_stage_and_a_dockerfile_outside_the_context() {
+    let Some(docker) = engine().await else { return };
+    base_image().await;
+    let n = nonce();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("ctx")).unwrap();
+    std::fs::create_dir_all(root.path().join("docker")).unwrap();
+    std::fs::write(root.path().join("ctx/data.txt"), &n).unwrap();
+    std::fs::write(
+        root.path().join("docker/app.Dockerfile"),
+        format!(
+            "FROM {BASE_IMAGE} AS first\nCOPY . /ctx/\nRUN echo one > /stage\n\
+             FROM {BASE_IMAGE} AS second\nRUN echo two > /stage\n"
+        ),
+    )
+    .unwrap();
+    let tag = format!("orch-test/target:{n}");
+    let phase = build_phase(&format!(
+        r#"context = "ctx"
+dockerfile = "docker/app.Dockerfile"
+target = "first"
+tags = ["{tag}"]"#
+    ));
+    let t = TestCtx::new(root.path());
+    let out = phase
+        .run(&t.ctx)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", t.log_text()));
+    let labels = docker
+        .inspect_image(&tag)
+        .await
+        .unwrap()
+        .config
+        .unwrap()
+        .labels
+        .unwrap();
+    assert_eq!(
+        labels[orch_docker::CONTENT_HASH_LABEL],
+        out.outputs["content_hash"]
+    );
+
+    let run = phase_of(
+        "docker.run",
+        &format!(
+            r#"image = "{tag}"
+network = "none"
+command = "cat /stage; ls -a /ctx""#
+        ),
+    );
+    let rt = TestCtx::new(root.path());
+    run.run(&rt.ctx).await.unwrap();
+    let lines = rt.lines();
+    assert!(lines.iter().any(|l| l == "one"), "{lines:#?}");
+    assert!(lines.iter().any(|l| l == "data.txt"), "{lines:#?}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("Dockerfile") || l == ".dockerignore"),
+        "the generated build files stay out of the image: {lines:#?}"
+    );
+    remove_images(&docker, &[tag, out.outputs["image_id"].clone()]).await;
 }
