@@ -498,3 +498,33 @@ cwd = "work"
         canon.display().to_string()
     );
 }
+
+#[test]
+fn every_run_leaves_its_reports_and_orch_report_renders_them() {
+    let ws = Ws::new(
+        r#"
+[pipeline]
+name = "reports"
+[phases.ok]
+run = "echo fine"
+[phases.bad]
+run = "echo '<script>x</script>'; exit 1"
+"#,
+    );
+    let r = ws.orch(&["run", "--keep-going"]);
+    assert_eq!(r.code, 1);
+    let dir = ws.latest_dir();
+    for f in ["report.md", "junit.xml", "report.html", "run.json"] {
+        assert!(dir.join(f).exists(), "{f} missing");
+    }
+    let md = ws.orch(&["report", "--format", "md"]);
+    assert_eq!(md.code, 0, "{}", md.stderr);
+    assert!(md.stdout.contains("`bad`"), "{}", md.stdout);
+    let junit = ws.orch(&["report", "latest", "--format", "junit", "-o", "out.xml"]);
+    assert_eq!(junit.code, 0, "{}", junit.stderr);
+    assert!(ws.read("out.xml").contains("<testsuites"));
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(!html.contains("<script>x</script>"), "log text reached the HTML unescaped");
+    let bad = ws.orch(&["report", "--format", "docx"]);
+    assert_eq!(bad.code, 2);
+}

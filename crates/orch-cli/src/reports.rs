@@ -1,0 +1,93 @@
+//! Reports: the files every run leaves, and `orch report` for any past run.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use orch_core::RunRecord;
+use orch_core::history;
+use orch_report::{Format, ReportError};
+
+use crate::exit_codes::ExitCodes;
+
+/// `orch report`.
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The run id (default: the latest run).
+    #[arg(default_value = "latest")]
+    run_id: String,
+    /// md, junit, html, json, pdf or compliance.
+    #[arg(long, default_value = "md")]
+    format: String,
+    /// Write to this file instead of standard output (PDF defaults to the run directory).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// The pipeline file whose state directory to read.
+    #[arg(long, short = 'f', default_value = "orch.toml")]
+    file: PathBuf,
+    /// The state directory (overrides the pipeline file's).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+/// Writes `report.md`, `junit.xml`, `report.html` (and `artifacts_manifest.json` when the
+/// run built or pushed images) into the run directory, and appends the Markdown summary to
+/// `GITHUB_STEP_SUMMARY` when it is set. Problems are warnings: the run's result stands.
+pub fn after_run(record: &RunRecord, run_dir: &Path) -> Vec<PathBuf> {
+    let mut written = match orch_report::write_default_reports(record, run_dir) {
+        Ok(paths) => paths,
+        Err(e) => {
+            eprintln!("warning: cannot write reports: {e}");
+            Vec::new()
+        }
+    };
+    let manifest = orch_docker::artifacts_manifest(record);
+    if manifest["images"].as_array().is_some_and(|a| !a.is_empty()) {
+        let path = run_dir.join("artifacts_manifest.json");
+        match serde_json::to_vec_pretty(&manifest).map(|b| std::fs::write(&path, b)) {
+            Ok(Ok(())) => written.push(path),
+            Ok(Err(e)) => eprintln!("warning: cannot write {}: {e}", path.display()),
+            Err(e) => eprintln!("warning: cannot write {}: {e}", path.display()),
+        }
+    }
+    if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|v| !v.is_empty())
+        && let Err(e) = orch_report::append_step_summary(record, run_dir, Path::new(&summary))
+    {
+        eprintln!("warning: cannot append to GITHUB_STEP_SUMMARY: {e}");
+    }
+    written
+}
+
+/// `orch report [RUN_ID] --format F [-o FILE]`.
+pub fn report(a: &ReportArgs) -> Result<u8, (String, u8)> {
+    let invalid = |m: String| (m, ExitCodes::INVALID);
+    let format: Format = a
+        .format
+        .parse()
+        .map_err(|e: ReportError| invalid(format!("error: {e}")))?;
+    let state_dir = a
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| history::state_dir_of(&a.file));
+    let id = history::resolve(&state_dir, &a.run_id).map_err(|e| invalid(format!("error: {e}")))?;
+    let record = history::load(&state_dir, id.as_str()).map_err(|e| invalid(format!("error: {e}")))?;
+    let run_dir = state_dir.join("runs").join(id.as_str());
+    let bytes = orch_report::render(&record, &run_dir, format)
+        .map_err(|e| (format!("error: {e}"), ExitCodes::FAILED))?;
+    let output = a.output.clone().or_else(|| {
+        (format == Format::Pdf).then(|| run_dir.join(format.file_name()))
+    });
+    match output {
+        Some(path) => {
+            std::fs::write(&path, &bytes)
+                .map_err(|e| (format!("error: cannot write {}: {e}", path.display()), ExitCodes::FAILED))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => {
+            std::io::stdout()
+                .write_all(&bytes)
+                .map_err(|e| (format!("error: cannot write the report: {e}"), ExitCodes::FAILED))?;
+        }
+    }
+    Ok(ExitCodes::OK)
+}
