@@ -1,6 +1,7 @@
 //! Durable runs, in process: the journal is durable before a phase is reported, every
 //! truncation of a real journal resumes to a consistent state, damage in the middle is
 //! detected, and resume follows the boundary (done work skipped, interrupted work again).
+#![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

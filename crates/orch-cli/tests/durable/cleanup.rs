@@ -82,7 +82,7 @@ fn interrupted(sig: Signal, twice: bool) {
     let mut child = ws.spawn(&["run", "-q", "--grace", grace]);
     let pids = tree_started(&ws);
     let t0 = Instant::now();
-    signal(&child, sig);
+    signal(child.id(), sig);
     if twice {
         // The first signal has landed once the graceful SIGTERM killed the forked child
         // (the one that ignores SIGTERM lives on); the second must skip the 60s grace.
@@ -93,7 +93,7 @@ fn interrupted(sig: Signal, twice: bool) {
             crate::support::alive(pids[2]),
             "the TERM-ignoring child waits for SIGKILL"
         );
-        signal(&child, sig);
+        signal(child.id(), sig);
     }
     let status = child.wait().expect("wait");
     let took = t0.elapsed();
@@ -141,7 +141,7 @@ needs = ["first"]
     let pid: i32 = poll(Duration::from_secs(10), "the slow phase", || {
         ws.read("slow.pid").trim().parse().ok()
     });
-    signal(&child, Signal::SIGINT);
+    signal(child.id(), Signal::SIGINT);
     assert_eq!(child.wait().expect("wait").code(), Some(130));
     assert_all_gone(&[pid], &latest_id(&ws));
     let first_run = latest_id(&ws);

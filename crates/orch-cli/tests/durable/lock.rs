@@ -58,7 +58,7 @@ fn a_killed_runs_lock_is_taken_over_and_its_processes_killed() {
         ws.read("hold.pid").trim().parse().ok()
     });
     let dead_run = std::fs::read_link(ws.state().join("runs/latest")).expect("latest");
-    signal(&first, Signal::SIGKILL);
+    signal(first.id(), Signal::SIGKILL);
     first.wait().expect("wait");
     // The killed run's phase outlives it...
     assert!(alive(orphan), "the orphan still runs");

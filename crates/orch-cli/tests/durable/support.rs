@@ -8,6 +8,44 @@ pub struct Ws {
     pub dir: tempfile::TempDir,
 }
 
+/// An `orch` started in the background: killed on drop if still running (a failed
+/// assertion must not leave it behind).
+pub struct Running(pub Child);
+
+impl Running {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Drop for Ws {
+    /// Whatever a run of this workspace left running (a killed `orch` leaves its phases)
+    /// goes with the workspace.
+    fn drop(&mut self) {
+        let Ok(dir) = std::fs::read_dir(self.path().join(".orch/runs")) else {
+            return;
+        };
+        for e in dir.flatten() {
+            if let Some(id) = e.file_name().to_str() {
+                orch_core::process::signal_marked(id, None, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
 pub struct Run {
     pub code: Option<i32>,
     pub stdout: String,
@@ -60,13 +98,15 @@ impl Ws {
         }
     }
 
-    /// Starts `orch` in the background, output discarded.
-    pub fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn orch")
+    /// Starts `orch` in the background, output discarded; killed if the test fails.
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        Running(
+            self.command(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn orch"),
+        )
     }
 
     pub fn read(&self, rel: &str) -> String {
@@ -128,6 +168,6 @@ pub fn assert_all_gone(pids: &[i32], run_id: &str) {
     }
 }
 
-pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("kill");
+pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).expect("kill");
 }

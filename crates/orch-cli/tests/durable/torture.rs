@@ -17,14 +17,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use orch_core::journal::{self, Entry};
 use orch_core::{PhaseStatus, RunId};
 
-use crate::support::{Ws, signal};
+use crate::support::{Running, Ws, signal};
 
 const PHASE_SH: &str = r#"#!/bin/sh
 # phase.sh NAME [flaky|fail]: one torture phase.
@@ -208,7 +207,7 @@ fn ledger_lines(ws: &Ws) -> usize {
     ws.read("ledger").lines().count()
 }
 
-fn start(ws: &Ws, env: &[(&str, String)]) -> Child {
+fn start(ws: &Ws, env: &[(&str, String)]) -> Running {
     let resume = ws.state().join("runs").join("latest").exists();
     let args: &[&str] = if resume {
         &["run", "-q", "--resume"]
@@ -219,10 +218,12 @@ fn start(ws: &Ws, env: &[(&str, String)]) -> Child {
     for (k, v) in env {
         c.env(k, v);
     }
-    c.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn orch")
+    Running(
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn orch"),
+    )
 }
 
 /// Runs one trial: the crashes in order, then resumes until a run ends. Returns a
@@ -238,7 +239,7 @@ fn trial(crashes: &[Crash]) -> Result<String, String> {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         let status = loop {
-            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            if let Some(status) = child.0.try_wait().map_err(|e| e.to_string())? {
                 break Some(status);
             }
             let reached = match crash {
@@ -247,11 +248,10 @@ fn trial(crashes: &[Crash]) -> Result<String, String> {
                 Crash::Failpoint(..) => false,
             };
             if reached {
-                signal(&child, Signal::SIGKILL);
+                signal(child.id(), Signal::SIGKILL);
                 break None;
             }
             if Instant::now() > deadline {
-                let _ = child.kill();
                 return Err(format!("run did not end: {crash:?}"));
             }
             std::thread::sleep(Duration::from_micros(300));
@@ -278,12 +278,12 @@ fn trial(crashes: &[Crash]) -> Result<String, String> {
             return Err(format!("resume keeps failing: {status}; {story}"));
         }
     }
+    let mut ws = ws;
     check(&ws).map_err(|e| {
-        let kept = ws.dir.path().to_owned();
-        std::mem::forget(ws);
+        ws.dir.disable_cleanup(true);
         format!(
             "{e}\n  story: {story}\n  workspace kept at {}",
-            kept.display()
+            ws.path().display()
         )
     })?;
     Ok(story)
@@ -452,7 +452,7 @@ fn crash_resume_torture() {
         let mut rng = Rng(seed.wrapping_add(t));
         let crashes: Vec<Crash> = (0..rng.below(1, 4))
             .map(|_| {
-                if rng.next() % 2 == 0 {
+                if rng.next().is_multiple_of(2) {
                     Crash::LedgerLines(rng.below(0, 80) as usize)
                 } else {
                     Crash::JournalBytes(rng.below(0, 14_000))
