@@ -6,6 +6,7 @@
 # Prints the median wall time of each and the ratio durable/off.
 #
 #   benches/journal_overhead.sh            # N=10000 WIDTH=100 JOBS=2 ROUNDS=5
+#   ORCH=path/to/orch benches/journal_overhead.sh   # a binary already built
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,8 +15,10 @@ WIDTH=${WIDTH:-100}
 JOBS=${JOBS:-2}
 ROUNDS=${ROUNDS:-5}
 
-cargo build -q --release -p orch-cli
-ORCH="$PWD/target/release/orch"
+if [ -z "${ORCH:-}" ]; then
+    cargo build -q --release -p orch-cli
+    ORCH="$PWD/target/release/orch"
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/orch-journal-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
