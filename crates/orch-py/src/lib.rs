@@ -26,6 +26,7 @@
 pub mod errors;
 pub mod phase;
 pub mod pipeline;
+mod pool;
 pub mod result;
 pub mod runs;
 pub mod runtime;
@@ -63,5 +64,6 @@ fn orch_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<phase::Context>()?;
     m.add_function(wrap_pyfunction!(kinds, m)?)?;
     m.add_function(wrap_pyfunction!(parse_duration, m)?)?;
+    m.add_function(wrap_pyfunction!(phase::_current_context, m)?)?;
     Ok(())
 }

@@ -20,24 +20,27 @@
 //! drops the attempt (timeout, abort) the same happens without waiting. Code blocked in
 //! a C call (`time.sleep`, a socket read) sees the exception when that call returns.
 
+use std::cell::RefCell;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use orch_core::{
-    Description, Outputs, Phase, PhaseContext, PhaseError, PhaseOutcome, PlanContext,
+    Description, Outputs, Phase, PhaseContext, PhaseError, PhaseId, PhaseOutcome, PlanContext,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyDict;
-use tokio::sync::{mpsc, oneshot};
+use pyo3::types::{PyDict, PyString};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::runs::{Inflight, RunShared};
 
 /// The Python side of phase calls (`orch/_runtime.py`).
 pub(crate) struct Helpers {
-    call_sync: Py<PyAny>,
+    run_awaitable: Py<PyAny>,
+    normalize: Py<PyAny>,
     submit_async: Py<PyAny>,
     describe_error: Py<PyAny>,
     logger_for: Py<PyAny>,
@@ -50,7 +53,8 @@ pub(crate) fn helpers(py: Python<'_>) -> PyResult<&Helpers> {
         let m = py.import("orch._runtime")?;
         let errors = py.import("orch._errors")?;
         Ok(Helpers {
-            call_sync: m.getattr("call_sync")?.unbind(),
+            run_awaitable: m.getattr("run_awaitable")?.unbind(),
+            normalize: m.getattr("normalize")?.unbind(),
             submit_async: m.getattr("submit_async")?.unbind(),
             describe_error: m.getattr("describe_error")?.unbind(),
             logger_for: m.getattr("logger_for")?.unbind(),
@@ -171,18 +175,45 @@ impl CallState {
     }
 }
 
+/// Where a call's log lines and result meet the engine task that waits for them.
+#[derive(Default)]
+pub(crate) struct Completion {
+    state: Mutex<CompletionState>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct CompletionState {
+    lines: Vec<String>,
+    result: Option<CallResult>,
+}
+
+impl Completion {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CompletionState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn log(&self, line: String) {
+        self.lock().lines.push(line);
+        self.notify.notify_one();
+    }
+
+    fn finish(&self, result: CallResult) {
+        self.lock().result = Some(result);
+        self.notify.notify_one();
+    }
+}
+
 /// What a phase function sees of its attempt (read by [`Context`]).
 pub(crate) struct ContextData {
-    pub(crate) run_id: String,
-    pub(crate) phase_id: String,
-    pub(crate) attempt: u32,
     pub(crate) shared: Option<Arc<RunShared>>,
+    pub(crate) phase_id: PhaseId,
+    pub(crate) attempt: u32,
     pub(crate) needs: Arc<[String]>,
-    pub(crate) log: mpsc::UnboundedSender<String>,
+    pub(crate) completion: Arc<Completion>,
     pub(crate) cancel: CancellationToken,
-    pub(crate) run_dir: String,
-    pub(crate) base_dir: String,
-    pub(crate) workdir: String,
+    /// The phase's working directory when it is not the pipeline's.
+    pub(crate) workdir: Option<PathBuf>,
 }
 
 /// The context a phase function receives: `fn(ctx: orch.Context) -> dict | None`.
@@ -197,13 +228,13 @@ impl Context {
     /// The run's id.
     #[getter]
     fn run_id(&self) -> &str {
-        &self.data.run_id
+        self.data.shared.as_ref().map_or("", |s| s.run_id.as_str())
     }
 
     /// This phase's id.
     #[getter]
     fn phase_id(&self) -> &str {
-        &self.data.phase_id
+        self.data.phase_id.as_str()
     }
 
     /// The attempt, from 1.
@@ -251,19 +282,22 @@ impl Context {
     /// The run's directory (`STATE_DIR/runs/RUN_ID`): write run artifacts there.
     #[getter]
     fn run_dir(&self) -> &str {
-        &self.data.run_dir
+        self.data.shared.as_ref().map_or("", |s| s.run_dir.as_str())
     }
 
     /// The pipeline's directory.
     #[getter]
     fn base_dir(&self) -> &str {
-        &self.data.base_dir
+        self.data.shared.as_ref().map_or("", |s| s.base_dir.as_str())
     }
 
     /// The phase's working directory.
     #[getter]
-    fn workdir(&self) -> &str {
-        &self.data.workdir
+    fn workdir(&self) -> String {
+        match &self.data.workdir {
+            Some(w) => w.display().to_string(),
+            None => self.base_dir().to_owned(),
+        }
     }
 
     /// A `logging.Logger` (`orch.phase.ID`) whose records go to the phase log.
@@ -278,17 +312,19 @@ impl Context {
     /// Writes a message to the phase log (each line becomes a log line and an event).
     fn log(&self, message: &str) {
         if message.is_empty() {
-            let _ = self.data.log.send(String::new());
+            self.data.completion.log(String::new());
         }
         for line in message.lines() {
-            let _ = self.data.log.send(line.to_owned());
+            self.data.completion.log(line.to_owned());
         }
     }
 
     fn __repr__(&self) -> String {
         format!(
             "<orch.Context phase={:?} attempt={} run={:?}>",
-            self.data.phase_id, self.data.attempt, self.data.run_id
+            self.data.phase_id.as_str(),
+            self.data.attempt,
+            self.run_id()
         )
     }
 }
@@ -326,17 +362,7 @@ impl Drop for DropGuard {
         }
         self.call.cancelled.store(true, Ordering::Relaxed);
         let call = self.call.clone();
-        let job = move || {
-            let _ = Python::try_attach(|py| call.cancel(py, true));
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) => {
-                h.spawn_blocking(job);
-            }
-            Err(_) => {
-                std::thread::spawn(job);
-            }
-        }
+        crate::pool::submit(Box::new(move |py| call.cancel(py, true)));
     }
 }
 
@@ -345,7 +371,7 @@ fn classify(py: Python<'_>, err: PyErr) -> CallResult {
     let described = helpers(py).and_then(|h| {
         h.describe_error
             .bind(py)
-            .call1((err.value(py),))?
+            .call1((err.value(py), err.traceback(py)))?
             .extract::<(String, String, String)>()
     });
     match described {
@@ -362,58 +388,103 @@ fn classify(py: Python<'_>, err: PyErr) -> CallResult {
     }
 }
 
-fn outputs_from(py: Python<'_>, value: &Bound<'_, PyAny>) -> CallResult {
+/// Outputs from what a function returned: `None`, a dict of `str` (read here), or
+/// anything else (converted, or rejected, by `_runtime.normalize`).
+fn outputs_from(py: Python<'_>, value: &Bound<'_, PyAny>, phase_id: &str) -> CallResult {
     if value.is_none() {
         return CallResult::Ok(None);
     }
-    match value.extract::<Outputs>() {
-        Ok(o) => CallResult::Ok(Some(o)),
+    if let Ok(d) = value.cast::<PyDict>() {
+        let mut out = Outputs::new();
+        let mut plain = true;
+        for (k, v) in d.iter() {
+            match (k.cast::<PyString>(), v.cast::<PyString>()) {
+                (Ok(k), Ok(v)) => match (k.to_cow(), v.to_cow()) {
+                    (Ok(k), Ok(v)) => {
+                        out.insert(k.into_owned(), v.into_owned());
+                    }
+                    _ => plain = false,
+                },
+                _ => plain = false,
+            }
+            if !plain {
+                break;
+            }
+        }
+        if plain {
+            return CallResult::Ok(Some(out));
+        }
+    }
+    let normalized = helpers(py).and_then(|h| {
+        h.normalize
+            .bind(py)
+            .call1((value, phase_id))?
+            .extract::<Option<Outputs>>()
+    });
+    match normalized {
+        Ok(o) => CallResult::Ok(o),
         Err(e) => classify(py, e),
     }
 }
 
-fn shutting_down() -> CallResult {
-    CallResult::Failed {
-        message: "the python interpreter is shutting down".into(),
-        traceback: String::new(),
-    }
+thread_local! {
+    /// The context of the plain phase function running in this thread, for
+    /// `orch.phase.*` loggers (coroutines use a `ContextVar` instead).
+    static CURRENT: RefCell<Option<Py<Context>>> = const { RefCell::new(None) };
 }
 
-/// Calls a plain function in the current (blocking-pool) thread.
-fn call_sync(func: &Py<PyAny>, data: ContextData, call: Arc<CallState>) -> CallResult {
-    Python::try_attach(|py| {
-        if call.is_cancelled() {
-            return CallResult::Cancelled;
+/// The context of the phase function running in this thread, if any.
+#[pyfunction]
+pub fn _current_context(py: Python<'_>) -> Option<Py<Context>> {
+    CURRENT.with(|c| c.borrow().as_ref().map(|c| c.clone_ref(py)))
+}
+
+/// Calls a plain function in the current (pool) thread.
+fn call_sync(py: Python<'_>, func: &Py<PyAny>, data: ContextData, call: &Arc<CallState>) -> CallResult {
+    if call.is_cancelled() {
+        return CallResult::Cancelled;
+    }
+    let phase_id = data.phase_id.clone();
+    let ctx = match Py::new(
+        py,
+        Context {
+            data,
+            call: call.clone(),
+        },
+    ) {
+        Ok(c) => c,
+        Err(e) => return classify(py, e),
+    };
+    CURRENT.with(|c| *c.borrow_mut() = Some(ctx.clone_ref(py)));
+    call.enter(py);
+    let r = func.bind(py).call1((ctx,));
+    call.exit(py);
+    let previous = CURRENT.with(|c| c.borrow_mut().take());
+    drop(previous);
+    match r {
+        Ok(v) if v.is_none() => CallResult::Ok(None),
+        Ok(v) => {
+            // A plain function may return an awaitable: run it on the background loop.
+            if !v.is_instance_of::<PyDict>()
+                && v.hasattr(pyo3::intern!(py, "__await__")).unwrap_or(false)
+            {
+                let awaited = helpers(py).and_then(|h| h.run_awaitable.bind(py).call1((v,)));
+                return match awaited {
+                    Ok(v) => outputs_from(py, &v, phase_id.as_str()),
+                    Err(e) => classify(py, e),
+                };
+            }
+            outputs_from(py, &v, phase_id.as_str())
         }
-        let h = match helpers(py) {
-            Ok(h) => h,
-            Err(e) => return classify(py, e),
-        };
-        let ctx = match Py::new(
-            py,
-            Context {
-                data,
-                call: call.clone(),
-            },
-        ) {
-            Ok(c) => c,
-            Err(e) => return classify(py, e),
-        };
-        call.enter(py);
-        let r = h.call_sync.bind(py).call1((func.bind(py), ctx));
-        call.exit(py);
-        match r {
-            Ok(v) => outputs_from(py, &v),
-            Err(e) => classify(py, e),
-        }
-    })
-    .unwrap_or_else(shutting_down)
+        Err(e) => classify(py, e),
+    }
 }
 
 /// Receives the result of a coroutine (a `concurrent.futures.Future` done-callback).
 #[pyclass(module = "orch._orch", frozen)]
 struct DoneCallback {
-    tx: Mutex<Option<oneshot::Sender<CallResult>>>,
+    completion: Arc<Completion>,
+    phase_id: PhaseId,
     call: Arc<CallState>,
     inflight: Mutex<Option<Inflight>>,
 }
@@ -422,7 +493,7 @@ struct DoneCallback {
 impl DoneCallback {
     fn __call__(&self, py: Python<'_>, future: &Bound<'_, PyAny>) {
         let result = match future.call_method0("result") {
-            Ok(v) => outputs_from(py, &v),
+            Ok(v) => outputs_from(py, &v, self.phase_id.as_str()),
             Err(e) => classify(py, e),
         };
         {
@@ -430,82 +501,58 @@ impl DoneCallback {
             g.finished = true;
             g.future = None;
         }
-        if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = tx.send(result);
-        }
+        self.completion.finish(result);
         drop(self.inflight.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
 }
 
-/// Schedules a coroutine function on an event loop; the result arrives through `tx`.
+/// Schedules a coroutine function on an event loop; the result arrives through the
+/// data's completion (from the future's done-callback).
 fn submit_async(
+    py: Python<'_>,
     func: &Py<PyAny>,
     data: ContextData,
-    call: Arc<CallState>,
-    tx: oneshot::Sender<CallResult>,
+    call: &Arc<CallState>,
     inflight: Option<Inflight>,
 ) {
+    if call.is_cancelled() {
+        data.completion.finish(CallResult::Cancelled);
+        return;
+    }
+    let completion = data.completion.clone();
+    let phase_id = data.phase_id.clone();
     let event_loop = data.shared.as_ref().and_then(|s| s.event_loop.clone());
-    let outcome = Python::try_attach(|py| -> Result<(), (CallResult, oneshot::Sender<CallResult>)> {
-        if call.is_cancelled() {
-            return Err((CallResult::Cancelled, tx));
-        }
-        let h = match helpers(py) {
-            Ok(h) => h,
-            Err(e) => return Err((classify(py, e), tx)),
-        };
-        let ctx = match Py::new(
+    let go = || -> PyResult<()> {
+        let h = helpers(py)?;
+        let ctx = Py::new(
             py,
             Context {
                 data,
                 call: call.clone(),
             },
-        ) {
-            Ok(c) => c,
-            Err(e) => return Err((classify(py, e), tx)),
-        };
-        let done = match Py::new(
+        )?;
+        let done = Py::new(
             py,
             DoneCallback {
-                tx: Mutex::new(Some(tx)),
+                completion: completion.clone(),
+                phase_id,
                 call: call.clone(),
                 inflight: Mutex::new(inflight),
             },
-        ) {
-            Ok(d) => d,
-            // `tx` went down with the callback: the phase reports a lost result.
-            Err(_) => return Ok(()),
-        };
+        )?;
         let loop_arg = event_loop.as_ref().map(|l| l.bind(py).clone());
-        match h
+        let future = h
             .submit_async
             .bind(py)
-            .call1((func.bind(py), ctx, done.bind(py), loop_arg))
-        {
-            Ok(future) => {
-                let mut g = call.lock();
-                if !g.finished {
-                    g.future = Some(future.unbind());
-                }
-                Ok(())
-            }
-            Err(e) => {
-                let r = classify(py, e);
-                // The callback was never registered: answer through it directly.
-                let tx = done.get().tx.lock().unwrap_or_else(|p| p.into_inner()).take();
-                match tx {
-                    Some(tx) => Err((r, tx)),
-                    None => Ok(()),
-                }
-            }
+            .call1((func.bind(py), ctx, done, loop_arg))?;
+        let mut g = call.lock();
+        if !g.finished {
+            g.future = Some(future.unbind());
         }
-    });
-    match outcome {
-        Some(Ok(())) => {}
-        Some(Err((r, tx))) => {
-            let _ = tx.send(r);
-        }
-        None => {}
+        Ok(())
+    };
+    if let Err(e) = go() {
+        completion.finish(classify(py, e));
     }
 }
 
@@ -519,21 +566,21 @@ impl Phase for PyPhase {
 
     async fn run(&self, ctx: &PhaseContext) -> Result<PhaseOutcome, PhaseError> {
         let shared = crate::runs::get(ctx.run_id().as_str());
-        let (log_tx, mut log_rx) = mpsc::unbounded_channel();
+        let completion = Arc::new(Completion::default());
         let call = Arc::new(CallState::new());
-        let data = ContextData {
-            run_id: ctx.run_id().to_string(),
-            phase_id: ctx.phase_id().to_string(),
-            attempt: ctx.attempt(),
-            shared: shared.clone(),
-            needs: self.needs.clone(),
-            log: log_tx,
-            cancel: ctx.cancelled().clone(),
-            run_dir: ctx.run_dir().display().to_string(),
-            base_dir: ctx.base_dir().display().to_string(),
-            workdir: ctx.workdir().display().to_string(),
+        let workdir = match &shared {
+            Some(s) if ctx.workdir() == ctx.base_dir() && s.base_dir == ctx.base_dir().to_string_lossy() => None,
+            _ => Some(ctx.workdir().to_owned()),
         };
-        let (tx, mut rx) = oneshot::channel();
+        let data = ContextData {
+            shared: shared.clone(),
+            phase_id: ctx.phase_id().clone(),
+            attempt: ctx.attempt(),
+            needs: self.needs.clone(),
+            completion: completion.clone(),
+            cancel: ctx.cancelled().clone(),
+            workdir,
+        };
         let inflight = shared.as_ref().map(|s| s.enter());
         let mut guard = DropGuard {
             call: call.clone(),
@@ -542,32 +589,39 @@ impl Phase for PyPhase {
         let func = self.func.clone();
         let c = call.clone();
         if self.is_async {
-            tokio::task::spawn_blocking(move || submit_async(&func, data, c, tx, inflight));
+            crate::pool::submit(Box::new(move |py| {
+                submit_async(py, &func, data, &c, inflight);
+            }));
         } else {
-            tokio::task::spawn_blocking(move || {
-                let r = call_sync(&func, data, c);
-                let _ = tx.send(r);
+            crate::pool::submit(Box::new(move |py| {
+                let completion = data.completion.clone();
+                let r = call_sync(py, &func, data, &c);
+                completion.finish(r);
                 drop(inflight);
-            });
+            }));
         }
 
         let mut stop_deadline: Option<tokio::time::Instant> = None;
         let result = loop {
+            let (lines, result) = {
+                let mut st = completion.lock();
+                (std::mem::take(&mut st.lines), st.result.take())
+            };
+            for line in lines {
+                ctx.log(line);
+            }
+            if let Some(r) = result {
+                break r;
+            }
             tokio::select! {
                 biased;
-                r = &mut rx => break r.unwrap_or_else(|_| CallResult::Failed {
-                    message: "the phase function ended without a result".into(),
-                    traceback: String::new(),
-                }),
-                Some(line) = log_rx.recv() => ctx.log(line),
+                () = completion.notify.notified() => {}
                 () = ctx.cancelled().cancelled(), if stop_deadline.is_none() => {
                     stop_deadline = Some(tokio::time::Instant::now() + ctx.grace());
                     call.cancelled.store(true, Ordering::Relaxed);
                     if self.is_async {
                         let c = call.clone();
-                        tokio::task::spawn_blocking(move || {
-                            let _ = Python::try_attach(|py| c.cancel(py, false));
-                        });
+                        crate::pool::submit(Box::new(move |py| c.cancel(py, false)));
                     }
                 }
                 () = async {
@@ -583,14 +637,19 @@ impl Phase for PyPhase {
             }
         };
         guard.armed = false;
-        while let Ok(line) = log_rx.try_recv() {
-            ctx.log(line);
-        }
         match result {
-            CallResult::Ok(outputs) => Ok(PhaseOutcome {
-                outputs: outputs.unwrap_or_default(),
-                ..PhaseOutcome::default()
-            }),
+            CallResult::Ok(outputs) => {
+                let outputs = outputs.unwrap_or_default();
+                if let Some(s) = &shared
+                    && !outputs.is_empty()
+                {
+                    s.set_outputs(ctx.phase_id().as_str(), Arc::new(outputs.clone()));
+                }
+                Ok(PhaseOutcome {
+                    outputs,
+                    ..PhaseOutcome::default()
+                })
+            }
             CallResult::Failed { message, traceback } => {
                 for line in traceback.lines() {
                     ctx.log(line);
@@ -609,5 +668,38 @@ impl Phase for PyPhase {
                 Err(PhaseError::Cancelled)
             }
         }
+    }
+}
+
+/// Wraps a phase of another kind in a pipeline with Python phases, to record what it
+/// publishes for the Python phases that need it (`ctx.outputs`): the engine hands
+/// outputs to templates, but has no API to list a phase's outputs, and its
+/// `PhaseFinished` event may come later than the dependents start (it waits for the
+/// journal).
+pub struct OutputTap {
+    inner: Arc<dyn Phase>,
+}
+
+impl OutputTap {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Phase>) -> Self {
+        Self { inner }
+    }
+}
+
+#[async_trait]
+impl Phase for OutputTap {
+    fn describe(&self, ctx: &PlanContext<'_>) -> Description {
+        self.inner.describe(ctx)
+    }
+
+    async fn run(&self, ctx: &PhaseContext) -> Result<PhaseOutcome, PhaseError> {
+        let outcome = self.inner.run(ctx).await?;
+        if !outcome.outputs.is_empty()
+            && let Some(s) = crate::runs::get(ctx.run_id().as_str())
+        {
+            s.set_outputs(ctx.phase_id().as_str(), Arc::new(outcome.outputs.clone()));
+        }
+        Ok(outcome)
     }
 }

@@ -8,23 +8,29 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 use orch_core::diagnostics::did_you_mean;
-use orch_core::spec::Backoff;
+use orch_core::spec::{Backoff, BreakerSpec, Unavailable};
 use orch_core::{
-    LoadOptions, Phase, PhaseId, PhaseSpec, Pipeline, Plan, RunControl, RunId, RunOptions,
+    AgentSpec, LoadOptions, Phase, PhaseId, PhaseSpec, Pipeline, Plan, ResumeFrom, RunControl, RunId,
+    RunOptions,
     RunSpec, Runner, Selection, Selector, WithTable,
 };
 use pyo3::prelude::*;
 
 use crate::errors::Error;
-use crate::phase::PyPhase;
+use crate::phase::{OutputTap, PyPhase};
 use crate::runs::{self, Inbox, RunHandle, RunShared, Sink};
 use crate::runtime::registry;
 
 /// A phase added in code.
 struct Extra {
     spec: PhaseSpec,
-    /// Its implementation, for Python phases; `None` for registry kinds.
-    phase: Option<Arc<dyn Phase>>,
+    /// Its implementation: a Python phase, or a registry kind's phase wrapped in an
+    /// [`OutputTap`].
+    phase: Arc<dyn Phase>,
+    /// A Python phase.
+    python: bool,
+    /// The agent type a registry kind needs, when not `local`.
+    agent_type: Option<String>,
 }
 
 /// The core of `orch.Pipeline`.
@@ -113,12 +119,12 @@ impl Common {
 }
 
 impl CorePipeline {
-    fn add(&mut self, spec: PhaseSpec, phase: Option<Arc<dyn Phase>>) -> Result<(), Error> {
-        let id = spec.id.to_string();
+    fn add(&mut self, extra: Extra) -> Result<(), Error> {
+        let id = extra.spec.id.to_string();
         if !self.ids.insert(id.clone()) {
             return Err(Error::invalid(format!("phase `{id}` is declared twice")));
         }
-        self.extra.push(Extra { spec, phase });
+        self.extra.push(extra);
         self.built = None;
         Ok(())
     }
@@ -170,8 +176,16 @@ impl CorePipeline {
                 for a in s.agents.values() {
                     b = b.agent(a.clone());
                 }
-                for p in &s.phases {
-                    b = b.phase(p.clone());
+                let tap = self.extra.iter().any(|e| e.python);
+                for n in f.nodes() {
+                    b = if tap {
+                        // Same implementation, same agent; outputs recorded for Python.
+                        let mut spec = n.spec.clone();
+                        spec.agent = Some(f.agents()[n.agent].name.clone());
+                        b.custom(spec, Arc::new(OutputTap::new(n.phase.clone())))
+                    } else {
+                        b.phase(n.spec.clone())
+                    };
                 }
                 b
             }
@@ -193,11 +207,29 @@ impl CorePipeline {
         for (k, v) in vars {
             b = b.var(k.clone(), v.clone());
         }
+        let mut declared: HashSet<String> = match &self.file {
+            Some(f) => f.agents().iter().map(|a| a.name.clone()).collect(),
+            None => HashSet::new(),
+        };
         for e in &self.extra {
-            b = match &e.phase {
-                Some(p) => b.custom(e.spec.clone(), p.clone()),
-                None => b.phase(e.spec.clone()),
-            };
+            let mut spec = e.spec.clone();
+            if let Some(t) = &e.agent_type
+                && spec.agent.is_none()
+            {
+                // What the engine does for kinds it builds: an agent of their type.
+                let existing = self
+                    .file
+                    .iter()
+                    .flat_map(|f| f.agents())
+                    .find(|a| &a.agent_type == t)
+                    .map(|a| a.name.clone());
+                let name = existing.unwrap_or_else(|| t.clone());
+                if declared.insert(name.clone()) {
+                    b = b.agent(implied_agent(t));
+                }
+                spec.agent = Some(name);
+            }
+            b = b.custom(spec, e.phase.clone());
         }
         b
     }
@@ -318,6 +350,8 @@ impl CorePipeline {
     }
 
     /// Adds a phase implemented by a Python function.
+    #[pyo3(signature = (id, func, is_async, qualname, needs, retries, timeout, backoff, tags, description, allow_failure, when))]
+    #[allow(clippy::too_many_arguments)]
     fn add_python(
         &mut self,
         py: Python<'_>,
@@ -325,14 +359,37 @@ impl CorePipeline {
         func: Py<PyAny>,
         is_async: bool,
         qualname: String,
-        common: Common,
+        needs: Vec<String>,
+        retries: u32,
+        timeout: Option<f64>,
+        backoff: Option<f64>,
+        tags: Vec<String>,
+        description: Option<String>,
+        allow_failure: bool,
+        when: Option<String>,
     ) -> PyResult<()> {
         let run = || -> Result<(), Error> {
             let mut spec = PhaseSpec::new(phase_id(id)?, "python");
-            let needs = common.needs.clone();
-            common.apply(&mut spec)?;
+            spec.needs = needs.iter().map(|n| phase_id(n)).collect::<Result<_, _>>()?;
+            spec.retries = retries;
+            spec.timeout = duration(timeout, "timeout")?;
+            if let Some(initial) = duration(backoff, "backoff")? {
+                spec.backoff = Backoff {
+                    initial,
+                    ..Backoff::default()
+                };
+            }
+            spec.tags = tags;
+            spec.description = description;
+            spec.allow_failure = allow_failure;
+            spec.when = when;
             let phase = PyPhase::new(func, is_async, qualname, needs);
-            self.add(spec, Some(Arc::new(phase)))
+            self.add(Extra {
+                spec,
+                phase: Arc::new(phase),
+                python: true,
+                agent_type: None,
+            })
         };
         run().map_err(|e| e.into_pyerr(py))
     }
@@ -368,7 +425,7 @@ impl CorePipeline {
                 spec.with = WithTable::new(table);
             }
             common.apply(&mut spec)?;
-            if registry().kind(&spec.kind).is_none() {
+            let Some(entry) = registry().kind(&spec.kind) else {
                 let kinds: Vec<&str> = registry().kinds().map(|(k, _)| k).collect();
                 let help = did_you_mean(&spec.kind, kinds.iter().copied())
                     .unwrap_or_else(|| format!("known kinds: {}", kinds.join(", ")));
@@ -376,8 +433,18 @@ impl CorePipeline {
                     "phase `{id}` has unknown kind `{}` ({help})",
                     spec.kind
                 )));
-            }
-            self.add(spec, None)
+            };
+            // Built now, so its settings are checked where they are written.
+            let inner = registry().build_phase(&spec).map_err(|e| {
+                Error::invalid(format!("phase `{id}` ({}): {}", spec.kind, e.message))
+            })?;
+            let agent_type = (entry.agent_type != "local").then(|| entry.agent_type.clone());
+            self.add(Extra {
+                spec,
+                phase: Arc::new(OutputTap::new(inner)),
+                python: false,
+                agent_type,
+            })
         };
         go().map_err(|e| e.into_pyerr(py))
     }
@@ -427,12 +494,7 @@ impl CorePipeline {
         event_loop: Option<Py<PyAny>>,
         resume: Option<Bound<'_, PyAny>>,
     ) -> PyResult<RunHandle> {
-        if resume.as_ref().is_some_and(|r| !r.is_none()) {
-            return Err(Error::invalid(
-                "`resume` is not supported by this build of orch yet",
-            )
-            .into_pyerr(py));
-        }
+        let resume = resume_from(resume.as_ref()).map_err(|e| e.into_pyerr(py))?;
         let go = || -> Result<RunHandle, Error> {
             let pipeline = self.build(&vars)?;
             let selection = selection(only, skip, from_);
@@ -440,11 +502,6 @@ impl CorePipeline {
             let grace = duration(Some(grace), "grace")?.unwrap_or_default();
             let run_id = RunId::generate();
             let control = RunControl::new();
-            let shared = Arc::new(RunShared::new(
-                pipeline.spec().vars.clone(),
-                control.clone(),
-                event_loop,
-            ));
             let inbox = Arc::new(Inbox::default());
             let options = RunOptions {
                 jobs,
@@ -452,10 +509,21 @@ impl CorePipeline {
                 keep_going,
                 grace,
                 run_id: Some(run_id.clone()),
+                resume,
                 ..RunOptions::default()
             };
+            let vars = pipeline.spec().vars.clone();
+            let base_dir = pipeline.spec().base_dir.display().to_string();
             let mut runner = Runner::new(pipeline, options);
-            let state_dir = runner.state_dir();
+            let state_dir = absolute(&runner.state_dir());
+            let shared = Arc::new(RunShared::new(
+                run_id.to_string(),
+                state_dir.join("runs").join(run_id.as_str()).display().to_string(),
+                base_dir,
+                vars,
+                control.clone(),
+                event_loop,
+            ));
             runner.subscribe(Arc::new(Sink {
                 shared: shared.clone(),
                 inbox: inbox.clone(),
@@ -468,10 +536,41 @@ impl CorePipeline {
                 shared,
                 inbox,
                 control,
-                state_dir: absolute(&state_dir),
+                state_dir,
             })
         };
         go().map_err(|e| e.into_pyerr(py))
+    }
+}
+
+/// `resume=`: `None`/`False` (a new run), `True` (the latest run) or a run id.
+fn resume_from(value: Option<&Bound<'_, PyAny>>) -> Result<Option<ResumeFrom>, Error> {
+    let Some(v) = value else { return Ok(None) };
+    if v.is_none() {
+        return Ok(None);
+    }
+    if let Ok(b) = v.extract::<bool>() {
+        return Ok(b.then_some(ResumeFrom::Latest));
+    }
+    match v.extract::<String>() {
+        Ok(id) => RunId::parse(&id)
+            .map(|id| Some(ResumeFrom::Run(id)))
+            .map_err(|e| Error::invalid(e.to_string())),
+        Err(_) => Err(Error::invalid(
+            "`resume` takes True (the latest run) or a run id",
+        )),
+    }
+}
+
+/// The agent the engine implies for a kind of `agent_type` when none is declared.
+fn implied_agent(agent_type: &str) -> AgentSpec {
+    AgentSpec {
+        name: agent_type.to_owned(),
+        agent_type: agent_type.to_owned(),
+        capacity: None,
+        with: WithTable::default(),
+        breaker: BreakerSpec::default(),
+        unavailable: Unavailable::Fail,
     }
 }
 

@@ -22,10 +22,16 @@ use crate::result::{Event, RunResult};
 
 /// What the Python phases of one run share.
 pub struct RunShared {
+    /// The run's id.
+    pub(crate) run_id: String,
+    /// `STATE_DIR/runs/RUN_ID`.
+    pub(crate) run_dir: String,
+    /// The pipeline's directory.
+    pub(crate) base_dir: String,
     /// The pipeline's variables.
     pub(crate) vars: Arc<IndexMap<String, String>>,
     outputs: Mutex<HashMap<String, Arc<Outputs>>>,
-    inflight: Mutex<usize>,
+    inflight: Mutex<Inflights>,
     idle: Condvar,
     interrupted: AtomicBool,
     control: RunControl,
@@ -35,14 +41,20 @@ pub struct RunShared {
 
 impl RunShared {
     pub(crate) fn new(
+        run_id: String,
+        run_dir: String,
+        base_dir: String,
         vars: IndexMap<String, String>,
         control: RunControl,
         event_loop: Option<Py<PyAny>>,
     ) -> Self {
         Self {
+            run_id,
+            run_dir,
+            base_dir,
             vars: Arc::new(vars),
             outputs: Mutex::new(HashMap::new()),
-            inflight: Mutex::new(0),
+            inflight: Mutex::new(Inflights::default()),
             idle: Condvar::new(),
             interrupted: AtomicBool::new(false),
             control,
@@ -59,9 +71,17 @@ impl RunShared {
             .cloned()
     }
 
+    /// Records what a phase published (for `ctx.outputs` of the phases that need it).
+    pub(crate) fn set_outputs(&self, phase: &str, outputs: Arc<Outputs>) {
+        self.outputs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(phase.to_owned(), outputs);
+    }
+
     /// Counts a Python call until the returned guard drops.
     pub(crate) fn enter(self: &Arc<Self>) -> Inflight {
-        *self.inflight.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).calls += 1;
         Inflight(self.clone())
     }
 
@@ -75,10 +95,11 @@ impl RunShared {
     fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut n = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        while *n > 0 {
+        n.waiters += 1;
+        while n.calls > 0 {
             let now = Instant::now();
             if now >= deadline {
-                return false;
+                break;
             }
             n = self
                 .idle
@@ -86,8 +107,16 @@ impl RunShared {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        true
+        n.waiters -= 1;
+        n.calls == 0
     }
+}
+
+/// Python calls in progress, and threads waiting for there to be none.
+#[derive(Default)]
+struct Inflights {
+    calls: usize,
+    waiters: usize,
 }
 
 /// One Python call in progress.
@@ -96,8 +125,8 @@ pub(crate) struct Inflight(Arc<RunShared>);
 impl Drop for Inflight {
     fn drop(&mut self) {
         let mut n = self.0.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        *n = n.saturating_sub(1);
-        if *n == 0 {
+        n.calls = n.calls.saturating_sub(1);
+        if n.calls == 0 && n.waiters > 0 {
             self.0.idle.notify_all();
         }
     }
@@ -177,12 +206,17 @@ pub(crate) struct Sink {
 
 impl EventSink for Sink {
     fn on_event(&self, event: &RunEvent) {
-        if let RunEvent::PhaseFinished { phase, outputs, .. } = event {
+        // Outputs normally come from the phases themselves (see `phase::OutputTap`); the
+        // event also covers phases that did not run here (done in a resumed run).
+        if let RunEvent::PhaseFinished { phase, outputs, .. } = event
+            && !outputs.is_empty()
+        {
             self.shared
                 .outputs
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(phase.to_string(), outputs.clone());
+                .entry(phase.to_string())
+                .or_insert_with(|| outputs.clone());
         }
         if self.collect
             && let Some(e) = Event::from_run_event(event)

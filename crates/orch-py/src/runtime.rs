@@ -21,6 +21,7 @@ pub fn runtime() -> Result<&'static tokio::runtime::Runtime, Error> {
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .worker_threads(1)
         .thread_name("orch-engine")
         .build()
         .map_err(|e| Error::Engine(format!("cannot start the tokio runtime: {e}")))?;
@@ -34,7 +35,20 @@ pub fn registry() -> &'static Registry {
     REGISTRY.get_or_init(full_registry)
 }
 
-/// Builds the full registry, as `orch-cli`'s `registry::full` does.
+/// Builds the full registry, as `orch-cli`'s `registry::full` does: the core kinds
+/// (`command`, `gate`), then delivery, docker, git and report.
+///
+/// ```
+/// let r = orch_py::runtime::full_registry();
+/// for kind in ["command", "gate", "discover", "docker.build", "git.tag", "report"] {
+///     assert!(r.kind(kind).is_some(), "{kind}");
+/// }
+/// ```
 pub fn full_registry() -> Registry {
-    Registry::with_builtins()
+    let mut r = Registry::with_builtins();
+    orch_delivery::register(&mut r);
+    orch_docker::register(&mut r);
+    orch_git::register(&mut r);
+    orch_report::register(&mut r);
+    r
 }

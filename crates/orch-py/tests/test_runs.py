@@ -33,26 +33,23 @@ def test_events_arrive_in_order_in_the_calling_thread(pipeline: orch.Pipeline) -
 
     r = pipeline.run(on_event=on_event)
     assert threads == {threading.current_thread()}
-    kinds = [(e.kind, e.phase) for e in events]
-    assert kinds == [
-        ("run_started", None),
-        ("phase_started", "a"),
-        ("phase_output", "a"),
-        ("phase_output", "a"),
-        ("phase_finished", "a"),
-        ("phase_started", "b"),
-        ("phase_finished", "b"),
-        ("run_finished", None),
-    ]
+    assert events[0].kind == "run_started" and events[-1].kind == "run_finished"
+    # Per phase, in order (phases' events may interleave: a dependent can start before
+    # the engine reports its need finished, which waits for the journal).
+    of_a = [e.kind for e in events if e.phase == "a"]
+    of_b = [e.kind for e in events if e.phase == "b"]
+    assert of_a == ["phase_started", "phase_output", "phase_output", "phase_finished"]
+    assert of_b == ["phase_started", "phase_finished"]
     assert [e.line for e in events if e.kind == "phase_output"] == ["line one", "line two"]
-    assert events[2].stream == "log"
-    fin = events[4]
+    out = next(e for e in events if e.kind == "phase_output")
+    assert out.stream == "log"
+    fin = next(e for e in events if e.kind == "phase_finished" and e.phase == "a")
     assert fin.status == "succeeded" and fin.outputs == {"x": "1"} and fin.attempt == 1
     assert fin.duration is not None and fin.duration >= 0
     assert events[0].run_id == r.run_id and events[0].phases == 2 and events[0].to_run == 2
     assert events[-1].status == "succeeded"
-    assert events[4].to_dict()["outputs"] == {"x": "1"}
-    assert "line" not in events[4].to_dict()
+    assert fin.to_dict()["outputs"] == {"x": "1"}
+    assert "line" not in fin.to_dict()
 
 
 def test_callbacks_and_parallel_phases_do_not_deadlock(pipeline: orch.Pipeline) -> None:
@@ -88,17 +85,31 @@ def test_callbacks_and_parallel_phases_do_not_deadlock(pipeline: orch.Pipeline) 
 
 
 def test_an_exception_in_on_event_stops_the_run(pipeline: orch.Pipeline) -> None:
-    ran: List[str] = []
-    for i in range(5):
-        pipeline.phase(id=f"s{i}", needs=[f"s{i - 1}"] if i else [])(lambda ctx: ran.append(ctx.phase_id))
+    raised = threading.Event()
+    seen: Dict[str, bool] = {}
+
+    @pipeline.phase
+    def s0(ctx: orch.Context) -> None:
+        pass
+
+    @pipeline.phase(needs=[s0])
+    def s1(ctx: orch.Context) -> None:
+        raised.wait(10)
+        seen["cancelled"] = wait_until(lambda: ctx.cancelled)
+
+    @pipeline.phase(needs=[s1])
+    def s2(ctx: orch.Context) -> None:
+        seen["s2"] = True
 
     def on_event(e: orch.Event) -> None:
-        if e.kind == "phase_finished":
+        if e.kind == "phase_started" and e.phase == "s1":
+            raised.set()
             raise RuntimeError("callback broke")
 
     with pytest.raises(RuntimeError, match="callback broke"):
         pipeline.run(on_event=on_event)
-    assert len(ran) < 5
+    # s1 was stopped: either before its function began, or it saw ctx.cancelled.
+    assert seen in ({}, {"cancelled": True})
 
 
 def test_keyboard_interrupt_cancels_the_run_cleanly(tmp_path: Path) -> None:

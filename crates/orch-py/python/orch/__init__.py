@@ -126,6 +126,13 @@ def _seconds(value: Optional[Duration], what: str) -> Optional[float]:
     return float(value)
 
 
+def _is_coroutine_function(func: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = getattr(func, "__call__", None)
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
 def _ref(ref: PhaseRef) -> str:
     if isinstance(ref, str):
         return ref
@@ -328,31 +335,37 @@ class Pipeline:
         The function is returned unchanged (so it can still be called directly).
         """
 
+        # Everything but the function is the same for each use of this decorator.
+        needs_ids = _refs(needs)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be a non-negative int, not {retries!r}")
+        timeout_s = _seconds(timeout, "timeout")
+        backoff_s = _seconds(backoff, "backoff")
+        tag_list = _strings(tags)
+        core = self._core
+
         def register(func: F) -> F:
             pid = id or getattr(func, "__name__", None)
             if not pid:
                 raise ValueError(f"{func!r} has no __name__: pass id=")
-            doc = inspect.getdoc(func)
-            desc = description if description is not None else (doc.splitlines()[0] if doc else None)
-            is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-                getattr(func, "__call__", None)
-            )
-            qualname = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', pid)}"
-            self._core.add_python(
+            desc = description
+            if desc is None:
+                doc = getattr(func, "__doc__", None)
+                if doc:
+                    desc = doc.strip().split("\n", 1)[0] or None
+            core.add_python(
                 pid,
                 func,
-                is_async,
-                qualname,
-                self._common(
-                    needs=needs,
-                    retries=retries,
-                    timeout=timeout,
-                    backoff=backoff,
-                    tags=tags,
-                    description=desc,
-                    allow_failure=allow_failure,
-                    when=when,
-                ),
+                _is_coroutine_function(func),
+                f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', pid)}",
+                needs_ids,
+                retries,
+                timeout_s,
+                backoff_s,
+                tag_list,
+                desc,
+                bool(allow_failure),
+                when,
             )
             try:
                 setattr(func, _PHASE_ATTR, pid)

@@ -9,6 +9,9 @@ __version__: str
 def kinds() -> List[Tuple[str, str, str]]:
     """Every phase kind this build knows, as ``(kind, agent type, summary)``."""
 
+def _current_context() -> Optional["Context"]:
+    """The context of the plain phase function running in this thread, if any."""
+
 def parse_duration(text: str) -> float:
     """Parses a duration such as ``"250ms"``, ``"30s"`` or ``"1h 5m"`` into seconds."""
 
@@ -205,7 +208,14 @@ class _Pipeline:
         func: Callable[..., Any],
         is_async: bool,
         qualname: str,
-        common: Dict[str, Any],
+        needs: List[str],
+        retries: int,
+        timeout: Optional[float],
+        backoff: Optional[float],
+        tags: List[str],
+        description: Optional[str],
+        allow_failure: bool,
+        when: Optional[str],
     ) -> None: ...
     def add_kind(
         self,

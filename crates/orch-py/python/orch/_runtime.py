@@ -1,7 +1,8 @@
 """How the extension calls phase functions (internal; the Rust side drives it).
 
-Everything here runs with the GIL held, in the thread the engine handed the call to:
-a blocking-pool thread for plain functions, the event loop's thread for coroutines.
+Plain functions are called by the extension itself in its worker threads; this module
+converts unusual return values, schedules coroutines, describes exceptions and routes
+``orch.phase.*`` log records to the running phase.
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ import logging
 import os
 import threading
 import traceback
+from types import TracebackType
 from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, Tuple
 
 from ._errors import PhaseCancelled, SkipPhase
+from ._orch import _current_context
 
 _current: contextvars.ContextVar[Any] = contextvars.ContextVar("orch_phase_context", default=None)
 
 
 def current_context() -> Any:
     """The context of the phase running in this thread or task, if any."""
-    return _current.get()
+    return _current_context() or _current.get()
 
 
 def normalize(out: object, phase_id: str) -> Optional[Dict[str, str]]:
@@ -52,19 +55,9 @@ def normalize(out: object, phase_id: str) -> Optional[Dict[str, str]]:
     return result
 
 
-def call_sync(fn: Callable[[Any], Any], ctx: Any) -> Optional[Dict[str, str]]:
-    """Calls a plain phase function; a returned awaitable is run on the background loop."""
-    token = _current.set(ctx)
-    try:
-        out = fn(ctx)
-        if out is not None and not isinstance(out, Mapping) and inspect.isawaitable(out):
-            fut = asyncio.run_coroutine_threadsafe(_awaited(out), background_loop())
-            out = fut.result()
-    finally:
-        _current.reset(token)
-    if out is None:
-        return None
-    return normalize(out, ctx.phase_id)
+def run_awaitable(aw: Awaitable[Any]) -> Any:
+    """Runs an awaitable a plain phase function returned, on the background loop."""
+    return asyncio.run_coroutine_threadsafe(_awaited(aw), background_loop()).result()
 
 
 async def _awaited(aw: Awaitable[Any]) -> Any:
@@ -117,34 +110,37 @@ _INTERNAL = (
 )
 
 
-def _user_traceback(exc: BaseException) -> str:
-    tb = exc.__traceback__
+def _user_traceback(exc: BaseException, tb: Optional[TracebackType]) -> str:
+    tb = tb or exc.__traceback__
     # Leave out orch's and the executors' frames: the user's code starts below them.
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_INTERNAL):
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
-def describe_error(exc: BaseException) -> Tuple[str, str, str]:
-    """``(kind, message, traceback)`` of an exception a phase function raised; kind is
-    ``skip``, ``cancelled``, ``interrupt`` or ``failed``."""
+def describe_error(
+    exc: BaseException, tb: Optional[TracebackType] = None
+) -> Tuple[str, str, str]:
+    """``(kind, message, traceback)`` of an exception a phase function raised (``tb``:
+    its traceback when the extension holds it apart); kind is ``skip``, ``cancelled``,
+    ``interrupt`` or ``failed``."""
     if isinstance(exc, SkipPhase):
         return ("skip", str(exc) or "skipped by the phase", "")
     if isinstance(exc, (PhaseCancelled, asyncio.CancelledError, concurrent.futures.CancelledError)):
         return ("cancelled", "cancelled", "")
     if isinstance(exc, KeyboardInterrupt):
-        return ("interrupt", "KeyboardInterrupt", _user_traceback(exc))
+        return ("interrupt", "KeyboardInterrupt", _user_traceback(exc, tb))
     message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     message = message.splitlines()[-1] if message else type(exc).__name__
-    return ("failed", message, _user_traceback(exc))
+    return ("failed", message, _user_traceback(exc, tb))
 
 
 class _PhaseLogHandler(logging.Handler):
     """Sends records of ``orch.phase.*`` loggers to the log of the phase running in the
-    current thread or task."""
+    current thread (plain functions) or task (coroutines)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        ctx = _current.get()
+        ctx = _current_context() or _current.get()
         if ctx is None:
             return
         try:
