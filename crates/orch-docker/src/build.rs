@@ -6,9 +6,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bollard::Docker;
-use bollard::query_parameters::{
-    BuildImageOptions, ListImagesOptionsBuilder, TagImageOptionsBuilder,
-};
+use bollard::query_parameters::{BuildImageOptions, TagImageOptionsBuilder};
 use futures_util::StreamExt;
 use orch_core::interpolate::Reference;
 use orch_core::{
@@ -241,7 +239,10 @@ impl Phase for BuildPhase {
         if s.no_cache || s.force {
             d = d.detail("cache", if s.no_cache { "no_cache" } else { "force" });
         } else {
-            d = d.detail("cache", "skipped when an image has the same content hash");
+            d = d.detail(
+                "cache",
+                "skipped when a tag already names an image with the same content hash",
+            );
         }
         for t in tags {
             d = d.change(format!("image {t} in the docker engine"));
@@ -283,7 +284,7 @@ impl Phase for BuildPhase {
         let cached = if skip_check {
             None
         } else {
-            find_by_hash(&docker, &endpoint, &hash).await?
+            find_cached(&docker, &endpoint, &r.tags, &hash).await?
         };
         let built = match cached {
             Some(image_id) => {
@@ -485,21 +486,49 @@ impl BuildPhase {
     }
 }
 
-/// The newest image whose content-hash label is `hash`.
-async fn find_by_hash(
+/// An image that one of `tags` names and that orch built with content hash `hash`.
+///
+/// Labels are inherited: an image built `FROM` an orch image carries its content hash
+/// too. So the label must also have been set by the image's own last steps: walking its
+/// history from the top, the hash appears before any step other than `LABEL`.
+async fn find_cached(
     docker: &Docker,
     endpoint: &Endpoint,
+    tags: &[ImageRef],
     hash: &str,
 ) -> Result<Option<String>, PhaseError> {
-    let filters = HashMap::from([("label", vec![format!("{CONTENT_HASH_LABEL}={hash}")])]);
-    let options = ListImagesOptionsBuilder::default()
-        .filters(&filters)
-        .build();
-    let images = docker
-        .list_images(Some(options))
-        .await
-        .map_err(|e| engine_error(endpoint, "list images", &e))?;
-    Ok(images.into_iter().max_by_key(|i| i.created).map(|i| i.id))
+    for t in tags {
+        let name = t.to_string();
+        let image = match docker.inspect_image(&name).await {
+            Ok(i) => i,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => continue,
+            Err(e) => return Err(engine_error(endpoint, &format!("inspect {name}"), &e)),
+        };
+        let labelled = image
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.as_ref())
+            .and_then(|l| l.get(CONTENT_HASH_LABEL))
+            .is_some_and(|h| h == hash);
+        let Some(id) = image.id.filter(|_| labelled) else {
+            continue;
+        };
+        let history = docker
+            .image_history(&id)
+            .await
+            .map_err(|e| engine_error(endpoint, &format!("read the history of {name}"), &e))?;
+        for step in history {
+            if step.created_by.contains(hash) {
+                return Ok(Some(id));
+            }
+            if !step.created_by.contains("LABEL") {
+                break;
+            }
+        }
+    }
+    Ok(None)
 }
 
 async fn tag(

@@ -5,7 +5,8 @@
 //!   `unix:///var/run/docker.sock`; the API version is negotiated, so dockerd 20.10
 //!   (API 1.41) and current engines both work; health check = ping; capacity default 2.
 //! - `docker.build` ([`BuildPhase`]): builds a context (honouring `.dockerignore`), skips
-//!   the build when an image already carries the same content hash. Outputs `image_id`,
+//!   the build when one of its tags already names an image built with the same content
+//!   hash. Outputs `image_id`,
 //!   `tags` (JSON array), `cached` (`true`/`false`), `content_hash`.
 //! - `docker.push` ([`PushPhase`]): pushes tags with credentials from the Docker config
 //!   file or a secret. Outputs `digest` (`repo@sha256:...` of the first tag), `digests`

@@ -357,3 +357,91 @@ command = "cat /stage; ls -a /ctx""#
     );
     remove_images(&docker, &[tag, out.outputs["image_id"].clone()]).await;
 }
+
+#[tokio::test]
+async fn an_inherited_content_hash_is_not_a_cache_hit() {
+    let Some(docker) = engine().await else { return };
+    base_image().await;
+    let n = nonce();
+    let dir = context(
+        &format!("FROM {BASE_IMAGE}\nCOPY stamp /stamp\n"),
+        &[("stamp", &n)],
+    );
+    let first = format!("orch-test/inherit:{n}");
+    let t = TestCtx::new(dir.path());
+    let built = build_phase(&format!(r#"tags = ["{first}"]"#))
+        .run(&t.ctx)
+        .await
+        .unwrap();
+
+    // An image made from it by other means carries its labels, content hash included.
+    let derived = format!("orch-test/inherit-derived:{n}");
+    let body = bollard::models::ContainerCreateBody {
+        image: Some(first.clone()),
+        cmd: Some(vec!["true".into()]),
+        ..Default::default()
+    };
+    let c = docker
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            body,
+        )
+        .await
+        .unwrap();
+    let options = bollard::query_parameters::CommitContainerOptionsBuilder::default()
+        .container(&c.id)
+        .repo("orch-test/inherit-derived")
+        .tag(&n)
+        .build();
+    docker
+        .commit_container(options, bollard::models::ContainerConfig::default())
+        .await
+        .unwrap();
+    docker
+        .remove_container(
+            &c.id,
+            None::<bollard::query_parameters::RemoveContainerOptions>,
+        )
+        .await
+        .unwrap();
+    let labels = docker
+        .inspect_image(&derived)
+        .await
+        .unwrap()
+        .config
+        .unwrap()
+        .labels
+        .unwrap();
+    assert_eq!(
+        labels[orch_docker::CONTENT_HASH_LABEL],
+        built.outputs["content_hash"]
+    );
+
+    // The same build, tagged as the derived image: the label alone does not make it
+    // up to date.
+    let t = TestCtx::new(dir.path());
+    let out = build_phase(&format!(r#"tags = ["{derived}"]"#))
+        .run(&t.ctx)
+        .await
+        .unwrap();
+    assert_eq!(out.outputs["cached"], "false");
+    assert_eq!(out.outputs["content_hash"], built.outputs["content_hash"]);
+
+    // While the image it really built is.
+    let t = TestCtx::new(dir.path());
+    let again = build_phase(&format!(r#"tags = ["{first}"]"#))
+        .run(&t.ctx)
+        .await
+        .unwrap();
+    assert_eq!(again.outputs["cached"], "true");
+    remove_images(
+        &docker,
+        &[
+            first,
+            derived,
+            built.outputs["image_id"].clone(),
+            out.outputs["image_id"].clone(),
+        ],
+    )
+    .await;
+}

@@ -11,6 +11,7 @@ mod support;
 
 mod agent;
 mod build;
+mod engine_stop;
 mod pipeline;
 mod push;
 mod run;

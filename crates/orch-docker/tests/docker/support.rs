@@ -28,7 +28,7 @@ fn required() -> bool {
 }
 
 /// Fails (ORCH_REQUIRE_SERVICES=1) or prints why the test skips.
-fn missing(what: &str) {
+pub fn missing(what: &str) {
     let msg = format!(
         "{what}; start it with `scripts/install/docker.sh && scripts/services/docker.sh start`"
     );
