@@ -18,7 +18,35 @@
 //! ```
 //!
 //! Outputs are strings: counts are decimal text and lists are JSON arrays
-//! (`["a","b"]`). See the crate's README for every setting, output and file format.
+//! (`["a","b"]`). Each kind's work is also a plain function: [`discover::discover`],
+//! [`parity::check`], [`scaffold::plan`] and [`scaffold::write()`],
+//! [`package::create_archive`], [`verify_archive`].
+//!
+//! Running a kind outside the engine, through its registered factory:
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use orch_core::{PhaseContext, PhaseId, PhaseSpec, Registry, WithTable};
+//!
+//! let project = tempfile::tempdir().unwrap();
+//! std::fs::create_dir(project.path().join("api")).unwrap();
+//! std::fs::write(project.path().join("api/Dockerfile"), "FROM scratch\nEXPOSE 8080\n").unwrap();
+//!
+//! let mut registry = Registry::with_builtins();
+//! orch_delivery::register(&mut registry);
+//! let mut spec = PhaseSpec::new(PhaseId::new("discover").unwrap(), "discover");
+//! spec.with = WithTable::new(toml::from_str("ignore = [\"tmp/\"]").unwrap());
+//! let phase = registry.build_phase(&spec).unwrap();
+//!
+//! let ctx = PhaseContext::builder(PhaseId::new("discover").unwrap(), project.path())
+//!     .run_dir(project.path().join(".orch/runs/r1"))
+//!     .build();
+//! let outcome = phase.run(&ctx).await.unwrap();
+//! assert_eq!(outcome.outputs["services"], "1");
+//! assert!(outcome.outputs["report"].ends_with("discovery.json"));
+//! # });
+//! ```
+#![doc = include_str!("../README.md")]
 
 pub mod discover;
 pub mod errors;

@@ -365,7 +365,7 @@ pub fn plan(
     Ok(out)
 }
 
-/// What [`write`] did.
+/// What [`write()`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ScaffoldReport {
     /// Files written.
