@@ -115,6 +115,23 @@ pub async fn run_phase_env(
     Ran { result, log }
 }
 
+/// Runs a phase whose run is already cancelled.
+pub async fn run_cancelled(
+    kind: &str,
+    table: toml::Table,
+    base: &Path,
+) -> Result<PhaseOutcome, PhaseError> {
+    let mut spec = PhaseSpec::new(PhaseId::new("p").unwrap(), kind);
+    spec.with = WithTable::new(table);
+    let phase = registry().build_phase(&spec).unwrap();
+    let token = tokio_util::sync::CancellationToken::new();
+    token.cancel();
+    let ctx = PhaseContext::builder(PhaseId::new("p").unwrap(), base)
+        .cancel(token)
+        .build();
+    phase.run(&ctx).await
+}
+
 /// The factory's error for settings it refuses.
 pub fn factory_error(kind: &str, table: toml::Table, needs: &[&str]) -> String {
     let mut spec = PhaseSpec::new(PhaseId::new("p").unwrap(), kind);

@@ -323,3 +323,11 @@ async fn a_missing_root_fails_clearly() {
     .err();
     assert!(e.contains("nope") && e.contains("not a directory"), "{e}");
 }
+
+#[tokio::test]
+async fn a_cancelled_run_stops() {
+    let dir = project();
+    let r = crate::common::run_cancelled("discover", with(""), dir.path()).await;
+    assert_eq!(r, Err(orch_core::PhaseError::Cancelled));
+    assert!(!dir.path().join(".orch").exists(), "nothing written");
+}

@@ -615,3 +615,12 @@ async fn the_verify_phase_fails_naming_the_reason() {
     let e = verify_archive(&dir.path().join("junk.tar.gz")).unwrap_err();
     assert!(matches!(e, VerifyError::Read { .. }), "{e:?}");
 }
+
+#[tokio::test]
+async fn a_cancelled_package_writes_nothing() {
+    let dir = tree();
+    let r =
+        crate::common::run_cancelled("package", with("paths = [\"services\"]"), dir.path()).await;
+    assert_eq!(r, Err(orch_core::PhaseError::Cancelled));
+    assert!(!dir.path().join(".orch").exists(), "nothing written");
+}
