@@ -91,3 +91,36 @@ pub fn report(a: &ReportArgs) -> Result<u8, (String, u8)> {
     }
     Ok(ExitCodes::OK)
 }
+
+/// `orch verify`.
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The archive (`tar.gz` or `tar`) made by a `package` phase.
+    archive: PathBuf,
+}
+
+/// `orch verify FILE`: checks a package against its manifest. Exit 0 when it verifies, 1
+/// when it is rejected (every reason listed), 2 when it cannot be read.
+pub fn verify(a: &VerifyArgs) -> Result<u8, (String, u8)> {
+    match orch_delivery::verify_archive(&a.archive) {
+        Ok(r) => {
+            println!(
+                "{}: ok, {} files match the manifest (manifest sha256 {})",
+                a.archive.display(),
+                r.files,
+                r.manifest_sha256
+            );
+            Ok(ExitCodes::OK)
+        }
+        Err(e @ orch_delivery::VerifyError::Rejected { .. }) => {
+            Err((format!("error: {e}"), ExitCodes::FAILED))
+        }
+        Err(e) => {
+            let mut m = format!("error: {e}");
+            if let Some(s) = std::error::Error::source(&e) {
+                m.push_str(&format!(": {s}"));
+            }
+            Err((m, ExitCodes::INVALID))
+        }
+    }
+}

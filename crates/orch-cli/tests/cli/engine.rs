@@ -528,3 +528,36 @@ run = "echo '<script>x</script>'; exit 1"
     let bad = ws.orch(&["report", "--format", "docx"]);
     assert_eq!(bad.code, 2);
 }
+
+#[test]
+fn packages_verify_and_tampered_ones_are_rejected() {
+    let ws = Ws::new(
+        r#"
+[pipeline]
+name = "pkg"
+[phases.package]
+kind = "package"
+with = { paths = ["src"], output = "dist/app.tar.gz" }
+"#,
+    );
+    std::fs::create_dir_all(ws.path().join("src")).unwrap();
+    std::fs::write(ws.path().join("src/main.py"), "print('hi')\n").unwrap();
+    let r = ws.orch(&["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let ok = ws.orch(&["verify", "dist/app.tar.gz"]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert!(ok.stdout.contains("ok, 1 files match"), "{}", ok.stdout);
+
+    // An archive without a manifest, made by plain tar, is rejected with the reason.
+    let made = std::process::Command::new("tar")
+        .args(["-czf", "plain.tar.gz", "src"])
+        .current_dir(ws.path())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let bad = ws.orch(&["verify", "plain.tar.gz"]);
+    assert_eq!(bad.code, 1, "{}", bad.stderr);
+    assert!(bad.stderr.contains("rejected"), "{}", bad.stderr);
+    let missing = ws.orch(&["verify", "nowhere.tar.gz"]);
+    assert_eq!(missing.code, 2, "{}", missing.stderr);
+}
