@@ -59,6 +59,18 @@ pub(crate) fn repo_path(ctx: &PhaseContext, repo: Option<&str>) -> Result<PathBu
     })
 }
 
+/// orch's state directory (`STATE_DIR` of `STATE_DIR/runs/RUN_ID`), else the run directory:
+/// what the git kinds leave out of changes, snapshots and rollbacks.
+pub(crate) fn state_dir(ctx: &PhaseContext) -> Option<PathBuf> {
+    let run_dir = ctx.run_dir();
+    let runs = run_dir.parent()?;
+    if runs.file_name().is_some_and(|n| n == "runs") {
+        runs.parent().map(std::path::Path::to_owned)
+    } else {
+        Some(run_dir.to_owned())
+    }
+}
+
 /// The repository a plan names, as text.
 pub(crate) fn plan_repo(ctx: &PlanContext<'_>, repo: Option<&str>) -> PathBuf {
     match repo {

@@ -74,6 +74,9 @@ where
     T: Send + 'static,
     F: FnOnce(&Job) -> Result<T, GitError> + Send + 'static,
 {
+    if ctx.cancelled().is_cancelled() {
+        return Err(PhaseError::Cancelled);
+    }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let cancelled = Arc::new(AtomicBool::new(false));
     let job = Arc::new(Job {

@@ -9,7 +9,7 @@ use orch_core::{
 };
 use serde::Deserialize;
 
-use crate::common::{flag, parse_with, plan_repo, repo_path};
+use crate::common::{flag, parse_with, plan_repo, repo_path, state_dir};
 use crate::exec::{RepoLock, run_blocking};
 use crate::repo::{self, HeadRef};
 use crate::sanitize::sanitize_url;
@@ -44,6 +44,7 @@ impl Phase for InventoryPhase {
 
     async fn run(&self, ctx: &PhaseContext) -> Result<PhaseOutcome, PhaseError> {
         let path = repo_path(ctx, self.repo.as_deref())?;
+        let state_dir = state_dir(ctx);
         let outputs = run_blocking(ctx, move |job| {
             let repo = repo::open(&path)?;
             job.know_repo(&repo);
@@ -59,7 +60,7 @@ impl Phase for InventoryPhase {
             let dirty_files = if repo.is_bare() {
                 Vec::new()
             } else {
-                repo::changed_paths(&repo)?
+                repo::changed_paths(&repo, &repo::Hidden::new(&repo, state_dir.as_deref()))?
             };
             let latest_tag = match head_id {
                 Some(id) => repo::nearest_tag(&repo, id, false)?.map(|(name, _)| name),

@@ -49,9 +49,46 @@ pub(crate) fn workdir(repo: &Repository) -> Result<PathBuf, GitError> {
         })
 }
 
-/// Paths with uncommitted changes: staged, unstaged, untracked (ignored files excluded),
-/// sorted.
-pub(crate) fn changed_paths(repo: &Repository) -> Result<Vec<String>, GitError> {
+/// Untracked paths the git kinds do not see: orch's own state directory (runs, logs,
+/// journal), when it lies inside the working tree and is not ignored. Counting it as a
+/// change would make every run dirty, and a rollback would delete the running run's files.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Hidden {
+    /// `dir/` relative to the working tree, as git paths are written.
+    prefix: Option<Vec<u8>>,
+}
+
+impl Hidden {
+    /// Hides `state_dir` when it is inside the working tree of `repo`.
+    pub(crate) fn new(repo: &Repository, state_dir: Option<&Path>) -> Self {
+        let (Some(workdir), Some(state)) = (repo.workdir(), state_dir) else {
+            return Self::default();
+        };
+        let canon = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_owned());
+        let (workdir, state) = (canon(workdir), canon(state));
+        let prefix = state
+            .strip_prefix(&workdir)
+            .ok()
+            .filter(|rel| !rel.as_os_str().is_empty())
+            .map(|rel| {
+                let mut p = rel.as_os_str().as_bytes().to_vec();
+                p.push(b'/');
+                p
+            });
+        Self { prefix }
+    }
+
+    /// Whether a path (relative, `/`-separated) is hidden.
+    pub(crate) fn hides(&self, path: &[u8]) -> bool {
+        self.prefix
+            .as_ref()
+            .is_some_and(|p| path.starts_with(p) || path == &p[..p.len() - 1])
+    }
+}
+
+/// Paths with uncommitted changes: staged, unstaged, untracked (ignored files and orch's
+/// state directory excluded), sorted.
+pub(crate) fn changed_paths(repo: &Repository, hidden: &Hidden) -> Result<Vec<String>, GitError> {
     let mut opts = StatusOptions::new();
     opts.include_untracked(true)
         .recurse_untracked_dirs(true)
@@ -63,6 +100,7 @@ pub(crate) fn changed_paths(repo: &Repository) -> Result<Vec<String>, GitError> 
     let mut paths: Vec<String> = statuses
         .iter()
         .filter(|s| !s.status().is_empty() && !s.status().contains(Status::IGNORED))
+        .filter(|s| !(s.status() == Status::WT_NEW && hidden.hides(s.path_bytes())))
         .map(|s| String::from_utf8_lossy(s.path_bytes()).into_owned())
         .collect();
     paths.sort();
@@ -243,9 +281,10 @@ pub(crate) fn take_snapshot(
     run_id: &str,
     phase_id: &str,
     purpose: &str,
+    hidden: &Hidden,
 ) -> Result<Snapshot, GitError> {
     let dir = display_path(repo);
-    let tree_id = worktree_tree(repo, job)?;
+    let tree_id = worktree_tree(repo, job, hidden)?;
     let tree = repo
         .find_tree(tree_id)
         .map_err(GitError::git("read the snapshot tree", &dir))?;
@@ -366,7 +405,7 @@ fn bytes_path(bytes: &[u8]) -> &Path {
 /// Builds a tree of the working tree in a separate in-memory index: the entries of the real
 /// index (as they are on disk now, deleted ones left out) and untracked files, stored byte
 /// for byte (no clean filters).
-fn worktree_tree(repo: &Repository, job: &Job) -> Result<Oid, GitError> {
+fn worktree_tree(repo: &Repository, job: &Job, hidden: &Hidden) -> Result<Oid, GitError> {
     let dir = workdir(repo)?;
     let real = repo
         .index()
@@ -401,7 +440,7 @@ fn worktree_tree(repo: &Repository, job: &Job) -> Result<Oid, GitError> {
         .statuses(Some(&mut opts))
         .map_err(GitError::git("read the status", &dir))?;
     for s in statuses.iter() {
-        if s.status().contains(Status::WT_NEW) {
+        if s.status().contains(Status::WT_NEW) && !hidden.hides(s.path_bytes()) {
             paths.entry(s.path_bytes().to_vec()).or_insert(None);
         }
     }
@@ -490,8 +529,21 @@ enum StoreError {
     Git(git2::Error),
 }
 
-/// Streams a file into the object database as a blob, byte for byte.
+/// Files up to this size are hashed in memory first and written only when the object
+/// database does not have them (most files of a snapshot are unchanged); larger ones are
+/// streamed.
+const HASH_IN_MEMORY: u64 = 16 * 1024 * 1024;
+
+/// Stores a file in the object database as a blob, byte for byte.
 fn store_file(odb: &git2::Odb<'_>, path: &Path, len: u64) -> Result<Oid, StoreError> {
+    if len <= HASH_IN_MEMORY {
+        let bytes = fs::read(path).map_err(StoreError::Io)?;
+        let id = Oid::hash_object(ObjectType::Blob, &bytes).map_err(StoreError::Git)?;
+        if odb.exists(id) {
+            return Ok(id);
+        }
+        return odb.write(ObjectType::Blob, &bytes).map_err(StoreError::Git);
+    }
     let mut file = fs::File::open(path).map_err(StoreError::Io)?;
     let size = usize::try_from(len).map_err(|_| {
         StoreError::Io(io::Error::new(
@@ -544,6 +596,7 @@ pub(crate) fn restore_worktree(
     job: &Job,
     current: &Tree<'_>,
     target: &Tree<'_>,
+    hidden: &Hidden,
 ) -> Result<RestoreStats, GitError> {
     let dir = workdir(repo)?;
     let now = flatten(repo, current)?;
@@ -553,7 +606,7 @@ pub(crate) fn restore_worktree(
     // 1. Remove what the target does not have, then the directories that became empty.
     let mut emptied = Vec::new();
     for (path, (mode, _)) in &now {
-        if want.contains_key(path) || *mode == MODE_GITLINK {
+        if want.contains_key(path) || *mode == MODE_GITLINK || hidden.hides(path) {
             continue;
         }
         let full = dir.join(bytes_path(path));

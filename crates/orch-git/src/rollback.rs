@@ -10,7 +10,7 @@ use orch_core::{
 use serde::Deserialize;
 
 use crate::common::{
-    flag, parse_with, plan_head, plan_open, plan_repo, render, repo_path, with_error,
+    flag, parse_with, plan_head, plan_open, plan_repo, render, repo_path, state_dir, with_error,
 };
 use crate::errors::{GitError, Libgit2Error};
 use crate::exec::{RepoLock, run_blocking};
@@ -148,6 +148,7 @@ impl Phase for RollbackPhase {
 
     async fn run(&self, ctx: &PhaseContext) -> Result<PhaseOutcome, PhaseError> {
         let path = repo_path(ctx, self.repo.as_deref())?;
+        let state_dir = state_dir(ctx);
         let to = render(ctx, "to", &self.to)?;
         let force = self.force;
         let run_id = ctx.run_id().to_string();
@@ -170,7 +171,8 @@ impl Phase for RollbackPhase {
                     ),
                 });
             }
-            let changes = repo::changed_paths(&repo)?;
+            let hidden = repo::Hidden::new(&repo, state_dir.as_deref());
+            let changes = repo::changed_paths(&repo, &hidden)?;
             if !changes.is_empty() {
                 if !force {
                     return Err(GitError::Dirty {
@@ -188,8 +190,14 @@ impl Phase for RollbackPhase {
             }
             let old_head = repo::head_commit(&repo)?.map(|c| c.id());
 
-            let backup =
-                repo::take_snapshot(&repo, job, &run_id, &phase_id, "backup before rollback")?;
+            let backup = repo::take_snapshot(
+                &repo,
+                job,
+                &run_id,
+                &phase_id,
+                "backup before rollback",
+                &hidden,
+            )?;
             job.log(format!(
                 "backup snapshot {} saved as {}",
                 backup.id, backup.refname
@@ -212,7 +220,8 @@ impl Phase for RollbackPhase {
             let wanted = repo
                 .find_tree(target.worktree)
                 .map_err(GitError::git("read the target tree", &dir))?;
-            let stats = repo::restore_worktree(&repo, job, &current, &wanted).map_err(in_flight)?;
+            let stats = repo::restore_worktree(&repo, job, &current, &wanted, &hidden)
+                .map_err(in_flight)?;
             job.log(format!(
                 "working tree restored to {} {}: {} file(s) written, {} removed, {} unchanged",
                 if target.snapshot {

@@ -9,7 +9,7 @@ use orch_core::{
 };
 use serde::Deserialize;
 
-use crate::common::{parse_with, plan_head, plan_open, plan_repo, repo_path};
+use crate::common::{parse_with, plan_head, plan_open, plan_repo, repo_path, state_dir};
 use crate::exec::{RepoLock, run_blocking};
 use crate::repo;
 
@@ -66,6 +66,7 @@ impl Phase for SnapshotPhase {
 
     async fn run(&self, ctx: &PhaseContext) -> Result<PhaseOutcome, PhaseError> {
         let path = repo_path(ctx, self.repo.as_deref())?;
+        let state_dir = state_dir(ctx);
         let run_id = ctx.run_id().to_string();
         let phase_id = ctx.phase_id().to_string();
         let snap = run_blocking(ctx, move |job| {
@@ -73,7 +74,8 @@ impl Phase for SnapshotPhase {
             job.know_repo(&repo);
             let lock = RepoLock::of(repo.path());
             let _held = lock.lock();
-            let snap = repo::take_snapshot(&repo, job, &run_id, &phase_id, "snapshot")?;
+            let hidden = repo::Hidden::new(&repo, state_dir.as_deref());
+            let snap = repo::take_snapshot(&repo, job, &run_id, &phase_id, "snapshot", &hidden)?;
             job.log(format!(
                 "snapshot {} of {} saved as {}",
                 snap.id,

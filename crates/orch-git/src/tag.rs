@@ -16,7 +16,7 @@ use serde::de::{self, MapAccess, Visitor};
 
 use crate::common::{
     flag, is_template, parse_with, plan_head, plan_open, plan_remote_url, plan_repo, render,
-    render_opt, repo_path, with_error,
+    render_opt, repo_path, state_dir, with_error,
 };
 use crate::errors::{GitError, Libgit2Error};
 use crate::exec::{Job, RepoLock, phase_error, run_blocking};
@@ -178,6 +178,7 @@ struct TagPhase {
 
 /// Settings rendered at run time.
 struct Rendered {
+    state_dir: Option<std::path::PathBuf>,
     tag: String,
     branch: Option<String>,
     message: String,
@@ -258,6 +259,7 @@ impl Phase for TagPhase {
             None => None,
         };
         let settings = Rendered {
+            state_dir: state_dir(ctx),
             branch: render_opt(ctx, "branch", self.branch.as_deref())?,
             tag,
             message,
@@ -293,7 +295,8 @@ fn tag_and_push(
 
     let head = repo::head_commit(&repo)?.ok_or_else(|| GitError::Unborn { repo: dir.clone() })?;
     if !s.allow_dirty && !repo.is_bare() {
-        let changes = repo::changed_paths(&repo)?;
+        let changes =
+            repo::changed_paths(&repo, &repo::Hidden::new(&repo, s.state_dir.as_deref()))?;
         if !changes.is_empty() {
             return Err(GitError::Dirty {
                 repo: dir,

@@ -3,6 +3,7 @@
 
 mod changelog;
 mod credentials;
+mod engine;
 mod inventory;
 mod rollback;
 mod snapshot;

@@ -141,3 +141,16 @@ async fn plan_says_what_a_snapshot_would_create() -> Res {
     assert_eq!(t.refs()?, refs, "describe changed refs");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_cancelled_run_changes_nothing() -> Res {
+    let t = messy_repo()?;
+    let refs = t.refs()?;
+    let ran = Run::new("git.snapshot", t.path(), table(""))
+        .cancelled()
+        .go()
+        .await?;
+    assert_eq!(ran.result, Err(orch_core::PhaseError::Cancelled));
+    assert_eq!(t.refs()?, refs);
+    Ok(())
+}

@@ -189,6 +189,7 @@ pub struct Run<'a> {
     pub run_id: &'a str,
     pub vars: Vec<(&'a str, &'a str)>,
     pub secrets: Vec<(&'a str, &'a str)>,
+    pub cancelled: bool,
 }
 
 impl<'a> Run<'a> {
@@ -201,6 +202,7 @@ impl<'a> Run<'a> {
             run_id: "run-1",
             vars: Vec::new(),
             secrets: Vec::new(),
+            cancelled: false,
         }
     }
 
@@ -216,6 +218,12 @@ impl<'a> Run<'a> {
 
     pub fn var(mut self, k: &'a str, v: &'a str) -> Self {
         self.vars.push((k, v));
+        self
+    }
+
+    /// Runs with the run already cancelled.
+    pub fn cancelled(mut self) -> Self {
+        self.cancelled = true;
         self
     }
 
@@ -261,7 +269,11 @@ impl<'a> Run<'a> {
         for (k, v) in &self.secrets {
             builder = builder.secret(*k, *v);
         }
-        let ctx = builder.build();
+        let token = tokio_util::sync::CancellationToken::new();
+        if self.cancelled {
+            token.cancel();
+        }
+        let ctx = builder.cancel(token).build();
         let result = phase.run(&ctx).await;
         ctx.flush_output();
         let lines = lines.lock().unwrap_or_else(|p| p.into_inner()).clone();
