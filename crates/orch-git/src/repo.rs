@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use git2::{
     Commit, Index, IndexEntry, IndexTime, ObjectType, Oid, Repository, Signature, Status,
-    StatusOptions, Tree, TreeWalkMode, TreeWalkResult,
+    StatusOptions, Tree,
 };
 
 use crate::errors::{GitError, Libgit2Error};
@@ -568,16 +568,28 @@ pub(crate) fn flatten(
     repo: &Repository,
     tree: &Tree<'_>,
 ) -> Result<BTreeMap<Vec<u8>, (u32, Oid)>, GitError> {
-    let mut out = BTreeMap::new();
-    tree.walk(TreeWalkMode::PreOrder, |root, entry| {
-        if entry.kind() != Some(ObjectType::Tree) {
-            let mut path = root.as_bytes().to_vec();
+    // Walked by hand: names are bytes, and need not be UTF-8.
+    fn walk(
+        repo: &Repository,
+        tree: &Tree<'_>,
+        prefix: &[u8],
+        out: &mut BTreeMap<Vec<u8>, (u32, Oid)>,
+    ) -> Result<(), git2::Error> {
+        for entry in tree.iter() {
+            let mut path = prefix.to_vec();
             path.extend_from_slice(entry.name_bytes());
-            out.insert(path, (entry.filemode() as u32, entry.id()));
+            if entry.kind() == Some(ObjectType::Tree) {
+                let sub = repo.find_tree(entry.id())?;
+                path.push(b'/');
+                walk(repo, &sub, &path, out)?;
+            } else {
+                out.insert(path, (entry.filemode() as u32, entry.id()));
+            }
         }
-        TreeWalkResult::Ok
-    })
-    .map_err(GitError::git("read a tree", display_path(repo)))?;
+        Ok(())
+    }
+    let mut out = BTreeMap::new();
+    walk(repo, tree, b"", &mut out).map_err(GitError::git("read a tree", display_path(repo)))?;
     Ok(out)
 }
 

@@ -19,6 +19,10 @@ async fn diverge() -> Res<(TestRepo, State, State, String)> {
     std::fs::remove_dir_all(t.path().join("dir"))?;
     t.write("dir", "dir is a file now\n")?;
     t.write("new_since.txt", "created after the snapshot\n")?;
+    std::fs::remove_file(
+        t.path()
+            .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"raw-\xff.bin")),
+    )?;
     t.write("newdir/x/y.txt", "deep new file\n")?;
     t.write("debug.log", "ignored log, changed\n")?;
     t.git(&["add", "new_since.txt"])?;

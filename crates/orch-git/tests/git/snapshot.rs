@@ -28,6 +28,12 @@ pub fn messy_repo() -> Res<TestRepo> {
     // Untracked, in a new directory too.
     t.write("untracked.txt", "untracked\n")?;
     t.write("udir/deep/file.bin", [0u8, 1, 2, 0xff, b'\n', 0])?;
+    // A file name that is not UTF-8.
+    std::fs::write(
+        t.path()
+            .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"raw-\xff.bin")),
+        "latin-1 name\n",
+    )?;
     // Ignored.
     t.write("debug.log", "ignored log\n")?;
     t.write("target/out.bin", "ignored build output")?;
@@ -41,7 +47,7 @@ pub fn commit_files(t: &TestRepo, commit: git2::Oid) -> Res<BTreeMap<String, Nod
     tree.walk(git2::TreeWalkMode::PreOrder, |root, e| {
         if e.kind() == Some(git2::ObjectType::Blob) {
             let blob = t.repo.find_blob(e.id()).expect("blob of the tree");
-            let path = format!("{root}{}", e.name().expect("utf-8 name"));
+            let path = format!("{root}{}", String::from_utf8_lossy(e.name_bytes()));
             let node = if e.filemode() == 0o120000 {
                 Node::Link(String::from_utf8_lossy(blob.content()).into_owned().into())
             } else {
