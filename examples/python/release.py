@@ -4,7 +4,7 @@
 
 It loads `release.toml` (command phases: build and lint), adds Python phases that
 read the build's outputs, publishes the release notes with an `async def` phase, and
-prints events as they happen. Run it twice with `--fail` to see a failure, its
+prints events as they happen. Run it with `--fail` to see a failure, its
 traceback in the phase log, and `PipelineFailed`.
 """
 

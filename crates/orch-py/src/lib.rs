@@ -48,7 +48,9 @@ fn kinds() -> Vec<(String, String, String)> {
 fn parse_duration(py: Python<'_>, text: &str) -> PyResult<f64> {
     humantime::parse_duration(text.trim())
         .map(|d| d.as_secs_f64())
-        .map_err(|e| errors::Error::invalid(format!("invalid duration `{text}`: {e}")).into_pyerr(py))
+        .map_err(|e| {
+            errors::Error::invalid(format!("invalid duration `{text}`: {e}")).into_pyerr(py)
+        })
 }
 
 /// The extension module `orch._orch`.

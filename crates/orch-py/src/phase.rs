@@ -70,6 +70,8 @@ mod ffi {
     use pyo3::prelude::*;
 
     /// The interpreter's identifier of the current thread (`threading.get_ident()`).
+    // `c_ulong` is `u64` here but not on every platform.
+    #[allow(clippy::useless_conversion)]
     pub(super) fn thread_ident(_py: Python<'_>) -> u64 {
         // SAFETY: a plain query of the current thread's identity; the token proves the
         // thread is attached to the interpreter.
@@ -78,7 +80,11 @@ mod ffi {
 
     /// Makes thread `ident` raise `exc` (a class) at its next bytecode, or clears a
     /// pending one when `exc` is `None`. Returns how many threads it touched.
-    pub(super) fn set_async_exc(_py: Python<'_>, ident: u64, exc: Option<&Bound<'_, PyAny>>) -> i32 {
+    pub(super) fn set_async_exc(
+        _py: Python<'_>,
+        ident: u64,
+        exc: Option<&Bound<'_, PyAny>>,
+    ) -> i32 {
         let ptr = exc.map_or(std::ptr::null_mut(), Bound::as_ptr);
         // SAFETY: the token proves we are attached (the call requires it); `ptr` is a
         // live object borrowed for the call (CPython takes its own reference) or null.
@@ -89,11 +95,16 @@ mod ffi {
 /// How a call of a phase function ended.
 pub(crate) enum CallResult {
     Ok(Option<Outputs>),
-    Failed { message: String, traceback: String },
+    Failed {
+        message: String,
+        traceback: String,
+    },
     Skip(String),
     Cancelled,
     /// The function raised `KeyboardInterrupt`: the whole run is interrupted.
-    Interrupted { traceback: String },
+    Interrupted {
+        traceback: String,
+    },
 }
 
 /// The state of one call, shared by the engine task, the thread running it and the
@@ -288,7 +299,10 @@ impl Context {
     /// The pipeline's directory.
     #[getter]
     fn base_dir(&self) -> &str {
-        self.data.shared.as_ref().map_or("", |s| s.base_dir.as_str())
+        self.data
+            .shared
+            .as_ref()
+            .map_or("", |s| s.base_dir.as_str())
     }
 
     /// The phase's working directory.
@@ -440,7 +454,12 @@ pub fn _current_context(py: Python<'_>) -> Option<Py<Context>> {
 }
 
 /// Calls a plain function in the current (pool) thread.
-fn call_sync(py: Python<'_>, func: &Py<PyAny>, data: ContextData, call: &Arc<CallState>) -> CallResult {
+fn call_sync(
+    py: Python<'_>,
+    func: &Py<PyAny>,
+    data: ContextData,
+    call: &Arc<CallState>,
+) -> CallResult {
     if call.is_cancelled() {
         return CallResult::Cancelled;
     }
@@ -502,7 +521,12 @@ impl DoneCallback {
             g.future = None;
         }
         self.completion.finish(result);
-        drop(self.inflight.lock().unwrap_or_else(|p| p.into_inner()).take());
+        drop(
+            self.inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
     }
 }
 
@@ -569,7 +593,12 @@ impl Phase for PyPhase {
         let completion = Arc::new(Completion::default());
         let call = Arc::new(CallState::new());
         let workdir = match &shared {
-            Some(s) if ctx.workdir() == ctx.base_dir() && s.base_dir == ctx.base_dir().to_string_lossy() => None,
+            Some(s)
+                if ctx.workdir() == ctx.base_dir()
+                    && s.base_dir == ctx.base_dir().to_string_lossy() =>
+            {
+                None
+            }
             _ => Some(ctx.workdir().to_owned()),
         };
         let data = ContextData {

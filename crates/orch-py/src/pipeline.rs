@@ -10,9 +10,8 @@ use indexmap::IndexMap;
 use orch_core::diagnostics::did_you_mean;
 use orch_core::spec::{Backoff, BreakerSpec, Unavailable};
 use orch_core::{
-    AgentSpec, LoadOptions, Phase, PhaseId, PhaseSpec, Pipeline, Plan, ResumeFrom, RunControl, RunId,
-    RunOptions,
-    RunSpec, Runner, Selection, Selector, WithTable,
+    AgentSpec, LoadOptions, Phase, PhaseId, PhaseSpec, Pipeline, Plan, ResumeFrom, RunControl,
+    RunId, RunOptions, RunSpec, Runner, Selection, Selector, WithTable,
 };
 use pyo3::prelude::*;
 
@@ -370,7 +369,10 @@ impl CorePipeline {
     ) -> PyResult<()> {
         let run = || -> Result<(), Error> {
             let mut spec = PhaseSpec::new(phase_id(id)?, "python");
-            spec.needs = needs.iter().map(|n| phase_id(n)).collect::<Result<_, _>>()?;
+            spec.needs = needs
+                .iter()
+                .map(|n| phase_id(n))
+                .collect::<Result<_, _>>()?;
             spec.retries = retries;
             spec.timeout = duration(timeout, "timeout")?;
             if let Some(initial) = duration(backoff, "backoff")? {
@@ -518,7 +520,11 @@ impl CorePipeline {
             let state_dir = absolute(&runner.state_dir());
             let shared = Arc::new(RunShared::new(
                 run_id.to_string(),
-                state_dir.join("runs").join(run_id.as_str()).display().to_string(),
+                state_dir
+                    .join("runs")
+                    .join(run_id.as_str())
+                    .display()
+                    .to_string(),
                 base_dir,
                 vars,
                 control.clone(),
@@ -576,4 +582,47 @@ fn implied_agent(agent_type: &str) -> AgentSpec {
 
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_non_negative_seconds() {
+        assert_eq!(duration(None, "timeout").ok(), Some(None));
+        assert_eq!(
+            duration(Some(1.5), "timeout").ok(),
+            Some(Some(Duration::from_millis(1500)))
+        );
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            let e = duration(Some(bad), "timeout").err().map(|e| e.to_string());
+            assert!(e.is_some_and(|e| e.starts_with("timeout must be")), "{bad}");
+        }
+    }
+
+    #[test]
+    fn selections_parse_ids_and_tags() {
+        let s = selection(
+            vec!["build".into(), "tag:slow".into()],
+            vec!["lint".into()],
+            vec!["test".into()],
+        );
+        assert_eq!(
+            s.only,
+            [Selector::Id("build".into()), Selector::Tag("slow".into())]
+        );
+        assert_eq!(s.skip, [Selector::Id("lint".into())]);
+        assert_eq!(s.from, ["test"]);
+    }
+
+    #[test]
+    fn implied_agents_look_like_the_engines() {
+        let a = implied_agent("docker");
+        assert_eq!(
+            (a.name.as_str(), a.agent_type.as_str()),
+            ("docker", "docker")
+        );
+        assert_eq!(a.breaker, BreakerSpec::default());
+    }
 }

@@ -404,19 +404,21 @@ impl RunResult {
     /// Every phase, by id, in declaration order.
     #[getter]
     fn phases<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = self.phases.get_or_try_init(py, || -> PyResult<Py<PyDict>> {
-            let d = PyDict::new(py);
-            for (id, rec) in &self.record.phases {
-                let p = PhaseResult {
-                    id: id.clone(),
-                    record: rec.clone(),
-                    run_dir: self.run_dir.clone(),
-                };
-                d.set_item(id, Py::new(py, p)?)?;
-            }
-            Ok(d.unbind())
-        })?;
-        Ok(d.bind(py).copy()?)
+        let d = self
+            .phases
+            .get_or_try_init(py, || -> PyResult<Py<PyDict>> {
+                let d = PyDict::new(py);
+                for (id, rec) in &self.record.phases {
+                    let p = PhaseResult {
+                        id: id.clone(),
+                        record: rec.clone(),
+                        run_dir: self.run_dir.clone(),
+                    };
+                    d.set_item(id, Py::new(py, p)?)?;
+                }
+                Ok(d.unbind())
+            })?;
+        d.bind(py).copy()
     }
 
     /// Ids of the phases that failed or timed out (not those allowed to).

@@ -81,7 +81,10 @@ impl RunShared {
 
     /// Counts a Python call until the returned guard drops.
     pub(crate) fn enter(self: &Arc<Self>) -> Inflight {
-        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).calls += 1;
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .calls += 1;
         Inflight(self.clone())
     }
 

@@ -127,6 +127,10 @@ def _seconds(value: Optional[Duration], what: str) -> Optional[float]:
 
 
 def _is_coroutine_function(func: Callable[..., Any]) -> bool:
+    code = getattr(func, "__code__", None)
+    if code is not None and not inspect.ismethod(func):
+        # A plain function: read the flag (what inspect does, minus the unwrapping).
+        return bool(code.co_flags & inspect.CO_COROUTINE)
     if inspect.iscoroutinefunction(func):
         return True
     call = getattr(func, "__call__", None)
@@ -147,7 +151,11 @@ def _refs(refs: Union[None, PhaseRef, Iterable[PhaseRef]]) -> List[str]:
         return []
     if isinstance(refs, str) or callable(refs):
         return [_ref(refs)]
-    return [_ref(r) for r in refs]
+    out = list(refs)
+    for i, r in enumerate(out):
+        if type(r) is not str:
+            out[i] = _ref(r)
+    return out  # type: ignore[return-value]
 
 
 def _strings(values: Union[None, str, Iterable[str]]) -> List[str]:
@@ -170,7 +178,7 @@ class Plan:
         self.waves: List[List[Dict[str, Any]]] = data["waves"]
         """Each wave's phases: dicts with ``id``, ``kind``, ``agent``, ``summary``,
         ``details``, ``changes``, ``needs``, ``timeout``, ``retries``, ..."""
-        self.not_selected: List[Tuple[str, str]] = [tuple(x) for x in data["not_selected"]]  # type: ignore[misc]
+        self.not_selected: List[Tuple[str, str]] = [(str(a), str(b)) for a, b in data["not_selected"]]
         """Phases left out, with why."""
         self.text = text
         """The plan rendered for people."""
