@@ -40,6 +40,10 @@ enum Command {
     Runs(crate::history::RunsArgs),
     /// Print the log of a phase of a run.
     Logs(crate::history::LogsArgs),
+    /// Render a report of a past run: md, junit, html, json, pdf or compliance.
+    Report(crate::reports::ReportArgs),
+    /// Check a package archive against its manifest.
+    Verify(crate::reports::VerifyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -194,6 +198,12 @@ pub fn main() -> ExitCode {
         }
         Command::Logs(a) => {
             crate::history::logs(&a).map_err(|(message, code)| Failure { message, code })
+        }
+        Command::Report(a) => {
+            crate::reports::report(&a).map_err(|(message, code)| Failure { message, code })
+        }
+        Command::Verify(a) => {
+            crate::reports::verify(&a).map_err(|(message, code)| Failure { message, code })
         }
     };
     match result {
@@ -354,6 +364,7 @@ fn run(mut a: RunArgs) -> Result<u8, Failure> {
             _ => Failure::invalid(format!("error: {}", chain(&e))),
         })?;
         let run_dir = state_dir.join("runs").join(record.run_id.as_str());
+        crate::reports::after_run(&record, &run_dir);
         eprint!("{}", summary(&record, &relative(&run_dir)));
         Ok(match record.status {
             RunStatus::Succeeded => ExitCodes::OK,

@@ -6,6 +6,7 @@ mod exit_codes;
 mod history;
 mod progress;
 mod registry;
+mod reports;
 
 pub use exit_codes::ExitCodes;
 

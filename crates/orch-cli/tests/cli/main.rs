@@ -1,5 +1,8 @@
 //! Integration tests of the `orch` binary: real pipelines in temp dirs.
 
+// Test code unwraps freely: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod engine;
 mod errors;
 mod output;
