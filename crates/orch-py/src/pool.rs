@@ -51,24 +51,24 @@ static POOL: LazyLock<Pool> = LazyLock::new(|| Pool {
 /// How long a worker that ran out of calls watches the queue before it sleeps: phases
 /// of a pipeline arrive one after another as the engine finishes their needs, and a
 /// worker still awake takes the next one without a thread wake-up.
-const SPIN: Duration = Duration::from_micros(50);
+const SPIN: Duration = Duration::from_micros(40);
 
 fn lock() -> MutexGuard<'static, State> {
-    let mut s = POOL.state.lock().unwrap_or_else(|p| p.into_inner());
+    POOL.state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Queues a call; an idle worker takes it, or a new worker is started for it.
+pub(crate) fn submit(job: Job) {
     let pid = std::process::id();
+    let mut s = lock();
     if s.pid != pid {
         // After a fork only the forking thread exists: forget the parent's workers.
         *s = State {
             pid,
             ..State::default()
         };
+        POOL.queued.store(0, Ordering::Release);
     }
-    s
-}
-
-/// Queues a call; an idle worker takes it, or a new worker is started for it.
-pub(crate) fn submit(job: Job) {
-    let mut s = lock();
     s.queue.push_back(job);
     POOL.queued.store(s.queue.len(), Ordering::Release);
     if s.queue.len() <= s.spinning {
