@@ -3,6 +3,7 @@
 // Test code unwraps freely: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod delivery;
 mod engine;
 mod errors;
 mod output;
