@@ -13,14 +13,31 @@ use orch_core::{
 };
 
 use crate::exit_codes::ExitCodes;
-use crate::progress::{PlainProgress, summary};
+use crate::progress::{ColorChoice, OutputOptions, Progress, ProgressMode};
+use crate::summary::{Locations, summary};
 
 /// Runs software-delivery pipelines as a DAG of phases.
 #[derive(Parser, Debug)]
-#[command(name = "orch", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "orch",
+    version = env!("ORCH_VERSION"),
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = crate::completions::AFTER_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Colour status words: auto (when stderr is a terminal and NO_COLOR is not set),
+    /// always, never.
+    #[arg(long, global = true, value_enum, env = "ORCH_COLOR", default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+}
+
+/// The clap definition of `orch`, for completions and the man page.
+pub(crate) fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 #[derive(Subcommand, Debug)]
@@ -44,6 +61,12 @@ enum Command {
     Report(crate::reports::ReportArgs),
     /// Check a package archive against its manifest.
     Verify(crate::reports::VerifyArgs),
+    /// Write a commented orch.toml that runs as it is (never overwrites).
+    Init(crate::init::InitArgs),
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    Completions(crate::completions::CompletionsArgs),
+    /// Print the man page (roff): `orch man | man -l -`.
+    Man(crate::completions::ManArgs),
 }
 
 #[derive(Args, Debug)]
@@ -98,8 +121,15 @@ struct RunArgs {
     #[arg(long)]
     dry_run: bool,
     /// How long interrupted phases get to stop before they are killed.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ORCH_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     grace: Duration,
+    /// The state directory (runs, logs, reports) instead of the pipeline's.
+    #[arg(long, value_name = "DIR", env = "ORCH_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Live view (spinners, overall bar) or one plain line per event; auto: live when
+    /// stderr is a terminal.
+    #[arg(long, value_enum, env = "ORCH_PROGRESS", default_value_t = ProgressMode::Auto)]
+    progress: ProgressMode,
     /// Stream every phase's output, prefixed by its id.
     #[arg(long, short)]
     verbose: bool,
@@ -177,7 +207,7 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Run(a) => run(a),
+        Command::Run(a) => run(a, cli.color),
         Command::Plan(a) => plan(&a.file, &a.select),
         Command::Validate(a) => validate(&a),
         Command::Graph(a) => graph(&a),
@@ -205,6 +235,13 @@ pub fn main() -> ExitCode {
         Command::Verify(a) => {
             crate::reports::verify(&a).map_err(|(message, code)| Failure { message, code })
         }
+        Command::Init(a) => {
+            crate::init::init(&a).map_err(|(message, code)| Failure { message, code })
+        }
+        Command::Completions(a) => crate::completions::completions(&a, command())
+            .map_err(|(message, code)| Failure { message, code }),
+        Command::Man(a) => crate::completions::man(&a, command())
+            .map_err(|(message, code)| Failure { message, code }),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -319,7 +356,7 @@ fn graph(a: &GraphArgs) -> Result<u8, Failure> {
     Ok(ExitCodes::OK)
 }
 
-fn run(mut a: RunArgs) -> Result<u8, Failure> {
+fn run(mut a: RunArgs, color: ColorChoice) -> Result<u8, Failure> {
     if a.dry_run {
         return plan(&a.file, &a.select);
     }
@@ -343,8 +380,19 @@ fn run(mut a: RunArgs) -> Result<u8, Failure> {
         keep_going: a.keep_going,
         grace: a.grace,
         resume,
+        state_dir: a.state_dir.as_deref().map(absolute),
         ..RunOptions::default()
     };
+    let progress = Arc::new(Progress::new(
+        OutputOptions {
+            mode: a.progress,
+            color,
+            verbose: a.verbose,
+            quiet: a.quiet,
+        },
+        &p,
+    ));
+    let json = a.file.format == OutFormat::Json;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -352,10 +400,12 @@ fn run(mut a: RunArgs) -> Result<u8, Failure> {
     rt.block_on(async move {
         let mut runner = Runner::new(p, options);
         let state_dir = runner.state_dir();
-        runner.subscribe(Arc::new(PlainProgress::new(a.verbose, a.quiet)));
+        runner.subscribe(progress.sink());
         let control = RunControl::new();
-        spawn_signal_handler(control.clone());
-        let record = runner.run(control).await.map_err(|e| match &e {
+        spawn_signal_handler(control.clone(), progress.clone());
+        let result = runner.run(control).await;
+        progress.finish();
+        let record = result.map_err(|e| match &e {
             // One run per workspace: name the process that holds it.
             RunError::Locked { state_dir, holder } => Failure::invalid(format!(
                 "error: another orch run is using {}: held by {holder}",
@@ -364,8 +414,18 @@ fn run(mut a: RunArgs) -> Result<u8, Failure> {
             _ => Failure::invalid(format!("error: {}", chain(&e))),
         })?;
         let run_dir = state_dir.join("runs").join(record.run_id.as_str());
-        crate::reports::after_run(&record, &run_dir);
-        eprint!("{}", summary(&record, &relative(&run_dir)));
+        let reports = crate::reports::after_run(&record, &run_dir);
+        let at = Locations {
+            run_dir: relative(&run_dir),
+            reports: reports.iter().map(|r| relative(r)).collect(),
+        };
+        eprint!("{}", summary(&record, &at, progress.style()));
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&record).unwrap_or_default()
+            );
+        }
         Ok(match record.status {
             RunStatus::Succeeded => ExitCodes::OK,
             RunStatus::Cancelled => ExitCodes::INTERRUPTED,
@@ -381,7 +441,12 @@ fn relative(p: &Path) -> PathBuf {
         .unwrap_or_else(|| p.to_path_buf())
 }
 
-fn spawn_signal_handler(control: RunControl) {
+/// `path` made absolute against the working directory (as given, when that fails).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn spawn_signal_handler(control: RunControl, progress: Arc<Progress>) {
     use tokio::signal::unix::{SignalKind, signal};
     tokio::spawn(async move {
         let (Ok(mut int), Ok(mut term)) = (
@@ -396,9 +461,9 @@ fn spawn_signal_handler(control: RunControl) {
                 _ = term.recv() => {},
             }
             if control.is_stopped() {
-                eprintln!("orch: interrupted again: killing running phases");
+                progress.message("orch: interrupted again: killing running phases");
             } else {
-                eprintln!("orch: interrupted: stopping (again to kill running phases now)");
+                progress.message("orch: interrupted: stopping (again to kill running phases now)");
             }
             control.interrupt();
         }

@@ -2,11 +2,15 @@
 //! orch libraries. Scheduling, parsing and report rendering live in the libraries.
 
 mod app;
+mod completions;
 mod exit_codes;
 mod history;
+mod init;
+mod live;
 mod progress;
 mod registry;
 mod reports;
+mod summary;
 
 pub use exit_codes::ExitCodes;
 

@@ -1,28 +1,161 @@
-//! Plain terminal output: one line per finished phase, then a summary table.
+//! Terminal output of `orch run`: the choice between the live view ([`crate::live`]) and
+//! plain lines, colour, and the plain line printer.
+//!
+//! Everything human goes to stderr; stdout is left to `--format json`.
 
-use std::io::Write;
-use std::sync::Mutex;
+use std::borrow::Cow;
+use std::io::{IsTerminal as _, Write};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use orch_core::{EventSink, PhaseStatus, RunEvent, RunRecord, RunStatus, Stream};
+use clap::ValueEnum;
+use orch_core::{EventSink, PhaseStatus, Pipeline, RunEvent, Stream};
 
-/// Prints one line per event worth seeing, to stderr.
-pub struct PlainProgress {
-    verbose: bool,
-    quiet: bool,
-    out: Mutex<std::io::Stderr>,
+use crate::live::LiveProgress;
+
+/// `--progress`: how a run shows itself while it works.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ProgressMode {
+    /// The live view when stderr is a terminal, plain lines otherwise.
+    #[default]
+    Auto,
+    /// The live view, even when stderr is not a terminal.
+    Live,
+    /// One line per event, no control characters.
+    Plain,
 }
 
-impl PlainProgress {
-    pub fn new(verbose: bool, quiet: bool) -> Self {
-        Self {
-            verbose,
-            quiet,
-            out: Mutex::new(std::io::stderr()),
+/// `--color`: whether status words are coloured.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ColorChoice {
+    /// Colour when stderr is a terminal and `NO_COLOR` is not set.
+    #[default]
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether to colour what goes to stderr.
+    pub fn enabled(self) -> bool {
+        match self {
+            Self::Always => true,
+            Self::Never => false,
+            Self::Auto => {
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                    && !term_is_dumb()
+                    && std::io::stderr().is_terminal()
+            }
         }
     }
 }
 
+fn term_is_dumb() -> bool {
+    std::env::var_os("TERM").is_some_and(|t| t == "dumb")
+}
+
+/// Whether the locale can show Unicode (spinner and bar glyphs); ASCII otherwise.
+pub fn unicode_locale() -> bool {
+    ["LC_ALL", "LC_CTYPE", "LANG"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .is_some_and(|v| {
+            let v = v.to_ascii_lowercase();
+            v.contains("utf-8") || v.contains("utf8")
+        })
+}
+
+/// Paints status words (and nothing else) when colour is on.
+#[derive(Clone, Copy, Debug)]
+pub struct Style {
+    color: bool,
+}
+
+const GREEN: &str = "\x1b[32m";
+const RED: &str = "\x1b[1;31m";
+const YELLOW: &str = "\x1b[33m";
+const CYAN: &str = "\x1b[36m";
+const DIM: &str = "\x1b[2m";
+const RESET: &str = "\x1b[0m";
+
+impl Style {
+    /// A style that colours when `color` is true.
+    pub fn new(color: bool) -> Self {
+        Self { color }
+    }
+
+    /// Whether it colours.
+    pub fn color(self) -> bool {
+        self.color
+    }
+
+    fn paint(self, text: &str, code: &str) -> String {
+        if self.color && !text.is_empty() {
+            format!("{code}{text}{RESET}")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    fn code(status: PhaseStatus, allowed: bool) -> &'static str {
+        match status {
+            PhaseStatus::Succeeded => GREEN,
+            PhaseStatus::Failed | PhaseStatus::TimedOut if allowed => YELLOW,
+            PhaseStatus::Failed | PhaseStatus::TimedOut => RED,
+            PhaseStatus::Cancelled | PhaseStatus::Blocked => YELLOW,
+            PhaseStatus::Skipped => CYAN,
+        }
+    }
+
+    /// `text` (a status word) padded to `width`, coloured for `status`; the padding stays
+    /// outside the colour so columns line up.
+    pub fn status_padded(
+        self,
+        text: &str,
+        status: PhaseStatus,
+        allowed: bool,
+        width: usize,
+    ) -> String {
+        let pad = width.saturating_sub(text.chars().count());
+        format!(
+            "{}{}",
+            self.paint(text, Self::code(status, allowed)),
+            " ".repeat(pad)
+        )
+    }
+
+    /// A warning word (`retry`).
+    pub fn warn(self, text: &str) -> String {
+        self.paint(text, YELLOW)
+    }
+
+    /// The run's verdict word.
+    pub fn verdict(self, text: &str, ok: bool) -> String {
+        self.paint(text, if ok { GREEN } else { RED })
+    }
+
+    /// Secondary text (a phase's last log line in the live view).
+    pub fn dim(self, text: &str) -> String {
+        self.paint(text, DIM)
+    }
+}
+
+/// The short status word of a finished-phase line.
+pub fn mark(status: PhaseStatus, allowed: bool) -> &'static str {
+    match status {
+        PhaseStatus::Succeeded => "ok",
+        PhaseStatus::Failed | PhaseStatus::TimedOut if allowed => "FAIL (allowed)",
+        PhaseStatus::Failed => "FAIL",
+        PhaseStatus::TimedOut => "TIMEOUT",
+        PhaseStatus::Cancelled => "CANCEL",
+        PhaseStatus::Skipped => "skip",
+        PhaseStatus::Blocked => "BLOCKED",
+    }
+}
+
+/// A duration as people read it: `250ms`, `3.4s`, `2m05s`.
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
@@ -35,15 +168,193 @@ pub fn fmt_duration(d: Duration) -> String {
     }
 }
 
-fn mark(status: PhaseStatus, allowed: bool) -> &'static str {
-    match status {
-        PhaseStatus::Succeeded => "ok",
-        PhaseStatus::Failed | PhaseStatus::TimedOut if allowed => "FAIL (allowed)",
-        PhaseStatus::Failed => "FAIL",
-        PhaseStatus::TimedOut => "TIMEOUT",
-        PhaseStatus::Cancelled => "CANCEL",
-        PhaseStatus::Skipped => "skip",
-        PhaseStatus::Blocked => "BLOCKED",
+/// `text` on one line without control characters: ANSI escape sequences are removed
+/// (kept when `keep_ansi`), tabs become spaces, line breaks become ` `, other control
+/// characters are dropped.
+pub fn one_line(text: &str, keep_ansi: bool) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => {
+                let mut seq = String::from(c);
+                // CSI: ESC [ params final (0x40..=0x7e); OSC: ESC ] ... BEL or ESC \.
+                match chars.peek() {
+                    Some('[') => {
+                        seq.extend(chars.next());
+                        while let Some(&n) = chars.peek() {
+                            seq.push(n);
+                            chars.next();
+                            if ('\x40'..='\x7e').contains(&n) {
+                                break;
+                            }
+                        }
+                        // Only colour (SGR) may pass; cursor motion never does.
+                        if keep_ansi && seq.ends_with('m') {
+                            out.push_str(&seq);
+                        }
+                    }
+                    Some(']') => {
+                        while let Some(n) = chars.next() {
+                            if n == '\x07' || (n == '\x1b' && chars.next_if_eq(&'\\').is_some()) {
+                                break;
+                            }
+                        }
+                    }
+                    _ => {
+                        chars.next();
+                    }
+                }
+            }
+            '\t' => out.push_str("    "),
+            '\n' => out.push(' '),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Skips of phases that were never in play (left out by `--only`/`--skip`/`--from`): not
+/// worth a line.
+pub fn is_unselected(status: PhaseStatus, duration: Duration, reason: Option<&str>) -> bool {
+    status == PhaseStatus::Skipped
+        && duration.is_zero()
+        && reason.is_some_and(|r| r.starts_with("not selected") || r.starts_with("before --from"))
+}
+
+/// The one-line result of a finished phase, as the plain printer and the live view show it.
+pub fn finished_line(
+    style: Style,
+    phase: &str,
+    status: PhaseStatus,
+    allowed: bool,
+    attempts: u32,
+    duration: Duration,
+    reason: Option<&str>,
+) -> String {
+    let word = mark(status, allowed);
+    let width = (word.len() + 1).max(8);
+    let mut line = format!(
+        "  {}{phase} ({})",
+        style.status_padded(word, status, allowed, width),
+        fmt_duration(duration)
+    );
+    if attempts > 1 {
+        line.push_str(&format!(" after {attempts} attempts"));
+    }
+    if let Some(r) = reason {
+        line.push_str(": ");
+        line.push_str(&one_line(r, false));
+    }
+    line
+}
+
+/// What the user asked for on the command line.
+#[derive(Clone, Copy, Debug)]
+pub struct OutputOptions {
+    /// `--progress`.
+    pub mode: ProgressMode,
+    /// `--color`.
+    pub color: ColorChoice,
+    /// `-v`: stream every phase's output.
+    pub verbose: bool,
+    /// `-q`: only failures and the summary.
+    pub quiet: bool,
+}
+
+/// The run's terminal output: plain lines or the live view.
+pub enum Progress {
+    /// One line per event.
+    Plain(Arc<PlainProgress>),
+    /// Spinners and an overall bar.
+    Live(Arc<LiveProgress>),
+}
+
+impl Progress {
+    /// The output `options` ask for, for a run of `pipeline`.
+    pub fn new(options: OutputOptions, pipeline: &Pipeline) -> Self {
+        let style = Style::new(options.color.enabled());
+        let tty = std::io::stderr().is_terminal() && !term_is_dumb();
+        let live = !options.quiet
+            && match options.mode {
+                ProgressMode::Plain => false,
+                ProgressMode::Live => true,
+                ProgressMode::Auto => tty,
+            };
+        if live {
+            Self::Live(Arc::new(LiveProgress::new(
+                style,
+                options.verbose,
+                pipeline,
+                !tty,
+            )))
+        } else {
+            Self::Plain(Arc::new(PlainProgress::new(
+                options.verbose,
+                options.quiet,
+                style,
+            )))
+        }
+    }
+
+    /// The event sink to subscribe to the runner.
+    pub fn sink(&self) -> Arc<dyn EventSink> {
+        match self {
+            Self::Plain(p) => p.clone(),
+            Self::Live(l) => l.clone(),
+        }
+    }
+
+    /// Prints a line now (above the live view).
+    pub fn message(&self, text: &str) {
+        match self {
+            Self::Plain(p) => p.line(text),
+            Self::Live(l) => l.message(text),
+        }
+    }
+
+    /// Clears the live view; the terminal is left to the summary.
+    pub fn finish(&self) {
+        if let Self::Live(l) = self {
+            l.finish();
+        }
+    }
+
+    /// How status words are painted.
+    pub fn style(&self) -> Style {
+        match self {
+            Self::Plain(p) => p.style,
+            Self::Live(l) => l.style(),
+        }
+    }
+}
+
+/// Prints one line per event worth seeing, to stderr.
+pub struct PlainProgress {
+    verbose: bool,
+    quiet: bool,
+    style: Style,
+    out: Mutex<std::io::Stderr>,
+}
+
+impl PlainProgress {
+    /// A printer; `verbose` streams phase output, `quiet` prints failures only.
+    pub fn new(verbose: bool, quiet: bool, style: Style) -> Self {
+        Self {
+            verbose,
+            quiet,
+            style,
+            out: Mutex::new(std::io::stderr()),
+        }
+    }
+
+    fn line(&self, text: &str) {
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(out, "{text}");
     }
 }
 
@@ -70,7 +381,7 @@ impl EventSink for PlainProgress {
                     Stream::Stderr => "!",
                     _ => "|",
                 };
-                writeln!(out, "{phase} {tag} {line}")
+                writeln!(out, "{phase} {tag} {}", one_line(line, self.style.color()))
             }
             RunEvent::PhaseRetrying {
                 phase,
@@ -79,7 +390,9 @@ impl EventSink for PlainProgress {
                 delay,
             } if !self.quiet => writeln!(
                 out,
-                "  retry   {phase}: attempt {attempt} failed ({error}); next in {}",
+                "  {}   {phase}: attempt {attempt} failed ({}); next in {}",
+                self.style.warn("retry"),
+                one_line(error, false),
                 fmt_duration(*delay)
             ),
             RunEvent::PhaseFinished {
@@ -95,85 +408,80 @@ impl EventSink for PlainProgress {
                 if self.quiet && !failure {
                     return;
                 }
-                if *status == PhaseStatus::Skipped
-                    && duration.is_zero()
-                    && !self.verbose
-                    && reason.as_deref().is_some_and(|r| {
-                        r.starts_with("not selected") || r.starts_with("before --from")
-                    })
-                {
+                if !self.verbose && is_unselected(*status, *duration, reason.as_deref()) {
                     return;
                 }
-                let mut line = format!(
-                    "  {:<8}{phase} ({})",
-                    mark(*status, *allowed_failure),
-                    fmt_duration(*duration)
-                );
-                if *attempts > 1 {
-                    line.push_str(&format!(" after {attempts} attempts"));
-                }
-                if let Some(r) = reason {
-                    line.push_str(": ");
-                    line.push_str(r);
-                }
-                writeln!(out, "{line}")
+                writeln!(
+                    out,
+                    "{}",
+                    finished_line(
+                        self.style,
+                        phase.as_str(),
+                        *status,
+                        *allowed_failure,
+                        *attempts,
+                        *duration,
+                        reason.as_deref(),
+                    )
+                )
             }
             _ => Ok(()),
         };
     }
 }
 
-/// The final table and status line.
-pub fn summary(record: &RunRecord, run_dir: &std::path::Path) -> String {
-    let mut s = String::new();
-    let width = record
-        .phases
-        .keys()
-        .map(String::len)
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    s.push_str(&format!(
-        "\n{:<width$}  {:<10} {:>8} {:>8}  {}\n",
-        "phase", "status", "attempts", "time", "note"
-    ));
-    for (id, p) in &record.phases {
-        let time = p
-            .duration_ms
-            .map(|ms| fmt_duration(Duration::from_millis(ms)))
-            .unwrap_or_else(|| "-".into());
-        let status = if p.allowed_failure {
-            format!("{}*", p.status)
-        } else {
-            p.status.to_string()
-        };
-        let note = p.reason.as_deref().unwrap_or("");
-        let note: String = note.chars().take(100).collect();
-        s.push_str(&format!(
-            "{id:<width$}  {status:<10} {:>8} {time:>8}  {note}\n",
-            p.attempts
-        ));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_strips_control_characters() {
+        assert_eq!(one_line("plain", false), "plain");
+        assert_eq!(
+            one_line("\x1b[1;31merror\x1b[0m: x\ty\r", false),
+            "error: x    y"
+        );
+        assert_eq!(
+            one_line("\x1b[1;31merror\x1b[0m\x1b[2K", true),
+            "\x1b[1;31merror\x1b[0m"
+        );
+        assert_eq!(one_line("a\nb", false), "a b");
+        assert_eq!(one_line("\x1b]0;title\x07text", false), "text");
+        assert_eq!(one_line("\x1b]8;;http://x\x1b\\link", false), "link");
     }
-    let counts = record.counts();
-    let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    let verdict = match record.status {
-        RunStatus::Succeeded => "succeeded",
-        RunStatus::Failed => "FAILED",
-        RunStatus::Cancelled => "CANCELLED",
-        RunStatus::Running => "running",
-    };
-    let wall = record
-        .duration_ms
-        .map(|ms| fmt_duration(Duration::from_millis(ms)))
-        .unwrap_or_default();
-    s.push_str(&format!(
-        "\nrun {} {verdict} in {wall}: {}\n",
-        record.run_id,
-        parts.join(", ")
-    ));
-    if record.phases.values().any(|p| p.allowed_failure) {
-        s.push_str("(* failed, allowed to fail)\n");
+
+    #[test]
+    fn status_words_are_padded_outside_the_colour() {
+        let plain = Style::new(false);
+        assert_eq!(
+            plain.status_padded("ok", PhaseStatus::Succeeded, false, 5),
+            "ok   "
+        );
+        let color = Style::new(true);
+        assert_eq!(
+            color.status_padded("ok", PhaseStatus::Succeeded, false, 5),
+            "\x1b[32mok\x1b[0m   "
+        );
     }
-    s.push_str(&format!("record: {}\n", run_dir.join("run.json").display()));
-    s
+
+    #[test]
+    fn long_status_words_keep_a_space_before_the_phase() {
+        let line = finished_line(
+            Style::new(false),
+            "lint",
+            PhaseStatus::Failed,
+            true,
+            1,
+            Duration::from_millis(5),
+            None,
+        );
+        assert_eq!(line, "  FAIL (allowed) lint (5ms)");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(fmt_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(fmt_duration(Duration::from_millis(3400)), "3.4s");
+        assert_eq!(fmt_duration(Duration::from_secs(125)), "2m05s");
+    }
 }

@@ -1,0 +1,319 @@
+//! The summary after a run: a table of phases, the critical path, wall time against the
+//! time spent in phases, and where the record, logs and reports are.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use orch_core::{PhaseRecord, PhaseStatus, RunRecord, RunStatus};
+
+use crate::progress::{Style, fmt_duration, one_line};
+
+/// Above this many phases the table lists only those that did not succeed.
+const FULL_TABLE_LIMIT: usize = 40;
+/// Longest note shown in the table.
+const NOTE_CHARS: usize = 100;
+/// Failed phases whose log paths are listed.
+const LOGS_LISTED: usize = 5;
+
+/// Where the run's files are, as shown to the user (paths relative to the working
+/// directory when they are under it).
+pub struct Locations {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// The reports written after the run.
+    pub reports: Vec<PathBuf>,
+}
+
+/// The final table and status lines.
+pub fn summary(record: &RunRecord, at: &Locations, style: Style) -> String {
+    let mut s = String::new();
+    let all = record.phases.len() <= FULL_TABLE_LIMIT;
+    let rows: Vec<(&String, &PhaseRecord)> = record
+        .phases
+        .iter()
+        .filter(|(_, p)| all || p.status != PhaseStatus::Succeeded)
+        .collect();
+    if !rows.is_empty() {
+        let width = rows
+            .iter()
+            .map(|(id, _)| id.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let _ = writeln!(
+            s,
+            "\n{:<width$}  {:<10} {:>8} {:>8}  note",
+            "phase", "status", "attempts", "time"
+        );
+        for (id, p) in &rows {
+            let time = p
+                .duration_ms
+                .map(|ms| fmt_duration(Duration::from_millis(ms)))
+                .unwrap_or_else(|| "-".into());
+            let status = if p.allowed_failure {
+                format!("{}*", p.status)
+            } else {
+                p.status.to_string()
+            };
+            let status = style.status_padded(&status, p.status, p.allowed_failure, 10);
+            let row = format!(
+                "{id:<width$}  {status} {:>8} {time:>8}  {}",
+                p.attempts,
+                note(p)
+            );
+            let _ = writeln!(s, "{}", row.trim_end());
+        }
+    }
+    if !all {
+        let ok = record.phases.len() - rows.len();
+        let _ = writeln!(
+            s,
+            "({ok} succeeded phase{} not listed: orch runs show {})",
+            plural(ok),
+            record.run_id
+        );
+    }
+    if record.phases.values().any(|p| p.allowed_failure) {
+        s.push_str("(* failed, allowed to fail)\n");
+    }
+
+    s.push('\n');
+    let path = critical_path(record);
+    if !path.is_empty() {
+        let total: u64 = path.iter().map(|(_, ms)| ms).sum();
+        let chain: Vec<String> = path
+            .iter()
+            .map(|(id, ms)| format!("{id} ({})", fmt_ms(*ms)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "critical path: {} = {}",
+            chain.join(" -> "),
+            fmt_ms(total)
+        );
+    }
+    let summed: u64 = record.phases.values().filter_map(|p| p.duration_ms).sum();
+    let wall = record.duration_ms.map(fmt_ms).unwrap_or_else(|| "-".into());
+    let _ = writeln!(
+        s,
+        "time: {wall} wall, {} summed over phases",
+        fmt_ms(summed)
+    );
+
+    let counts = record.counts();
+    let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    let verdict = match record.status {
+        RunStatus::Succeeded => style.verdict("succeeded", true),
+        RunStatus::Failed => style.verdict("FAILED", false),
+        RunStatus::Cancelled => style.verdict("CANCELLED", false),
+        RunStatus::Running => "running".to_owned(),
+    };
+    let _ = writeln!(
+        s,
+        "run {} {verdict} in {wall}: {}",
+        record.run_id,
+        parts.join(", ")
+    );
+
+    let run_dir = &at.run_dir;
+    let _ = writeln!(s, "record: {}", run_dir.join("run.json").display());
+    let mut failed_logs = record
+        .phases
+        .iter()
+        .filter(|(_, p)| p.status.is_failure() && !p.allowed_failure)
+        .filter_map(|(id, p)| Some((id, p.log.as_deref()?)));
+    let listed: Vec<_> = failed_logs.by_ref().take(LOGS_LISTED).collect();
+    if listed.is_empty() {
+        if record.phases.values().any(|p| p.log.is_some()) {
+            let _ = writeln!(s, "logs:   {}/", run_dir.join("logs").display());
+        }
+    } else {
+        for (id, log) in listed {
+            let _ = writeln!(s, "log of {id}: {}", run_dir.join(log).display());
+        }
+        let more = failed_logs.count();
+        if more > 0 {
+            let _ = writeln!(
+                s,
+                "logs of {more} more failure{}: {}/",
+                plural(more),
+                run_dir.join("logs").display()
+            );
+        }
+    }
+    if let Some(html) = at
+        .reports
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "html"))
+    {
+        let _ = writeln!(s, "report: {}", shown(html, run_dir).display());
+    }
+    s
+}
+
+/// A report path under the run directory, written the way the run directory is.
+fn shown(path: &Path, run_dir: &Path) -> PathBuf {
+    path.file_name()
+        .filter(|_| {
+            path.parent()
+                .is_some_and(|p| p.ends_with(run_dir) || run_dir.ends_with(p))
+        })
+        .map(|name| run_dir.join(name))
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn fmt_ms(ms: u64) -> String {
+    fmt_duration(Duration::from_millis(ms))
+}
+
+/// The note column: why a phase ended this way, or that its result came from a cache.
+fn note(p: &PhaseRecord) -> String {
+    let mut note = p.reason.as_deref().map(|r| one_line(r, false).into_owned());
+    if p.outputs.get("cached").is_some_and(|c| c == "true") {
+        note = Some(match note {
+            Some(n) => format!("cached; {n}"),
+            None => "cached".into(),
+        });
+    }
+    note.unwrap_or_default().chars().take(NOTE_CHARS).collect()
+}
+
+/// The chain through `needs` with the longest summed duration, among phases that ran
+/// (ties go to the phase declared first), from the first phase to the last.
+pub fn critical_path(record: &RunRecord) -> Vec<(String, u64)> {
+    let ids: Vec<&String> = record.phases.keys().collect();
+    let index: HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    let ran = |p: &PhaseRecord| p.started_at.is_some() && p.duration_ms.is_some();
+    // best[i]: the longest chain ending at i (its length and the previous phase).
+    let mut best: Vec<Option<(u64, Option<usize>)>> = vec![None; ids.len()];
+    // Iterative depth-first order over needs (records of valid pipelines have no cycles;
+    // a phase seen twice on the stack is cut off rather than followed).
+    for start in 0..ids.len() {
+        let mut stack = vec![(start, false)];
+        let mut on_stack = vec![false; ids.len()];
+        while let Some((i, expanded)) = stack.pop() {
+            if best[i].is_some() {
+                continue;
+            }
+            let p = &record.phases[ids[i].as_str()];
+            let needs: Vec<usize> = p
+                .needs
+                .iter()
+                .filter_map(|n| index.get(n.as_str()).copied())
+                .collect();
+            if !expanded {
+                on_stack[i] = true;
+                stack.push((i, true));
+                for &n in needs.iter().rev() {
+                    if best[n].is_none() && !on_stack[n] {
+                        stack.push((n, false));
+                    }
+                }
+                continue;
+            }
+            on_stack[i] = false;
+            let mut prev: Option<(u64, usize)> = None;
+            for &n in &needs {
+                if let Some((len, _)) = best[n]
+                    && ran(&record.phases[ids[n].as_str()])
+                    && prev.is_none_or(|(l, _)| len > l)
+                {
+                    prev = Some((len, n));
+                }
+            }
+            best[i] = Some(if ran(p) {
+                let own = p.duration_ms.unwrap_or(0);
+                (prev.map_or(0, |(l, _)| l) + own, prev.map(|(_, n)| n))
+            } else {
+                (0, None)
+            });
+        }
+    }
+    let mut end: Option<(u64, usize)> = None;
+    for (i, b) in best.iter().enumerate() {
+        if let Some((len, _)) = b
+            && ran(&record.phases[ids[i].as_str()])
+            && end.is_none_or(|(l, _)| *len > l)
+        {
+            end = Some((*len, i));
+        }
+    }
+    let mut path = Vec::new();
+    let mut at = end.map(|(_, i)| i);
+    while let Some(i) = at {
+        let p = &record.phases[ids[i].as_str()];
+        path.push((ids[i].clone(), p.duration_ms.unwrap_or(0)));
+        at = best[i].and_then(|(_, prev)| prev);
+    }
+    path.reverse();
+    path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(phases: &[(&str, u64, &[&str])]) -> RunRecord {
+        let mut phases_json = serde_json::Map::new();
+        for (id, ms, needs) in phases {
+            phases_json.insert(
+                (*id).to_owned(),
+                serde_json::json!({
+                    "status": "succeeded", "kind": "command", "attempts": 1,
+                    "started_at": "2026-01-01T00:00:00Z", "duration_ms": ms,
+                    "needs": needs,
+                }),
+            );
+        }
+        serde_json::from_value(serde_json::json!({
+            "format_version": 1, "run_id": "20260101T000000Z-abcd", "pipeline": "p",
+            "status": "succeeded", "started_at": "2026-01-01T00:00:00Z",
+            "phases": phases_json,
+        }))
+        .unwrap_or_else(|e| panic!("record: {e}"))
+    }
+
+    fn ids(path: &[(String, u64)]) -> Vec<&str> {
+        path.iter().map(|(id, _)| id.as_str()).collect()
+    }
+
+    #[test]
+    fn the_critical_path_follows_the_longest_chain() {
+        // a -> b -> d is 1+5+1 = 7; a -> c -> d is 1+2+1 = 4.
+        let r = record(&[
+            ("a", 1, &[]),
+            ("b", 5, &["a"]),
+            ("c", 2, &["a"]),
+            ("d", 1, &["b", "c"]),
+            ("lone", 6, &[]),
+        ]);
+        assert_eq!(ids(&critical_path(&r)), ["a", "b", "d"]);
+    }
+
+    #[test]
+    fn a_phase_declared_before_what_it_needs_is_fine() {
+        let r = record(&[("late", 3, &["early"]), ("early", 2, &[])]);
+        assert_eq!(ids(&critical_path(&r)), ["early", "late"]);
+    }
+
+    #[test]
+    fn a_single_long_phase_is_its_own_path() {
+        let r = record(&[("a", 1, &[]), ("b", 1, &["a"]), ("lone", 9, &[])]);
+        assert_eq!(ids(&critical_path(&r)), ["lone"]);
+    }
+
+    #[test]
+    fn an_empty_record_has_no_path() {
+        assert!(critical_path(&record(&[])).is_empty());
+    }
+}
