@@ -516,6 +516,7 @@ impl CorePipeline {
             };
             let vars = pipeline.spec().vars.clone();
             let base_dir = pipeline.spec().base_dir.display().to_string();
+            let resume_from = options.resume.clone();
             let mut runner = Runner::new(pipeline, options);
             let state_dir = absolute(&runner.state_dir());
             let shared = Arc::new(RunShared::new(
@@ -535,6 +536,9 @@ impl CorePipeline {
                 inbox: inbox.clone(),
                 collect: collect_events,
             }));
+            if let Some(from) = &resume_from {
+                restore_outputs(&shared, &state_dir, from);
+            }
             runs::register(run_id.as_str(), shared.clone());
             runs::spawn(runner, control.clone(), run_id.to_string(), inbox.clone())?;
             Ok(RunHandle {
@@ -565,6 +569,33 @@ fn resume_from(value: Option<&Bound<'_, PyAny>>) -> Result<Option<ResumeFrom>, E
         Err(_) => Err(Error::invalid(
             "`resume` takes True (the latest run) or a run id",
         )),
+    }
+}
+
+/// Outputs of the phases a resumed run will not run again, for `ctx.outputs`: the engine
+/// restores them for templates, but gives phases no way to list them. Read from the
+/// journal of the run being resumed (before the engine moves `runs/latest`); problems are
+/// left to the engine, which reports them.
+fn restore_outputs(shared: &RunShared, state_dir: &Path, from: &ResumeFrom) {
+    let id = match from {
+        ResumeFrom::Latest => orch_core::run::latest_run(state_dir),
+        ResumeFrom::Run(id) => Some(id.clone()),
+    };
+    let Some(id) = id else { return };
+    let path = state_dir
+        .join("runs")
+        .join(id.as_str())
+        .join(orch_core::journal::JOURNAL_FILE);
+    let Ok(contents) = orch_core::journal::read(&path) else {
+        return;
+    };
+    let state = orch_core::resume::ResumeState::from_entries(&contents.entries);
+    for (phase, resume) in state.phases {
+        if let Some(done) = resume.done
+            && !done.outputs.is_empty()
+        {
+            shared.set_outputs(&phase, Arc::new(done.outputs));
+        }
     }
 }
 
