@@ -19,14 +19,15 @@
 //! ```
 //!
 //! How it runs: the engine runs on a process-wide tokio runtime with the GIL released; a
-//! Python phase is a [`phase::PyPhase`] whose attempts run in tokio's blocking pool, each
-//! attaching to the interpreter only for its call; events reach `on_event` in the thread
-//! that called `run()` (see [`runs`]). Errors map to one Python hierarchy in [`errors`].
+//! Python phase is a [`phase::PyPhase`] whose calls run in a pool of threads that keep
+//! their interpreter thread state and hold the GIL only while they call Python; events
+//! reach `on_event` in the thread that called `run()` (see [`runs`]). Errors map to one
+//! Python hierarchy in [`errors`].
 
 pub mod errors;
 pub mod phase;
 pub mod pipeline;
-mod pool;
+pub mod pool;
 pub mod result;
 pub mod runs;
 pub mod runtime;

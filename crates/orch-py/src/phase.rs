@@ -1,8 +1,8 @@
 //! Python functions as orch phases.
 //!
 //! A [`PyPhase`] is an ordinary [`Phase`]: the engine schedules it like any other kind.
-//! Its `run` hands the call to a thread of tokio's blocking pool, which attaches to the
-//! interpreter only for the call itself, so the engine never waits on the GIL:
+//! Its `run` hands the call to a worker of the Python pool ([`crate::pool`]), whose threads
+//! hold the GIL only while they call Python, so the engine never waits on the GIL:
 //!
 //! - a plain function is called in that thread (so with `jobs > 1` several run in
 //!   parallel threads, as with a `ThreadPoolExecutor`);
@@ -11,8 +11,9 @@
 //!   on, or else one background loop thread per process; the result comes back through a
 //!   done-callback, so no thread waits for a coroutine.
 //!
-//! Log lines the function writes (`ctx.log`, `ctx.logger`) travel through a channel to
-//! the phase's task, which writes them with [`PhaseContext::log`].
+//! Log lines the function writes (`ctx.log`, `ctx.logger`) and its result meet the phase's
+//! task in a `Completion` cell (a mutex and a `Notify`); the task writes the lines with
+//! [`PhaseContext::log`] as they come.
 //!
 //! Cancellation: when the run is stopped, `ctx.cancelled` turns true and coroutines are
 //! cancelled at once; a plain function gets the grace period to return, after which
