@@ -184,8 +184,9 @@ fn note(p: &PhaseRecord) -> String {
     note.unwrap_or_default().chars().take(NOTE_CHARS).collect()
 }
 
-/// The chain through `needs` with the longest summed duration, among phases that ran
-/// (ties go to the phase declared first), from the first phase to the last.
+/// The chain through `needs` with the longest summed duration, among phases that ran,
+/// from its first phase to its last. Equal times go to the chain of more phases (a gate
+/// that took 0 ms still ends the path), then to the phase declared first.
 pub fn critical_path(record: &RunRecord) -> Vec<(String, u64)> {
     let ids: Vec<&String> = record.phases.keys().collect();
     let index: HashMap<&str, usize> = ids
@@ -193,59 +194,67 @@ pub fn critical_path(record: &RunRecord) -> Vec<(String, u64)> {
         .enumerate()
         .map(|(i, id)| (id.as_str(), i))
         .collect();
-    let ran = |p: &PhaseRecord| p.started_at.is_some() && p.duration_ms.is_some();
-    // best[i]: the longest chain ending at i (its length and the previous phase).
-    let mut best: Vec<Option<(u64, Option<usize>)>> = vec![None; ids.len()];
-    // Iterative depth-first order over needs (records of valid pipelines have no cycles;
-    // a phase seen twice on the stack is cut off rather than followed).
+    let ran: Vec<bool> = ids
+        .iter()
+        .map(|id| {
+            let p = &record.phases[id.as_str()];
+            p.started_at.is_some() && p.duration_ms.is_some()
+        })
+        .collect();
+    // best[i]: the longest chain ending at i: (milliseconds, phases) and the phase before.
+    type Chain = ((u64, usize), Option<usize>);
+    let mut best: Vec<Option<Chain>> = vec![None; ids.len()];
+    // Depth-first over needs without recursion (records of valid pipelines have no cycles;
+    // a phase met again on the stack is cut off rather than followed).
+    let mut on_stack = vec![false; ids.len()];
     for start in 0..ids.len() {
         let mut stack = vec![(start, false)];
-        let mut on_stack = vec![false; ids.len()];
         while let Some((i, expanded)) = stack.pop() {
             if best[i].is_some() {
                 continue;
             }
             let p = &record.phases[ids[i].as_str()];
-            let needs: Vec<usize> = p
+            let needs = p
                 .needs
                 .iter()
-                .filter_map(|n| index.get(n.as_str()).copied())
-                .collect();
+                .filter_map(|n| index.get(n.as_str()).copied());
             if !expanded {
                 on_stack[i] = true;
                 stack.push((i, true));
-                for &n in needs.iter().rev() {
-                    if best[n].is_none() && !on_stack[n] {
-                        stack.push((n, false));
-                    }
-                }
+                let next: Vec<usize> = needs
+                    .filter(|&n| best[n].is_none() && !on_stack[n])
+                    .collect();
+                stack.extend(next.into_iter().rev().map(|n| (n, false)));
                 continue;
             }
             on_stack[i] = false;
-            let mut prev: Option<(u64, usize)> = None;
-            for &n in &needs {
-                if let Some((len, _)) = best[n]
-                    && ran(&record.phases[ids[n].as_str()])
-                    && prev.is_none_or(|(l, _)| len > l)
+            let mut prev: Option<((u64, usize), usize)> = None;
+            for n in needs {
+                if let Some((key, _)) = best[n]
+                    && ran[n]
+                    && prev.is_none_or(|(k, _)| key > k)
                 {
-                    prev = Some((len, n));
+                    prev = Some((key, n));
                 }
             }
-            best[i] = Some(if ran(p) {
-                let own = p.duration_ms.unwrap_or(0);
-                (prev.map_or(0, |(l, _)| l) + own, prev.map(|(_, n)| n))
+            best[i] = Some(if ran[i] {
+                let (ms, count) = prev.map_or((0, 0), |(k, _)| k);
+                (
+                    (ms + p.duration_ms.unwrap_or(0), count + 1),
+                    prev.map(|(_, n)| n),
+                )
             } else {
-                (0, None)
+                ((0, 0), None)
             });
         }
     }
-    let mut end: Option<(u64, usize)> = None;
+    let mut end: Option<((u64, usize), usize)> = None;
     for (i, b) in best.iter().enumerate() {
-        if let Some((len, _)) = b
-            && ran(&record.phases[ids[i].as_str()])
-            && end.is_none_or(|(l, _)| *len > l)
+        if let Some((key, _)) = b
+            && ran[i]
+            && end.is_none_or(|(k, _)| *key > k)
         {
-            end = Some((*len, i));
+            end = Some((*key, i));
         }
     }
     let mut path = Vec::new();
@@ -310,6 +319,12 @@ mod tests {
     fn a_single_long_phase_is_its_own_path() {
         let r = record(&[("a", 1, &[]), ("b", 1, &["a"]), ("lone", 9, &[])]);
         assert_eq!(ids(&critical_path(&r)), ["lone"]);
+    }
+
+    #[test]
+    fn equal_times_go_to_the_longer_chain() {
+        let r = record(&[("a", 5, &[]), ("b", 3, &[]), ("gate", 0, &["a", "b"])]);
+        assert_eq!(ids(&critical_path(&r)), ["a", "gate"]);
     }
 
     #[test]

@@ -3,9 +3,12 @@
 // Test code unwraps freely: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod commands;
 mod delivery;
 mod engine;
 mod errors;
 mod output;
+mod progress;
 mod schema;
 mod support;
+mod terminal;
