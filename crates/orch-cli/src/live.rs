@@ -65,9 +65,9 @@ impl Shared {
 }
 
 impl LiveProgress {
-    /// Starts the view for a run of `pipeline`. `forced` draws even when stderr is not a
-    /// terminal (`--progress live` into a pipe).
-    pub fn new(style: Style, verbose: bool, pipeline: &Pipeline, forced: bool) -> Self {
+    /// Starts the view for a run of `pipeline`, drawn on stderr (terminal or not:
+    /// `--progress live` into a pipe draws too).
+    pub fn new(style: Style, verbose: bool, pipeline: &Pipeline) -> Self {
         let retries: HashMap<String, u32> = pipeline
             .nodes()
             .iter()
@@ -86,11 +86,10 @@ impl LiveProgress {
             style,
             verbose,
         });
-        let target = if forced {
-            ProgressDrawTarget::term_like_with_hz(Box::new(Forced(console::Term::stderr())), 20)
-        } else {
-            ProgressDrawTarget::stderr_with_hz(20)
-        };
+        let target = ProgressDrawTarget::term_like_with_hz(
+            Box::new(Screen::new(Box::new(console::Term::buffered_stderr()))),
+            20,
+        );
         let drawer = Drawer {
             shared: shared.clone(),
             multi: MultiProgress::with_draw_target(target),
@@ -451,46 +450,158 @@ fn fmt_elapsed(d: Duration) -> String {
     }
 }
 
-/// A terminal that draws even when it is not one (`--progress live` into a pipe).
+/// Stderr as indicatif's terminal, two columns narrower than it is.
+///
+/// indicatif pads every line to the full width and lets the terminal wrap to the next one;
+/// the cursor then waits in the last column, where the `^C` a terminal echoes on an
+/// interrupt wraps and scrolls the screen by a line, leaving a stale copy of the view
+/// behind. Here lines are two columns short, and the wrap is an explicit `\r\n` written
+/// before the next line's text (never after the last line, so indicatif's count of lines to
+/// move up stays right). Draws also when stderr is not a terminal (`--progress live`).
 #[derive(Debug)]
-struct Forced(console::Term);
+struct Screen {
+    inner: Box<dyn TermLike>,
+    state: Mutex<Wrap>,
+}
 
-impl TermLike for Forced {
+/// Where indicatif is in writing a line: each line is its text, then its padding.
+#[derive(Debug, Default, Clone, Copy)]
+struct Wrap {
+    /// The next write is a line's padding.
+    padding_next: bool,
+    /// A line was completed: the next text starts on the next line.
+    newline_due: bool,
+}
+
+impl Screen {
+    fn new(inner: Box<dyn TermLike>) -> Self {
+        Self {
+            inner,
+            state: Mutex::new(Wrap::default()),
+        }
+    }
+
+    fn wrap(&self) -> MutexGuard<'_, Wrap> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cursor moved: no line is half written.
+    fn reset(&self) {
+        *self.wrap() = Wrap::default();
+    }
+}
+
+impl TermLike for Screen {
     fn width(&self) -> u16 {
-        self.0.size().1
+        self.inner.width().saturating_sub(2).max(20)
     }
     fn height(&self) -> u16 {
-        self.0.size().0
+        self.inner.height()
     }
     fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
-        self.0.move_cursor_up(n)
+        self.reset();
+        self.inner.move_cursor_up(n)
     }
     fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
-        self.0.move_cursor_down(n)
+        self.reset();
+        self.inner.move_cursor_down(n)
     }
     fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
-        self.0.move_cursor_right(n)
+        self.reset();
+        self.inner.move_cursor_right(n)
     }
     fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
-        self.0.move_cursor_left(n)
+        self.reset();
+        self.inner.move_cursor_left(n)
     }
     fn write_line(&self, s: &str) -> std::io::Result<()> {
-        self.0.write_line(s)
+        let due = std::mem::take(&mut *self.wrap()).newline_due;
+        if due {
+            self.inner.write_str("\r\n")?;
+        }
+        self.inner.write_line(s)
     }
     fn write_str(&self, s: &str) -> std::io::Result<()> {
-        self.0.write_str(s)
+        let mut w = self.wrap();
+        if w.padding_next {
+            w.padding_next = false;
+            w.newline_due = true;
+        } else {
+            if w.newline_due {
+                self.inner.write_str("\r\n")?;
+            }
+            w.newline_due = false;
+            w.padding_next = true;
+        }
+        drop(w);
+        self.inner.write_str(s)
     }
     fn clear_line(&self) -> std::io::Result<()> {
-        self.0.clear_line()
+        self.reset();
+        self.inner.clear_line()
     }
     fn flush(&self) -> std::io::Result<()> {
-        self.0.flush()
+        self.inner.flush()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records what reaches the terminal.
+    #[derive(Debug, Default, Clone)]
+    struct Recorder(Arc<Mutex<String>>);
+
+    impl TermLike for Recorder {
+        fn width(&self) -> u16 {
+            40
+        }
+        fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+            self.write_str(&format!("<up {n}>"))
+        }
+        fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+            self.write_str(&format!("<down {n}>"))
+        }
+        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.write_str(&format!("{s}\n"))
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).push_str(s);
+            Ok(())
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            self.write_str("<clear>")
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_are_narrower_and_wrap_explicitly_between_lines_only() {
+        let rec = Recorder::default();
+        let screen = Screen::new(Box::new(rec.clone()));
+        assert_eq!(screen.width(), 38);
+        // A frame of two lines as indicatif writes it: text, padding; text, padding.
+        for s in ["one", "   ", "two", ""] {
+            screen.write_str(s).unwrap_or_default();
+        }
+        // The next frame moves up over it and draws again.
+        screen.move_cursor_up(1).unwrap_or_default();
+        screen.clear_line().unwrap_or_default();
+        for s in ["three", " "] {
+            screen.write_str(s).unwrap_or_default();
+        }
+        let seen = rec.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert_eq!(seen, "one   \r\ntwo<up 1><clear>three ");
+    }
 
     #[test]
     fn elapsed_is_steady() {

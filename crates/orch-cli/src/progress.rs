@@ -290,7 +290,6 @@ impl Progress {
                 style,
                 options.verbose,
                 pipeline,
-                !tty,
             )))
         } else {
             Self::Plain(Arc::new(PlainProgress::new(

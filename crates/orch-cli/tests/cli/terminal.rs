@@ -72,37 +72,20 @@ fn shown(lines: &[String]) -> String {
     lines.join("\n")
 }
 
-#[test]
-fn the_live_view_under_tmux_during_and_after_the_run() {
-    if !tmux_available() {
-        return;
-    }
-    let ws = Ws::new(
-        r#"
-[pipeline]
-name = "terminal"
-jobs = 2
-
-[phases.alpha]
-run = "echo 'alpha is waiting for go'; while [ ! -f go ]; do sleep 0.02; done; echo 'alpha done'"
-
-[phases.beta]
-run = "echo 'beta is waiting for go'; while [ ! -f go ]; do sleep 0.02; done"
-retries = 1
-
-[phases.gamma]
-needs = ["alpha", "beta"]
-run = "echo 'gamma ran'"
-"#,
-    );
+/// Starts `orch ARGS` in `ws` in a 120x40 tmux pane; the pane stays after it exits and
+/// shows `orch exited CODE`.
+fn start_pane(ws: &Ws, args: &str) -> Tmux {
     let script = ws.path().join("pane.sh");
+    // A handler (not an ignore, which orch would inherit) keeps the shell alive through
+    // a ^C so it can report orch's exit code.
     std::fs::write(
         &script,
         format!(
             "unset ORCH_JOBS ORCH_STATE_DIR ORCH_PROGRESS ORCH_COLOR ORCH_GRACE NO_COLOR \
              GITHUB_STEP_SUMMARY\n\
+             trap 'true' INT\n\
              cd '{dir}' || exit 1\n\
-             '{orch}' run -v\n\
+             '{orch}' {args}\n\
              echo \"orch exited $?\"\n\
              exec sleep 600\n",
             dir = ws.path().display(),
@@ -132,6 +115,60 @@ run = "echo 'gamma ran'"
         "tmux: {}",
         String::from_utf8_lossy(&started.stderr)
     );
+    tmux
+}
+
+/// Waits for `orch exited CODE` in the pane and returns the pane's lines.
+fn wait_exit(tmux: &Tmux) -> Vec<String> {
+    poll(Duration::from_secs(30), "orch to exit", || {
+        let lines = tmux.capture();
+        lines
+            .iter()
+            .any(|l| l.starts_with("orch exited "))
+            .then_some(lines)
+    })
+}
+
+/// Nothing of the live view is left: no spinner line, no overall bar, no control
+/// characters.
+fn assert_view_gone(after: &[String]) {
+    let text = shown(after);
+    for l in after {
+        assert!(
+            !l.starts_with(SPINNER) && !l.contains(" running ·") && !l.contains("] 3/3"),
+            "a line of the live view was left behind: {l:?}\n{text}"
+        );
+        assert!(
+            !l.chars().any(|c| c.is_control()),
+            "control characters on screen: {l:?}"
+        );
+    }
+}
+
+#[test]
+fn the_live_view_under_tmux_during_and_after_the_run() {
+    if !tmux_available() {
+        return;
+    }
+    let ws = Ws::new(
+        r#"
+[pipeline]
+name = "terminal"
+jobs = 2
+
+[phases.alpha]
+run = "echo 'alpha is waiting for go'; while [ ! -f go ]; do sleep 0.02; done; echo 'alpha done'"
+
+[phases.beta]
+run = "echo 'beta is waiting for go'; while [ ! -f go ]; do sleep 0.02; done"
+retries = 1
+
+[phases.gamma]
+needs = ["alpha", "beta"]
+run = "echo 'gamma ran'"
+"#,
+    );
+    let tmux = start_pane(&ws, "run -v");
 
     // During: both phases on spinner lines with their last log line, the streamed output
     // above them, and the overall bar at the bottom.
@@ -168,25 +205,10 @@ run = "echo 'gamma ran'"
     std::fs::write(ws.path().join("go"), "").unwrap();
 
     // After: the summary is intact and the view is gone.
-    let after = poll(Duration::from_secs(30), "orch to exit", || {
-        let lines = tmux.capture();
-        lines
-            .iter()
-            .any(|l| l.starts_with("orch exited "))
-            .then_some(lines)
-    });
+    let after = wait_exit(&tmux);
     let text = shown(&after);
     assert!(after.iter().any(|l| l == "orch exited 0"), "{text}");
-    for l in &after {
-        assert!(
-            !l.starts_with(SPINNER) && !l.contains(" running ·") && !l.contains("] 3/3"),
-            "a line of the live view was left behind: {l:?}\n{text}"
-        );
-        assert!(
-            !l.chars().any(|c| c.is_control()),
-            "control characters on screen: {l:?}"
-        );
-    }
+    assert_view_gone(&after);
     let once = |needle: &str| {
         let n = after.iter().filter(|l| l.starts_with(needle)).count();
         assert_eq!(n, 1, "{needle:?} appears {n} times:\n{text}");
@@ -219,4 +241,62 @@ run = "echo 'gamma ran'"
         "{text}"
     );
     assert!(Path::new(&ws.path().join(".orch/runs/latest/run.json")).is_file());
+}
+
+#[test]
+fn ctrl_c_in_the_live_view_leaves_nothing_behind() {
+    if !tmux_available() {
+        return;
+    }
+    let ws = Ws::new(
+        r#"
+[pipeline]
+name = "interrupted"
+jobs = 2
+
+[phases.one]
+run = "echo 'one runs until interrupted'; while true; do sleep 0.02; done"
+
+[phases.two]
+run = "echo 'two runs until interrupted'; while true; do sleep 0.02; done"
+
+[phases.three]
+needs = ["one", "two"]
+run = "true"
+"#,
+    );
+    let tmux = start_pane(&ws, "run");
+    poll(Duration::from_secs(30), "the live view", || {
+        let lines = tmux.capture();
+        (lines
+            .iter()
+            .filter(|l| l.starts_with(SPINNER) && l.contains("runs until interrupted"))
+            .count()
+            == 2)
+            .then_some(())
+    });
+    // The terminal echoes `^C` where the cursor is, and sends SIGINT to orch and its
+    // phases alike.
+    let sent = tmux.cmd(&["send-keys", "-t", "orch", "C-c"]);
+    assert!(sent.status.success());
+    let after = wait_exit(&tmux);
+    let text = shown(&after);
+    assert!(after.iter().any(|l| l == "orch exited 130"), "{text}");
+    assert_view_gone(&after);
+    let once = |needle: &str| {
+        let n = after.iter().filter(|l| l.starts_with(needle)).count();
+        assert_eq!(n, 1, "{needle:?} appears {n} times:\n{text}");
+    };
+    once("orch: running `interrupted` (3 of 3 phases), run ");
+    once("orch: interrupted: stopping");
+    once("  CANCEL  one (");
+    once("  CANCEL  two (");
+    once("  CANCEL  three (");
+    once("run ");
+    let end = after.iter().position(|l| l == "orch exited 130").unwrap();
+    assert!(
+        after[end - 1].starts_with("report: .orch/runs/"),
+        "the summary ends right before the shell's line:\n{text}"
+    );
+    assert_eq!(ws.record()["status"], "cancelled");
 }
