@@ -67,6 +67,70 @@ fn orch_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<phase::Context>()?;
     m.add_function(wrap_pyfunction!(kinds, m)?)?;
     m.add_function(wrap_pyfunction!(parse_duration, m)?)?;
+    m.add_function(wrap_pyfunction!(_bench_engine, m)?)?;
     m.add_function(wrap_pyfunction!(phase::_current_context, m)?)?;
     Ok(())
+}
+
+struct Noop;
+#[async_trait::async_trait]
+impl orch_core::Phase for Noop {
+    fn describe(&self, _: &orch_core::PlanContext<'_>) -> orch_core::Description {
+        orch_core::Description::new("noop")
+    }
+    async fn run(
+        &self,
+        _: &orch_core::PhaseContext,
+    ) -> Result<orch_core::PhaseOutcome, orch_core::PhaseError> {
+        Ok(orch_core::PhaseOutcome::default())
+    }
+}
+
+/// tmp
+#[pyfunction]
+fn _bench_engine(
+    py: Python<'_>,
+    layers: usize,
+    width: usize,
+    jobs: usize,
+    dir: String,
+    write_files: bool,
+) -> f64 {
+    use std::sync::Arc;
+    let mut b = orch_core::Pipeline::builder("b", dir).jobs(jobs);
+    for l in 0..layers {
+        for i in 0..width {
+            let id = orch_core::PhaseId::new(format!("l{l}_{i}")).unwrap();
+            let needs: Vec<_> = if l == 0 {
+                vec![]
+            } else {
+                vec![
+                    orch_core::PhaseId::new(format!("l{}_{i}", l - 1)).unwrap(),
+                    orch_core::PhaseId::new(format!("l{}_{}", l - 1, (i + 1) % width)).unwrap(),
+                ]
+            };
+            b = b.custom(
+                orch_core::PhaseSpec::new(id, "noop").needs(needs),
+                Arc::new(Noop),
+            );
+        }
+    }
+    let p = Arc::new(b.build().unwrap());
+    py.detach(|| {
+        let rt = runtime::runtime().unwrap();
+        let t = std::time::Instant::now();
+        let h = rt.spawn(
+            orch_core::Runner::new(
+                p,
+                orch_core::RunOptions {
+                    write_files,
+                    ..Default::default()
+                },
+            )
+            .run(orch_core::RunControl::new()),
+        );
+        let r = rt.block_on(h).unwrap().unwrap();
+        assert_eq!(r.phases.len(), layers * width);
+        t.elapsed().as_secs_f64()
+    })
 }

@@ -480,7 +480,7 @@ impl CorePipeline {
     }
 
     /// Starts a run on the engine's threads and returns its handle at once.
-    #[pyo3(signature = (jobs, only, skip, from_, keep_going, vars, grace, collect_events, event_loop, resume))]
+    #[pyo3(signature = (jobs, only, skip, from_, keep_going, vars, grace, collect_events, event_loop, resume, record = true))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &mut self,
@@ -495,6 +495,7 @@ impl CorePipeline {
         collect_events: bool,
         event_loop: Option<Py<PyAny>>,
         resume: Option<Bound<'_, PyAny>>,
+        record: bool,
     ) -> PyResult<RunHandle> {
         let resume = resume_from(resume.as_ref()).map_err(|e| e.into_pyerr(py))?;
         let go = || -> Result<RunHandle, Error> {
@@ -512,6 +513,7 @@ impl CorePipeline {
                 grace,
                 run_id: Some(run_id.clone()),
                 resume,
+                write_files: record,
                 ..RunOptions::default()
             };
             let vars = pipeline.spec().vars.clone();

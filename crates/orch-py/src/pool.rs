@@ -13,9 +13,7 @@
 //! number is the highest number of calls that were ever in progress at once.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, LazyLock, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
@@ -27,8 +25,6 @@ struct State {
     queue: VecDeque<Job>,
     /// Workers waiting for a job.
     idle: usize,
-    /// Workers watching the queue before they sleep.
-    spinning: usize,
     /// Wake-ups handed to idle workers and not yet taken.
     tokens: usize,
     /// The process that owns the workers (a forked child starts with none).
@@ -38,20 +34,12 @@ struct State {
 struct Pool {
     state: Mutex<State>,
     cond: Condvar,
-    /// `state.queue.len()`, readable without the lock.
-    queued: AtomicUsize,
 }
 
 static POOL: LazyLock<Pool> = LazyLock::new(|| Pool {
     state: Mutex::new(State::default()),
     cond: Condvar::new(),
-    queued: AtomicUsize::new(0),
 });
-
-/// How long a worker that ran out of calls watches the queue before it sleeps: phases
-/// of a pipeline arrive one after another as the engine finishes their needs, and a
-/// worker still awake takes the next one without a thread wake-up.
-const SPIN: Duration = Duration::from_micros(40);
 
 fn lock() -> MutexGuard<'static, State> {
     POOL.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -67,13 +55,9 @@ pub(crate) fn submit(job: Job) {
             pid,
             ..State::default()
         };
-        POOL.queued.store(0, Ordering::Release);
     }
     s.queue.push_back(job);
-    POOL.queued.store(s.queue.len(), Ordering::Release);
-    if s.queue.len() <= s.spinning {
-        // A worker watching the queue takes it.
-    } else if s.idle > s.tokens {
+    if s.idle > s.tokens {
         s.tokens += 1;
         drop(s);
         POOL.cond.notify_one();
@@ -113,38 +97,12 @@ fn worker() {
 }
 
 fn pop(s: &mut State) -> Option<Job> {
-    let job = s.queue.pop_front();
-    POOL.queued.store(s.queue.len(), Ordering::Release);
-    job
+    s.queue.pop_front()
 }
 
-/// Waits (without the GIL) until a job is handed over: first watching the queue for a
-/// moment, then asleep.
+/// Waits (without the GIL) until a job is handed over.
 fn wait() -> Job {
     let mut s = lock();
-    if let Some(job) = pop(&mut s) {
-        return job;
-    }
-    s.spinning += 1;
-    drop(s);
-    let deadline = Instant::now() + SPIN;
-    loop {
-        if POOL.queued.load(Ordering::Acquire) > 0 {
-            let mut s = lock();
-            if let Some(job) = pop(&mut s) {
-                s.spinning -= 1;
-                return job;
-            }
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-        // Give the core to whoever needs it (often the engine thread about to queue the
-        // next call) rather than burn it.
-        std::thread::yield_now();
-    }
-    let mut s = lock();
-    s.spinning -= 1;
     loop {
         if let Some(job) = pop(&mut s) {
             return job;

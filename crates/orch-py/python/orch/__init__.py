@@ -151,11 +151,13 @@ def _refs(refs: Union[None, PhaseRef, Iterable[PhaseRef]]) -> List[str]:
         return []
     if isinstance(refs, str) or callable(refs):
         return [_ref(refs)]
-    out = list(refs)
-    for i, r in enumerate(out):
-        if type(r) is not str:
-            out[i] = _ref(r)
-    return out  # type: ignore[return-value]
+    if type(refs) is list:
+        for r in refs:
+            if type(r) is not str:
+                break
+        else:
+            return [str(r) for r in refs]
+    return [_ref(r) for r in refs]
 
 
 def _strings(values: Union[None, str, Iterable[str]]) -> List[str]:
@@ -361,11 +363,15 @@ class Pipeline:
                 doc = getattr(func, "__doc__", None)
                 if doc:
                     desc = doc.strip().split("\n", 1)[0] or None
+            try:
+                qualname = func.__module__ + "." + func.__qualname__
+            except (AttributeError, TypeError):
+                qualname = repr(func)
             core.add_python(
                 pid,
                 func,
                 _is_coroutine_function(func),
-                f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', pid)}",
+                qualname,
                 needs_ids,
                 retries,
                 timeout_s,
@@ -541,6 +547,7 @@ class Pipeline:
         collect: bool,
         loop: Optional[asyncio.AbstractEventLoop],
         resume: Union[None, bool, str],
+        record: bool,
     ) -> _RunHandle:
         if jobs is not None and jobs < 1:
             raise ValueError("jobs must be at least 1")
@@ -555,6 +562,7 @@ class Pipeline:
             collect,
             loop,
             resume,
+            bool(record),
         )
 
     @overload
@@ -572,6 +580,7 @@ class Pipeline:
         on_event: Optional[EventCallback] = ...,
         grace: Duration = ...,
         check: bool = ...,
+        record: bool = ...,
     ) -> RunResult: ...
 
     @overload
@@ -589,6 +598,7 @@ class Pipeline:
         on_event: Optional[EventCallback] = ...,
         grace: Duration = ...,
         check: bool = ...,
+        record: bool = ...,
     ) -> Plan: ...
 
     def run(
@@ -605,6 +615,7 @@ class Pipeline:
         on_event: Optional[EventCallback] = None,
         grace: Duration = 10.0,
         check: bool = True,
+        record: bool = True,
     ) -> Union[RunResult, Plan]:
         """Runs the pipeline and returns its :class:`RunResult`.
 
@@ -618,7 +629,10 @@ class Pipeline:
         - ``on_event``: called with each :class:`Event`, in this thread, while the run
           goes on (an exception in it stops the run and is re-raised);
         - ``grace``: seconds stopped phases get before they are killed;
-        - ``check``: raise :class:`PipelineFailed` if the run does not succeed.
+        - ``check``: raise :class:`PipelineFailed` if the run does not succeed;
+        - ``record=False``: keep the run in memory: no ``run.json``, logs or journal in
+          the state directory (so nothing to resume; log lines still reach ``on_event``),
+          for tests and in-process use.
 
         The GIL is released while the engine runs. ``KeyboardInterrupt`` stops the run
         cleanly and is re-raised (see the module's documentation).
@@ -636,6 +650,7 @@ class Pipeline:
             collect=on_event is not None,
             loop=None,
             resume=resume,
+            record=record,
         )
         interrupt: Optional[KeyboardInterrupt] = None
         callback_error: Optional[BaseException] = None
@@ -673,6 +688,7 @@ class Pipeline:
         on_event: Optional[Callable[[Event], Union[None, Awaitable[None]]]] = None,
         grace: Duration = 10.0,
         check: bool = True,
+        record: bool = True,
     ) -> RunResult:
         """``await``-able :meth:`run`: the event loop keeps running while the pipeline
         does. ``async def`` phases run on this event loop; ``on_event`` is called on it
@@ -690,6 +706,7 @@ class Pipeline:
             collect=on_event is not None,
             loop=loop,
             resume=resume,
+            record=record,
         )
         callback_error: Optional[BaseException] = None
         try:

@@ -246,4 +246,5 @@ class _Pipeline:
         collect_events: bool,
         event_loop: Optional[asyncio.AbstractEventLoop],
         resume: Any,
+        record: bool = True,
     ) -> _RunHandle: ...
