@@ -272,7 +272,17 @@ fn load(file: &FileArgs) -> Result<Pipeline, Failure> {
         vars: parse_vars(&file.vars)?,
     };
     Pipeline::load(&file.file, &crate::registry::full(), &options).map_err(|e| match e {
-        LoadError::Invalid(d) => Failure::invalid(d.render()),
+        LoadError::Invalid(d) => {
+            // `plan`/`run --format json`: the problems as `validate --format json` gives
+            // them, on stdout; the rendered ones still go to stderr.
+            if file.format == OutFormat::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "valid": false, "file": file.file, "errors": d.items })
+                );
+            }
+            Failure::invalid(d.render())
+        }
         other => Failure::invalid(format!("error: {}", chain(&other))),
     })
 }

@@ -220,14 +220,33 @@ when = "false"
     assert_eq!(record["status"], "failed");
     assert_eq!(record["phases"]["bad"]["exit_code"], 5);
     assert!(run_schema.is_valid(&record));
-    // Nothing ran: nothing on stdout.
-    let invalid = run(
-        dir.path(),
-        &["run", "--format", "json", "--var", "x=1"],
-        &[],
+    // Nothing ran: the problems, as `validate --format json` gives them, with positions.
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[pipeline]\nname = \"bad\"\n[phases.a]\nrun = \"true\"\nneeds = [\"zz\"]\n",
+    )
+    .unwrap();
+    for cmd in ["run", "plan", "validate"] {
+        let invalid = run(dir.path(), &[cmd, "bad.toml", "--format", "json"], &[]);
+        assert_eq!(invalid.code, 2, "{cmd}: {}", invalid.stderr);
+        let problems: serde_json::Value = serde_json::from_str(&invalid.stdout).unwrap();
+        assert_eq!(problems["valid"], false, "{cmd}");
+        let first = &problems["errors"][0];
+        assert_eq!(
+            first["message"],
+            "phase `a` needs `zz`, which is not a phase"
+        );
+        assert_eq!(
+            (&first["line"], &first["column"]),
+            (&5.into(), &10.into()),
+            "{cmd}"
+        );
+    }
+    let latest = std::fs::read_to_string(dir.path().join(".orch/runs/latest/run.json")).unwrap();
+    assert!(
+        latest.contains("\"pipeline\": \"fails\""),
+        "no run started since"
     );
-    assert_eq!(invalid.code, 2, "an unknown var is an invalid command line");
-    assert!(invalid.stdout.is_empty(), "{}", invalid.stdout);
 }
 
 #[test]
