@@ -77,7 +77,8 @@ struct FileArgs {
     /// Override a var: KEY=VALUE (repeatable).
     #[arg(long = "var", value_name = "KEY=VALUE")]
     vars: Vec<String>,
-    /// Output format.
+    /// Output format. json: machine-readable on stdout (run.json after `run`, the plan, or
+    /// the problems with their positions when the file is invalid); human text on stderr.
     #[arg(long, value_enum, default_value_t = OutFormat::Human)]
     format: OutFormat,
 }

@@ -16,7 +16,7 @@ Environment:
   ORCH_COLOR      auto, always or never (--color)
   ORCH_GRACE      how long interrupted phases get to stop, e.g. 30s (run: --grace)
   NO_COLOR        when set and not empty, --color auto does not colour
-  ORCH_JOURNAL    off or nosync: keep the run journal without fsync, or not at all
+  ORCH_JOURNAL    nosync: the run journal without fsync; off: no journal (default: durable)
 A flag given on the command line wins over its variable.
 
 Exit codes: 0 every phase succeeded or was allowed to fail, 1 a phase failed,
