@@ -223,7 +223,7 @@ jobs = 2
 run = "echo quick"
 [phases.long]
 needs = ["quick"]
-run = "echo started > started.marker; sleep 60"
+run = "echo started > started.marker; sleep 30"
 [phases.after]
 needs = ["long"]
 run = "true"
@@ -346,7 +346,7 @@ fn the_live_view_can_be_forced_into_a_pipe() {
 [pipeline]
 name = "forced"
 [phases.waiting]
-run = "echo 'waiting for the test'; while [ ! -f release ]; do sleep 0.02; done; echo released"
+run = "echo 'waiting for the test'; i=0; while [ ! -f release ] && [ $i -lt 1500 ]; do i=$((i+1)); sleep 0.02; done; echo released"
 [phases.next]
 needs = ["waiting"]
 run = "true"

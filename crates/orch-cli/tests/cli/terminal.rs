@@ -18,6 +18,7 @@ struct Tmux {
 impl Tmux {
     fn cmd(&self, args: &[&str]) -> std::process::Output {
         Command::new("tmux")
+            .arg("-u")
             .arg("-S")
             .arg(&self.socket)
             .arg("-f")
@@ -145,6 +146,9 @@ fn assert_view_gone(after: &[String]) {
     }
 }
 
+// The phases below wait at most about 30 s: if a test fails and its tmux server is killed
+// with orch in it, nothing it started outlives it by long.
+
 #[test]
 fn the_live_view_under_tmux_during_and_after_the_run() {
     if !tmux_available() {
@@ -157,10 +161,10 @@ name = "terminal"
 jobs = 2
 
 [phases.alpha]
-run = "echo 'alpha is waiting for go'; while [ ! -f go ]; do sleep 0.02; done; echo 'alpha done'"
+run = "echo 'alpha is waiting for go'; i=0; while [ ! -f go ] && [ $i -lt 1500 ]; do i=$((i+1)); sleep 0.02; done; echo 'alpha done'"
 
 [phases.beta]
-run = "echo 'beta is waiting for go'; while [ ! -f go ]; do sleep 0.02; done"
+run = "echo 'beta is waiting for go'; i=0; while [ ! -f go ] && [ $i -lt 1500 ]; do i=$((i+1)); sleep 0.02; done"
 retries = 1
 
 [phases.gamma]
@@ -255,10 +259,10 @@ name = "interrupted"
 jobs = 2
 
 [phases.one]
-run = "echo 'one runs until interrupted'; while true; do sleep 0.02; done"
+run = "echo 'one runs until interrupted'; i=0; while [ $i -lt 1500 ]; do i=$((i+1)); sleep 0.02; done"
 
 [phases.two]
-run = "echo 'two runs until interrupted'; while true; do sleep 0.02; done"
+run = "echo 'two runs until interrupted'; i=0; while [ $i -lt 1500 ]; do i=$((i+1)); sleep 0.02; done"
 
 [phases.three]
 needs = ["one", "two"]
