@@ -432,10 +432,10 @@ fn run(mut a: RunArgs, color: ColorChoice) -> Result<u8, Failure> {
         };
         eprint!("{}", summary(&record, &at, progress.style()));
         if json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&record).unwrap_or_default()
-            );
+            // A reader that went away (`| head`) is not the run's failure.
+            use std::io::Write as _;
+            let text = serde_json::to_string_pretty(&record).unwrap_or_default();
+            let _ = writeln!(std::io::stdout().lock(), "{text}");
         }
         Ok(match record.status {
             RunStatus::Succeeded => ExitCodes::OK,

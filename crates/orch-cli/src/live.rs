@@ -114,9 +114,15 @@ impl LiveProgress {
         self.shared.style
     }
 
-    /// Prints `text` above the view.
+    /// Prints `text` above the view (at once, once the view is gone).
     pub fn message(&self, text: &str) {
-        self.shared.lock().pending.push(text.to_owned());
+        let mut st = self.shared.lock();
+        if st.stop {
+            drop(st);
+            eprintln!("{text}");
+        } else {
+            st.pending.push(text.to_owned());
+        }
     }
 
     /// Prints what is pending, clears the view and stops drawing. Idempotent.
