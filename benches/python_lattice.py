@@ -16,6 +16,7 @@ ratio hand-written / orch (above 1: orch is faster), for orch as it runs by defa
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import queue
 import sys
@@ -43,6 +44,10 @@ def noop(ctx: Any) -> None:
     return None
 
 
+def _report(done: "queue.SimpleQueue[Tuple[str, Future[None]]]", node: str, fut: "Future[None]") -> None:
+    done.put((node, fut))
+
+
 def run_hand_written(deps: Deps, jobs: int) -> Tuple[float, float]:
     """A careful hand-written executor: completions come back through a queue from
     done-callbacks (no O(pending) `wait`), the sorter feeds ready nodes to the pool."""
@@ -57,7 +62,7 @@ def run_hand_written(deps: Deps, jobs: int) -> Tuple[float, float]:
         while sorter.is_active():
             for node in sorter.get_ready():
                 fut = pool.submit(functions[node], None)
-                fut.add_done_callback(lambda f, n=node: done.put((n, f)))
+                fut.add_done_callback(functools.partial(_report, done, node))
                 running += 1
             node, fut = done.get()
             running -= 1
