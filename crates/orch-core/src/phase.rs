@@ -228,6 +228,15 @@ impl PhaseLog {
         }
     }
 
+    /// Whether the log file was written.
+    pub(crate) fn wrote_file(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .file
+            .is_some()
+    }
+
     pub(crate) fn push_log(&self, line: &str) {
         self.push(Stream::Log, line.as_bytes());
     }

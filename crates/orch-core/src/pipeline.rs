@@ -36,7 +36,7 @@ pub struct Node {
 pub struct Pipeline {
     pub(crate) spec: PipelineSpec,
     pub(crate) nodes: Vec<Node>,
-    pub(crate) index: HashMap<PhaseId, usize>,
+    pub(crate) index: Arc<HashMap<PhaseId, usize>>,
     pub(crate) agents: Vec<AgentSpec>,
     pub(crate) registry: Registry,
     pub(crate) source: Option<Source>,
@@ -145,7 +145,9 @@ impl Pipeline {
         self.nodes.is_empty()
     }
 
-    /// The declaration.
+    /// The declaration: name, jobs, vars, agents, directories. Its `phases` are empty once
+    /// validated: each phase's declaration moved into its [`Node`] (see [`Pipeline::nodes`]),
+    /// so a pipeline of 100k phases does not keep two copies.
     pub fn spec(&self) -> &PipelineSpec {
         &self.spec
     }
@@ -493,7 +495,7 @@ fn validate(
 
         if let Some(phase) = phase {
             nodes.push(Node {
-                spec: p.clone(),
+                spec: PhaseSpec::new(p.id.clone(), String::new()),
                 phase,
                 agent: 0,
                 needs,
@@ -501,7 +503,7 @@ fn validate(
             });
         } else {
             nodes.push(Node {
-                spec: p.clone(),
+                spec: PhaseSpec::new(p.id.clone(), String::new()),
                 phase: Arc::new(crate::command::CommandPhase::new(RunSpec::Argv(vec![
                     "false".into(),
                 ]))),
@@ -528,8 +530,7 @@ fn validate(
             .chain(std::iter::once(&first))
             .map(|&i| nodes[i].spec.id.as_str())
             .collect();
-        let need_pos = nodes[first]
-            .spec
+        let need_pos = spec.phases[first]
             .needs
             .iter()
             .position(|n| n.as_str() == nodes[cycle[1 % cycle.len()]].spec.id.as_str());
@@ -635,11 +636,15 @@ fn validate(
     if !diags.is_empty() {
         return Err(diags);
     }
+    // Each node owns its declaration from here on.
+    for (node, phase) in nodes.iter_mut().zip(std::mem::take(&mut spec.phases)) {
+        node.spec = phase;
+    }
     spec.agents = agents.iter().map(|a| (a.name.clone(), a.clone())).collect();
     Ok(Pipeline {
         spec,
         nodes,
-        index,
+        index: Arc::new(index),
         agents,
         registry: registry.clone(),
         source: None,

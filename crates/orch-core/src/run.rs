@@ -3,8 +3,11 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use indexmap::IndexMap;
@@ -140,6 +143,8 @@ enum Outcome {
     TimedOut(Duration),
     Aborted,
     Unavailable(AgentError),
+    /// The attempt could not start for a reason a retry would not change.
+    NotStarted(String),
 }
 
 enum Msg {
@@ -394,6 +399,10 @@ struct Engine {
     stopping: Option<String>,
     failed: bool,
     tasks: JoinSet<Msg>,
+    /// Attempts that finished when first polled, waiting to be handled.
+    inline_done: Vec<Msg>,
+    /// The pipeline's directory, shared by every phase context.
+    base_dir: Arc<Path>,
     journal: Option<JournalWriter>,
     durable_rx: Option<watch::Receiver<u64>>,
     pending: VecDeque<Pending>,
@@ -468,7 +477,7 @@ impl Engine {
         let scope = Arc::new(RunScope {
             run_id: run_id.to_string(),
             vars: Arc::new(p.spec().vars.clone()),
-            index: Arc::new(p.index.clone()),
+            index: p.index.clone(),
             outputs: outputs.clone(),
         });
         let known = |node: &crate::pipeline::Node| {
@@ -515,6 +524,8 @@ impl Engine {
             stopping: None,
             failed: false,
             tasks: JoinSet::new(),
+            inline_done: Vec::new(),
+            base_dir: Arc::from(p.spec().base_dir.as_path()),
             durable_rx: journal.as_ref().map(JournalWriter::subscribe),
             journal,
             pending: VecDeque::new(),
@@ -614,6 +625,12 @@ impl Engine {
                     }
                 }
             }
+            if !self.inline_done.is_empty() {
+                for msg in std::mem::take(&mut self.inline_done) {
+                    self.handle(msg);
+                }
+                continue;
+            }
             // Events still waiting for the disk are reported after the loop.
             if self.running == 0 && (self.backoffs == 0 || self.stopping.is_some()) {
                 break;
@@ -646,18 +663,7 @@ impl Engine {
                 },
                 else => break,
             };
-            match msg {
-                Msg::Retry(i) => {
-                    self.backoffs -= 1;
-                    if self.stopping.is_some() {
-                        let reason = self.stopping.clone();
-                        self.finish(i, PhaseStatus::Cancelled, reason, PhaseOutcome::default());
-                    } else {
-                        self.make_ready(i);
-                    }
-                }
-                Msg::Attempt { i, outcome } => self.on_attempt(i, outcome),
-            }
+            self.handle(msg);
         }
         // Anything left never started.
         let interrupted = self.control.is_stopped();
@@ -820,13 +826,13 @@ impl Engine {
         }
         let node = &self.p.nodes()[i];
         // Circuit breaker.
-        let agent_name = self.agents[ai].agent.name().to_owned();
         let b = &mut self.agents[ai].breaker;
         if let Some(until) = b.open_until {
             if Instant::now() < until || b.probing {
                 let reason = format!(
-                    "agent `{agent_name}` is not taking work: its circuit breaker opened after {} consecutive failures",
-                    b.consecutive
+                    "agent `{}` is not taking work: its circuit breaker opened after {} consecutive failures",
+                    self.agents[ai].agent.name(),
+                    self.agents[ai].breaker.consecutive
                 );
                 self.fail(i, PhaseStatus::Failed, reason, PhaseOutcome::default());
                 return;
@@ -855,17 +861,15 @@ impl Engine {
                 }
             }
         }
+        // A missing secret fails the attempt once the agent is known to be healthy, so an
+        // agent that is unavailable (and set to skip) skips its phases instead.
+        let mut missing_secret = None;
         for name in &node.spec.secrets {
             match std::env::var(name) {
                 Ok(v) => env.push((name.clone(), v)),
                 Err(_) => {
-                    self.fail(
-                        i,
-                        PhaseStatus::Failed,
-                        format!("secret `{name}` is not set in the environment"),
-                        PhaseOutcome::default(),
-                    );
-                    return;
+                    missing_secret = Some(format!("secret `{name}` is not set in the environment"));
+                    break;
                 }
             }
         }
@@ -932,7 +936,7 @@ impl Engine {
             run_id: self.run_id.clone(),
             phase_id: node.spec.id.clone(),
             attempt,
-            base_dir: Arc::from(self.p.spec().base_dir.as_path()),
+            base_dir: self.base_dir.clone(),
             workdir,
             run_dir: self.run_dir.clone(),
             env,
@@ -976,13 +980,19 @@ impl Engine {
         let agent = self.agents[ai].agent.clone();
         let health = self.agents[ai].health.clone();
         let check_health = agent.agent_type() != "local";
-        self.tasks.spawn(async move {
+        let attempt = async move {
             if check_health
                 && let Err(e) = health.get_or_init(|| async { agent.health().await }).await
             {
                 return Msg::Attempt {
                     i,
                     outcome: Outcome::Unavailable(e.clone()),
+                };
+            }
+            if let Some(message) = missing_secret {
+                return Msg::Attempt {
+                    i,
+                    outcome: Outcome::NotStarted(message),
                 };
             }
             let fut = phase.run(&ctx);
@@ -1001,8 +1011,36 @@ impl Engine {
             };
             ctx.flush_output();
             Msg::Attempt { i, outcome }
-        });
+        };
+        // Poll once here: an attempt that finishes at once (in-process phases, a failed
+        // spawn) is handled without a task and without waking another thread. One that is
+        // pending moves to a task, whose first poll registers the real wakers.
+        let mut attempt: Pin<Box<dyn Future<Output = Msg> + Send>> = Box::pin(attempt);
+        match attempt
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+        {
+            Poll::Ready(msg) => self.inline_done.push(msg),
+            Poll::Pending => {
+                self.tasks.spawn(attempt);
+            }
+        }
         failpoint::hit("after-phase-start");
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Retry(i) => {
+                self.backoffs -= 1;
+                if self.stopping.is_some() {
+                    let reason = self.stopping.clone();
+                    self.finish(i, PhaseStatus::Cancelled, reason, PhaseOutcome::default());
+                } else {
+                    self.make_ready(i);
+                }
+            }
+            Msg::Attempt { i, outcome } => self.on_attempt(i, outcome),
+        }
     }
 
     fn on_attempt(&mut self, i: usize, outcome: Outcome) {
@@ -1010,6 +1048,10 @@ impl Engine {
         self.running -= 1;
         self.agents[ai].running -= 1;
         let (status, message, result) = match outcome {
+            Outcome::NotStarted(message) => {
+                self.fail(i, PhaseStatus::Failed, message, PhaseOutcome::default());
+                return;
+            }
             Outcome::Done(Ok(out)) => {
                 self.breaker_success(ai);
                 self.finish(i, PhaseStatus::Succeeded, None, out);
@@ -1226,10 +1268,11 @@ impl Engine {
         };
         let outputs = Arc::new(outputs);
         let node = &self.p.nodes()[i];
-        let log = self.logs[i].as_ref().and_then(|_| {
-            let rel = format!("logs/{}.log", node.spec.id);
-            self.run_dir.join(&rel).exists().then_some(rel)
-        });
+        // The phase is done: its log state goes (the file stays).
+        let log = self.logs[i]
+            .take()
+            .filter(|l| l.wrote_file())
+            .map(|_| format!("logs/{}.log", node.spec.id));
         let artifacts = redact_artifacts(&self.redactor, outcome.artifacts);
         let allowed_failure = allowed && status.is_failure();
         let seq = if self.journal.is_some() {

@@ -337,7 +337,7 @@ impl CorePipeline {
         let mut ids: Vec<String> = self
             .file
             .iter()
-            .flat_map(|f| f.spec().phases.iter().map(|p| p.id.to_string()))
+            .flat_map(|f| f.nodes().iter().map(|n| n.spec.id.to_string()))
             .collect();
         ids.extend(self.extra.iter().map(|e| e.spec.id.to_string()));
         ids
