@@ -196,6 +196,14 @@ impl Failure {
 }
 
 pub fn main() -> ExitCode {
+    // The engine's warnings (a dead run's lock taken over, a torn journal tail ignored)
+    // go to stderr as plain lines.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .without_time()
+        .with_target(false)
+        .init();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -19,7 +19,7 @@ pub struct StateArgs {
     #[arg(long, short = 'f', default_value = "orch.toml", global = true)]
     file: PathBuf,
     /// The state directory (overrides the pipeline file's).
-    #[arg(long, value_name = "DIR", global = true)]
+    #[arg(long, value_name = "DIR", global = true, env = "ORCH_STATE_DIR")]
     state_dir: Option<PathBuf>,
     /// Print JSON.
     #[arg(long, global = true)]

@@ -26,7 +26,7 @@ pub struct ReportArgs {
     #[arg(long, short = 'f', default_value = "orch.toml")]
     file: PathBuf,
     /// The state directory (overrides the pipeline file's).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "ORCH_STATE_DIR")]
     state_dir: Option<PathBuf>,
 }
 
@@ -70,23 +70,32 @@ pub fn report(a: &ReportArgs) -> Result<u8, (String, u8)> {
         .clone()
         .unwrap_or_else(|| history::state_dir_of(&a.file));
     let id = history::resolve(&state_dir, &a.run_id).map_err(|e| invalid(format!("error: {e}")))?;
-    let record = history::load(&state_dir, id.as_str()).map_err(|e| invalid(format!("error: {e}")))?;
+    let record =
+        history::load(&state_dir, id.as_str()).map_err(|e| invalid(format!("error: {e}")))?;
     let run_dir = state_dir.join("runs").join(id.as_str());
     let bytes = orch_report::render(&record, &run_dir, format)
         .map_err(|e| (format!("error: {e}"), ExitCodes::FAILED))?;
-    let output = a.output.clone().or_else(|| {
-        (format == Format::Pdf).then(|| run_dir.join(format.file_name()))
-    });
+    let output = a
+        .output
+        .clone()
+        .or_else(|| (format == Format::Pdf).then(|| run_dir.join(format.file_name())));
     match output {
         Some(path) => {
-            std::fs::write(&path, &bytes)
-                .map_err(|e| (format!("error: cannot write {}: {e}", path.display()), ExitCodes::FAILED))?;
+            std::fs::write(&path, &bytes).map_err(|e| {
+                (
+                    format!("error: cannot write {}: {e}", path.display()),
+                    ExitCodes::FAILED,
+                )
+            })?;
             eprintln!("wrote {}", path.display());
         }
         None => {
-            std::io::stdout()
-                .write_all(&bytes)
-                .map_err(|e| (format!("error: cannot write the report: {e}"), ExitCodes::FAILED))?;
+            std::io::stdout().write_all(&bytes).map_err(|e| {
+                (
+                    format!("error: cannot write the report: {e}"),
+                    ExitCodes::FAILED,
+                )
+            })?;
         }
     }
     Ok(ExitCodes::OK)

@@ -38,6 +38,10 @@ use crate::scope::{OutputStore, RunScope};
 use crate::select::Selection;
 use crate::spec::Unavailable;
 
+/// Shorter secret values cannot be masked without mangling ordinary output (a one-letter
+/// secret would turn every such letter into `***`): phases declaring one fail instead.
+pub const MIN_SECRET_LEN: usize = 4;
+
 /// How to run.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -187,6 +191,8 @@ struct PhaseState {
     /// Failed attempts that count against `retries`.
     failures: u32,
     first_start: Option<(SystemTime, Instant)>,
+    /// Why the last attempt failed, while the phase waits to retry.
+    last_error: Option<(PhaseStatus, String)>,
 }
 
 /// A `PhaseFinished` event waiting for its journal record to be durable.
@@ -448,7 +454,14 @@ impl Engine {
             .collect();
         secret_names.sort();
         secret_names.dedup();
-        let redactor = Redactor::new(secret_names.iter().filter_map(|n| std::env::var(n).ok()));
+        // Values too short to mask without mangling ordinary output are refused (the phases
+        // that declare them fail), so they are not masked either.
+        let redactor = Redactor::new(
+            secret_names
+                .iter()
+                .filter_map(|n| std::env::var(n).ok())
+                .filter(|v| v.len() >= MIN_SECRET_LEN),
+        );
 
         let mut agents = Vec::with_capacity(p.agents().len());
         for spec in p.agents() {
@@ -500,6 +513,7 @@ impl Engine {
                     attempts: k.attempts,
                     failures: k.failures,
                     first_start: None,
+                    last_error: None,
                 }
             })
             .collect();
@@ -668,7 +682,23 @@ impl Engine {
         // Anything left never started.
         let interrupted = self.control.is_stopped();
         for i in 0..self.p.len() {
-            if self.states[i].st != St::Done {
+            if self.states[i].st == St::Backoff
+                && let Some((status, error)) = self.states[i].last_error.take()
+            {
+                // It ran and failed; the stop only kept it from retrying.
+                let stop = self.stopping.clone().unwrap_or_default();
+                let reason = format!("{error}; not retried: {stop}");
+                let allowed = self.p.nodes()[i].spec.allow_failure;
+                self.finish_inner(
+                    i,
+                    status,
+                    Some(reason),
+                    PhaseOutcome::default(),
+                    allowed,
+                    None,
+                );
+                self.failed |= !allowed;
+            } else if self.states[i].st != St::Done {
                 let reason = self.stopping.clone().map(|s| format!("not started: {s}"));
                 self.finish(i, PhaseStatus::Cancelled, reason, PhaseOutcome::default());
             }
@@ -866,6 +896,13 @@ impl Engine {
         let mut missing_secret = None;
         for name in &node.spec.secrets {
             match std::env::var(name) {
+                Ok(v) if v.len() < MIN_SECRET_LEN => {
+                    missing_secret = Some(format!(
+                        "secret `{name}` is too short to redact safely ({} characters; use at least {MIN_SECRET_LEN})",
+                        v.chars().count()
+                    ));
+                    break;
+                }
                 Ok(v) => env.push((name.clone(), v)),
                 Err(_) => {
                     missing_secret = Some(format!("secret `{name}` is not set in the environment"));
@@ -1138,6 +1175,7 @@ impl Engine {
                 log_line(log, &line);
             }
             self.states[i].st = St::Backoff;
+            self.states[i].last_error = Some((status, message.clone()));
             self.backoffs += 1;
             self.tasks.spawn(async move {
                 tokio::time::sleep(delay).await;

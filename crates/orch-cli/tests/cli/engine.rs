@@ -524,7 +524,10 @@ run = "echo '<script>x</script>'; exit 1"
     assert_eq!(junit.code, 0, "{}", junit.stderr);
     assert!(ws.read("out.xml").contains("<testsuites"));
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
-    assert!(!html.contains("<script>x</script>"), "log text reached the HTML unescaped");
+    assert!(
+        !html.contains("<script>x</script>"),
+        "log text reached the HTML unescaped"
+    );
     let bad = ws.orch(&["report", "--format", "docx"]);
     assert_eq!(bad.code, 2);
 }
@@ -560,4 +563,53 @@ with = { paths = ["src"], output = "dist/app.tar.gz" }
     assert!(bad.stderr.contains("rejected"), "{}", bad.stderr);
     let missing = ws.orch(&["verify", "nowhere.tar.gz"]);
     assert_eq!(missing.code, 2, "{}", missing.stderr);
+}
+
+#[test]
+fn secrets_too_short_to_mask_are_refused_and_do_not_mangle_output() {
+    let ws = Ws::new(
+        r#"
+[pipeline]
+name = "short"
+[phases.uses]
+run = "true"
+secrets = ["SHORT_PW"]
+[phases.other]
+run = "echo xx=x >> $ORCH_OUTPUT"
+"#,
+    );
+    let r = ws.orch_env(&["run", "--keep-going"], &[("SHORT_PW", "x")]);
+    assert_eq!(r.code, 1);
+    let rec = ws.record();
+    assert_eq!(
+        rec["phases"]["uses"]["reason"],
+        "secret `SHORT_PW` is too short to redact safely (1 characters; use at least 4)"
+    );
+    assert_eq!(rec["phases"]["other"]["outputs"]["xx"], "x");
+}
+
+#[test]
+fn a_phase_waiting_to_retry_when_the_run_stops_ends_failed_with_its_error() {
+    let ws = Ws::new(
+        r#"
+[pipeline]
+name = "stop-during-backoff"
+jobs = 2
+[phases.flaky]
+run = "exit 7"
+retries = 3
+backoff = { initial = "30s" }
+[phases.bad]
+run = "sleep 0.2; exit 1"
+"#,
+    );
+    let r = ws.orch(&["run"]);
+    assert_eq!(r.code, 1);
+    let rec = ws.record();
+    assert_eq!(rec["phases"]["flaky"]["status"], "failed");
+    assert_eq!(rec["phases"]["flaky"]["attempts"], 1);
+    assert_eq!(
+        rec["phases"]["flaky"]["reason"],
+        "exited with code 7; not retried: the run stopped after `bad` failed"
+    );
 }
