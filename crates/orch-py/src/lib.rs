@@ -68,5 +68,6 @@ fn orch_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kinds, m)?)?;
     m.add_function(wrap_pyfunction!(parse_duration, m)?)?;
     m.add_function(wrap_pyfunction!(phase::_current_context, m)?)?;
+    m.add_function(wrap_pyfunction!(pool::_after_fork_in_child, m)?)?;
     Ok(())
 }

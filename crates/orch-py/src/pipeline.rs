@@ -281,7 +281,7 @@ impl CorePipeline {
             jobs: s.jobs,
             state_dir: Some(s.state_dir.clone()),
             vars: s.vars.clone(),
-            ids: s.phases.iter().map(|p| p.id.to_string()).collect(),
+            ids: p.nodes().iter().map(|n| n.spec.id.to_string()).collect(),
             file: Some(Arc::new(p)),
             extra: Vec::new(),
             built: None,

@@ -12,6 +12,9 @@ def kinds() -> List[Tuple[str, str, str]]:
 def _current_context() -> Optional["Context"]:
     """The context of the plain phase function running in this thread, if any."""
 
+def _after_fork_in_child() -> None:
+    """Forgets the parent's worker threads (registered with ``os.register_at_fork``)."""
+
 def parse_duration(text: str) -> float:
     """Parses a duration such as ``"250ms"``, ``"30s"`` or ``"1h 5m"`` into seconds."""
 

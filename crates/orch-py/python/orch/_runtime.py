@@ -20,7 +20,10 @@ from types import TracebackType
 from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, Tuple
 
 from ._errors import PhaseCancelled, SkipPhase
-from ._orch import _current_context
+from ._orch import _after_fork_in_child, _current_context
+
+# A forked child has none of the parent's worker threads.
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _current: contextvars.ContextVar[Any] = contextvars.ContextVar("orch_phase_context", default=None)
 
