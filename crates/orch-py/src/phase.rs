@@ -381,6 +381,28 @@ impl Drop for DropGuard {
     }
 }
 
+/// Whether calling `func` makes a coroutine: the code flag of plain functions, else
+/// `inspect.iscoroutinefunction` on it or its `__call__`.
+pub(crate) fn is_coroutine_function(func: &Bound<'_, PyAny>) -> PyResult<bool> {
+    const CO_COROUTINE: i64 = 0x80;
+    let py = func.py();
+    if func.is_instance_of::<pyo3::types::PyFunction>()
+        && let Ok(code) = func.getattr(pyo3::intern!(py, "__code__"))
+    {
+        let flags: i64 = code.getattr(pyo3::intern!(py, "co_flags"))?.extract()?;
+        return Ok(flags & CO_COROUTINE != 0);
+    }
+    let inspect = py.import("inspect")?;
+    let check = inspect.getattr("iscoroutinefunction")?;
+    if check.call1((func,))?.is_truthy()? {
+        return Ok(true);
+    }
+    match func.getattr(pyo3::intern!(py, "__call__")) {
+        Ok(call) => check.call1((call,))?.is_truthy(),
+        Err(_) => Ok(false),
+    }
+}
+
 /// Turns a raised exception into a [`CallResult`].
 fn classify(py: Python<'_>, err: PyErr) -> CallResult {
     let described = helpers(py).and_then(|h| {

@@ -396,6 +396,78 @@ impl CorePipeline {
         run().map_err(|e| e.into_pyerr(py))
     }
 
+    /// The decorator's work: adds `func` as a phase (id: `id` or its `__name__`;
+    /// description: `description` or its docstring's first line), marks it with
+    /// `__orch_phase__`, and returns it.
+    #[pyo3(signature = (func, id, needs, retries, timeout, backoff, tags, description, allow_failure, when))]
+    #[allow(clippy::too_many_arguments)]
+    fn add_function<'py>(
+        &mut self,
+        py: Python<'py>,
+        func: Bound<'py, PyAny>,
+        id: Option<String>,
+        needs: Vec<String>,
+        retries: u32,
+        timeout: Option<f64>,
+        backoff: Option<f64>,
+        tags: Vec<String>,
+        description: Option<String>,
+        allow_failure: bool,
+        when: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = match id {
+            Some(id) => id,
+            None => match func
+                .getattr(pyo3::intern!(py, "__name__"))
+                .and_then(|n| n.extract::<String>())
+            {
+                Ok(name) => name,
+                Err(_) => {
+                    return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                        "{} has no __name__: pass id=",
+                        func.repr()?
+                    )));
+                }
+            },
+        };
+        let description = description.or_else(|| {
+            func.getattr(pyo3::intern!(py, "__doc__"))
+                .ok()
+                .and_then(|d| d.extract::<String>().ok())
+                .and_then(|d| d.trim().lines().next().map(str::to_owned))
+                .filter(|d| !d.is_empty())
+        });
+        let attr = |name: &Bound<'py, pyo3::types::PyString>| {
+            func.getattr(name)
+                .ok()
+                .and_then(|v| v.extract::<String>().ok())
+        };
+        let qualname = format!(
+            "{}.{}",
+            attr(pyo3::intern!(py, "__module__")).unwrap_or_else(|| "?".into()),
+            attr(pyo3::intern!(py, "__qualname__")).unwrap_or_else(|| id.clone())
+        );
+        let is_async = crate::phase::is_coroutine_function(&func)?;
+        self.add_python(
+            py,
+            &id,
+            func.clone().unbind(),
+            is_async,
+            qualname,
+            needs,
+            retries,
+            timeout,
+            backoff,
+            tags,
+            description,
+            allow_failure,
+            when,
+        )?;
+        // Functions take attributes; other callables may not, which is fine.
+        let _ = func.setattr(pyo3::intern!(py, "__orch_phase__"), &id);
+        Ok(func)
+    }
+
     /// Adds a phase of a registered kind: `command` with `run` (a string for `sh -c`, a
     /// list for an argv), or any kind with its `with` table as JSON text.
     #[pyo3(signature = (id, kind, run, with_json, common))]

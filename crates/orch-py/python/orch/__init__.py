@@ -352,40 +352,14 @@ class Pipeline:
         timeout_s = _seconds(timeout, "timeout")
         backoff_s = _seconds(backoff, "backoff")
         tag_list = _strings(tags)
-        core = self._core
+
+        add = self._core.add_function
+        flag = bool(allow_failure)
 
         def register(func: F) -> F:
-            pid = id or getattr(func, "__name__", None)
-            if not pid:
-                raise ValueError(f"{func!r} has no __name__: pass id=")
-            desc = description
-            if desc is None:
-                doc = getattr(func, "__doc__", None)
-                if doc:
-                    desc = doc.strip().split("\n", 1)[0] or None
-            try:
-                qualname = func.__module__ + "." + func.__qualname__
-            except (AttributeError, TypeError):
-                qualname = repr(func)
-            core.add_python(
-                pid,
-                func,
-                _is_coroutine_function(func),
-                qualname,
-                needs_ids,
-                retries,
-                timeout_s,
-                backoff_s,
-                tag_list,
-                desc,
-                bool(allow_failure),
-                when,
+            return add(  # type: ignore[no-any-return]
+                func, id, needs_ids, retries, timeout_s, backoff_s, tag_list, description, flag, when
             )
-            try:
-                setattr(func, _PHASE_ATTR, pid)
-            except (AttributeError, TypeError):
-                pass
-            return func
 
         if fn is not None:
             return register(fn)

@@ -220,6 +220,19 @@ class _Pipeline:
         allow_failure: bool,
         when: Optional[str],
     ) -> None: ...
+    def add_function(
+        self,
+        func: Any,
+        id: Optional[str],
+        needs: List[str],
+        retries: int,
+        timeout: Optional[float],
+        backoff: Optional[float],
+        tags: List[str],
+        description: Optional[str],
+        allow_failure: bool,
+        when: Optional[str],
+    ) -> Any: ...
     def add_kind(
         self,
         id: str,
