@@ -110,11 +110,19 @@ impl TreeGuard {
 
     /// Stops the tree gracefully: SIGTERM to the group and marked processes, then SIGKILL
     /// to whatever is left after `grace` (or at once when `grace` is zero).
+    ///
+    /// The grace period lasts until the whole tree is gone, not just the main process: a
+    /// child that handles SIGTERM gets its time to finish even when its parent died at once.
+    /// `exited` reaps the main process (a zombie is no longer marked, so it does not count).
     pub async fn terminate(mut self, grace: Duration, mut exited: impl FnMut() -> bool) {
         signal_group(self.pgid, Signal::SIGTERM);
         signal_marked(&self.run_id, Some(&self.phase_id), Signal::SIGTERM);
         let deadline = tokio::time::Instant::now() + grace;
-        while tokio::time::Instant::now() < deadline && !exited() {
+        while tokio::time::Instant::now() < deadline {
+            let main_gone = exited();
+            if main_gone && marked_processes(&self.run_id, Some(&self.phase_id)).is_empty() {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         signal_group(self.pgid, Signal::SIGKILL);
