@@ -4,7 +4,6 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use crate::diagnostics::Diagnostics;
-use crate::ids::PhaseId;
 
 /// An id that is not of the allowed form.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -133,8 +132,3 @@ pub enum RunError {
         message: String,
     },
 }
-
-/// A phase id referenced by selection but not in the pipeline.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("unknown phase `{0}`")]
-pub struct UnknownPhase(pub PhaseId);

@@ -315,7 +315,7 @@ fn validate(
     // Agents: declared ones, then implied ones per type.
     let jobs = spec.jobs.unwrap_or_else(default_jobs);
     let mut agents: Vec<AgentSpec> = spec.agents.values().cloned().collect();
-    for (i, a) in agents.iter().enumerate() {
+    for a in &agents {
         if !registry.has_agent_type(&a.agent_type) {
             let span = spans
                 .and_then(|s| s.agents.get(&a.name))
@@ -339,7 +339,6 @@ fn validate(
                 format!("agent `{}`: {}", a.name, e.message),
             ));
         }
-        let _ = i;
     }
 
     let mut nodes: Vec<Node> = Vec::with_capacity(spec.phases.len());

@@ -2,7 +2,7 @@
 //! agent's capacity, with timeouts, retries, circuit breakers and cancellation.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -1172,7 +1172,7 @@ impl Engine {
                     "attempt {attempt} failed: {message}; retrying in {}\n",
                     fmt_secs(delay)
                 );
-                log_line(log, &line);
+                log.push_log(&line);
             }
             self.states[i].st = St::Backoff;
             self.states[i].last_error = Some((status, message.clone()));
@@ -1432,10 +1432,6 @@ async fn durable_changed(rx: &mut Option<watch::Receiver<u64>>) -> bool {
     }
 }
 
-fn log_line(log: &PhaseLog, line: &str) {
-    log.push_log(line);
-}
-
 fn redact_artifacts(r: &Redactor, artifacts: Vec<Artifact>) -> Vec<Artifact> {
     if r.is_empty() {
         return artifacts;
@@ -1490,10 +1486,4 @@ pub fn write_record(run_dir: &Path, record: &RunRecord) -> Result<(), RunError> 
 fn _run_future_is_send(r: Runner) {
     fn is_send<T: Send>(_: &T) {}
     is_send(&r.run(RunControl::new()));
-}
-
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send>() {}
-    is_send::<HashMap<String, String>>();
 }

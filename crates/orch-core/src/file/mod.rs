@@ -673,7 +673,6 @@ fn parse_phase(
     p.retries = retries.unwrap_or(u32::MAX);
     if let Some(b) = backoff {
         p.backoff = b;
-        p.backoff.jitter |= false;
     } else {
         p.backoff.factor = f64::NAN;
     }
