@@ -6,14 +6,23 @@
 //! `memory` lines give the peak bytes allocated per phase for building and running the
 //! pipeline, measured with a counting allocator.
 //!
-//! `cargo bench -p orch-core --bench scheduler`
+//! `recorded/Lattice/10000` runs the 10k lattice the way `orch run` does: with
+//! `write_files` (journal synced by group commit, run.json, logs directory) into a
+//! temporary state directory. The `compare` line puts it beside the same run in memory:
+//! median time per phase, allocations and bytes allocated per phase, and the ratio.
+//!
+//! `cargo bench -p orch-core --bench scheduler` (a filter such as `-- recorded` also limits
+//! the `memory` and `compare` lines to the names it matches).
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use orch_core::journal::JournalMode;
 use orch_core::{
     Description, Phase, PhaseContext, PhaseError, PhaseId, PhaseOutcome, PhaseSpec, Pipeline,
     PlanContext, RunControl, RunOptions, Runner,
@@ -22,11 +31,15 @@ use orch_core::{
 struct Counting;
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: forwards to the system allocator and only counts sizes.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
         let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
         PEAK.fetch_max(now, Ordering::Relaxed);
         // SAFETY: same layout contract as the caller's.
@@ -36,6 +49,19 @@ unsafe impl GlobalAlloc for Counting {
         CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
         // SAFETY: ptr was allocated by System with this layout.
         unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        ALLOCATED.fetch_add(new_size, Ordering::Relaxed);
+        let now = if new_size >= layout.size() {
+            CURRENT.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size
+                - layout.size()
+        } else {
+            CURRENT.fetch_sub(layout.size() - new_size, Ordering::Relaxed)
+        };
+        PEAK.fetch_max(now, Ordering::Relaxed);
+        // SAFETY: ptr was allocated by System with this layout; same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
 
@@ -93,6 +119,59 @@ fn options() -> RunOptions {
     }
 }
 
+/// Options of a recorded run into `state_dir`: what `orch run` does (durable journal).
+fn recorded_options(state_dir: &Path) -> RunOptions {
+    RunOptions {
+        jobs: Some(2),
+        write_files: true,
+        state_dir: Some(state_dir.to_owned()),
+        journal: Some(JournalMode::Durable),
+        ..RunOptions::default()
+    }
+}
+
+/// The criterion filter given on the command line, if any.
+fn filter() -> Option<String> {
+    std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-') && a != "bench" && !a.is_empty())
+}
+
+fn selected(name: &str) -> bool {
+    filter().is_none_or(|f| name.contains(&f))
+}
+
+/// One run: wall time, allocations and bytes allocated. A recorded run's directory is
+/// removed afterwards (untimed) so the state directory does not grow.
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    p: &Arc<Pipeline>,
+    state_dir: Option<&Path>,
+) -> (Duration, usize, usize) {
+    let opts = match state_dir {
+        Some(d) => recorded_options(d),
+        None => options(),
+    };
+    let (allocs, bytes) = (
+        ALLOCS.load(Ordering::Relaxed),
+        ALLOCATED.load(Ordering::Relaxed),
+    );
+    let t = Instant::now();
+    let record = rt
+        .block_on(Runner::new(p.clone(), opts).run(RunControl::new()))
+        .expect("run");
+    let took = t.elapsed();
+    let counts = (
+        ALLOCS.load(Ordering::Relaxed) - allocs,
+        ALLOCATED.load(Ordering::Relaxed) - bytes,
+    );
+    assert_eq!(record.phases.len(), p.len());
+    if let Some(d) = state_dir {
+        std::fs::remove_dir_all(d.join("runs").join(record.run_id.as_str())).expect("cleanup");
+    }
+    (took, counts.0, counts.1)
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -117,8 +196,52 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
 
+    // Recorded: the 10k lattice as `orch run` runs it, into a temporary state directory.
+    let state = tempfile::tempdir().expect("temp state dir");
+    let lattice = Arc::new(pipeline(Shape::Lattice, 10_000));
+    let mut group = c.benchmark_group("recorded");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(10_000));
+    group.bench_function(BenchmarkId::new("Lattice", 10_000), |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| measure(&rt, &lattice, Some(state.path())).0)
+                .sum()
+        });
+    });
+    group.finish();
+
+    // Recorded beside in memory: medians of a few runs each.
+    if selected("compare/Lattice/10000") || selected("recorded/Lattice/10000") {
+        let n = lattice.len();
+        let median = |state_dir: Option<&Path>| {
+            let mut runs: Vec<_> = (0..7).map(|_| measure(&rt, &lattice, state_dir)).collect();
+            runs.sort_by_key(|r| r.0);
+            runs[runs.len() / 2]
+        };
+        let mem = median(None);
+        let rec = median(Some(state.path()));
+        let us = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+        println!(
+            "compare Lattice/{n}: in memory {:.2} us/phase ({} allocs, {} bytes/phase), \
+             recorded {:.2} us/phase ({} allocs, {} bytes/phase): recorded/in memory {:.2}x",
+            us(mem.0),
+            mem.1 / n,
+            mem.2 / n,
+            us(rec.0),
+            rec.1 / n,
+            rec.2 / n,
+            us(rec.0) / us(mem.0),
+        );
+    }
+
     // Memory: peak bytes above the baseline while building and running, per phase.
     for shape in [Shape::Chain, Shape::FanOut, Shape::Lattice] {
+        if !selected(&format!("memory/{shape:?}/100000"))
+            && !selected(&format!("schedule/{shape:?}/100000"))
+        {
+            continue;
+        }
         let n = 100_000;
         let base = CURRENT.load(Ordering::Relaxed);
         PEAK.store(base, Ordering::Relaxed);
