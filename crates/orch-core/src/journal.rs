@@ -26,6 +26,14 @@
 //! were written while the previous sync ran (group commit), and publishes the highest
 //! durable sequence number on a [`tokio::sync::watch`] channel. The engine reports a phase
 //! finished only once its record is durable.
+//!
+//! The engine also queues records ([`JournalWriter::queue`]) and writes everything queued
+//! with one `write(2)` ([`JournalWriter::flush`]): the records of one turn of its loop (the
+//! phases that finished, the attempts about to start) share a write. It flushes before it
+//! starts an attempt (a `Started` record is written before its attempt runs, so attempt
+//! numbers never repeat after a crash) and before it waits; a queued record is never
+//! counted as written or durable, and records reach the file in the order they were
+//! queued.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -147,6 +155,61 @@ pub struct Finished {
     pub duration_ms: Option<u64>,
 }
 
+/// An [`Entry::Started`] record, borrowed: what the engine queues (same JSON).
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(tag = "type", rename = "started")]
+pub struct StartedRef<'a> {
+    /// The phase.
+    pub phase: &'a str,
+    /// The attempt.
+    pub attempt: u32,
+    /// When (RFC 3339).
+    pub at: &'a str,
+}
+
+/// An [`Entry::Finished`] record, borrowed: what the engine queues (same JSON).
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(tag = "type", rename = "finished")]
+pub struct FinishedRef<'a> {
+    /// The phase.
+    pub phase: &'a str,
+    /// Its kind.
+    pub kind: &'a str,
+    /// Final status.
+    pub status: PhaseStatus,
+    /// Attempts made (across resumed runs).
+    pub attempts: u32,
+    /// Exit code of the last attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Why it ended this way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+    /// Failed, but allowed to.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allowed_failure: bool,
+    /// Outputs it published (redacted).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: &'a Outputs,
+    /// What it produced.
+    #[serde(skip_serializing_if = "<[Artifact]>::is_empty")]
+    pub artifacts: &'a [Artifact],
+    /// The fingerprint of its definition and inputs when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<&'a str>,
+    /// Set when the phase was not run because it was done in that earlier run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub done_in: Option<&'a RunId>,
+    /// When its first attempt started (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<&'a str>,
+    /// When it ended (RFC 3339).
+    pub finished_at: &'a str,
+    /// Wall time from the first start, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
 /// What a resumed run knows of one phase from the runs before it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PhaseResume {
@@ -219,8 +282,10 @@ pub enum JournalError {
 // ---------------------------------------------------------------------------------------
 // CRC-32C (Castagnoli), table-driven.
 
-const fn crc_table() -> [u32; 256] {
-    let mut table = [0u32; 256];
+/// Slicing-by-8 tables: `t[0]` is the classic byte table, `t[k][b]` the CRC of byte `b`
+/// followed by `k` zero bytes.
+const fn crc_tables() -> [[u32; 256]; 8] {
+    let mut t = [[0u32; 256]; 8];
     let mut i = 0;
     while i < 256 {
         let mut c = i as u32;
@@ -233,19 +298,42 @@ const fn crc_table() -> [u32; 256] {
             };
             k += 1;
         }
-        table[i] = c;
+        t[0][i] = c;
         i += 1;
     }
-    table
+    let mut i = 0;
+    while i < 256 {
+        let mut k = 1;
+        while k < 8 {
+            let prev = t[k - 1][i];
+            t[k][i] = t[0][(prev & 0xff) as usize] ^ (prev >> 8);
+            k += 1;
+        }
+        i += 1;
+    }
+    t
 }
 
-static CRC_TABLE: [u32; 256] = crc_table();
+static CRC_TABLES: [[u32; 256]; 8] = crc_tables();
 
 /// CRC-32C of `data`.
 pub fn crc32c(data: &[u8]) -> u32 {
+    let t = &CRC_TABLES;
     let mut c = !0u32;
-    for &b in data {
-        c = CRC_TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+    let mut chunks = data.chunks_exact(8);
+    for b in &mut chunks {
+        let lo = c ^ u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        c = t[7][(lo & 0xff) as usize]
+            ^ t[6][((lo >> 8) & 0xff) as usize]
+            ^ t[5][((lo >> 16) & 0xff) as usize]
+            ^ t[4][(lo >> 24) as usize]
+            ^ t[3][usize::from(b[4])]
+            ^ t[2][usize::from(b[5])]
+            ^ t[1][usize::from(b[6])]
+            ^ t[0][usize::from(b[7])];
+    }
+    for &b in chunks.remainder() {
+        c = t[0][((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
     }
     !c
 }
@@ -263,6 +351,12 @@ pub fn header() -> [u8; HEADER_LEN] {
 
 /// Appends the framed record of `entry` to `buf`.
 pub fn encode(entry: &Entry, buf: &mut Vec<u8>) {
+    encode_record(entry, buf);
+}
+
+/// Appends the framed record of anything that serializes as an [`Entry`] (an entry, a
+/// [`StartedRef`], a [`FinishedRef`]) to `buf`.
+pub fn encode_record<T: Serialize + ?Sized>(entry: &T, buf: &mut Vec<u8>) {
     let start = buf.len();
     buf.extend_from_slice(&[0u8; FRAME_LEN]);
     // Serializing these plain types cannot fail; an empty payload would be caught on read.
@@ -577,8 +671,14 @@ struct Shared {
 /// Appends records to a journal and makes them durable in the background.
 pub struct JournalWriter {
     storage: Box<dyn Storage>,
+    /// Records queued and not yet written.
     buf: Vec<u8>,
+    /// The sequence number of the last record queued.
     seq: u64,
+    /// The sequence number of the last record written.
+    written: u64,
+    /// A write failed: nothing more is written (it could follow a partial record).
+    broken: bool,
     shared: Arc<Shared>,
     tx: Option<watch::Sender<u64>>,
     rx: watch::Receiver<u64>,
@@ -602,8 +702,10 @@ impl JournalWriter {
         let (tx, rx) = watch::channel(0u64);
         let mut w = Self {
             storage,
-            buf: Vec::with_capacity(512),
+            buf: Vec::with_capacity(4096),
             seq: 0,
+            written: 0,
+            broken: false,
             shared: shared.clone(),
             tx: None,
             rx,
@@ -627,22 +729,48 @@ impl JournalWriter {
         self.append_all(std::slice::from_ref(entry))
     }
 
-    /// Writes `entries` with one write and returns the sequence number of the last.
+    /// Writes `entries` (after anything queued) with one write and returns the sequence
+    /// number of the last.
     pub fn append_all(&mut self, entries: &[Entry]) -> std::io::Result<u64> {
-        self.buf.clear();
         for entry in entries {
-            encode(entry, &mut self.buf);
+            self.queue(entry);
         }
-        self.storage.append(&self.buf)?;
+        self.flush()?;
+        Ok(self.seq)
+    }
+
+    /// Queues a record (anything that serializes as an [`Entry`]) for the next
+    /// [`flush`](Self::flush) and returns its sequence number. It counts as written, and
+    /// can become durable, only once flushed.
+    pub fn queue<T: Serialize + ?Sized>(&mut self, entry: &T) -> u64 {
+        encode_record(entry, &mut self.buf);
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Writes every queued record with one write and hands them to the sync thread.
+    /// After a failed write nothing more is written: every later call fails.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        if self.broken {
+            return Err(std::io::Error::other("an earlier journal write failed"));
+        }
+        if self.written == self.seq {
+            return Ok(());
+        }
+        if let Err(e) = self.storage.append(&self.buf) {
+            self.broken = true;
+            return Err(e);
+        }
+        self.buf.clear();
         failpoint::hit("after-journal-append");
-        self.seq += entries.len() as u64;
+        self.written = self.seq;
         match &self.tx {
             Some(tx) => {
-                tx.send_replace(self.seq);
+                tx.send_replace(self.written);
             }
             None => {
                 let mut s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
-                s.requested = self.seq;
+                s.requested = self.written;
                 let wake = s.idle;
                 drop(s);
                 if wake {
@@ -650,12 +778,17 @@ impl JournalWriter {
                 }
             }
         }
-        Ok(self.seq)
+        Ok(())
     }
 
-    /// The sequence number of the last record written.
+    /// The sequence number of the last record written (queued records not counted).
     pub fn last_seq(&self) -> u64 {
-        self.seq
+        self.written
+    }
+
+    /// Whether records are queued and not yet written.
+    pub fn has_queued(&self) -> bool {
+        self.written != self.seq
     }
 
     /// The highest sequence number known durable.
@@ -678,9 +811,12 @@ impl JournalWriter {
             .clone()
     }
 
-    /// Waits until every record written so far is durable (or syncing failed).
+    /// Writes what is queued and waits until every record is durable (or writing or
+    /// syncing failed).
     pub async fn wait_all(&mut self) -> Result<(), String> {
-        let target = self.seq;
+        self.flush()
+            .map_err(|e| format!("cannot write the journal: {e}"))?;
+        let target = self.written;
         let mut rx = self.rx.clone();
         loop {
             if *rx.borrow_and_update() >= target {
@@ -806,6 +942,129 @@ mod tests {
             );
         }
         b
+    }
+
+    #[test]
+    fn borrowed_records_encode_like_entries() {
+        let mut outputs = Outputs::new();
+        outputs.insert("k".into(), "v \"q\"".into());
+        let owned = Finished {
+            phase: "p".into(),
+            kind: "command".into(),
+            status: PhaseStatus::Skipped,
+            attempts: 2,
+            exit_code: Some(3),
+            reason: Some("why".into()),
+            allowed_failure: true,
+            outputs,
+            artifacts: vec![Artifact::new("file", "f")],
+            fingerprint: Some("sha256:00".into()),
+            done_in: Some(RunId::parse("r1").unwrap()),
+            started_at: Some("t0".into()),
+            finished_at: "t1".into(),
+            duration_ms: Some(5),
+        };
+        fn borrowed(f: &Finished) -> FinishedRef<'_> {
+            FinishedRef {
+                phase: &f.phase,
+                kind: &f.kind,
+                status: f.status,
+                attempts: f.attempts,
+                exit_code: f.exit_code,
+                reason: f.reason.as_deref(),
+                allowed_failure: f.allowed_failure,
+                outputs: &f.outputs,
+                artifacts: &f.artifacts,
+                fingerprint: f.fingerprint.as_deref(),
+                done_in: f.done_in.as_ref(),
+                started_at: f.started_at.as_deref(),
+                finished_at: &f.finished_at,
+                duration_ms: f.duration_ms,
+            }
+        }
+        // Every optional field set, and none.
+        let bare = Finished {
+            exit_code: None,
+            reason: None,
+            allowed_failure: false,
+            outputs: Outputs::new(),
+            artifacts: Vec::new(),
+            fingerprint: None,
+            done_in: None,
+            started_at: None,
+            duration_ms: None,
+            ..owned.clone()
+        };
+        for f in [owned, bare] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            encode(&Entry::Finished(Box::new(f.clone())), &mut a);
+            encode_record(&borrowed(&f), &mut b);
+            assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
+        }
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        encode(
+            &Entry::Started {
+                phase: "p".into(),
+                attempt: 4,
+                at: "t".into(),
+            },
+            &mut a,
+        );
+        encode_record(
+            &StartedRef {
+                phase: "p",
+                attempt: 4,
+                at: "t",
+            },
+            &mut b,
+        );
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn crc32c_slices_match_the_bytewise_form() {
+        let bytewise = |data: &[u8]| {
+            let mut c = !0u32;
+            for &b in data {
+                c = CRC_TABLES[0][((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+            }
+            !c
+        };
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        for start in 0..9 {
+            for end in (start..data.len()).step_by(37) {
+                assert_eq!(crc32c(&data[start..end]), bytewise(&data[start..end]));
+            }
+        }
+    }
+
+    #[test]
+    fn queued_records_are_written_by_flush_only() {
+        let m = MemStorage::new();
+        let mut w = JournalWriter::create(Box::new(m.clone()), false).unwrap();
+        let started = |i: u32| StartedRef {
+            phase: "p",
+            attempt: i,
+            at: "t",
+        };
+        assert_eq!(w.queue(&started(1)), 1);
+        assert_eq!(w.queue(&started(2)), 2);
+        assert_eq!((w.last_seq(), w.durable(), w.has_queued()), (0, 0, true));
+        assert_eq!(m.written().len(), HEADER_LEN);
+        w.flush().unwrap();
+        assert_eq!((w.last_seq(), w.durable(), w.has_queued()), (2, 2, false));
+        assert_eq!(
+            w.append(&Entry::RunFinished {
+                status: RunStatus::Succeeded,
+                finished_at: "t".into(),
+                duration_ms: 1,
+            })
+            .unwrap(),
+            3
+        );
+        let c = parse(&m.written(), Path::new("j")).unwrap();
+        assert_eq!(c.entries.len(), 3);
+        assert!(matches!(c.entries[1], Entry::Started { attempt: 2, .. }));
     }
 
     #[test]

@@ -247,7 +247,114 @@ impl Ord for PhaseStatus {
     }
 }
 
-/// Formats a time as RFC 3339 with milliseconds, as records store it.
+/// Formats a time as RFC 3339 with milliseconds, as records store it
+/// (`2025-01-02T03:04:05.678Z`, the form of `humantime::format_rfc3339_millis`).
 pub fn rfc3339(t: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    match rfc3339_bytes(t) {
+        // The bytes are ASCII digits and separators.
+        Some(b) => b.iter().map(|&c| char::from(c)).collect(),
+        None => humantime::format_rfc3339_millis(t).to_string(),
+    }
+}
+
+/// An RFC 3339 time (the form of [`rfc3339`]) kept on the stack, for records that are
+/// serialized at once.
+pub(crate) enum Stamp {
+    Fast([u8; 24]),
+    Slow(String),
+}
+
+impl Stamp {
+    pub(crate) fn new(t: std::time::SystemTime) -> Self {
+        match rfc3339_bytes(t) {
+            Some(b) => Self::Fast(b),
+            None => Self::Slow(humantime::format_rfc3339_millis(t).to_string()),
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Self::Fast(b) => std::str::from_utf8(b).unwrap_or_default(),
+            Self::Slow(s) => s,
+        }
+    }
+}
+
+/// The RFC 3339 form of a time from 1970 to 9999 without allocating (records are written
+/// several times per phase); `None` outside that range.
+fn rfc3339_bytes(t: std::time::SystemTime) -> Option<[u8; 24]> {
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    let secs = d.as_secs();
+    // 10000-01-01T00:00:00Z.
+    if secs >= 253_402_300_800 {
+        return None;
+    }
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let millis = u64::from(d.subsec_millis());
+    let mut b = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for k in (at..at + width).rev() {
+            b[k] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, rem / 3600);
+    put(14, 2, rem / 60 % 60);
+    put(17, 2, rem % 60);
+    put(20, 3, millis);
+    Some(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    #[test]
+    fn rfc3339_matches_humantime() {
+        let check = |t: std::time::SystemTime| {
+            assert_eq!(
+                rfc3339(t),
+                humantime::format_rfc3339_millis(t).to_string(),
+                "{t:?}"
+            );
+        };
+        check(UNIX_EPOCH);
+        check(std::time::SystemTime::now());
+        // Month and year ends, leap days, centuries, the last millisecond of 9999.
+        for s in [
+            951_782_399,
+            951_782_400,
+            951_868_800,
+            4_107_542_399,
+            4_107_542_400,
+            1_709_164_800,
+            1_735_689_599,
+            253_402_300_799,
+        ] {
+            check(UNIX_EPOCH + Duration::from_millis(s * 1000 + 999));
+            check(UNIX_EPOCH + Duration::from_secs(s));
+        }
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..100_000 {
+            let t = Duration::new(rng.u64(..253_402_300_800), rng.u32(..1_000_000_000));
+            check(UNIX_EPOCH + t);
+        }
+        // Outside 1970..=9999 it is humantime's (which panics there), never a wrong date.
+        assert!(rfc3339_bytes(UNIX_EPOCH + Duration::from_secs(253_402_300_800)).is_none());
+    }
 }

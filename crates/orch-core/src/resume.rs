@@ -136,9 +136,10 @@ pub fn fingerprint(spec: &PhaseSpec, needs: &[PhaseId], scope: &dyn Scope) -> St
             }
         }
     }
-    let with = toml::Value::Table(spec.with.table().clone());
-    field("with", &canonical(&with));
-    collect_strings(&with, &mut templates);
+    let with = spec.with.table();
+    field("with", &canonical(with));
+    with.values()
+        .for_each(|v| collect_strings(v, &mut templates));
     let mut env: Vec<(&String, &String)> = spec.env.iter().collect();
     env.sort();
     for (k, v) in env {
@@ -156,23 +157,25 @@ pub fn fingerprint(spec: &PhaseSpec, needs: &[PhaseId], scope: &dyn Scope) -> St
     for a in &spec.assert {
         field("assert", a);
     }
-    let mut secrets = spec.secrets.clone();
+    let mut secrets: Vec<&String> = spec.secrets.iter().collect();
     secrets.sort();
-    for s in &secrets {
+    for s in secrets {
         field("secret", s);
     }
     // The values it reads.
-    let mut refs: Vec<Reference> = templates
+    let mut refs: Vec<(String, Reference)> = templates
         .iter()
+        .filter(|t| t.contains("${{"))
         .filter_map(|t| crate::interpolate::references(t).ok())
         .flatten()
         .filter(|r| *r != Reference::RunId)
+        .map(|r| (r.to_string(), r))
         .collect();
-    refs.sort_by_key(|r| r.to_string());
-    refs.dedup();
-    for r in &refs {
+    refs.sort_by(|a, b| a.0.cmp(&b.0));
+    refs.dedup_by(|a, b| a.1 == b.1);
+    for (name, r) in &refs {
         let v = scope.lookup(r);
-        field(&r.to_string(), v.as_deref().unwrap_or("\u{0}<missing>"));
+        field(name, v.as_deref().unwrap_or("\u{0}<missing>"));
     }
     if spec.when.is_some() || !spec.assert.is_empty() {
         let mut vars = scope.vars();
@@ -189,30 +192,33 @@ pub fn fingerprint(spec: &PhaseSpec, needs: &[PhaseId], scope: &dyn Scope) -> St
         }
     }
     let digest = h.finalize();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(71);
     out.push_str("sha256:");
     for b in digest {
-        out.push_str(&format!("{b:02x}"));
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     out
 }
 
-/// A stable text form of a TOML value: tables with sorted keys.
-fn canonical(v: &toml::Value) -> String {
+/// A stable text form of a TOML table: sorted keys, nested tables too.
+fn canonical(t: &toml::Table) -> String {
+    fn table(t: &toml::Table, out: &mut String) {
+        let mut keys: Vec<&String> = t.keys().collect();
+        keys.sort();
+        out.push('{');
+        for k in keys {
+            out.push_str(&serde_json::to_string(k).unwrap_or_default());
+            out.push(':');
+            walk(&t[k.as_str()], out);
+            out.push(',');
+        }
+        out.push('}');
+    }
     fn walk(v: &toml::Value, out: &mut String) {
         match v {
-            toml::Value::Table(t) => {
-                let mut keys: Vec<&String> = t.keys().collect();
-                keys.sort();
-                out.push('{');
-                for k in keys {
-                    out.push_str(&serde_json::to_string(k).unwrap_or_default());
-                    out.push(':');
-                    walk(&t[k.as_str()], out);
-                    out.push(',');
-                }
-                out.push('}');
-            }
+            toml::Value::Table(t) => table(t, out),
             toml::Value::Array(a) => {
                 out.push('[');
                 for x in a {
@@ -226,7 +232,7 @@ fn canonical(v: &toml::Value) -> String {
         }
     }
     let mut out = String::new();
-    walk(v, &mut out);
+    table(t, &mut out);
     out
 }
 
@@ -317,6 +323,39 @@ mod tests {
         b.with = crate::spec::WithTable::new(tb);
         let s = scope(&[]);
         assert_eq!(fingerprint(&a, &[], &s), fingerprint(&b, &[], &s));
+    }
+
+    /// Journals of earlier builds must keep resuming: the fingerprint of a phase must not
+    /// change with the code that computes it.
+    #[test]
+    fn fingerprint_is_stable_across_builds() {
+        let s = scope(&[
+            ("vars.v", "1"),
+            ("phases.a.outputs.x", "X"),
+            ("vars.w", "W"),
+        ]);
+        let mut a =
+            spec("echo ${{ vars.v }} ${{ phases.a.outputs.x }} ${{ vars.v }} ${{ run.id }}");
+        let t: toml::Table = toml::from_str(
+            "k2 = \"${{ vars.w }}\"\nk1 = 1\n[n]\nz = [1, \"a\\\"b\"]\ny = { q = true }",
+        )
+        .unwrap();
+        a.with = crate::spec::WithTable::new(t);
+        a.env.insert("B".into(), "${{ vars.w }}".into());
+        a.env.insert("A".into(), "x".into());
+        a.secrets = vec!["Z".into(), "Y".into()];
+        a.cwd = Some("d/${{ vars.v }}".into());
+        a.when = Some("true".into());
+        let needs = [PhaseId::new("a").unwrap()];
+        assert_eq!(
+            fingerprint(&a, &needs, &s),
+            "sha256:ba9a2ecc62b37eae765dcf59e48ff74a4ee1f6604faf13ae8070bfe0d3477d43"
+        );
+        let b = PhaseSpec::new(PhaseId::new("q").unwrap(), "noop");
+        assert_eq!(
+            fingerprint(&b, &[], &s),
+            "sha256:98574886ab7e2f4eec6c745b04705b5da72b3447d764272af627ed88f313899d"
+        );
     }
 
     fn finished(phase: &str, status: PhaseStatus, fp: Option<&str>) -> Entry {

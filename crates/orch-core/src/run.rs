@@ -23,14 +23,15 @@ use crate::expr;
 use crate::failpoint;
 use crate::ids::RunId;
 use crate::journal::{
-    Done, Entry, FileStorage, Finished, JOURNAL_FILE, JournalMode, JournalWriter, StorageFactory,
+    Done, Entry, FileStorage, FinishedRef, JOURNAL_FILE, JournalMode, JournalWriter, StartedRef,
+    StorageFactory,
 };
 use crate::lock::WorkspaceLock;
 use crate::phase::{PhaseContext, PhaseError, PhaseLog, PhaseOutcome, SnapshotFn};
 use crate::pipeline::Pipeline;
 use crate::record::{
     Artifact, Outputs, PhaseRecord, PhaseStatus, RECORD_FORMAT_VERSION, RunRecord, RunStatus,
-    rfc3339,
+    Stamp, rfc3339,
 };
 use crate::redact::Redactor;
 use crate::resume::ResumeState;
@@ -193,6 +194,14 @@ struct PhaseState {
     first_start: Option<(SystemTime, Instant)>,
     /// Why the last attempt failed, while the phase waits to retry.
     last_error: Option<(PhaseStatus, String)>,
+}
+
+/// An attempt whose `Started` record is queued: it starts once the record is written.
+struct Starting {
+    i: usize,
+    attempt: u32,
+    at: SystemTime,
+    fut: Pin<Box<dyn Future<Output = Msg> + Send>>,
 }
 
 /// A `PhaseFinished` event waiting for its journal record to be durable.
@@ -407,6 +416,8 @@ struct Engine {
     tasks: JoinSet<Msg>,
     /// Attempts that finished when first polled, waiting to be handled.
     inline_done: Vec<Msg>,
+    /// Attempts dispatched in this turn, waiting for their `Started` records to be written.
+    starting: Vec<Starting>,
     /// The pipeline's directory, shared by every phase context.
     base_dir: Arc<Path>,
     journal: Option<JournalWriter>,
@@ -539,6 +550,7 @@ impl Engine {
             failed: false,
             tasks: JoinSet::new(),
             inline_done: Vec::new(),
+            starting: Vec::new(),
             base_dir: Arc::from(p.spec().base_dir.as_path()),
             durable_rx: journal.as_ref().map(JournalWriter::subscribe),
             journal,
@@ -638,6 +650,7 @@ impl Engine {
                         break;
                     }
                 }
+                self.start_queued();
             }
             if !self.inline_done.is_empty() {
                 for msg in std::mem::take(&mut self.inline_done) {
@@ -649,6 +662,8 @@ impl Engine {
             if self.running == 0 && (self.backoffs == 0 || self.stopping.is_some()) {
                 break;
             }
+            // What this turn queued is written before the loop waits.
+            self.flush_journal();
             let journal_wait = !self.pending.is_empty() && self.durable_rx.is_some();
             let msg = tokio::select! {
                 biased;
@@ -750,7 +765,7 @@ impl Engine {
         }
     }
 
-    /// Appends to the journal; a failure to write stops the run.
+    /// Appends to the journal (with whatever is queued); a failure to write stops the run.
     fn journal_append(&mut self, entry: &Entry) -> Option<u64> {
         let j = self.journal.as_mut()?;
         match j.append(entry) {
@@ -759,6 +774,16 @@ impl Engine {
                 self.journal_failed(format!("cannot write the journal: {e}"));
                 None
             }
+        }
+    }
+
+    /// Writes the queued journal records; a failure to write stops the run.
+    fn flush_journal(&mut self) {
+        if let Some(j) = &mut self.journal
+            && j.has_queued()
+            && let Err(e) = j.flush()
+        {
+            self.journal_failed(format!("cannot write the journal: {e}"));
         }
     }
 
@@ -831,11 +856,14 @@ impl Engine {
         // Resume: a phase whose success is journaled, with the same definition and inputs,
         // is not run again.
         if self.journal.is_some() {
-            let fp = crate::resume::fingerprint(&node.spec, &node.spec.needs, &*self.scope);
-            if self.done[i].as_ref().is_some_and(|d| d.fingerprint == fp)
+            // Once per phase: what it reads is final before it first starts, so a retry
+            // has the same fingerprint.
+            let fp = self.fingerprints[i].get_or_insert_with(|| {
+                crate::resume::fingerprint(&node.spec, &node.spec.needs, &*self.scope)
+            });
+            if self.done[i].as_ref().is_some_and(|d| d.fingerprint == *fp)
                 && let Some(done) = self.done[i].take()
             {
-                self.fingerprints[i] = Some(fp);
                 let reason = format!("done in run {}", done.run);
                 let outcome = PhaseOutcome {
                     outputs: done.outputs,
@@ -852,7 +880,6 @@ impl Engine {
                 );
                 return;
             }
-            self.fingerprints[i] = Some(fp);
         }
         let node = &self.p.nodes()[i];
         // Circuit breaker.
@@ -986,38 +1013,22 @@ impl Engine {
             redactor: self.redactor.clone(),
             snapshot,
         };
-        // Journaled before anything starts, so attempt numbers never repeat after a crash.
-        if let Some(j) = &mut self.journal
-            && let Err(e) = j.append(&Entry::Started {
-                phase: node.spec.id.to_string(),
+        // Journaled before anything starts (see `start_queued`), so attempt numbers never
+        // repeat after a crash.
+        if let Some(j) = &mut self.journal {
+            j.queue(&StartedRef {
+                phase: node.spec.id.as_str(),
                 attempt,
-                at: rfc3339(now.0),
-            })
-        {
-            // The attempt is not started: the run stops.
-            self.running -= 1;
-            self.agents[ai].running -= 1;
-            self.journal_failed(format!("cannot write the journal: {e}"));
-            self.finish(
-                i,
-                PhaseStatus::Cancelled,
-                self.stopping.clone(),
-                PhaseOutcome::default(),
-            );
-            return;
+                at: Stamp::new(now.0).as_str(),
+            });
         }
-        self.bus.emit(&RunEvent::PhaseStarted {
-            phase: node.spec.id.clone(),
-            attempt,
-            at: now.0,
-        });
         let phase = node.phase.clone();
         let timeout = node.spec.timeout;
         let abort = self.control.abort.clone();
         let agent = self.agents[ai].agent.clone();
         let health = self.agents[ai].health.clone();
         let check_health = agent.agent_type() != "local";
-        let attempt = async move {
+        let attempt_fut = async move {
             if check_health
                 && let Err(e) = health.get_or_init(|| async { agent.health().await }).await
             {
@@ -1049,20 +1060,62 @@ impl Engine {
             ctx.flush_output();
             Msg::Attempt { i, outcome }
         };
-        // Poll once here: an attempt that finishes at once (in-process phases, a failed
-        // spawn) is handled without a task and without waking another thread. One that is
-        // pending moves to a task, whose first poll registers the real wakers.
-        let mut attempt: Pin<Box<dyn Future<Output = Msg> + Send>> = Box::pin(attempt);
-        match attempt
-            .as_mut()
-            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
-        {
-            Poll::Ready(msg) => self.inline_done.push(msg),
-            Poll::Pending => {
-                self.tasks.spawn(attempt);
-            }
+        self.starting.push(Starting {
+            i,
+            attempt,
+            at: now.0,
+            fut: Box::pin(attempt_fut),
+        });
+    }
+
+    /// Starts the attempts `dispatch` queued, once their `Started` records are written
+    /// (one write for them and whatever else was queued).
+    fn start_queued(&mut self) {
+        if self.starting.is_empty() {
+            return;
         }
-        failpoint::hit("after-phase-start");
+        if let Some(j) = &mut self.journal
+            && let Err(e) = j.flush()
+        {
+            // The attempts are not started: the run stops.
+            self.journal_failed(format!("cannot write the journal: {e}"));
+            for s in std::mem::take(&mut self.starting) {
+                let ai = self.p.nodes()[s.i].agent;
+                self.running -= 1;
+                self.agents[ai].running -= 1;
+                self.finish(
+                    s.i,
+                    PhaseStatus::Cancelled,
+                    self.stopping.clone(),
+                    PhaseOutcome::default(),
+                );
+            }
+            return;
+        }
+        let mut starting = std::mem::take(&mut self.starting);
+        for s in starting.drain(..) {
+            self.bus.emit(&RunEvent::PhaseStarted {
+                phase: self.p.nodes()[s.i].spec.id.clone(),
+                attempt: s.attempt,
+                at: s.at,
+            });
+            // Poll once here: an attempt that finishes at once (in-process phases, a failed
+            // spawn) is handled without a task and without waking another thread. One that
+            // is pending moves to a task, whose first poll registers the real wakers.
+            let mut fut = s.fut;
+            match fut
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+            {
+                Poll::Ready(msg) => self.inline_done.push(msg),
+                Poll::Pending => {
+                    self.tasks.spawn(fut);
+                }
+            }
+            failpoint::hit("after-phase-start");
+        }
+        // The buffer is kept for the next turn.
+        self.starting = starting;
     }
 
     fn handle(&mut self, msg: Msg) {
@@ -1154,12 +1207,14 @@ impl Engine {
         let failures = self.states[i].failures;
         if failures <= node.spec.retries && self.stopping.is_none() {
             let delay = node.spec.backoff.delay_jittered(failures);
-            let entry = Entry::AttemptFailed {
-                phase: node.spec.id.to_string(),
-                attempt,
-                error: message.clone(),
-            };
-            self.journal_append(&entry);
+            // Written with the next turn's records (before the retry starts).
+            if let Some(j) = &mut self.journal {
+                j.queue(&Entry::AttemptFailed {
+                    phase: node.spec.id.to_string(),
+                    attempt,
+                    error: message.clone(),
+                });
+            }
             let node = &self.p.nodes()[i];
             self.bus.emit(&RunEvent::PhaseRetrying {
                 phase: node.spec.id.clone(),
@@ -1313,41 +1368,18 @@ impl Engine {
             .map(|_| format!("logs/{}.log", node.spec.id));
         let artifacts = redact_artifacts(&self.redactor, outcome.artifacts);
         let allowed_failure = allowed && status.is_failure();
-        let seq = if self.journal.is_some() {
-            // A phase's success counts for resume only with the fingerprint of what ran.
-            let fingerprint = self.fingerprints[i].take();
-            let entry = Entry::Finished(Box::new(Finished {
-                phase: node.spec.id.to_string(),
-                kind: node.spec.kind.clone(),
-                status,
-                attempts: self.states[i].attempts,
-                exit_code: outcome.exit_code,
-                reason: reason.clone(),
-                allowed_failure,
-                outputs: (*outputs).clone(),
-                artifacts: artifacts.clone(),
-                fingerprint,
-                done_in,
-                started_at: started.map(rfc3339),
-                finished_at: rfc3339(now),
-                duration_ms: started.map(|_| duration.as_millis() as u64),
-            }));
-            self.journal_append(&entry).unwrap_or(0)
-        } else {
-            0
-        };
         let lets_run = status.lets_dependents_run() || allowed;
         if lets_run {
             self.outputs.set(i, outputs.clone());
         }
-        let node = &self.p.nodes()[i];
-        let record = PhaseRecord {
+        let finished_at = rfc3339(now);
+        let mut record = PhaseRecord {
             status,
             kind: node.spec.kind.clone(),
             attempts: self.states[i].attempts,
             exit_code: outcome.exit_code,
             started_at: started.map(rfc3339),
-            finished_at: started.map(|_| rfc3339(now)),
+            finished_at: None,
             duration_ms: started.map(|_| duration.as_millis() as u64),
             reason: reason.clone(),
             allowed_failure,
@@ -1358,6 +1390,34 @@ impl Engine {
             description: node.spec.description.clone(),
             log,
         };
+        let seq = match &mut self.journal {
+            Some(j) => {
+                // A phase's success counts for resume only with the fingerprint of what
+                // ran. Written with the rest of this turn's records, before the loop waits
+                // or starts an attempt.
+                let fingerprint = self.fingerprints[i].take();
+                j.queue(&FinishedRef {
+                    phase: node.spec.id.as_str(),
+                    kind: &record.kind,
+                    status,
+                    attempts: record.attempts,
+                    exit_code: record.exit_code,
+                    reason: record.reason.as_deref(),
+                    allowed_failure,
+                    outputs: &record.outputs,
+                    artifacts: &record.artifacts,
+                    fingerprint: fingerprint.as_deref(),
+                    done_in: done_in.as_ref(),
+                    started_at: record.started_at.as_deref(),
+                    finished_at: &finished_at,
+                    duration_ms: record.duration_ms,
+                })
+            }
+            None => 0,
+        };
+        if started.is_some() {
+            record.finished_at = Some(finished_at);
+        }
         self.records.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(record);
         let event = RunEvent::PhaseFinished {
             phase: node.spec.id.clone(),
