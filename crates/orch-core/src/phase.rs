@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -191,7 +191,7 @@ impl<'a> PlanContext<'a> {
 pub(crate) struct PhaseLog {
     phase: PhaseId,
     bus: EventBus,
-    path: Option<PathBuf>,
+    path: Option<LogPath>,
     state: Mutex<LogState>,
 }
 
@@ -201,11 +201,28 @@ struct LogState {
     streams: [StreamRedactor; 3],
 }
 
+/// Where a phase's log goes, worked out when it first writes (most phases never do).
+pub(crate) enum LogPath {
+    /// This file.
+    File(PathBuf),
+    /// `RUN_DIR/logs/PHASE.log` of this run directory.
+    RunDir(Arc<Path>),
+}
+
+impl LogPath {
+    fn resolve(&self, phase: &PhaseId) -> PathBuf {
+        match self {
+            Self::File(p) => p.clone(),
+            Self::RunDir(d) => d.join("logs").join(format!("{phase}.log")),
+        }
+    }
+}
+
 impl PhaseLog {
     pub(crate) fn new(
         phase: PhaseId,
         bus: EventBus,
-        path: Option<PathBuf>,
+        path: Option<LogPath>,
         redactor: &Redactor,
     ) -> Self {
         Self {
@@ -270,6 +287,7 @@ impl PhaseLog {
             && !state.open_failed
             && let Some(path) = &self.path
         {
+            let path = &path.resolve(&self.phase);
             let opened = path
                 .parent()
                 .map_or(Ok(()), std::fs::create_dir_all)
@@ -308,9 +326,13 @@ pub struct PhaseContext {
     pub(crate) phase_id: PhaseId,
     pub(crate) attempt: u32,
     pub(crate) base_dir: Arc<Path>,
-    pub(crate) workdir: PathBuf,
+    pub(crate) workdir: Arc<Path>,
     pub(crate) run_dir: Arc<Path>,
-    pub(crate) env: Vec<(String, String)>,
+    /// The environment, built when first read (see [`PhaseContext::env`]).
+    pub(crate) env: OnceLock<Vec<(String, String)>>,
+    /// What `env` is built from: the `ORCH_*` values and, after them, the phase's
+    /// rendered `env` and secrets. In-process phases mostly never read it.
+    pub(crate) env_parts: Mutex<Option<EnvParts>>,
     pub(crate) env_remove: Arc<[String]>,
     pub(crate) scope: Arc<dyn Scope + Send + Sync>,
     pub(crate) cancel: CancellationToken,
@@ -319,6 +341,23 @@ pub struct PhaseContext {
     pub(crate) log: Arc<PhaseLog>,
     pub(crate) redactor: Redactor,
     pub(crate) snapshot: Option<SnapshotFn>,
+}
+
+/// The parts of a phase's environment beyond the `ORCH_*` variables.
+pub(crate) struct EnvParts {
+    /// The phase's rendered `env`, then its secrets.
+    pub(crate) extra: Vec<(String, String)>,
+}
+
+impl EnvParts {
+    fn build(self, run_id: &RunId, phase_id: &PhaseId, attempt: u32) -> Vec<(String, String)> {
+        let mut env = Vec::with_capacity(3 + self.extra.len());
+        env.push(("ORCH_RUN_ID".to_owned(), run_id.to_string()));
+        env.push(("ORCH_PHASE_ID".to_owned(), phase_id.to_string()));
+        env.push(("ORCH_ATTEMPT".to_owned(), attempt.to_string()));
+        env.extend(self.extra);
+        env
+    }
 }
 
 /// Produces the run record as it stands (finished phases only).
@@ -375,7 +414,17 @@ impl PhaseContext {
     /// rendered `env` and the secrets it declared. Apply it on top of the inherited
     /// environment after removing [`PhaseContext::env_remove`].
     pub fn env(&self) -> &[(String, String)] {
-        &self.env
+        self.env.get_or_init(|| {
+            let parts = self
+                .env_parts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            match parts {
+                Some(p) => p.build(&self.run_id, &self.phase_id, self.attempt),
+                None => Vec::new(),
+            }
+        })
     }
 
     /// Variables to remove from the inherited environment: secrets this phase did not
@@ -386,7 +435,7 @@ impl PhaseContext {
 
     /// The value of an environment variable the phase gets (from [`PhaseContext::env`]).
     pub fn env_var(&self, name: &str) -> Option<&str> {
-        self.env
+        self.env()
             .iter()
             .rev()
             .find(|(k, _)| k == name)
@@ -585,13 +634,9 @@ impl ContextBuilder {
     /// Builds the context.
     pub fn build(self) -> PhaseContext {
         let redactor = Redactor::new(self.secrets.iter().map(|(_, v)| v.as_str()));
-        let mut env = vec![
-            ("ORCH_RUN_ID".to_owned(), self.run_id.to_string()),
-            ("ORCH_PHASE_ID".to_owned(), self.phase_id.to_string()),
-            ("ORCH_ATTEMPT".to_owned(), self.attempt.to_string()),
-        ];
-        env.extend(self.env);
-        env.extend(self.secrets);
+        let mut extra = self.env;
+        extra.extend(self.secrets);
+        let env = EnvParts { extra }.build(&self.run_id, &self.phase_id, self.attempt);
         let run_dir = self.run_dir.unwrap_or_else(|| {
             self.base_dir
                 .join(".orch")
@@ -607,16 +652,17 @@ impl ContextBuilder {
             log: Arc::new(PhaseLog::new(
                 self.phase_id.clone(),
                 self.bus,
-                self.log_path,
+                self.log_path.map(LogPath::File),
                 &redactor,
             )),
             run_id: self.run_id,
             phase_id: self.phase_id,
             attempt: self.attempt,
-            workdir: self.workdir.unwrap_or_else(|| self.base_dir.clone()),
+            workdir: Arc::from(self.workdir.unwrap_or_else(|| self.base_dir.clone())),
             base_dir: Arc::from(self.base_dir.as_path()),
             run_dir: Arc::from(run_dir.as_path()),
-            env,
+            env: OnceLock::from(env),
+            env_parts: Mutex::new(None),
             env_remove: Arc::from(Vec::new()),
             scope: Arc::new(scope),
             cancel: self.cancel,

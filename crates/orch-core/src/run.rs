@@ -6,7 +6,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
@@ -27,7 +27,9 @@ use crate::journal::{
     StorageFactory,
 };
 use crate::lock::WorkspaceLock;
-use crate::phase::{PhaseContext, PhaseError, PhaseLog, PhaseOutcome, SnapshotFn};
+use crate::phase::{
+    EnvParts, LogPath, PhaseContext, PhaseError, PhaseLog, PhaseOutcome, SnapshotFn,
+};
 use crate::pipeline::Pipeline;
 use crate::record::{
     Artifact, Outputs, PhaseRecord, PhaseStatus, RECORD_FORMAT_VERSION, RunRecord, RunStatus,
@@ -418,6 +420,8 @@ struct Engine {
     inline_done: Vec<Msg>,
     /// Attempts dispatched in this turn, waiting for their `Started` records to be written.
     starting: Vec<Starting>,
+    /// The outputs of every phase that published none.
+    no_outputs: Arc<Outputs>,
     /// The pipeline's directory, shared by every phase context.
     base_dir: Arc<Path>,
     journal: Option<JournalWriter>,
@@ -551,6 +555,7 @@ impl Engine {
             tasks: JoinSet::new(),
             inline_done: Vec::new(),
             starting: Vec::new(),
+            no_outputs: Arc::new(Outputs::new()),
             base_dir: Arc::from(p.spec().base_dir.as_path()),
             durable_rx: journal.as_ref().map(JournalWriter::subscribe),
             journal,
@@ -899,11 +904,9 @@ impl Engine {
             self.agents[ai].health = Arc::new(OnceCell::new());
         }
         // Secrets this phase declares must be set.
-        let mut env = Vec::with_capacity(3 + node.spec.env.len() + node.spec.secrets.len());
-        env.push(("ORCH_RUN_ID".to_owned(), self.run_id.to_string()));
-        env.push(("ORCH_PHASE_ID".to_owned(), node.spec.id.to_string()));
+        // The `ORCH_*` variables are added when the phase first reads its environment.
+        let mut env = Vec::with_capacity(node.spec.env.len() + node.spec.secrets.len());
         let attempt = self.states[i].attempts + 1;
-        env.push(("ORCH_ATTEMPT".to_owned(), attempt.to_string()));
         for (k, v) in &node.spec.env {
             match crate::interpolate::render(v, &*self.scope) {
                 Ok(v) => env.push((k.clone(), v)),
@@ -937,10 +940,10 @@ impl Engine {
                 }
             }
         }
-        let workdir = match &node.spec.cwd {
-            None => self.p.spec().base_dir.clone(),
+        let workdir: Arc<Path> = match &node.spec.cwd {
+            None => self.base_dir.clone(),
             Some(c) => match crate::interpolate::render(c, &*self.scope) {
-                Ok(c) => self.p.spec().base_dir.join(c),
+                Ok(c) => Arc::from(self.p.spec().base_dir.join(c)),
                 Err(e) => {
                     self.fail(
                         i,
@@ -963,11 +966,10 @@ impl Engine {
 
         let log = self.logs[i]
             .get_or_insert_with(|| {
-                let path = self.opts.write_files.then(|| {
-                    self.run_dir
-                        .join("logs")
-                        .join(format!("{}.log", node.spec.id))
-                });
+                let path = self
+                    .opts
+                    .write_files
+                    .then(|| LogPath::RunDir(self.run_dir.clone()));
                 Arc::new(PhaseLog::new(
                     node.spec.id.clone(),
                     self.bus.clone(),
@@ -1003,7 +1005,8 @@ impl Engine {
             base_dir: self.base_dir.clone(),
             workdir,
             run_dir: self.run_dir.clone(),
-            env,
+            env: OnceLock::new(),
+            env_parts: Mutex::new(Some(EnvParts { extra: env })),
             env_remove: self.env_remove.clone(),
             scope: self.scope.clone(),
             cancel: self.control.stop.clone(),
@@ -1359,7 +1362,12 @@ impl Engine {
                 })
                 .collect()
         };
-        let outputs = Arc::new(outputs);
+        // Most phases publish nothing: they share one empty map.
+        let outputs = if outputs.is_empty() {
+            self.no_outputs.clone()
+        } else {
+            Arc::new(outputs)
+        };
         let node = &self.p.nodes()[i];
         // The phase is done: its log state goes (the file stays).
         let log = self.logs[i]
@@ -1525,11 +1533,15 @@ pub fn write_record(run_dir: &Path, record: &RunRecord) -> Result<(), RunError> 
     };
     let path = run_dir.join("run.json");
     let tmp = run_dir.join("run.json.tmp");
-    let text = serde_json::to_vec_pretty(record).map_err(|e| RunError::State {
-        path: path.clone(),
-        source: std::io::Error::other(e),
-    })?;
-    std::fs::write(&tmp, text).map_err(err(&tmp))?;
+    // Streamed to the file (a record of 10k phases is some MB of text).
+    let write = || -> std::io::Result<()> {
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::fs::File::create(&tmp)?);
+        serde_json::to_writer_pretty(&mut out, record).map_err(std::io::Error::other)?;
+        out.into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
+        Ok(())
+    };
+    write().map_err(err(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(err(&path))?;
     if let (Some(runs), Some(name)) = (run_dir.parent(), run_dir.file_name()) {
         let latest = runs.join("latest");
