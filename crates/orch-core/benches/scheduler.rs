@@ -8,8 +8,10 @@
 //!
 //! `recorded/Lattice/10000` runs the 10k lattice the way `orch run` does: with
 //! `write_files` (journal synced by group commit, run.json, logs directory) into a
-//! temporary state directory. The `compare` line puts it beside the same run in memory:
-//! median time per phase, allocations and bytes allocated per phase, and the ratio.
+//! temporary state directory. The `compare` lines put it beside the same run in memory:
+//! median time per phase, allocations and bytes allocated per phase, and the ratio; once
+//! with no-op phases (they finish when first polled, on the engine's thread) and once
+//! with phases that yield once (they run as tasks, like phases that do work).
 //!
 //! `cargo bench -p orch-core --bench scheduler` (a filter such as `-- recorded` also limits
 //! the `memory` and `compare` lines to the names it matches).
@@ -80,6 +82,21 @@ impl Phase for Noop {
     }
 }
 
+/// Returns at its second poll: the engine's first poll finds it pending, so it runs as a
+/// task and its end reaches the engine through the task set (like phases that do work).
+struct Yielding;
+
+#[async_trait]
+impl Phase for Yielding {
+    fn describe(&self, _: &PlanContext<'_>) -> Description {
+        Description::new("nothing, after one yield")
+    }
+    async fn run(&self, _: &PhaseContext) -> Result<PhaseOutcome, PhaseError> {
+        tokio::task::yield_now().await;
+        Ok(PhaseOutcome::default())
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Shape {
     Chain,
@@ -92,7 +109,10 @@ fn id(i: usize) -> PhaseId {
 }
 
 fn pipeline(shape: Shape, n: usize) -> Pipeline {
-    let noop: Arc<dyn Phase> = Arc::new(Noop);
+    pipeline_of(shape, n, Arc::new(Noop))
+}
+
+fn pipeline_of(shape: Shape, n: usize, noop: Arc<dyn Phase>) -> Pipeline {
     let mut b = Pipeline::builder("bench", std::env::temp_dir()).jobs(2);
     const WIDTH: usize = 100;
     for i in 0..n {
@@ -213,26 +233,29 @@ fn bench(c: &mut Criterion) {
 
     // Recorded beside in memory: medians of a few runs each.
     if selected("compare/Lattice/10000") || selected("recorded/Lattice/10000") {
-        let n = lattice.len();
-        let median = |state_dir: Option<&Path>| {
-            let mut runs: Vec<_> = (0..7).map(|_| measure(&rt, &lattice, state_dir)).collect();
-            runs.sort_by_key(|r| r.0);
-            runs[runs.len() / 2]
-        };
-        let mem = median(None);
-        let rec = median(Some(state.path()));
-        let us = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
-        println!(
-            "compare Lattice/{n}: in memory {:.2} us/phase ({} allocs, {} bytes/phase), \
+        let yielding = Arc::new(pipeline_of(Shape::Lattice, 10_000, Arc::new(Yielding)));
+        for (what, p) in [("no-op", &lattice), ("yielding", &yielding)] {
+            let n = p.len();
+            let median = |state_dir: Option<&Path>| {
+                let mut runs: Vec<_> = (0..7).map(|_| measure(&rt, p, state_dir)).collect();
+                runs.sort_by_key(|r| r.0);
+                runs[runs.len() / 2]
+            };
+            let mem = median(None);
+            let rec = median(Some(state.path()));
+            let us = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+            println!(
+                "compare Lattice/{n} {what}: in memory {:.2} us/phase ({} allocs, {} bytes/phase), \
              recorded {:.2} us/phase ({} allocs, {} bytes/phase): recorded/in memory {:.2}x",
-            us(mem.0),
-            mem.1 / n,
-            mem.2 / n,
-            us(rec.0),
-            rec.1 / n,
-            rec.2 / n,
-            us(rec.0) / us(mem.0),
-        );
+                us(mem.0),
+                mem.1 / n,
+                mem.2 / n,
+                us(rec.0),
+                rec.1 / n,
+                rec.2 / n,
+                us(rec.0) / us(mem.0),
+            );
+        }
     }
 
     // Memory: peak bytes above the baseline while building and running, per phase.

@@ -698,6 +698,14 @@ impl Engine {
                 else => break,
             };
             self.handle(msg);
+            // Attempts that finished meanwhile are handled in this turn too: their
+            // records share its journal write.
+            while let Some(joined) = self.tasks.try_join_next() {
+                match joined {
+                    Ok(msg) => self.handle(msg),
+                    Err(e) => tracing::error!("a phase task panicked: {e}"),
+                }
+            }
         }
         // Anything left never started.
         let interrupted = self.control.is_stopped();
