@@ -212,6 +212,7 @@ impl Completion {
 
     fn finish(&self, result: CallResult) {
         self.lock().result = Some(result);
+        crate::pool::completed();
         self.notify.notify_one();
     }
 }

@@ -14,9 +14,16 @@
 //! functions can block at once, like a `ThreadPoolExecutor(N)`, and a run of quick calls
 //! is served by one hot thread. Workers live as long as the process (they never wake up on
 //! their own, so none touches the interpreter during its shutdown).
+//!
+//! Phases of a pipeline arrive one after another as the engine finishes their needs, so
+//! both sides wait for each other briefly before they sleep ([`Spin`]): a worker that ran
+//! out of calls watches the queue, and the engine thread, about to park while Python calls
+//! are in progress, watches for their completion. Each wait has a budget that halves when
+//! it runs out and comes back when a wait pays: on a machine with no core to spare the
+//! other side is not running, and waiting for it would only take its CPU.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,6 +34,10 @@ pub(crate) type Job = Box<dyn for<'py> FnOnce(Python<'py>) + Send>;
 
 /// How long a queued call may wait for a busy worker before another worker takes it.
 pub const RESCUE_AFTER: Duration = Duration::from_micros(500);
+
+/// The longest a worker watches the queue, or the engine thread waits for a Python call
+/// to complete, before it sleeps.
+pub const SPIN_FOR: Duration = Duration::from_micros(50);
 
 struct Queued {
     at: Instant,
@@ -58,12 +69,15 @@ struct Pool {
     cond: Condvar,
     /// The rescuer waits here while the queue is empty.
     rescue: Condvar,
+    /// The queue's length, readable without the lock (by lingering workers).
+    queued: AtomicUsize,
 }
 
 static POOL: LazyLock<Pool> = LazyLock::new(|| Pool {
     state: Mutex::new(State::default()),
     cond: Condvar::new(),
     rescue: Condvar::new(),
+    queued: AtomicUsize::new(0),
 });
 
 /// Bumped in a forked child (`os.register_at_fork`): its pool starts empty, since only the
@@ -84,6 +98,7 @@ fn lock() -> MutexGuard<'static, State> {
             generation,
             ..State::default()
         };
+        POOL.queued.store(0, Ordering::Release);
     }
     s
 }
@@ -96,6 +111,7 @@ pub(crate) fn submit(job: Job) {
         job,
         rescued: false,
     });
+    POOL.queued.store(s.queue.len(), Ordering::Release);
     if s.active == 0 {
         let last = s.queue.len() - 1;
         s.queue[last].rescued = true;
@@ -165,19 +181,11 @@ fn rescuer() {
 fn worker() {
     let attached = Python::try_attach(|py| {
         loop {
-            let next = {
-                let mut s = lock();
-                match s.queue.pop_front() {
-                    Some(q) => Some(q.job),
-                    None => {
-                        s.active = s.active.saturating_sub(1);
-                        None
-                    }
-                }
-            };
-            let job = match next {
+            // Not one expression: the guard of `lock()` must not live through `linger`.
+            let queued = pop(&mut lock());
+            let job = match queued.or_else(|| py.detach(linger)) {
                 Some(job) => job,
-                None => py.detach(wait),
+                None => py.detach(idle),
             };
             job(py);
         }
@@ -186,14 +194,105 @@ fn worker() {
         // The interpreter is gone: drop the queued calls (their callers see no result).
         let mut s = lock();
         s.queue.clear();
+        POOL.queued.store(0, Ordering::Release);
         s.active = s.active.saturating_sub(1);
     }
 }
 
-/// Waits (without the GIL) for a wake-up and returns the call it was for; the waker
-/// counted this worker active.
-fn wait() -> Job {
+/// Takes the first queued call.
+fn pop(s: &mut State) -> Option<Job> {
+    let q = s.queue.pop_front()?;
+    POOL.queued.store(s.queue.len(), Ordering::Release);
+    Some(q.job)
+}
+
+/// Watches the queue (without the GIL) for a moment; `None` if no call came.
+fn linger() -> Option<Job> {
+    WORKER_SPIN.until(|| {
+        if POOL.queued.load(Ordering::Acquire) > 0 {
+            return pop(&mut lock());
+        }
+        None
+    })
+}
+
+/// Bumped each time a Python call completes (wakes its engine task).
+static COMPLETIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a completed call; the engine thread may be waiting for it.
+pub(crate) fn completed() {
+    COMPLETIONS.fetch_add(1, Ordering::Release);
+}
+
+/// Called by the runtime just before the engine thread parks: while Python calls are in
+/// progress, waits a moment for one to complete rather than sleep and be woken for it.
+pub(crate) fn engine_parking() {
+    let busy = POOL.queued.load(Ordering::Acquire) > 0 || lock().active > 0;
+    if busy {
+        let seen = COMPLETIONS.load(Ordering::Acquire);
+        ENGINE_SPIN.until(|| (COMPLETIONS.load(Ordering::Acquire) != seen).then_some(()));
+    }
+}
+
+static WORKER_SPIN: Spin = Spin::new(SPIN_FOR);
+static ENGINE_SPIN: Spin = Spin::new(SPIN_FOR);
+
+/// Busy-waiting with an adaptive budget: a wait that runs out halves the budget (below an
+/// eighth of the maximum: no waiting at all, but every 16th wait tries the maximum again),
+/// a wait that pays restores it.
+struct Spin {
+    max_ns: u32,
+    budget_ns: AtomicU32,
+    skipped: AtomicU32,
+}
+
+impl Spin {
+    const fn new(max: Duration) -> Self {
+        let max_ns = max.as_nanos() as u32;
+        Self {
+            max_ns,
+            budget_ns: AtomicU32::new(max_ns),
+            skipped: AtomicU32::new(0),
+        }
+    }
+
+    /// Calls `ready` until it returns something or the budget is spent.
+    fn until<T>(&self, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+        let mut budget = self.budget_ns.load(Ordering::Relaxed);
+        if budget == 0 {
+            if self.skipped.fetch_add(1, Ordering::Relaxed) % 16 != 15 {
+                return ready();
+            }
+            budget = self.max_ns;
+        }
+        let start = Instant::now();
+        let limit = Duration::from_nanos(u64::from(budget));
+        loop {
+            for _ in 0..32 {
+                if let Some(v) = ready() {
+                    self.budget_ns.store(self.max_ns, Ordering::Relaxed);
+                    return Some(v);
+                }
+                std::hint::spin_loop();
+            }
+            if start.elapsed() >= limit {
+                let half = budget / 2;
+                let next = if half < self.max_ns / 8 { 0 } else { half };
+                self.budget_ns.store(next, Ordering::Relaxed);
+                return None;
+            }
+        }
+    }
+}
+
+/// Sleeps (without the GIL) until a call comes: counts this worker idle unless one is
+/// queued already, then waits for a wake-up (whose waker counts it active again).
+fn idle() -> Job {
     let mut s = lock();
+    if let Some(job) = pop(&mut s) {
+        return job;
+    }
+    s.active = s.active.saturating_sub(1);
     loop {
         s.idle += 1;
         loop {
@@ -204,8 +303,8 @@ fn wait() -> Job {
                 break;
             }
         }
-        if let Some(q) = s.queue.pop_front() {
-            return q.job;
+        if let Some(job) = pop(&mut s) {
+            return job;
         }
         // Another worker took it.
         s.active = s.active.saturating_sub(1);

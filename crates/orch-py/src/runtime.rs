@@ -23,6 +23,7 @@ pub fn runtime() -> Result<&'static tokio::runtime::Runtime, Error> {
         .enable_all()
         .worker_threads(1)
         .thread_name("orch-engine")
+        .on_thread_park(crate::pool::engine_parking)
         .build()
         .map_err(|e| Error::Engine(format!("cannot start the tokio runtime: {e}")))?;
     Ok(RUNTIME.get_or_init(|| rt))
