@@ -60,6 +60,7 @@ fn parse_duration(py: Python<'_>, text: &str) -> PyResult<f64> {
 fn orch_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<pipeline::CorePipeline>()?;
+    m.add_class::<pipeline::PhaseDecorator>()?;
     m.add_class::<runs::RunHandle>()?;
     m.add_class::<result::RunResult>()?;
     m.add_class::<result::PhaseResult>()?;

@@ -14,6 +14,7 @@ use orch_core::{
     RunId, RunOptions, RunSpec, Runner, Selection, Selector, WithTable,
 };
 use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
 
 use crate::errors::Error;
 use crate::phase::{OutputTap, PyPhase};
@@ -234,6 +235,194 @@ impl CorePipeline {
     }
 }
 
+/// What `@pipeline.phase(...)` says about the functions it decorates.
+pub struct FunctionSettings {
+    id: Option<String>,
+    needs: Vec<String>,
+    retries: u32,
+    timeout: Option<f64>,
+    backoff: Option<f64>,
+    tags: Vec<String>,
+    description: Option<String>,
+    allow_failure: bool,
+    when: Option<String>,
+}
+
+/// The Python helpers that convert the less common forms of the decorator's arguments
+/// (functions as `needs`, durations as text or `timedelta`).
+fn python_helper<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    py.import(pyo3::intern!(py, "orch"))?.getattr(name)
+}
+
+/// Strings from a list or tuple of `str`; `None` when it holds anything else.
+fn plain_strings(value: &Bound<'_, PyAny>) -> Option<Vec<String>> {
+    use pyo3::types::{PyList, PyTuple};
+    let collect = |items: &mut dyn Iterator<Item = Bound<'_, PyAny>>| {
+        items
+            .map(|v| Some(v.cast::<PyString>().ok()?.to_cow().ok()?.into_owned()))
+            .collect::<Option<Vec<String>>>()
+    };
+    if let Ok(l) = value.cast::<PyList>() {
+        collect(&mut l.iter())
+    } else if let Ok(t) = value.cast::<PyTuple>() {
+        collect(&mut t.iter())
+    } else {
+        None
+    }
+}
+
+/// Seconds from a number, else from `orch._seconds` (text, `timedelta`, errors).
+fn seconds(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Option<f64>> {
+    if value.is_none() {
+        return Ok(None);
+    }
+    if !value.is_instance_of::<PyBool>()
+        && (value.is_instance_of::<PyFloat>() || value.is_instance_of::<PyInt>())
+    {
+        return value.extract().map(Some);
+    }
+    python_helper(value.py(), "_seconds")?
+        .call1((value, what))?
+        .extract()
+}
+
+impl FunctionSettings {
+    /// Checks and converts the decorator's arguments as `orch.Pipeline.phase` documents
+    /// them: the common forms here, the others through the package's Python helpers.
+    #[allow(clippy::too_many_arguments)]
+    fn from_python(
+        id: Option<String>,
+        needs: &Bound<'_, PyAny>,
+        retries: &Bound<'_, PyAny>,
+        timeout: &Bound<'_, PyAny>,
+        backoff: &Bound<'_, PyAny>,
+        tags: &Bound<'_, PyAny>,
+        description: Option<String>,
+        allow_failure: &Bound<'_, PyAny>,
+        when: Option<String>,
+    ) -> PyResult<Self> {
+        let py = needs.py();
+        let needs = match plain_strings(needs) {
+            Some(n) => n,
+            None => python_helper(py, "_refs")?.call1((needs,))?.extract()?,
+        };
+        let retries = match retries.extract::<u32>() {
+            Ok(r) if !retries.is_instance_of::<PyBool>() => r,
+            _ => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "retries must be a non-negative int, not {}",
+                    retries.repr()?
+                )));
+            }
+        };
+        let tags = match plain_strings(tags) {
+            Some(t) => t,
+            None => python_helper(py, "_strings")?.call1((tags,))?.extract()?,
+        };
+        Ok(Self {
+            id,
+            needs,
+            retries,
+            timeout: seconds(timeout, "timeout")?,
+            backoff: seconds(backoff, "backoff")?,
+            tags,
+            description,
+            allow_failure: allow_failure.is_truthy()?,
+            when,
+        })
+    }
+}
+
+/// What `@pipeline.phase(...)` returns: called with a function, adds it as a phase of
+/// the pipeline and returns it unchanged.
+#[pyclass(module = "orch._orch", name = "PhaseDecorator", frozen)]
+pub struct PhaseDecorator {
+    pipeline: Py<CorePipeline>,
+    settings: FunctionSettings,
+}
+
+#[pymethods]
+impl PhaseDecorator {
+    fn __call__<'py>(&self, func: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = func.py();
+        self.pipeline
+            .bind(py)
+            .borrow_mut()
+            .add_function(func, &self.settings)
+    }
+
+    fn __repr__(&self) -> String {
+        match &self.settings.id {
+            Some(id) => format!("<orch phase decorator id={id:?}>"),
+            None => "<orch phase decorator>".to_owned(),
+        }
+    }
+}
+
+impl CorePipeline {
+    /// The decorator's work: adds `func` as a phase (id: the settings' or its `__name__`;
+    /// description: the settings' or its docstring's first line), marks it with
+    /// `__orch_phase__`, and returns it.
+    fn add_function<'py>(
+        &mut self,
+        func: Bound<'py, PyAny>,
+        settings: &FunctionSettings,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = func.py();
+        let id = match &settings.id {
+            Some(id) => id.clone(),
+            None => match func
+                .getattr(pyo3::intern!(py, "__name__"))
+                .and_then(|n| n.extract::<String>())
+            {
+                Ok(name) => name,
+                Err(_) => {
+                    return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                        "{} has no __name__: pass id=",
+                        func.repr()?
+                    )));
+                }
+            },
+        };
+        let description = settings.description.clone().or_else(|| {
+            func.getattr(pyo3::intern!(py, "__doc__"))
+                .ok()
+                .and_then(|d| d.extract::<String>().ok())
+                .and_then(|d| d.trim().lines().next().map(str::to_owned))
+                .filter(|d| !d.is_empty())
+        });
+        let attr = |name: &Bound<'py, PyString>| {
+            func.getattr(name)
+                .ok()
+                .and_then(|v| v.extract::<String>().ok())
+        };
+        let qualname = format!(
+            "{}.{}",
+            attr(pyo3::intern!(py, "__module__")).unwrap_or_else(|| "?".into()),
+            attr(pyo3::intern!(py, "__qualname__")).unwrap_or_else(|| id.clone())
+        );
+        let is_async = crate::phase::is_coroutine_function(&func)?;
+        self.add_python(
+            py,
+            &id,
+            func.clone().unbind(),
+            is_async,
+            qualname,
+            settings.needs.clone(),
+            settings.retries,
+            settings.timeout,
+            settings.backoff,
+            settings.tags.clone(),
+            description,
+            settings.allow_failure,
+            settings.when.clone(),
+        )?;
+        // Functions take attributes; other callables may not, which is fine.
+        let _ = func.setattr(pyo3::intern!(py, "__orch_phase__"), &id);
+        Ok(func)
+    }
+}
+
 #[pymethods]
 impl CorePipeline {
     /// A pipeline built in code.
@@ -396,76 +585,47 @@ impl CorePipeline {
         run().map_err(|e| e.into_pyerr(py))
     }
 
-    /// The decorator's work: adds `func` as a phase (id: `id` or its `__name__`;
-    /// description: `description` or its docstring's first line), marks it with
-    /// `__orch_phase__`, and returns it.
+    /// `orch.Pipeline.phase`: with `func`, adds it as a phase and returns it; without,
+    /// returns the decorator that will. The settings are checked and converted here, once
+    /// for every use of the decorator (see [`FunctionSettings::from_python`]).
     #[pyo3(signature = (func, id, needs, retries, timeout, backoff, tags, description, allow_failure, when))]
     #[allow(clippy::too_many_arguments)]
-    fn add_function<'py>(
-        &mut self,
-        py: Python<'py>,
-        func: Bound<'py, PyAny>,
+    fn phase<'py>(
+        slf: Bound<'py, Self>,
+        func: Option<Bound<'py, PyAny>>,
         id: Option<String>,
-        needs: Vec<String>,
-        retries: u32,
-        timeout: Option<f64>,
-        backoff: Option<f64>,
-        tags: Vec<String>,
+        needs: Bound<'py, PyAny>,
+        retries: Bound<'py, PyAny>,
+        timeout: Bound<'py, PyAny>,
+        backoff: Bound<'py, PyAny>,
+        tags: Bound<'py, PyAny>,
         description: Option<String>,
-        allow_failure: bool,
+        allow_failure: Bound<'py, PyAny>,
         when: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let id = match id {
-            Some(id) => id,
-            None => match func
-                .getattr(pyo3::intern!(py, "__name__"))
-                .and_then(|n| n.extract::<String>())
-            {
-                Ok(name) => name,
-                Err(_) => {
-                    return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                        "{} has no __name__: pass id=",
-                        func.repr()?
-                    )));
-                }
-            },
-        };
-        let description = description.or_else(|| {
-            func.getattr(pyo3::intern!(py, "__doc__"))
-                .ok()
-                .and_then(|d| d.extract::<String>().ok())
-                .and_then(|d| d.trim().lines().next().map(str::to_owned))
-                .filter(|d| !d.is_empty())
-        });
-        let attr = |name: &Bound<'py, pyo3::types::PyString>| {
-            func.getattr(name)
-                .ok()
-                .and_then(|v| v.extract::<String>().ok())
-        };
-        let qualname = format!(
-            "{}.{}",
-            attr(pyo3::intern!(py, "__module__")).unwrap_or_else(|| "?".into()),
-            attr(pyo3::intern!(py, "__qualname__")).unwrap_or_else(|| id.clone())
-        );
-        let is_async = crate::phase::is_coroutine_function(&func)?;
-        self.add_python(
-            py,
-            &id,
-            func.clone().unbind(),
-            is_async,
-            qualname,
-            needs,
-            retries,
-            timeout,
-            backoff,
-            tags,
+        let py = slf.py();
+        let settings = FunctionSettings::from_python(
+            id,
+            &needs,
+            &retries,
+            &timeout,
+            &backoff,
+            &tags,
             description,
-            allow_failure,
+            &allow_failure,
             when,
         )?;
-        // Functions take attributes; other callables may not, which is fine.
-        let _ = func.setattr(pyo3::intern!(py, "__orch_phase__"), &id);
-        Ok(func)
+        match func {
+            Some(func) => slf.borrow_mut().add_function(func, &settings),
+            None => Ok(Bound::new(
+                py,
+                PhaseDecorator {
+                    pipeline: slf.unbind(),
+                    settings,
+                },
+            )?
+            .into_any()),
+        }
     }
 
     /// Adds a phase of a registered kind: `command` with `run` (a string for `sh -c`, a

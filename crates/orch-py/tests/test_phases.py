@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import re
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -372,6 +374,55 @@ def test_code_pipelines_are_validated(pipeline: orch.Pipeline) -> None:
         pipeline.add_phase("x", "comand")
     with pytest.raises(orch.ValidationError, match="invalid duration"):
         pipeline.phase(id="t", timeout="soon")(lambda ctx: None)
+
+
+def test_decorator_settings_in_every_form(pipeline: orch.Pipeline) -> None:
+    @pipeline.phase(timeout="2s", tags="fast")
+    def first(ctx: orch.Context) -> None:
+        pass
+
+    # One decorator for two functions; needs as functions, in a tuple; a timedelta.
+    shared = pipeline.phase(needs=(first,), tags=("a", "b"), retries=2, timeout=datetime.timedelta(seconds=3))
+
+    def second(ctx: orch.Context) -> None:
+        pass
+
+    def other(ctx: orch.Context) -> None:
+        pass
+
+    assert shared(second) is second and shared(other) is other
+    with pytest.raises(orch.ValidationError, match="declared twice"):
+        shared(second)
+
+    @pipeline.phase(needs=iter(["first"]), tags=[], backoff=1)
+    def third(ctx: orch.Context) -> None:
+        pass
+
+    waves = {p["id"]: p for wave in pipeline.plan().waves for p in wave}
+    assert waves["first"]["timeout"] == "2s"
+    for id in ["second", "other"]:
+        assert waves[id]["needs"] == ["first"] and waves[id]["retries"] == 2
+        assert waves[id]["timeout"] == "3s"
+    assert waves["third"]["needs"] == ["first"] and waves["third"]["retries"] == 0
+    assert pipeline.plan(only="tag:fast").phases == ["first"]
+    assert pipeline.plan(only="tag:b").phases == ["first", "second", "other"]
+    assert pipeline.run().ok
+
+    def bad(ctx: orch.Context) -> None:
+        pass
+
+    cases: List[Tuple[Dict[str, Any], str]] = [
+        (dict(retries=-1), "retries must be a non-negative int, not -1"),
+        (dict(retries=True), "retries must be a non-negative int, not True"),
+        (dict(retries=1.5), "retries must be a non-negative int, not 1.5"),
+        (dict(timeout=[1]), "timeout must be seconds"),
+        (dict(backoff=-2), "backoff must be a non-negative number of seconds"),
+        (dict(needs=[1]), "1 is not a phase"),
+    ]
+    for settings, error in cases:
+        with pytest.raises((ValueError, TypeError, orch.ValidationError), match=re.escape(error)):
+            pipeline.phase(**settings)(bad)
+    assert "bad" not in pipeline
 
 
 def test_cycles_are_reported(pipeline: orch.Pipeline) -> None:

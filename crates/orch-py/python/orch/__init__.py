@@ -345,25 +345,10 @@ class Pipeline:
         The function is returned unchanged (so it can still be called directly).
         """
 
-        # Everything but the function is the same for each use of this decorator.
-        needs_ids = _refs(needs)
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be a non-negative int, not {retries!r}")
-        timeout_s = _seconds(timeout, "timeout")
-        backoff_s = _seconds(backoff, "backoff")
-        tag_list = _strings(tags)
-
-        add = self._core.add_function
-        flag = bool(allow_failure)
-
-        def register(func: F) -> F:
-            return add(  # type: ignore[no-any-return]
-                func, id, needs_ids, retries, timeout_s, backoff_s, tag_list, description, flag, when
-            )
-
-        if fn is not None:
-            return register(fn)
-        return register
+        # Checked and converted once for every use of the decorator (in Rust).
+        return self._core.phase(  # type: ignore[no-any-return]
+            fn, id, needs, retries, timeout, backoff, tags, description, allow_failure, when
+        )
 
     def command(
         self,

@@ -179,6 +179,9 @@ class _RunHandle:
     def join_phases(self, timeout: float) -> bool: ...
     def result(self) -> RunResult: ...
 
+class PhaseDecorator:
+    def __call__(self, func: Any) -> Any: ...
+
 class _Pipeline:
     def __init__(
         self,
@@ -220,17 +223,17 @@ class _Pipeline:
         allow_failure: bool,
         when: Optional[str],
     ) -> None: ...
-    def add_function(
+    def phase(
         self,
         func: Any,
         id: Optional[str],
-        needs: List[str],
-        retries: int,
-        timeout: Optional[float],
-        backoff: Optional[float],
-        tags: List[str],
+        needs: Any,
+        retries: Any,
+        timeout: Any,
+        backoff: Any,
+        tags: Any,
         description: Optional[str],
-        allow_failure: bool,
+        allow_failure: Any,
         when: Optional[str],
     ) -> Any: ...
     def add_kind(
