@@ -222,7 +222,7 @@ pub(crate) struct ContextData {
     pub(crate) shared: Option<Arc<RunShared>>,
     pub(crate) phase_id: PhaseId,
     pub(crate) attempt: u32,
-    pub(crate) needs: Arc<[String]>,
+    pub(crate) needs: Arc<[PhaseId]>,
     pub(crate) completion: Arc<Completion>,
     pub(crate) cancel: CancellationToken,
     /// The phase's working directory when it is not the pipeline's.
@@ -275,12 +275,12 @@ impl Context {
         if let Some(s) = &self.data.shared {
             for need in self.data.needs.iter() {
                 let inner = PyDict::new(py);
-                if let Some(o) = s.outputs_of(need) {
+                if let Some(o) = s.outputs_of(need.as_str()) {
                     for (k, v) in o.iter() {
                         inner.set_item(k, v)?;
                     }
                 }
-                d.set_item(need, inner)?;
+                d.set_item(need.as_str(), inner)?;
             }
         }
         Ok(d)
@@ -350,17 +350,17 @@ pub struct PyPhase {
     func: Arc<Py<PyAny>>,
     is_async: bool,
     qualname: String,
-    needs: Arc<[String]>,
+    needs: Arc<[PhaseId]>,
 }
 
 impl PyPhase {
     /// A phase calling `func`; `needs` are the ids whose outputs the function sees.
-    pub fn new(func: Py<PyAny>, is_async: bool, qualname: String, needs: Vec<String>) -> Self {
+    pub fn new(func: Py<PyAny>, is_async: bool, qualname: String, needs: Arc<[PhaseId]>) -> Self {
         Self {
             func: Arc::new(func),
             is_async,
             qualname,
-            needs: needs.into(),
+            needs,
         }
     }
 }

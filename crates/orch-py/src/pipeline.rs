@@ -44,7 +44,7 @@ pub struct CorePipeline {
     /// The pipeline loaded from a file, if any.
     file: Option<Arc<Pipeline>>,
     extra: Vec<Extra>,
-    ids: HashSet<String>,
+    ids: HashSet<PhaseId, foldhash::fast::RandomState>,
     built: Option<Arc<Pipeline>>,
 }
 
@@ -120,8 +120,8 @@ impl Common {
 
 impl CorePipeline {
     fn add(&mut self, extra: Extra) -> Result<(), Error> {
-        let id = extra.spec.id.to_string();
-        if !self.ids.insert(id.clone()) {
+        if !self.ids.insert(extra.spec.id.clone()) {
+            let id = &extra.spec.id;
             return Err(Error::invalid(format!("phase `{id}` is declared twice")));
         }
         self.extra.push(extra);
@@ -237,11 +237,11 @@ impl CorePipeline {
 
 /// What `@pipeline.phase(...)` says about the functions it decorates.
 pub struct FunctionSettings {
-    id: Option<String>,
-    needs: Vec<String>,
+    id: Option<PhaseId>,
+    needs: Arc<[PhaseId]>,
     retries: u32,
-    timeout: Option<f64>,
-    backoff: Option<f64>,
+    timeout: Option<Duration>,
+    backoff: Option<Backoff>,
     tags: Vec<String>,
     description: Option<String>,
     allow_failure: bool,
@@ -291,7 +291,7 @@ impl FunctionSettings {
     /// them: the common forms here, the others through the package's Python helpers.
     #[allow(clippy::too_many_arguments)]
     fn from_python(
-        id: Option<String>,
+        id: Option<&str>,
         needs: &Bound<'_, PyAny>,
         retries: &Bound<'_, PyAny>,
         timeout: &Bound<'_, PyAny>,
@@ -302,10 +302,16 @@ impl FunctionSettings {
         when: Option<String>,
     ) -> PyResult<Self> {
         let py = needs.py();
+        let invalid = |e: Error| e.into_pyerr(py);
         let needs = match plain_strings(needs) {
             Some(n) => n,
             None => python_helper(py, "_refs")?.call1((needs,))?.extract()?,
         };
+        let needs = needs
+            .iter()
+            .map(|n| phase_id(n))
+            .collect::<Result<Arc<[PhaseId]>, _>>()
+            .map_err(invalid)?;
         let retries = match retries.extract::<u32>() {
             Ok(r) if !retries.is_instance_of::<PyBool>() => r,
             _ => {
@@ -319,12 +325,19 @@ impl FunctionSettings {
             Some(t) => t,
             None => python_helper(py, "_strings")?.call1((tags,))?.extract()?,
         };
+        let timeout = duration(seconds(timeout, "timeout")?, "timeout").map_err(invalid)?;
+        let backoff = duration(seconds(backoff, "backoff")?, "backoff")
+            .map_err(invalid)?
+            .map(|initial| Backoff {
+                initial,
+                ..Backoff::default()
+            });
         Ok(Self {
-            id,
+            id: id.map(phase_id).transpose().map_err(invalid)?,
             needs,
             retries,
-            timeout: seconds(timeout, "timeout")?,
-            backoff: seconds(backoff, "backoff")?,
+            timeout,
+            backoff,
             tags,
             description,
             allow_failure: allow_failure.is_truthy()?,
@@ -353,7 +366,7 @@ impl PhaseDecorator {
 
     fn __repr__(&self) -> String {
         match &self.settings.id {
-            Some(id) => format!("<orch phase decorator id={id:?}>"),
+            Some(id) => format!("<orch phase decorator id={:?}>", id.as_str()),
             None => "<orch phase decorator>".to_owned(),
         }
     }
@@ -375,7 +388,7 @@ impl CorePipeline {
                 .getattr(pyo3::intern!(py, "__name__"))
                 .and_then(|n| n.extract::<String>())
             {
-                Ok(name) => name,
+                Ok(name) => phase_id(&name).map_err(|e| e.into_pyerr(py))?,
                 Err(_) => {
                     return Err(pyo3::exceptions::PyValueError::new_err(format!(
                         "{} has no __name__: pass id=",
@@ -384,6 +397,9 @@ impl CorePipeline {
                 }
             },
         };
+        if self.ids.contains(&id) {
+            return Err(Error::invalid(format!("phase `{id}` is declared twice")).into_pyerr(py));
+        }
         let description = settings.description.clone().or_else(|| {
             func.getattr(pyo3::intern!(py, "__doc__"))
                 .ok()
@@ -396,29 +412,39 @@ impl CorePipeline {
                 .ok()
                 .and_then(|v| v.extract::<String>().ok())
         };
-        let qualname = format!(
-            "{}.{}",
-            attr(pyo3::intern!(py, "__module__")).unwrap_or_else(|| "?".into()),
-            attr(pyo3::intern!(py, "__qualname__")).unwrap_or_else(|| id.clone())
-        );
+        let mut qualname = attr(pyo3::intern!(py, "__module__")).unwrap_or_else(|| "?".into());
+        qualname.push('.');
+        match attr(pyo3::intern!(py, "__qualname__")) {
+            Some(q) => qualname.push_str(&q),
+            None => qualname.push_str(id.as_str()),
+        }
         let is_async = crate::phase::is_coroutine_function(&func)?;
-        self.add_python(
-            py,
-            &id,
+        let mut spec = PhaseSpec::new(id.clone(), "python");
+        spec.needs = settings.needs.to_vec();
+        spec.retries = settings.retries;
+        spec.timeout = settings.timeout;
+        if let Some(b) = &settings.backoff {
+            spec.backoff = *b;
+        }
+        spec.tags = settings.tags.clone();
+        spec.description = description;
+        spec.allow_failure = settings.allow_failure;
+        spec.when = settings.when.clone();
+        let phase = PyPhase::new(
             func.clone().unbind(),
             is_async,
             qualname,
             settings.needs.clone(),
-            settings.retries,
-            settings.timeout,
-            settings.backoff,
-            settings.tags.clone(),
-            description,
-            settings.allow_failure,
-            settings.when.clone(),
-        )?;
+        );
+        self.add(Extra {
+            spec,
+            phase: Arc::new(phase),
+            python: true,
+            agent_type: None,
+        })
+        .map_err(|e| e.into_pyerr(py))?;
         // Functions take attributes; other callables may not, which is fine.
-        let _ = func.setattr(pyo3::intern!(py, "__orch_phase__"), &id);
+        let _ = func.setattr(pyo3::intern!(py, "__orch_phase__"), id.as_str());
         Ok(func)
     }
 }
@@ -443,7 +469,7 @@ impl CorePipeline {
             vars: vars.unwrap_or_default(),
             file: None,
             extra: Vec::new(),
-            ids: HashSet::new(),
+            ids: HashSet::default(),
             built: None,
         }
     }
@@ -470,7 +496,7 @@ impl CorePipeline {
             jobs: s.jobs,
             state_dir: Some(s.state_dir.clone()),
             vars: s.vars.clone(),
-            ids: p.nodes().iter().map(|n| n.spec.id.to_string()).collect(),
+            ids: p.nodes().iter().map(|n| n.spec.id.clone()).collect(),
             file: Some(Arc::new(p)),
             extra: Vec::new(),
             built: None,
@@ -537,54 +563,6 @@ impl CorePipeline {
         self.ids.contains(id)
     }
 
-    /// Adds a phase implemented by a Python function.
-    #[pyo3(signature = (id, func, is_async, qualname, needs, retries, timeout, backoff, tags, description, allow_failure, when))]
-    #[allow(clippy::too_many_arguments)]
-    fn add_python(
-        &mut self,
-        py: Python<'_>,
-        id: &str,
-        func: Py<PyAny>,
-        is_async: bool,
-        qualname: String,
-        needs: Vec<String>,
-        retries: u32,
-        timeout: Option<f64>,
-        backoff: Option<f64>,
-        tags: Vec<String>,
-        description: Option<String>,
-        allow_failure: bool,
-        when: Option<String>,
-    ) -> PyResult<()> {
-        let run = || -> Result<(), Error> {
-            let mut spec = PhaseSpec::new(phase_id(id)?, "python");
-            spec.needs = needs
-                .iter()
-                .map(|n| phase_id(n))
-                .collect::<Result<_, _>>()?;
-            spec.retries = retries;
-            spec.timeout = duration(timeout, "timeout")?;
-            if let Some(initial) = duration(backoff, "backoff")? {
-                spec.backoff = Backoff {
-                    initial,
-                    ..Backoff::default()
-                };
-            }
-            spec.tags = tags;
-            spec.description = description;
-            spec.allow_failure = allow_failure;
-            spec.when = when;
-            let phase = PyPhase::new(func, is_async, qualname, needs);
-            self.add(Extra {
-                spec,
-                phase: Arc::new(phase),
-                python: true,
-                agent_type: None,
-            })
-        };
-        run().map_err(|e| e.into_pyerr(py))
-    }
-
     /// `orch.Pipeline.phase`: with `func`, adds it as a phase and returns it; without,
     /// returns the decorator that will. The settings are checked and converted here, once
     /// for every use of the decorator (see [`FunctionSettings::from_python`]).
@@ -605,7 +583,7 @@ impl CorePipeline {
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let settings = FunctionSettings::from_python(
-            id,
+            id.as_deref(),
             &needs,
             &retries,
             &timeout,

@@ -208,21 +208,6 @@ class _Pipeline:
     @property
     def phase_ids(self) -> List[str]: ...
     def has_phase(self, id: str) -> bool: ...
-    def add_python(
-        self,
-        id: str,
-        func: Callable[..., Any],
-        is_async: bool,
-        qualname: str,
-        needs: List[str],
-        retries: int,
-        timeout: Optional[float],
-        backoff: Optional[float],
-        tags: List[str],
-        description: Optional[str],
-        allow_failure: bool,
-        when: Optional[str],
-    ) -> None: ...
     def phase(
         self,
         func: Any,
