@@ -657,6 +657,9 @@ impl JournalMode {
 struct SyncState {
     requested: u64,
     closed: bool,
+    /// Someone waits for every record (the end of a run): sync without waiting for the
+    /// group-commit interval, since no more records are coming to join.
+    now: bool,
     /// The sync thread waits for a first record to sync (appends need to wake it only
     /// then; in between it wakes by itself).
     idle: bool,
@@ -688,12 +691,21 @@ pub struct JournalWriter {
 impl JournalWriter {
     /// Starts a journal on `storage`: writes the header and, when `sync`, starts the sync
     /// thread (otherwise records count as durable once written).
-    pub fn create(mut storage: Box<dyn Storage>, sync: bool) -> std::io::Result<Self> {
+    pub fn create(storage: Box<dyn Storage>, sync: bool) -> std::io::Result<Self> {
+        Self::create_with_interval(storage, sync, sync_interval())
+    }
+
+    fn create_with_interval(
+        mut storage: Box<dyn Storage>,
+        sync: bool,
+        interval: std::time::Duration,
+    ) -> std::io::Result<Self> {
         storage.append(&header())?;
         let shared = Arc::new(Shared {
             state: Mutex::new(SyncState {
                 requested: 0,
                 closed: false,
+                now: false,
                 idle: false,
                 error: None,
             }),
@@ -713,7 +725,6 @@ impl JournalWriter {
         };
         if sync {
             let mut handle = w.storage.sync_handle()?;
-            let interval = sync_interval();
             let thread = std::thread::Builder::new()
                 .name("orch-journal-sync".into())
                 .spawn(move || sync_loop(&shared, &mut *handle, &tx, interval))?;
@@ -818,6 +829,14 @@ impl JournalWriter {
             .map_err(|e| format!("cannot write the journal: {e}"))?;
         let target = self.written;
         let mut rx = self.rx.clone();
+        if *rx.borrow_and_update() < target && self.tx.is_none() {
+            self.shared
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .now = true;
+            self.shared.cv.notify_one();
+        }
         loop {
             if *rx.borrow_and_update() >= target {
                 return Ok(());
@@ -883,10 +902,10 @@ fn sync_loop(
             loop {
                 if s.requested > synced {
                     // Group commit: give records that follow a moment to join this sync
-                    // (closing syncs at once).
+                    // (closing, or waited for by the end of the run: at once).
                     let due = last.map(|t| t + interval);
                     match due {
-                        Some(due) if !s.closed && std::time::Instant::now() < due => {
+                        Some(due) if !s.closed && !s.now && std::time::Instant::now() < due => {
                             let wait = due - std::time::Instant::now();
                             s = shared
                                 .cv
@@ -895,7 +914,10 @@ fn sync_loop(
                                 .0;
                             continue;
                         }
-                        _ => break s.requested,
+                        _ => {
+                            s.now = false;
+                            break s.requested;
+                        }
                     }
                 }
                 if s.closed {
@@ -942,6 +964,36 @@ mod tests {
             );
         }
         b
+    }
+
+    #[test]
+    fn waiting_for_every_record_does_not_wait_for_the_group_commit_interval() {
+        let storage = MemStorage::new();
+        let hour = std::time::Duration::from_secs(3600);
+        let mut w = JournalWriter::create_with_interval(Box::new(storage.clone()), true, hour)
+            .expect("journal");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let started = |i: u32| Entry::Started {
+            phase: format!("p{i}"),
+            attempt: 1,
+            at: "t".into(),
+        };
+        rt.block_on(async {
+            for i in 0..2 {
+                // The first sync goes at once; the second falls inside the interval, and
+                // the end of a run waiting for it must not wait the hour.
+                w.append(&started(i)).expect("append");
+                tokio::time::timeout(std::time::Duration::from_secs(20), w.wait_all())
+                    .await
+                    .expect("wait_all waited for the group-commit interval")
+                    .expect("synced");
+            }
+        });
+        assert_eq!(storage.durable(), storage.written());
+        w.close();
     }
 
     #[test]
