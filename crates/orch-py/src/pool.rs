@@ -310,3 +310,58 @@ fn idle() -> Job {
         s.active = s.active.saturating_sub(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spin_that_runs_out_halves_its_budget_and_one_that_pays_restores_it() {
+        let spin = Spin::new(Duration::from_micros(40));
+        let max = spin.max_ns;
+        assert_eq!(spin.until(|| None::<()>), None);
+        assert_eq!(spin.budget_ns.load(Ordering::Relaxed), max / 2);
+        assert_eq!(spin.until(|| None::<()>), None);
+        assert_eq!(spin.budget_ns.load(Ordering::Relaxed), max / 4);
+        // Halving again would go under an eighth: no more waiting.
+        assert_eq!(spin.until(|| None::<()>), None);
+        assert_eq!(spin.until(|| None::<()>), None);
+        assert_eq!(spin.budget_ns.load(Ordering::Relaxed), 0);
+
+        // Without a budget, `ready` is asked once, except every 16th time, which waits the
+        // whole maximum again.
+        let mut asked = Vec::new();
+        for _ in 0..16 {
+            let mut n = 0;
+            assert_eq!(
+                spin.until(|| {
+                    n += 1;
+                    None::<()>
+                }),
+                None
+            );
+            asked.push(n);
+        }
+        assert!(asked[..15].iter().all(|&n| n == 1), "{asked:?}");
+        assert!(asked[15] > 1, "{asked:?}");
+
+        // A wait that pays restores the whole budget: the next probe waits, and `ready`
+        // answers on its second call.
+        let mut paid = false;
+        for _ in 0..16 {
+            let mut n = 0;
+            if spin
+                .until(|| {
+                    n += 1;
+                    (n == 2).then_some(())
+                })
+                .is_some()
+            {
+                paid = true;
+                break;
+            }
+        }
+        assert!(paid);
+        assert_eq!(spin.budget_ns.load(Ordering::Relaxed), max);
+    }
+}
