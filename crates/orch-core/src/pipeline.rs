@@ -1,6 +1,10 @@
 //! A validated pipeline: phases built by their kinds, the DAG, agents resolved.
 
 use std::collections::HashMap;
+
+/// Maps keyed by phase id: ids are short strings made by the pipeline's author, so a
+/// fast non-cryptographic hash suits them.
+pub(crate) type IdMap<V> = HashMap<PhaseId, V, foldhash::fast::RandomState>;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -36,7 +40,7 @@ pub struct Node {
 pub struct Pipeline {
     pub(crate) spec: PipelineSpec,
     pub(crate) nodes: Vec<Node>,
-    pub(crate) index: Arc<HashMap<PhaseId, usize>>,
+    pub(crate) index: Arc<IdMap<usize>>,
     pub(crate) agents: Vec<AgentSpec>,
     pub(crate) registry: Registry,
     pub(crate) source: Option<Source>,
@@ -103,7 +107,7 @@ impl Pipeline {
                 diags.push(d);
             }
         }
-        match validate(spec, Some(&spans), registry, diags, &HashMap::new()) {
+        match validate(spec, Some(&spans), registry, diags, &IdMap::default()) {
             Ok(mut p) => {
                 p.source = Some(source);
                 Ok(p)
@@ -126,7 +130,7 @@ impl Pipeline {
         PipelineBuilder {
             spec: PipelineSpec::new(name, base_dir),
             registry: Registry::with_builtins(),
-            custom: HashMap::new(),
+            custom: IdMap::default(),
         }
     }
 
@@ -202,7 +206,7 @@ impl Pipeline {
 pub struct PipelineBuilder {
     spec: PipelineSpec,
     registry: Registry,
-    custom: HashMap<PhaseId, Arc<dyn Phase>>,
+    custom: IdMap<Arc<dyn Phase>>,
 }
 
 impl PipelineBuilder {
@@ -294,14 +298,14 @@ fn validate(
     spans: Option<&FileSpans>,
     registry: &Registry,
     mut diags: Vec<Diagnostic>,
-    custom: &HashMap<PhaseId, Arc<dyn Phase>>,
+    custom: &IdMap<Arc<dyn Phase>>,
 ) -> Result<Pipeline, Vec<Diagnostic>> {
     // Phases run in their own working directories: every path the engine hands them
     // (ORCH_OUTPUT, the run dir, resolved settings) must not depend on where orch started.
     if let Ok(abs) = std::path::absolute(&spec.base_dir) {
         spec.base_dir = abs;
     }
-    let mut index = HashMap::with_capacity(spec.phases.len());
+    let mut index = IdMap::with_capacity_and_hasher(spec.phases.len(), Default::default());
     for (i, p) in spec.phases.iter().enumerate() {
         if index.insert(p.id.clone(), i).is_some() {
             diags.push(Diagnostic::at(

@@ -1,13 +1,12 @@
 //! Interpolation scopes of a pipeline: at plan time (outputs not known yet) and at run time.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use indexmap::IndexMap;
 
 use crate::errors::InterpolationError;
-use crate::ids::PhaseId;
+
 use crate::interpolate::{Reference, Scope};
 use crate::pipeline::Pipeline;
 use crate::record::Outputs;
@@ -64,7 +63,7 @@ impl OutputStore {
 pub(crate) struct RunScope {
     pub(crate) run_id: String,
     pub(crate) vars: Arc<IndexMap<String, String>>,
-    pub(crate) index: Arc<HashMap<PhaseId, usize>>,
+    pub(crate) index: Arc<crate::pipeline::IdMap<usize>>,
     pub(crate) outputs: Arc<OutputStore>,
 }
 
