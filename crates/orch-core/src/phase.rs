@@ -140,6 +140,15 @@ pub trait Phase: Send + Sync + 'static {
     /// a phase that starts processes must kill them when the future is dropped and stop
     /// them gracefully when [`PhaseContext::cancelled`] fires.
     async fn run(&self, ctx: &PhaseContext) -> Result<PhaseOutcome, PhaseError>;
+
+    /// Whether an attempt only waits for work done elsewhere (another thread, another
+    /// process) and does next to nothing when polled. The engine then polls such an
+    /// attempt in its own loop instead of spawning a task for it, which saves a task and
+    /// a wake-up per attempt; a phase that computes or blocks while polled must say no
+    /// (the default), or it would hold up the engine.
+    fn is_light(&self) -> bool {
+        false
+    }
 }
 
 /// The values a plan can know: vars, the run id placeholder, and placeholders for outputs.

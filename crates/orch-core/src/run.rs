@@ -4,12 +4,17 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
+use futures_util::FutureExt;
+use futures_util::StreamExt;
+use futures_util::future::CatchUnwind;
+use futures_util::stream::FuturesUnordered;
 use indexmap::IndexMap;
 use tokio::sync::{OnceCell, watch};
 use tokio::task::JoinSet;
@@ -205,6 +210,10 @@ struct Starting {
     at: SystemTime,
     fut: Pin<Box<dyn Future<Output = Msg> + Send>>,
 }
+
+/// An attempt of a light phase, polled by the engine loop (a panic in it is reported
+/// like one in a task).
+type LightAttempt = CatchUnwind<AssertUnwindSafe<Pin<Box<dyn Future<Output = Msg> + Send>>>>;
 
 /// A `PhaseFinished` event waiting for its journal record to be durable.
 struct Pending {
@@ -416,6 +425,8 @@ struct Engine {
     stopping: Option<String>,
     failed: bool,
     tasks: JoinSet<Msg>,
+    /// Pending attempts of light phases ([`Phase::is_light`]), polled by the engine loop.
+    light: FuturesUnordered<LightAttempt>,
     /// Attempts that finished when first polled, waiting to be handled.
     inline_done: Vec<Msg>,
     /// Attempts dispatched in this turn, waiting for their `Started` records to be written.
@@ -553,6 +564,7 @@ impl Engine {
             stopping: None,
             failed: false,
             tasks: JoinSet::new(),
+            light: FuturesUnordered::new(),
             inline_done: Vec::new(),
             starting: Vec::new(),
             no_outputs: Arc::new(Outputs::new()),
@@ -687,6 +699,14 @@ impl Engine {
                     self.flush_pending();
                     continue;
                 }
+                done = self.light.next(), if !self.light.is_empty() => match done {
+                    Some(Ok(msg)) => msg,
+                    Some(Err(_)) => {
+                        tracing::error!("a phase attempt panicked");
+                        continue;
+                    }
+                    None => continue,
+                },
                 joined = self.tasks.join_next(), if !self.tasks.is_empty() => match joined {
                     Some(Ok(msg)) => msg,
                     Some(Err(e)) => {
@@ -704,6 +724,14 @@ impl Engine {
                 match joined {
                     Ok(msg) => self.handle(msg),
                     Err(e) => tracing::error!("a phase task panicked: {e}"),
+                }
+            }
+            // (Polling here leaves a no-op waker registered; the select above registers
+            // the loop's own again before it waits.)
+            while let Some(Some(done)) = self.light.next().now_or_never() {
+                match done {
+                    Ok(msg) => self.handle(msg),
+                    Err(_) => tracing::error!("a phase attempt panicked"),
                 }
             }
         }
@@ -732,6 +760,7 @@ impl Engine {
             }
         }
         self.tasks.abort_all();
+        self.light.clear();
         if self.opts.write_files && (interrupted || self.failed) {
             // Nothing of the run may survive it, whatever left its process group.
             crate::process::kill_marked(self.run_id.as_str(), None, Duration::from_secs(2)).await;
@@ -1119,6 +1148,9 @@ impl Engine {
                 .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
             {
                 Poll::Ready(msg) => self.inline_done.push(msg),
+                Poll::Pending if self.p.nodes()[s.i].phase.is_light() => {
+                    self.light.push(AssertUnwindSafe(fut).catch_unwind());
+                }
                 Poll::Pending => {
                     self.tasks.spawn(fut);
                 }

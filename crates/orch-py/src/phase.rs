@@ -612,6 +612,11 @@ impl Phase for PyPhase {
             .detail("function", self.qualname.clone())
     }
 
+    /// The call runs in a pool thread or on an event loop; the attempt only waits for it.
+    fn is_light(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: &PhaseContext) -> Result<PhaseOutcome, PhaseError> {
         let shared = crate::runs::get(ctx.run_id().as_str());
         let completion = Arc::new(Completion::default());
@@ -744,6 +749,10 @@ impl OutputTap {
 impl Phase for OutputTap {
     fn describe(&self, ctx: &PlanContext<'_>) -> Description {
         self.inner.describe(ctx)
+    }
+
+    fn is_light(&self) -> bool {
+        self.inner.is_light()
     }
 
     async fn run(&self, ctx: &PhaseContext) -> Result<PhaseOutcome, PhaseError> {
