@@ -3,8 +3,8 @@
 //! time out, retry and stop like any other phase.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,10 +15,11 @@ use orch_core::{
 use tokio::sync::oneshot;
 
 /// Hands its work to a thread of its own and waits for the answer: publishes
-/// `v = ID(<IN>)`. With `hang`, the thread never answers; `dropped` counts attempts that
-/// were dropped before their answer came.
+/// `v = ID(<IN>)`. With `hang`, no answer ever comes (the sender is kept, unused);
+/// `dropped` counts attempts that were dropped before their answer came.
 struct Remote {
     hang: bool,
+    unanswered: Mutex<Vec<oneshot::Sender<String>>>,
     dropped: Arc<AtomicUsize>,
 }
 
@@ -48,17 +49,15 @@ impl Phase for Remote {
     async fn run(&self, ctx: &PhaseContext) -> Result<PhaseOutcome, PhaseError> {
         let (tx, rx) = oneshot::channel::<String>();
         let value = format!("{}({})", ctx.phase_id(), ctx.env_var("IN").unwrap_or(""));
-        let hang = self.hang;
-        std::thread::spawn(move || {
-            if hang {
-                // Keep the sender alive past the attempt (the engine must drop it).
-                std::thread::sleep(Duration::from_secs(2));
-                drop(tx);
-            } else {
+        if self.hang {
+            self.unanswered.lock().unwrap().push(tx);
+        } else {
+            std::thread::spawn(move || {
+                // Some work, so the attempt is still waiting when the engine first polls it.
                 std::thread::sleep(Duration::from_millis(5));
                 let _ = tx.send(value);
-            }
-        });
+            });
+        }
         let mut guard = CountDrop {
             armed: true,
             dropped: self.dropped.clone(),
@@ -91,6 +90,7 @@ fn diamond(dir: &std::path::Path, hang: &[&str], dropped: &Arc<AtomicUsize>) -> 
         }
         let phase = Remote {
             hang: hang.contains(id),
+            unanswered: Mutex::default(),
             dropped: dropped.clone(),
         };
         b = b.custom(spec, Arc::new(phase));
