@@ -305,6 +305,9 @@ pub struct PipelineSpec {
     pub base_dir: PathBuf,
     /// The file this came from, if any.
     pub source_path: Option<PathBuf>,
+    /// `[defaults]` as declared. A file's phases have them applied already; they are kept
+    /// for phases added to the pipeline later (in code).
+    pub defaults: Defaults,
 }
 
 impl PipelineSpec {
@@ -319,6 +322,7 @@ impl PipelineSpec {
             phases: Vec::new(),
             base_dir: base_dir.into(),
             source_path: None,
+            defaults: Defaults::default(),
         }
     }
 }

@@ -31,6 +31,9 @@ struct Extra {
     python: bool,
     /// The agent type a registry kind needs, when not `local`.
     agent_type: Option<String>,
+    /// Retries and backoff were given (else a loaded file's `[defaults]` apply).
+    retries_set: bool,
+    backoff_set: bool,
 }
 
 /// The core of `orch.Pipeline`.
@@ -75,7 +78,7 @@ fn phase_id(id: &str) -> Result<PhaseId, Error> {
 #[pyo3(from_item_all)]
 pub struct Common {
     needs: Vec<String>,
-    retries: u32,
+    retries: Option<u32>,
     timeout: Option<f64>,
     backoff: Option<f64>,
     tags: Vec<String>,
@@ -97,7 +100,7 @@ impl Common {
             .iter()
             .map(|n| phase_id(n))
             .collect::<Result<_, _>>()?;
-        spec.retries = self.retries;
+        spec.retries = self.retries.unwrap_or(0);
         spec.timeout = duration(self.timeout, "timeout")?;
         if let Some(initial) = duration(self.backoff, "backoff")? {
             spec.backoff = Backoff {
@@ -211,8 +214,29 @@ impl CorePipeline {
             Some(f) => f.agents().iter().map(|a| a.name.clone()).collect(),
             None => HashSet::new(),
         };
+        let defaults = self.file.as_ref().map(|f| &f.spec().defaults);
         for e in &self.extra {
             let mut spec = e.spec.clone();
+            if let Some(d) = defaults {
+                // A loaded file's `[defaults]`, for what the phase does not set (its agent
+                // excepted: Python phases run here, kinds on an agent of their type).
+                if spec.timeout.is_none() {
+                    spec.timeout = d.timeout;
+                }
+                if !e.retries_set {
+                    spec.retries = d.retries.unwrap_or(0);
+                }
+                if !e.backoff_set
+                    && let Some(b) = d.backoff
+                {
+                    spec.backoff = b;
+                }
+                if !e.python && !d.env.is_empty() {
+                    let mut env = d.env.clone();
+                    env.extend(std::mem::take(&mut spec.env));
+                    spec.env = env;
+                }
+            }
             if let Some(t) = &e.agent_type
                 && spec.agent.is_none()
             {
@@ -239,7 +263,7 @@ impl CorePipeline {
 pub struct FunctionSettings {
     id: Option<PhaseId>,
     needs: Arc<[PhaseId]>,
-    retries: u32,
+    retries: Option<u32>,
     timeout: Option<Duration>,
     backoff: Option<Backoff>,
     tags: Vec<String>,
@@ -313,7 +337,8 @@ impl FunctionSettings {
             .collect::<Result<Arc<[PhaseId]>, _>>()
             .map_err(invalid)?;
         let retries = match retries.extract::<u32>() {
-            Ok(r) if !retries.is_instance_of::<PyBool>() => r,
+            _ if retries.is_none() => None,
+            Ok(r) if !retries.is_instance_of::<PyBool>() => Some(r),
             _ => {
                 return Err(pyo3::exceptions::PyValueError::new_err(format!(
                     "retries must be a non-negative int, not {}",
@@ -421,7 +446,7 @@ impl CorePipeline {
         let is_async = crate::phase::is_coroutine_function(&func)?;
         let mut spec = PhaseSpec::new(id.clone(), "python");
         spec.needs = settings.needs.to_vec();
-        spec.retries = settings.retries;
+        spec.retries = settings.retries.unwrap_or(0);
         spec.timeout = settings.timeout;
         if let Some(b) = &settings.backoff {
             spec.backoff = *b;
@@ -441,6 +466,8 @@ impl CorePipeline {
             phase: Arc::new(phase),
             python: true,
             agent_type: None,
+            retries_set: settings.retries.is_some(),
+            backoff_set: settings.backoff.is_some(),
         })
         .map_err(|e| e.into_pyerr(py))?;
         // Functions take attributes; other callables may not, which is fine.
@@ -636,6 +663,8 @@ impl CorePipeline {
                 })?;
                 spec.with = WithTable::new(table);
             }
+            let retries_set = common.retries.is_some();
+            let backoff_set = common.backoff.is_some();
             common.apply(&mut spec)?;
             let Some(entry) = registry().kind(&spec.kind) else {
                 let kinds: Vec<&str> = registry().kinds().map(|(k, _)| k).collect();
@@ -656,6 +685,8 @@ impl CorePipeline {
                 phase: Arc::new(OutputTap::new(inner)),
                 python: false,
                 agent_type,
+                retries_set,
+                backoff_set,
             })
         };
         go().map_err(|e| e.into_pyerr(py))

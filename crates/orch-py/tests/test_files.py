@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Callable, List
 
 import pytest
 
@@ -184,3 +184,49 @@ def test_selection(write: Write) -> None:
 def test_kinds_lists_the_registry() -> None:
     names = {k for k, _, _ in orch.kinds()}
     assert {"command", "gate"} <= names
+
+
+def test_phases_added_in_code_take_the_files_defaults(write: Write) -> None:
+    path = write(
+        "orch.toml",
+        """
+        [pipeline]
+        name = "defaults"
+
+        [defaults]
+        timeout = "7s"
+        retries = 2
+        backoff = { initial = "10ms", factor = 1.0, max = "10ms" }
+        env = { STAGE = "ci" }
+
+        [phases.build]
+        run = "true"
+        """,
+    )
+    p = orch.Pipeline.load(path)
+    calls: List[int] = []
+
+    @p.phase(needs=["build"])
+    def flaky(ctx: orch.Context) -> None:
+        calls.append(ctx.attempt)
+        if ctx.attempt < 3:
+            raise RuntimeError("not yet")
+
+    @p.phase(retries=0, timeout=3)
+    def strict(ctx: orch.Context) -> None:
+        pass
+
+    p.command("show", 'echo "stage=$STAGE other=$OTHER"', env={"OTHER": "x"})
+    p.command("own", 'echo "stage=$STAGE"', env={"STAGE": "mine"}, retries=1)
+
+    waves = {ph["id"]: ph for wave in p.plan().waves for ph in wave}
+    assert (waves["flaky"]["timeout"], waves["flaky"]["retries"]) == ("7s", 2)
+    assert (waves["strict"]["timeout"], waves["strict"]["retries"]) == ("3s", 0)
+    assert (waves["show"]["timeout"], waves["show"]["retries"]) == ("7s", 2)
+    assert waves["own"]["retries"] == 1
+
+    r = p.run()
+    assert r.phases["flaky"].status == "succeeded" and r.phases["flaky"].attempts == 3
+    assert calls == [1, 2, 3]
+    assert "stage=ci other=x" in r.phases["show"].log_text()
+    assert "stage=mine" in r.phases["own"].log_text()

@@ -438,6 +438,7 @@ pub(crate) fn parse(
         );
     }
     apply_defaults(&mut spec, &defaults);
+    spec.defaults = defaults;
     Ok((spec, spans, w.diags))
 }
 

@@ -303,7 +303,7 @@ class Pipeline:
         *,
         id: Optional[str] = None,
         needs: Iterable[PhaseRef] = (),
-        retries: int = 0,
+        retries: Optional[int] = None,
         timeout: Optional[Duration] = None,
         backoff: Optional[Duration] = None,
         tags: Iterable[str] = (),
@@ -319,7 +319,7 @@ class Pipeline:
         *,
         id: Optional[str] = None,
         needs: Iterable[PhaseRef] = (),
-        retries: int = 0,
+        retries: Optional[int] = None,
         timeout: Optional[Duration] = None,
         backoff: Optional[Duration] = None,
         tags: Iterable[str] = (),
@@ -342,6 +342,9 @@ class Pipeline:
         - ``tags``, ``description`` (default: the docstring's first line),
           ``allow_failure``, ``when`` (a CEL condition), as in pipeline files.
 
+        In a pipeline loaded from a file, ``retries``, ``timeout`` and ``backoff`` left out
+        take the file's ``[defaults]`` (else: no retries, no timeout).
+
         The function is returned unchanged (so it can still be called directly).
         """
 
@@ -358,7 +361,7 @@ class Pipeline:
         needs: Iterable[PhaseRef] = (),
         env: Optional[Mapping[str, str]] = None,
         cwd: Optional[str] = None,
-        retries: int = 0,
+        retries: Optional[int] = None,
         timeout: Optional[Duration] = None,
         backoff: Optional[Duration] = None,
         tags: Iterable[str] = (),
@@ -370,7 +373,9 @@ class Pipeline:
     ) -> None:
         """Adds a ``command`` phase: ``run`` is a script for ``sh -c`` (a string) or an argv
         (a list). It may write ``key=value`` lines to ``$ORCH_OUTPUT`` as outputs and use
-        ``${{ vars.X }}`` / ``${{ phases.ID.outputs.K }}``."""
+        ``${{ vars.X }}`` / ``${{ phases.ID.outputs.K }}``. In a pipeline loaded from a
+        file, what it leaves out of ``retries``, ``timeout``, ``backoff`` and ``env`` comes
+        from the file's ``[defaults]``."""
         self._core.add_kind(
             id,
             "command",
@@ -402,7 +407,7 @@ class Pipeline:
         needs: Iterable[PhaseRef] = (),
         env: Optional[Mapping[str, str]] = None,
         cwd: Optional[str] = None,
-        retries: int = 0,
+        retries: Optional[int] = None,
         timeout: Optional[Duration] = None,
         backoff: Optional[Duration] = None,
         tags: Iterable[str] = (),
@@ -414,7 +419,8 @@ class Pipeline:
     ) -> None:
         """Adds a phase of any registered kind (see :func:`kinds`), with its ``with`` table
         as ``with_``: ``p.add_phase("pkg", "package", with_={"paths": ["dist"]})``; a
-        ``gate`` takes its CEL assertions as ``assert_``."""
+        ``gate`` takes its CEL assertions as ``assert_``. The file's ``[defaults]`` apply as
+        for :meth:`command`."""
         self._core.add_kind(
             id,
             kind,
@@ -441,7 +447,7 @@ class Pipeline:
     def _common(
         *,
         needs: Iterable[PhaseRef],
-        retries: int,
+        retries: Optional[int],
         timeout: Optional[Duration],
         backoff: Optional[Duration],
         tags: Iterable[str],
@@ -454,7 +460,7 @@ class Pipeline:
         agent: Optional[str] = None,
         assert_: Iterable[str] = (),
     ) -> Dict[str, Any]:
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
             raise ValueError(f"retries must be a non-negative int, not {retries!r}")
         return {
             "needs": _refs(needs),
