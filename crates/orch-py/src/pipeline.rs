@@ -422,9 +422,6 @@ impl CorePipeline {
                 }
             },
         };
-        if self.ids.contains(&id) {
-            return Err(Error::invalid(format!("phase `{id}` is declared twice")).into_pyerr(py));
-        }
         let description = settings.description.clone().or_else(|| {
             func.getattr(pyo3::intern!(py, "__doc__"))
                 .ok()
