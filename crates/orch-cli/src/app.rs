@@ -134,7 +134,7 @@ struct RunArgs {
     /// Stream every phase's output, prefixed by its id.
     #[arg(long, short)]
     verbose: bool,
-    /// Print only failures and the summary.
+    /// Print only failures and the summary (one line when the run succeeds).
     #[arg(long, short, conflicts_with = "verbose")]
     quiet: bool,
     /// Continue the latest run (or RUN_ID): phases whose success was journaled are not
@@ -412,6 +412,7 @@ fn run(mut a: RunArgs, color: ColorChoice) -> Result<u8, Failure> {
         &p,
     ));
     let json = a.file.format == OutFormat::Json;
+    let quiet = a.quiet;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -438,7 +439,7 @@ fn run(mut a: RunArgs, color: ColorChoice) -> Result<u8, Failure> {
             run_dir: relative(&run_dir),
             reports: reports.iter().map(|r| relative(r)).collect(),
         };
-        eprint!("{}", summary(&record, &at, progress.style()));
+        eprint!("{}", summary(&record, &at, progress.style(), quiet));
         if json {
             // A reader that went away (`| head`) is not the run's failure.
             use std::io::Write as _;

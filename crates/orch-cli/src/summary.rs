@@ -16,6 +16,10 @@ const FULL_TABLE_LIMIT: usize = 40;
 const NOTE_CHARS: usize = 100;
 /// Failed phases whose log paths are listed.
 const LOGS_LISTED: usize = 5;
+/// Longest critical path shown whole; a longer one shows its first and last steps.
+const PATH_SHOWN: usize = 8;
+/// Steps shown at each end of a shortened critical path.
+const PATH_ENDS: usize = 3;
 
 /// Where the run's files are, as shown to the user (paths relative to the working
 /// directory when they are under it).
@@ -26,9 +30,14 @@ pub struct Locations {
     pub reports: Vec<PathBuf>,
 }
 
-/// The final table and status lines.
-pub fn summary(record: &RunRecord, at: &Locations, style: Style) -> String {
+/// The final table and status lines. `quiet` (`-q`): a run that succeeded gets its
+/// verdict line alone.
+pub fn summary(record: &RunRecord, at: &Locations, style: Style, quiet: bool) -> String {
     let mut s = String::new();
+    if quiet && record.status == RunStatus::Succeeded {
+        verdict_line(&mut s, record, style);
+        return s;
+    }
     let all = record.phases.len() <= FULL_TABLE_LIMIT;
     let rows: Vec<(&String, &PhaseRecord)> = record
         .phases
@@ -82,17 +91,7 @@ pub fn summary(record: &RunRecord, at: &Locations, style: Style) -> String {
     s.push('\n');
     let path = critical_path(record);
     if !path.is_empty() {
-        let total: u64 = path.iter().map(|(_, ms)| ms).sum();
-        let chain: Vec<String> = path
-            .iter()
-            .map(|(id, ms)| format!("{id} ({})", fmt_ms(*ms)))
-            .collect();
-        let _ = writeln!(
-            s,
-            "critical path: {} = {}",
-            chain.join(" -> "),
-            fmt_ms(total)
-        );
+        let _ = writeln!(s, "critical path: {}", critical_path_text(&path));
     }
     let summed: u64 = record.phases.values().filter_map(|p| p.duration_ms).sum();
     let wall = record.duration_ms.map(fmt_ms).unwrap_or_else(|| "-".into());
@@ -101,21 +100,7 @@ pub fn summary(record: &RunRecord, at: &Locations, style: Style) -> String {
         "time: {wall} wall, {} summed over phases",
         fmt_ms(summed)
     );
-
-    let counts = record.counts();
-    let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    let verdict = match record.status {
-        RunStatus::Succeeded => style.verdict("succeeded", true),
-        RunStatus::Failed => style.verdict("FAILED", false),
-        RunStatus::Cancelled => style.verdict("CANCELLED", false),
-        RunStatus::Running => "running".to_owned(),
-    };
-    let _ = writeln!(
-        s,
-        "run {} {verdict} in {wall}: {}",
-        record.run_id,
-        parts.join(", ")
-    );
+    verdict_line(&mut s, record, style);
 
     let run_dir = &at.run_dir;
     let _ = writeln!(s, "record: {}", run_dir.join("run.json").display());
@@ -151,6 +136,42 @@ pub fn summary(record: &RunRecord, at: &Locations, style: Style) -> String {
         let _ = writeln!(s, "report: {}", shown(html, run_dir).display());
     }
     s
+}
+
+/// `run ID succeeded in 5.4s: 3 succeeded`.
+fn verdict_line(s: &mut String, record: &RunRecord, style: Style) {
+    let wall = record.duration_ms.map(fmt_ms).unwrap_or_else(|| "-".into());
+    let counts = record.counts();
+    let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    let verdict = match record.status {
+        RunStatus::Succeeded => style.verdict("succeeded", true),
+        RunStatus::Failed => style.verdict("FAILED", false),
+        RunStatus::Cancelled => style.verdict("CANCELLED", false),
+        RunStatus::Running => "running".to_owned(),
+    };
+    let _ = writeln!(
+        s,
+        "run {} {verdict} in {wall}: {}",
+        record.run_id,
+        parts.join(", ")
+    );
+}
+
+/// A critical path as one line: `a (1s) -> b (2s) = 3s`. A chain longer than
+/// [`PATH_SHOWN`] steps shows its first and last [`PATH_ENDS`] steps and how many are
+/// left out between them; the total counts every step.
+pub fn critical_path_text(path: &[(String, u64)]) -> String {
+    let total: u64 = path.iter().map(|(_, ms)| ms).sum();
+    let step = |(id, ms): &(String, u64)| format!("{id} ({})", fmt_ms(*ms));
+    let chain = if path.len() > PATH_SHOWN {
+        let mut parts: Vec<String> = path[..PATH_ENDS].iter().map(step).collect();
+        parts.push(format!("... {} more ...", path.len() - 2 * PATH_ENDS));
+        parts.extend(path[path.len() - PATH_ENDS..].iter().map(step));
+        parts
+    } else {
+        path.iter().map(step).collect()
+    };
+    format!("{} = {}", chain.join(" -> "), fmt_ms(total))
 }
 
 /// A report path under the run directory, written the way the run directory is.
@@ -325,6 +346,22 @@ mod tests {
     fn equal_times_go_to_the_longer_chain() {
         let r = record(&[("a", 5, &[]), ("b", 3, &[]), ("gate", 0, &["a", "b"])]);
         assert_eq!(ids(&critical_path(&r)), ["a", "gate"]);
+    }
+
+    #[test]
+    fn a_long_critical_path_shows_its_ends_and_a_count() {
+        let path: Vec<(String, u64)> = (0..100).map(|i| (format!("p{i}"), 10)).collect();
+        assert_eq!(
+            critical_path_text(&path),
+            "p0 (10ms) -> p1 (10ms) -> p2 (10ms) -> ... 94 more ... -> p97 (10ms) -> p98 (10ms) -> p99 (10ms) = 1.0s"
+        );
+        // Up to the limit, every step is shown.
+        let short = &path[..PATH_SHOWN];
+        assert_eq!(
+            critical_path_text(short).matches(" -> ").count(),
+            PATH_SHOWN - 1
+        );
+        assert!(!critical_path_text(short).contains("more"));
     }
 
     #[test]

@@ -270,6 +270,52 @@ needs = ["flaky"]
 }
 
 #[test]
+fn quiet_prints_one_line_when_the_run_succeeds() {
+    let ws = Ws::new(
+        r#"
+[pipeline]
+name = "quiet-ok"
+[phases.a]
+run = "echo fine"
+[phases.b]
+run = "true"
+needs = ["a"]
+"#,
+    );
+    let (code, _, stderr) = run(&ws, &["run", "-q"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    redactions(&ws).bind(|| insta::assert_snapshot!(stderr));
+}
+
+#[test]
+fn a_long_critical_path_is_shortened_to_its_ends() {
+    // A chain of 30 phases: the summary names the first and last steps and a count.
+    let mut file = String::from("[pipeline]\nname = \"chain\"\n[phases.s0]\nrun = \"true\"\n");
+    for i in 1..30 {
+        file.push_str(&format!(
+            "[phases.s{i}]\nrun = \"true\"\nneeds = [\"s{}\"]\n",
+            i - 1
+        ));
+    }
+    let ws = Ws::new(&file);
+    let (code, _, stderr) = run(&ws, &["run"]);
+    assert_eq!(code, 0, "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("critical path: "))
+        .unwrap_or_else(|| panic!("no critical path in {stderr}"));
+    assert!(
+        line.starts_with("critical path: s0 (")
+            && line.contains(" -> s2 (")
+            && line.contains(" -> ... 24 more ... -> s27 (")
+            && line.contains(" -> s29 ("),
+        "{line}"
+    );
+    assert!(!line.contains("s3 (") && !line.contains("s26 ("), "{line}");
+}
+
+#[test]
 fn verbose_streams_every_line_prefixed_by_its_phase() {
     let ws = Ws::new(
         r#"
