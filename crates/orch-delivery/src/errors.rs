@@ -87,6 +87,12 @@ pub enum ScaffoldError {
         /// The link.
         path: PathBuf,
     },
+    /// A FIFO, socket or device inside a template directory.
+    #[error("refusing {path}: not a regular file (a template holds only files and directories)")]
+    NotRegular {
+        /// The entry.
+        path: PathBuf,
+    },
     /// The template name is neither built in nor an existing directory.
     #[error("unknown template `{name}`: use `python-fastapi`, `node-express` or a directory")]
     UnknownTemplate {

@@ -119,7 +119,8 @@ impl Template {
         })
     }
 
-    /// Reads a template directory. Symlinks anywhere in it are refused.
+    /// Reads a template directory. Symlinks anywhere in it are refused, and so is anything
+    /// that is not a regular file or a directory (a FIFO, a socket, a device).
     pub fn from_dir(dir: &Path) -> Result<Template, ScaffoldError> {
         let io = |action, path: &Path| {
             let path = path.to_owned();
@@ -155,6 +156,10 @@ impl Template {
                 if meta.is_dir() {
                     stack.push(path);
                     continue;
+                }
+                if !meta.is_file() {
+                    // A FIFO or a device would block or never end: read regular files only.
+                    return Err(ScaffoldError::NotRegular { path });
                 }
                 let rel = path.strip_prefix(dir).unwrap_or(&path);
                 let rel = rel.to_str().ok_or(ScaffoldError::UnsafeTemplatePath {

@@ -299,6 +299,49 @@ async fn template_symlinks_and_escaping_paths_are_refused() {
     assert!(e.contains("unknown template `django`"), "{e}");
 }
 
+/// `O_NONBLOCK`: opening a FIFO for writing does not wait for a reader.
+fn nix_nonblock() -> i32 {
+    0o4000
+}
+
+#[tokio::test]
+async fn template_fifos_are_refused_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    write(base, "tpl-fifo/README.md", "{{ name }}\n");
+    let fifo = base.join("tpl-fifo/config/pipe");
+    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+    run_ok(Command::new("mkfifo").arg(&fifo), "mkfifo");
+    // Reading the FIFO would block for ever: the phase must refuse it at once.
+    let e = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        run_phase(
+            "scaffold",
+            with("modules = [\"api\"]\ntemplate = \"./tpl-fifo\""),
+            base,
+            base,
+            &[],
+            &[],
+        ),
+    )
+    .await;
+    let Ok(e) = e else {
+        // Unblock the reader so the test fails instead of hanging.
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix_nonblock())
+            .open(&fifo);
+        panic!("a FIFO in a template blocked the phase");
+    };
+    let e = e.err();
+    assert!(
+        e.contains("not a regular file") && e.contains("tpl-fifo/config/pipe"),
+        "{e}"
+    );
+    assert!(!base.join("services").exists(), "nothing is written");
+}
+
 #[tokio::test]
 async fn user_templates_render_variables_and_fail_on_undefined_ones() {
     let dir = tempfile::tempdir().unwrap();
