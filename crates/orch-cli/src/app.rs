@@ -417,7 +417,7 @@ fn run(mut a: RunArgs, color: ColorChoice) -> Result<u8, Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::invalid(format!("error: cannot start the runtime: {e}")))?;
-    rt.block_on(async move {
+    block_on_and_leave(rt, async move {
         let mut runner = Runner::new(p, options);
         let state_dir = runner.state_dir();
         runner.subscribe(progress.sink());
@@ -454,6 +454,15 @@ fn run(mut a: RunArgs, color: ColorChoice) -> Result<u8, Failure> {
     })
 }
 
+/// Runs `fut` to the end, then shuts the runtime down without waiting for blocking work
+/// that is still going: a phase dropped on its timeout may leave a worker thread blocked
+/// (a read that never returns), and the process must still exit (and answer signals).
+fn block_on_and_leave<T>(rt: tokio::runtime::Runtime, fut: impl Future<Output = T>) -> T {
+    let out = rt.block_on(fut);
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    out
+}
+
 fn relative(p: &Path) -> PathBuf {
     std::env::current_dir()
         .ok()
@@ -488,4 +497,34 @@ fn spawn_signal_handler(control: RunControl, progress: Arc<Progress>) {
             control.interrupt();
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::block_on_and_leave;
+
+    #[test]
+    fn the_runtime_never_waits_for_blocked_work() {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        // Kept until the test ends: the blocking task waits on it, like a FIFO nobody opens.
+        let (_hold, blocked) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            block_on_and_leave(rt, async move {
+                tokio::task::spawn_blocking(move || {
+                    let _ = blocked.recv();
+                });
+            });
+            let _ = done_tx.send(());
+        });
+        assert!(
+            done_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "the runtime waited for a blocked worker thread"
+        );
+    }
 }
