@@ -339,8 +339,8 @@ pub struct PhaseContext {
     pub(crate) run_dir: Arc<Path>,
     /// The environment, built when first read (see [`PhaseContext::env`]).
     pub(crate) env: OnceLock<Vec<(String, String)>>,
-    /// What `env` is built from: the `ORCH_*` values and, after them, the phase's
-    /// rendered `env` and secrets. In-process phases mostly never read it.
+    /// What `env` is built from: the phase's rendered `env` and secrets and, after them,
+    /// the `ORCH_*` values. In-process phases mostly never read it.
     pub(crate) env_parts: Mutex<Option<EnvParts>>,
     pub(crate) env_remove: Arc<[String]>,
     pub(crate) scope: Arc<dyn Scope + Send + Sync>,
@@ -360,11 +360,13 @@ pub(crate) struct EnvParts {
 
 impl EnvParts {
     fn build(self, run_id: &RunId, phase_id: &PhaseId, attempt: u32) -> Vec<(String, String)> {
-        let mut env = Vec::with_capacity(3 + self.extra.len());
+        // The `ORCH_*` values come last so nothing declared in code can override the marks
+        // the run's sweeps find processes by (the pipeline file refuses such names).
+        let mut env = self.extra;
+        env.reserve(3);
         env.push(("ORCH_RUN_ID".to_owned(), run_id.to_string()));
         env.push(("ORCH_PHASE_ID".to_owned(), phase_id.to_string()));
         env.push(("ORCH_ATTEMPT".to_owned(), attempt.to_string()));
-        env.extend(self.extra);
         env
     }
 }
@@ -419,8 +421,8 @@ impl PhaseContext {
         &self.run_dir
     }
 
-    /// Environment for processes the phase starts: the `ORCH_*` variables, the phase's
-    /// rendered `env` and the secrets it declared. Apply it on top of the inherited
+    /// Environment for processes the phase starts: the phase's rendered `env`, the secrets
+    /// it declared, and the `ORCH_*` variables (last, so they win). Apply it on top of the inherited
     /// environment after removing [`PhaseContext::env_remove`].
     pub fn env(&self) -> &[(String, String)] {
         self.env.get_or_init(|| {
@@ -725,5 +727,25 @@ impl Scope for MapScope {
             .map(|(_, k, v)| (k.clone(), v.clone()))
             .collect();
         (!o.is_empty()).then_some(o)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_env_cannot_override_the_run_marks() {
+        let run = RunId::generate();
+        let ctx = PhaseContext::builder(PhaseId::new("p").expect("id"), "/")
+            .run_id(run.clone())
+            .env("ORCH_RUN_ID", "somebody-else")
+            .env("ORCH_PHASE_ID", "q")
+            .build();
+        assert_eq!(ctx.env_var("ORCH_RUN_ID"), Some(run.as_str()));
+        assert_eq!(ctx.env_var("ORCH_PHASE_ID"), Some("p"));
+        // Applied in order, the last value of a name is the one a process sees.
+        let last = ctx.env().iter().rev().find(|(k, _)| k == "ORCH_RUN_ID");
+        assert_eq!(last.map(|(_, v)| v.as_str()), Some(run.as_str()));
     }
 }

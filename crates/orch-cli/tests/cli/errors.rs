@@ -166,3 +166,24 @@ fn a_missing_file_is_a_clear_error() {
         r.stderr
     );
 }
+
+/// `env` keys must be names a shell can export, and `ORCH_*` is orch's own: a phase that
+/// could set `ORCH_RUN_ID` would escape the run's process sweeps.
+#[test]
+fn env_keys_orch_owns_or_that_are_not_names_are_refused() {
+    let (code, out) = validate(
+        r#"[pipeline]
+name = "env"
+
+[defaults]
+env = { ORCH_PHASE_ID = "x", GOOD = "1" }
+
+[phases.a]
+run = "true"
+env = { ORCH_RUN_ID = "other", "A=B" = "1", "1X" = "2", "" = "3", "a-b" = "4", _ok = "5", Ok9 = "6" }
+"#,
+        &[],
+    );
+    assert_eq!(code, 2, "{out}");
+    insta::assert_snapshot!(out);
+}

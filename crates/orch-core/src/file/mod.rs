@@ -227,6 +227,27 @@ impl Walker {
         out
     }
 
+    /// An `env` table: its keys must be variable names (`[A-Za-z_][A-Za-z0-9_]*`) outside
+    /// `ORCH_*`, which orch sets itself (a phase could otherwise hide from the run's sweeps).
+    fn env_map(&mut self, v: &Value<'_>, what: &str) -> IndexMap<String, String> {
+        let mut out = self.string_map(v, what);
+        if let DeValue::Table(t) = v.get_ref() {
+            for (k, _) in t {
+                let name: &str = k.get_ref();
+                let problem = if !is_env_name(name) {
+                    "is not an environment variable name (use letters, digits and `_`, not first a digit)"
+                } else if name.starts_with("ORCH_") {
+                    "is reserved: orch sets `ORCH_*` variables itself"
+                } else {
+                    continue;
+                };
+                self.err(k.span(), format!("{what} key `{name}` {problem}"));
+                out.shift_remove(name);
+            }
+        }
+        out
+    }
+
     fn scalar_text(&mut self, v: &Value<'_>, what: &str) -> Option<String> {
         match v.get_ref() {
             DeValue::String(s) => Some(s.to_string()),
@@ -382,7 +403,7 @@ pub(crate) fn parse(
                                 .map(|n| n.min(u32::MAX as i64) as u32)
                         }
                         "backoff" => defaults.backoff = w.backoff(v),
-                        "env" => defaults.env = w.string_map(v, "`defaults.env`"),
+                        "env" => defaults.env = w.env_map(v, "`defaults.env`"),
                         "agent" => defaults.agent = w.string(v, "`defaults.agent`"),
                         _ => w.unknown_key(k, "[defaults]", DEFAULT_KEYS),
                     }
@@ -585,7 +606,7 @@ fn parse_phase(
             }
             "env" => {
                 spans.env = Some(val.span());
-                p.env = w.string_map(val, "`env`");
+                p.env = w.env_map(val, "`env`");
             }
             "cwd" => {
                 spans.cwd = Some(val.span());
@@ -700,4 +721,13 @@ fn apply_defaults(spec: &mut PipelineSpec, d: &Defaults) {
             p.env = env;
         }
     }
+}
+
+/// Whether `name` is `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
