@@ -113,6 +113,39 @@ pub enum Entry {
     },
 }
 
+/// The highest attempt number a journal may hold: the engine never starts an attempt
+/// past it, so the attempt after any journaled one always has a number.
+pub const MAX_ATTEMPT: u32 = u32::MAX - 1;
+
+impl Entry {
+    /// Checks the numbers a resumed run computes with: an attempt number past
+    /// [`MAX_ATTEMPT`] is refused (a journal this build writes never holds one).
+    fn check(&self) -> Result<(), String> {
+        let attempt = |what: &str, phase: &str, n: u32| {
+            if n > MAX_ATTEMPT {
+                Err(format!(
+                    "{what} of phase `{phase}` is {n}, past the highest attempt number ({MAX_ATTEMPT})"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Self::Started {
+                phase, attempt: n, ..
+            } => attempt("attempt", phase, *n),
+            Self::AttemptFailed {
+                phase, attempt: n, ..
+            } => attempt("attempt", phase, *n),
+            Self::Finished(f) => attempt("attempt count", &f.phase, f.attempts),
+            Self::Inherited { phases } => phases
+                .iter()
+                .try_for_each(|(phase, p)| attempt("inherited attempt count", phase, p.attempts)),
+            Self::Run { .. } | Self::RunFinished { .. } => Ok(()),
+        }
+    }
+}
+
 /// A phase reached its final status.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Finished {
@@ -472,6 +505,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Contents, JournalError> {
         }
         let entry: Entry = serde_json::from_slice(payload)
             .map_err(|e| corrupt(pos, format!("record cannot be decoded: {e}")))?;
+        entry.check().map_err(|m| corrupt(pos, m))?;
         entries.push(entry);
         pos = end;
     }

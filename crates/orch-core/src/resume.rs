@@ -77,7 +77,8 @@ impl ResumeState {
                 p.done = None;
             }
             Entry::AttemptFailed { phase, .. } => {
-                self.phases.entry(phase.clone()).or_default().failures += 1;
+                let p = self.phases.entry(phase.clone()).or_default();
+                p.failures = p.failures.saturating_add(1);
             }
             Entry::Finished(f) => {
                 let p = self.phases.entry(f.phase.clone()).or_default();

@@ -943,7 +943,19 @@ impl Engine {
         // Secrets this phase declares must be set.
         // The `ORCH_*` variables are added when the phase first reads its environment.
         let mut env = Vec::with_capacity(node.spec.env.len() + node.spec.secrets.len());
-        let attempt = self.states[i].attempts + 1;
+        // Attempt numbers never repeat, and never wrap: past the last one, the phase fails.
+        let Some(attempt) = self.states[i]
+            .attempts
+            .checked_add(1)
+            .filter(|&a| a <= crate::journal::MAX_ATTEMPT)
+        else {
+            let message = format!(
+                "no attempt number left: {} attempts are already journaled",
+                self.states[i].attempts
+            );
+            self.fail(i, PhaseStatus::Failed, message, PhaseOutcome::default());
+            return;
+        };
         for (k, v) in &node.spec.env {
             match crate::interpolate::render(v, &*self.scope) {
                 Ok(v) => env.push((k.clone(), v)),
@@ -1246,7 +1258,7 @@ impl Engine {
         let message = self.redactor.redact(&message).into_owned();
         let node = &self.p.nodes()[i];
         let attempt = self.states[i].attempts;
-        self.states[i].failures += 1;
+        self.states[i].failures = self.states[i].failures.saturating_add(1);
         let failures = self.states[i].failures;
         if failures <= node.spec.retries && self.stopping.is_none() {
             let delay = node.spec.backoff.delay_jittered(failures);

@@ -478,6 +478,137 @@ async fn a_resumed_run_carries_what_it_inherited_into_its_own_journal() {
     );
 }
 
+/// Fails every attempt.
+struct Fails;
+
+#[async_trait]
+impl Phase for Fails {
+    fn describe(&self, _: &PlanContext<'_>) -> Description {
+        Description::new("fails")
+    }
+
+    async fn run(&self, _: &PhaseContext) -> Result<PhaseOutcome, PhaseError> {
+        Err(PhaseError::failed("no"))
+    }
+}
+
+fn run_header(id: &str) -> Entry {
+    Entry::Run {
+        run_id: RunId::parse(id).unwrap(),
+        pipeline: "durable".into(),
+        started_at: "2026-01-01T00:00:00Z".into(),
+        resumed_from: None,
+        pid: 1,
+    }
+}
+
+async fn resume_in(state_dir: &Path, p: Arc<Pipeline>) -> Result<RunRecord, RunError> {
+    Runner::new(
+        p,
+        RunOptions {
+            resume: Some(ResumeFrom::Latest),
+            ..options(state_dir, JournalMode::NoSync)
+        },
+    )
+    .run(RunControl::new())
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_attempt_numbers_never_wrap() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = |attempt: u32| Entry::Started {
+        phase: "b1".into(),
+        attempt,
+        at: "2026-01-01T00:00:00Z".into(),
+    };
+    // An attempt number with no next one: the record is refused, naming its offset.
+    let state_dir = dir.path().join("max");
+    let offset = journal_of(&[run_header("R0")]).len();
+    plant(
+        &state_dir,
+        "R0",
+        &journal_of(&[run_header("R0"), started(u32::MAX)]),
+    );
+    let log: Log = Arc::default();
+    let err = resume_in(&state_dir, pipeline(dir.path(), &log, |_| {}))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("is corrupt at byte {offset}")) && text.contains("4294967295"),
+        "{text}"
+    );
+    assert!(ran(&log).is_empty());
+
+    // The highest number a journal may hold: the phase fails rather than start attempt 0.
+    let state_dir = dir.path().join("last");
+    plant(
+        &state_dir,
+        "R0",
+        &journal_of(&[run_header("R0"), started(journal::MAX_ATTEMPT)]),
+    );
+    let log: Log = Arc::default();
+    let record = resume_in(&state_dir, pipeline(dir.path(), &log, |_| {}))
+        .await
+        .unwrap();
+    let b1 = &record.phases["b1"];
+    assert_eq!(b1.status, PhaseStatus::Failed);
+    assert_eq!(b1.attempts, journal::MAX_ATTEMPT);
+    assert!(
+        b1.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("no attempt number left"),
+        "{b1:?}"
+    );
+    let attempts = log.lock().unwrap().clone();
+    assert!(attempts.iter().all(|(_, n)| *n >= 1), "{attempts:?}");
+    assert!(!attempts.iter().any(|(p, _)| p == "b1"), "{attempts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_failure_count_saturates() {
+    let dir = tempfile::tempdir().unwrap();
+    let inherited = BTreeMap::from([(
+        "only".to_owned(),
+        PhaseResume {
+            done: None,
+            attempts: 3,
+            failures: u32::MAX,
+        },
+    )]);
+    // Folding more failed attempts onto it stays at the top.
+    let mut state = ResumeState::from_entries(&[Entry::Inherited {
+        phases: inherited.clone(),
+    }]);
+    state.apply(&Entry::AttemptFailed {
+        phase: "only".into(),
+        attempt: 4,
+        error: "no".into(),
+    });
+    assert_eq!(state.phases["only"].failures, u32::MAX);
+    // A run resuming it: the failing attempt is not retried (the count does not wrap to 0).
+    let state_dir = dir.path().join("s");
+    plant(
+        &state_dir,
+        "R0",
+        &journal_of(&[run_header("R0"), Entry::Inherited { phases: inherited }]),
+    );
+    let mut spec = PhaseSpec::new(PhaseId::new("only").unwrap(), "fails");
+    spec.retries = 3;
+    let p = Arc::new(
+        Pipeline::builder("durable", dir.path())
+            .custom(spec, Arc::new(Fails))
+            .build()
+            .unwrap(),
+    );
+    let record = resume_in(&state_dir, p).await.unwrap();
+    let only = &record.phases["only"];
+    assert_eq!(only.status, PhaseStatus::Failed);
+    assert_eq!(only.attempts, 4, "{only:?}");
+}
+
 fn record_run(phases: &BTreeMap<String, PhaseResume>) -> String {
     phases["a"].done.as_ref().unwrap().run.to_string()
 }
