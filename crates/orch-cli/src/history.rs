@@ -122,6 +122,9 @@ pub fn render_list(runs: &[RunSummary]) -> String {
         .iter()
         .map(|r| {
             let mut status = r.status_text().to_owned();
+            if let Some(pid) = r.pid {
+                let _ = write!(status, " (pid {pid})");
+            }
             if let Some(from) = &r.resumed_from {
                 let _ = write!(status, " (resumed {from})");
             }
@@ -172,19 +175,22 @@ fn show(state_dir: &Path, run_id: &str, json: bool) -> Outcome {
             serde_json::to_string_pretty(&record).unwrap_or_default()
         );
     } else {
-        let live =
-            orch_core::lock::holder(state_dir).is_some_and(|h| h.run_id == record.run_id.as_str());
-        print!("{}", render_record(&record, live));
+        let holder = history::live_holder(state_dir, &record.run_id).map(|h| h.pid);
+        print!("{}", render_record(&record, holder));
     }
     Ok(ExitCodes::OK)
 }
 
-/// The text of `orch runs show`.
-pub fn render_record(r: &RunRecord, live: bool) -> String {
+/// The text of `orch runs show`; `holder`: the pid of the process running it, when a
+/// live process holds the state directory for it.
+pub fn render_record(r: &RunRecord, holder: Option<u32>) -> String {
     let mut out = String::new();
-    let status = match (r.status, live) {
-        (orch_core::RunStatus::Running, false) => "died (no run.json; read from the journal)",
-        (s, _) => s.as_str(),
+    let status = match (r.status, holder) {
+        (orch_core::RunStatus::Running, None) => {
+            "died (no run.json; read from the journal)".to_owned()
+        }
+        (orch_core::RunStatus::Running, Some(pid)) => format!("running (process {pid})"),
+        (s, _) => s.as_str().to_owned(),
     };
     let _ = writeln!(out, "run       {}", r.run_id);
     let _ = writeln!(out, "pipeline  {}", r.pipeline);

@@ -105,7 +105,7 @@ impl Style {
             PhaseStatus::Failed | PhaseStatus::TimedOut if allowed => YELLOW,
             PhaseStatus::Failed | PhaseStatus::TimedOut => RED,
             PhaseStatus::Cancelled | PhaseStatus::Blocked => YELLOW,
-            PhaseStatus::Skipped => CYAN,
+            PhaseStatus::Skipped | PhaseStatus::Running => CYAN,
         }
     }
 
@@ -152,6 +152,7 @@ pub fn mark(status: PhaseStatus, allowed: bool) -> &'static str {
         PhaseStatus::Cancelled => "CANCEL",
         PhaseStatus::Skipped => "skip",
         PhaseStatus::Blocked => "BLOCKED",
+        PhaseStatus::Running => "running",
     }
 }
 

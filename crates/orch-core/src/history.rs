@@ -25,6 +25,9 @@ pub struct RunSummary {
     pub status: RunStatus,
     /// For `running`: whether a live process holds the workspace for it (false: it died).
     pub live: bool,
+    /// For a live run: the process running it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
     /// When it started (RFC 3339).
     pub started_at: String,
     /// Wall time, for runs that ended.
@@ -90,7 +93,7 @@ pub fn list(state_dir: &Path) -> Result<Vec<RunSummary>, RunError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => return Err(RunError::State { path: runs, source }),
     };
-    let live = crate::lock::holder(state_dir).map(|h| h.run_id);
+    let holder = crate::lock::holder(state_dir);
     let mut out = Vec::new();
     for entry in dir.flatten() {
         let name = entry.file_name();
@@ -100,11 +103,14 @@ pub fn list(state_dir: &Path) -> Result<Vec<RunSummary>, RunError> {
             continue;
         }
         // A directory with neither record nor journal is not a run.
-        let Ok(record) = load_id(state_dir, &id) else {
+        let Ok(record) = load_with(state_dir, &id, holder.as_ref()) else {
             continue;
         };
+        let live = record.status == RunStatus::Running
+            && holder.as_ref().is_some_and(|h| h.run_id == id.as_str());
         out.push(RunSummary {
-            live: record.status == RunStatus::Running && live.as_deref() == Some(id.as_str()),
+            live,
+            pid: holder.as_ref().filter(|_| live).map(|h| h.pid),
             counts: record.counts(),
             run_id: id,
             pipeline: record.pipeline,
@@ -123,13 +129,28 @@ pub fn list(state_dir: &Path) -> Result<Vec<RunSummary>, RunError> {
 }
 
 /// The record of run `id` (or `latest`); for a run that did not end, rebuilt from its
-/// journal.
+/// journal: phases of a live run that have started and not finished are `running`, those
+/// of a run that died `cancelled`.
 pub fn load(state_dir: &Path, id: &str) -> Result<RunRecord, RunError> {
     let run = resolve(state_dir, id)?;
     load_id(state_dir, &run)
 }
 
+/// The process running run `id` now, if a live process holds the state directory for it.
+pub fn live_holder(state_dir: &Path, run: &RunId) -> Option<crate::lock::LockHolder> {
+    crate::lock::holder(state_dir).filter(|h| h.run_id == run.as_str())
+}
+
 fn load_id(state_dir: &Path, run: &RunId) -> Result<RunRecord, RunError> {
+    load_with(state_dir, run, crate::lock::holder(state_dir).as_ref())
+}
+
+/// `holder`: who holds the state directory now.
+fn load_with(
+    state_dir: &Path,
+    run: &RunId,
+    holder: Option<&crate::lock::LockHolder>,
+) -> Result<RunRecord, RunError> {
     let run_dir = state_dir.join("runs").join(run.as_str());
     let record = RunRecord::load(&run_dir.join("run.json"));
     match record {
@@ -143,17 +164,26 @@ fn load_id(state_dir: &Path, run: &RunId) -> Result<RunRecord, RunError> {
                 path: journal.clone(),
                 message: e.to_string(),
             })?;
-            Ok(from_journal(&run_dir, run, other.ok(), &contents.entries))
+            let live = holder.is_some_and(|h| h.run_id == run.as_str());
+            Ok(from_journal(
+                &run_dir,
+                run,
+                other.ok(),
+                &contents.entries,
+                live,
+            ))
         }
     }
 }
 
-/// A record from journal entries (for runs that did not write their final `run.json`).
+/// A record from journal entries (for runs that did not write their final `run.json`);
+/// `live`: the run is still going, so a phase that started and did not finish runs.
 fn from_journal(
     run_dir: &Path,
     run: &RunId,
     header: Option<RunRecord>,
     entries: &[Entry],
+    live: bool,
 ) -> RunRecord {
     let mut r = header.unwrap_or_else(|| RunRecord {
         format_version: RECORD_FORMAT_VERSION,
@@ -206,7 +236,13 @@ fn from_journal(
                         log: None,
                     });
                 p.attempts = *attempt;
-                p.reason = Some("interrupted: the run ended while this phase ran".into());
+                if live {
+                    p.status = PhaseStatus::Running;
+                    p.reason = None;
+                } else {
+                    p.status = PhaseStatus::Cancelled;
+                    p.reason = Some("interrupted: the run ended while this phase ran".into());
+                }
             }
             Entry::Finished(f) => {
                 let rec = PhaseRecord {

@@ -34,6 +34,8 @@ pub enum PhaseStatus {
     Skipped,
     /// A phase it needs did not succeed.
     Blocked,
+    /// Still running: only in the record of a live run, rebuilt from its journal.
+    Running,
 }
 
 impl PhaseStatus {
@@ -46,6 +48,7 @@ impl PhaseStatus {
             Self::Cancelled => "cancelled",
             Self::Skipped => "skipped",
             Self::Blocked => "blocked",
+            Self::Running => "running",
         }
     }
 
@@ -70,7 +73,7 @@ impl std::fmt::Display for PhaseStatus {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
-    /// Still running (only seen in records of runs that died).
+    /// Still running (seen in the records of live runs and of runs that died).
     Running,
     /// Every phase succeeded, was skipped, or was allowed to fail.
     Succeeded,

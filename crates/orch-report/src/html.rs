@@ -216,6 +216,7 @@ fn gates(record: &RunRecord) -> Vec<GateView> {
                 PhaseStatus::Cancelled => ("not evaluated (cancelled)", "cancelled"),
                 PhaseStatus::Skipped => ("not evaluated (skipped)", "skipped"),
                 PhaseStatus::Blocked => ("not evaluated (blocked)", "blocked"),
+                PhaseStatus::Running => ("being evaluated", "running"),
             };
             GateView {
                 phase: id.clone(),

@@ -438,7 +438,10 @@ fn phase_case(
             }
             s
         }
-        PhaseStatus::Cancelled | PhaseStatus::Skipped | PhaseStatus::Blocked => {
+        PhaseStatus::Cancelled
+        | PhaseStatus::Skipped
+        | PhaseStatus::Blocked
+        | PhaseStatus::Running => {
             let mut s = TestCaseStatus::skipped();
             s.set_type(phase.status.as_str());
             s.set_message(match &reason {

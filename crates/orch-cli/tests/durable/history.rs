@@ -1,6 +1,8 @@
 //! `orch runs`, `orch runs show RUN_ID` and `orch logs RUN_ID PHASE`.
 
-use crate::support::Ws;
+use std::time::Duration;
+
+use crate::support::{Ws, poll};
 
 const PIPELINE: &str = r#"
 [pipeline]
@@ -103,4 +105,63 @@ fn runs_lists_shows_and_prints_logs() {
     // --state-dir reads a state directory directly.
     let r = ws.orch(&["runs", "--state-dir", "state", "--json"]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
+}
+
+#[test]
+fn a_live_run_shows_its_running_phase_as_running_with_the_holder() {
+    let ws = Ws::new(
+        r#"
+[pipeline]
+name = "live"
+[phases.first]
+run = "true"
+[phases.hold]
+run = "echo $$ > hold.pid; while [ ! -e release ]; do sleep 0.02; done"
+needs = ["first"]
+"#,
+    );
+    let mut run = ws.spawn(&["run", "-q"]);
+    poll(Duration::from_secs(10), "the phase to start", || {
+        ws.read("hold.pid").trim().parse::<i32>().ok()
+    });
+    let pid = run.id();
+
+    let r = ws.orch(&["runs"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout.contains(&format!("running (pid {pid})")) && r.stdout.contains("1 running"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("cancelled"), "{}", r.stdout);
+
+    let r = ws.orch(&["runs", "show", "latest"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains(&format!("status    running (process {pid})")),
+        "{}",
+        r.stdout
+    );
+    let hold = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("hold "))
+        .unwrap_or_else(|| panic!("no row for hold in {}", r.stdout));
+    assert!(
+        hold.contains("running") && !hold.contains("cancelled") && !hold.contains("interrupted"),
+        "{hold}"
+    );
+
+    let r = ws.orch(&["runs", "show", "latest", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v["status"], "running");
+    assert_eq!(v["phases"]["hold"]["status"], "running");
+    assert_eq!(v["phases"]["first"]["status"], "succeeded");
+
+    ws.write("release", "");
+    assert_eq!(run.wait().expect("wait").code(), Some(0));
+    let r = ws.orch(&["runs", "show", "latest", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v["phases"]["hold"]["status"], "succeeded");
 }
