@@ -13,6 +13,7 @@ use orch_core::{
 };
 
 use crate::exit_codes::ExitCodes;
+use crate::output::{OutError, err, errln, out, outln};
 use crate::progress::{ColorChoice, OutputOptions, Progress, ProgressMode};
 use crate::summary::{Locations, summary};
 
@@ -94,9 +95,28 @@ struct SelectArgs {
     /// Run this phase and everything after it (repeatable).
     #[arg(long, value_name = "ID")]
     from: Vec<String>,
-    /// Phases running at once.
-    #[arg(long, short = 'j', env = "ORCH_JOBS")]
+    /// Phases running at once (1 to 4096).
+    #[arg(long, short = 'j', env = "ORCH_JOBS", value_parser = parse_jobs)]
     jobs: Option<usize>,
+}
+
+/// `--jobs N`: the same range as `jobs` in the file.
+fn parse_jobs(text: &str) -> Result<usize, String> {
+    let max = orch_core::spec::MAX_JOBS;
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        Ok(n) => Err(format!("must be between 1 and {max}, not {n}")),
+        Err(_) => Err(format!("must be a number of phases from 1 to {max}")),
+    }
+}
+
+/// `--state-dir DIR`: not empty (an empty path would mean the working directory).
+pub(crate) fn parse_state_dir(text: &str) -> Result<PathBuf, String> {
+    if text.trim().is_empty() {
+        Err("the state directory cannot be empty".to_owned())
+    } else {
+        Ok(PathBuf::from(text))
+    }
 }
 
 impl SelectArgs {
@@ -125,7 +145,7 @@ struct RunArgs {
     #[arg(long, env = "ORCH_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     grace: Duration,
     /// The state directory (runs, logs, reports) instead of the pipeline's.
-    #[arg(long, value_name = "DIR", env = "ORCH_STATE_DIR")]
+    #[arg(long, value_name = "DIR", env = "ORCH_STATE_DIR", value_parser = parse_state_dir)]
     state_dir: Option<PathBuf>,
     /// Live view (spinners, overall bar) or one plain line per event; auto: live when
     /// stderr is a terminal.
@@ -186,6 +206,13 @@ struct Failure {
     code: u8,
 }
 
+impl From<OutError> for Failure {
+    fn from(e: OutError) -> Self {
+        let (message, code) = e.into_parts();
+        Self { message, code }
+    }
+}
+
 impl Failure {
     fn invalid(message: impl Into<String>) -> Self {
         Self {
@@ -226,11 +253,12 @@ pub fn main() -> ExitCode {
             } else {
                 orch_core::file::schema::pipeline_schema()
             };
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&schema).unwrap_or_default()
-            );
-            Ok(ExitCodes::OK)
+            )
+            .map(|()| ExitCodes::OK)
+            .map_err(Failure::from)
         }
         Command::Runs(a) => {
             crate::history::runs(&a).map_err(|(message, code)| Failure { message, code })
@@ -256,9 +284,9 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
             if !f.message.is_empty() {
-                eprint!("{}", f.message);
+                err!("{}", f.message);
                 if !f.message.ends_with('\n') {
-                    eprintln!();
+                    errln!();
                 }
             }
             ExitCode::from(f.code)
@@ -268,10 +296,14 @@ pub fn main() -> ExitCode {
 
 fn parse_vars(vars: &[String]) -> Result<Vec<(String, String)>, Failure> {
     vars.iter()
-        .map(|v| {
-            v.split_once('=')
-                .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
-                .ok_or_else(|| Failure::invalid(format!("error: `--var {v}` is not KEY=VALUE")))
+        .map(|v| match v.split_once('=') {
+            Some((k, value)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), value.to_owned())),
+            Some(_) => Err(Failure::invalid(format!(
+                "error: `--var {v}` names no variable: write `--var KEY=VALUE` with a KEY declared in [vars]"
+            ))),
+            None => Err(Failure::invalid(format!(
+                "error: `--var {v}` is not KEY=VALUE"
+            ))),
         })
         .collect()
 }
@@ -284,11 +316,13 @@ fn load(file: &FileArgs) -> Result<Pipeline, Failure> {
         LoadError::Invalid(d) => {
             // `plan`/`run --format json`: the problems as `validate --format json` gives
             // them, on stdout; the rendered ones still go to stderr.
-            if file.format == OutFormat::Json {
-                println!(
+            if file.format == OutFormat::Json
+                && let Err(e) = outln!(
                     "{}",
                     serde_json::json!({ "valid": false, "file": file.file, "errors": d.items })
-                );
+                )
+            {
+                return Failure::from(e);
             }
             Failure::invalid(d.render())
         }
@@ -314,12 +348,12 @@ fn validate(a: &FileArgs) -> Result<u8, Failure> {
     match Pipeline::load(&a.file, &crate::registry::full(), &options) {
         Ok(p) => {
             if a.format == OutFormat::Json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({ "valid": true, "file": a.file, "phases": p.len(), "errors": [] })
-                );
+                )?;
             } else {
-                eprintln!(
+                errln!(
                     "{}: valid, {} phase{}",
                     a.file.display(),
                     p.len(),
@@ -330,10 +364,10 @@ fn validate(a: &FileArgs) -> Result<u8, Failure> {
         }
         Err(LoadError::Invalid(d)) => {
             if a.format == OutFormat::Json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({ "valid": false, "file": a.file, "errors": d.items })
-                );
+                )?;
                 Err(Failure {
                     message: String::new(),
                     code: ExitCodes::INVALID,
@@ -351,12 +385,12 @@ fn plan(file: &FileArgs, select: &SelectArgs) -> Result<u8, Failure> {
     let plan = Plan::new(&p, &select.selection(), select.jobs)
         .map_err(|e| Failure::invalid(format!("error: {e}")))?;
     if file.format == OutFormat::Json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&plan).unwrap_or_default()
-        );
+        )?;
     } else {
-        print!("{}", plan.render());
+        out!("{}", plan.render())?;
     }
     Ok(ExitCodes::OK)
 }
@@ -371,7 +405,7 @@ fn graph(a: &GraphArgs) -> Result<u8, Failure> {
         GraphKind::Dot => GraphFormat::Dot,
         GraphKind::Mermaid => GraphFormat::Mermaid,
     };
-    print!("{}", orch_core::graph::render(&p, format));
+    out!("{}", orch_core::graph::render(&p, format))?;
     Ok(ExitCodes::OK)
 }
 
@@ -439,7 +473,7 @@ fn run(mut a: RunArgs, color: ColorChoice) -> Result<u8, Failure> {
             run_dir: relative(&run_dir),
             reports: reports.iter().map(|r| relative(r)).collect(),
         };
-        eprint!("{}", summary(&record, &at, progress.style(), quiet));
+        err!("{}", summary(&record, &at, progress.style(), quiet));
         if json {
             // A reader that went away (`| head`) is not the run's failure.
             use std::io::Write as _;

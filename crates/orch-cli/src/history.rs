@@ -2,7 +2,6 @@
 //! state directory.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use orch_core::history::{self, RunSummary};
 use orch_core::{PhaseStatus, RunError, RunRecord};
 
 use crate::exit_codes::ExitCodes;
+use crate::output::{errln, out, outln, write_out_bytes};
 
 /// Where the runs are.
 #[derive(Args, Debug)]
@@ -102,17 +102,17 @@ pub fn runs(a: &RunsArgs) -> Outcome {
 fn list(state_dir: &Path, json: bool) -> Outcome {
     let runs = history::list(state_dir).map_err(|e| fail(&e))?;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&runs).unwrap_or_default()
-        );
+        )?;
         return Ok(ExitCodes::OK);
     }
     if runs.is_empty() {
-        eprintln!("no runs in {}", state_dir.display());
+        errln!("no runs in {}", state_dir.display());
         return Ok(ExitCodes::OK);
     }
-    print!("{}", render_list(&runs));
+    out!("{}", render_list(&runs))?;
     Ok(ExitCodes::OK)
 }
 
@@ -170,13 +170,13 @@ fn table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) -> String {
 fn show(state_dir: &Path, run_id: &str, json: bool) -> Outcome {
     let record = history::load(state_dir, run_id).map_err(|e| fail(&e))?;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&record).unwrap_or_default()
-        );
+        )?;
     } else {
         let holder = history::live_holder(state_dir, &record.run_id).map(|h| h.pid);
-        print!("{}", render_record(&record, holder));
+        out!("{}", render_record(&record, holder))?;
     }
     Ok(ExitCodes::OK)
 }
@@ -240,9 +240,9 @@ pub fn logs(a: &LogsArgs) -> Outcome {
                     ExitCodes::FAILED,
                 )
             })?;
-            let _ = std::io::stdout().write_all(&bytes);
+            write_out_bytes(&bytes)?;
         }
-        None => eprintln!("phase `{}` wrote no output", a.phase),
+        None => errln!("phase `{}` wrote no output", a.phase),
     }
     Ok(ExitCodes::OK)
 }

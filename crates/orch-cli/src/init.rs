@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 
 use crate::exit_codes::ExitCodes;
+use crate::output::errln;
 
 /// `orch init [--template minimal|delivery] [DIR]`.
 #[derive(Args, Debug)]
@@ -135,13 +136,13 @@ pub fn init(a: &InitArgs) -> Result<u8, (String, u8)> {
         }
         written.push(shown(file).display().to_string());
     }
-    eprintln!("wrote {}", written.join(" and "));
+    errln!("wrote {}", written.join(" and "));
     let run = if a.dir == Path::new(".") {
         "orch run".to_owned()
     } else {
         format!("orch run {}", shown("orch.toml").display())
     };
-    eprintln!("next: {run}    (or `orch plan` to see what it would do)");
+    errln!("next: {run}    (or `orch plan` to see what it would do)");
     Ok(ExitCodes::OK)
 }
 

@@ -1,5 +1,7 @@
 //! The `orch` command line: argument parsing, dispatch and terminal output over the
 //! orch libraries. Scheduling, parsing and report rendering live in the libraries.
+// Output goes through `output::{out, outln, err, errln}`, which never panic on a closed pipe.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
 
 mod app;
 mod completions;
@@ -7,6 +9,7 @@ mod exit_codes;
 mod history;
 mod init;
 mod live;
+mod output;
 mod progress;
 mod registry;
 mod reports;

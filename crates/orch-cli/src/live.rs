@@ -119,7 +119,7 @@ impl LiveProgress {
         let mut st = self.shared.lock();
         if st.stop {
             drop(st);
-            eprintln!("{text}");
+            crate::output::errln!("{text}");
         } else {
             st.pending.push(text.to_owned());
         }

@@ -1,6 +1,5 @@
 //! Reports: the files every run leaves, and `orch report` for any past run.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -9,6 +8,7 @@ use orch_core::history;
 use orch_report::{Format, ReportError};
 
 use crate::exit_codes::ExitCodes;
+use crate::output::{errln, outln, write_out_bytes};
 
 /// `orch report`.
 #[derive(Args, Debug)]
@@ -37,7 +37,7 @@ pub fn after_run(record: &RunRecord, run_dir: &Path) -> Vec<PathBuf> {
     let mut written = match orch_report::write_default_reports(record, run_dir) {
         Ok(paths) => paths,
         Err(e) => {
-            eprintln!("warning: cannot write reports: {e}");
+            errln!("warning: cannot write reports: {e}");
             Vec::new()
         }
     };
@@ -46,14 +46,14 @@ pub fn after_run(record: &RunRecord, run_dir: &Path) -> Vec<PathBuf> {
         let path = run_dir.join("artifacts_manifest.json");
         match serde_json::to_vec_pretty(&manifest).map(|b| std::fs::write(&path, b)) {
             Ok(Ok(())) => written.push(path),
-            Ok(Err(e)) => eprintln!("warning: cannot write {}: {e}", path.display()),
-            Err(e) => eprintln!("warning: cannot write {}: {e}", path.display()),
+            Ok(Err(e)) => errln!("warning: cannot write {}: {e}", path.display()),
+            Err(e) => errln!("warning: cannot write {}: {e}", path.display()),
         }
     }
     if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|v| !v.is_empty())
         && let Err(e) = orch_report::append_step_summary(record, run_dir, Path::new(&summary))
     {
-        eprintln!("warning: cannot append to GITHUB_STEP_SUMMARY: {e}");
+        errln!("warning: cannot append to GITHUB_STEP_SUMMARY: {e}");
     }
     written
 }
@@ -87,15 +87,10 @@ pub fn report(a: &ReportArgs) -> Result<u8, (String, u8)> {
                     ExitCodes::FAILED,
                 )
             })?;
-            eprintln!("wrote {}", path.display());
+            errln!("wrote {}", path.display());
         }
         None => {
-            std::io::stdout().write_all(&bytes).map_err(|e| {
-                (
-                    format!("error: cannot write the report: {e}"),
-                    ExitCodes::FAILED,
-                )
-            })?;
+            write_out_bytes(&bytes)?;
         }
     }
     Ok(ExitCodes::OK)
@@ -113,12 +108,12 @@ pub struct VerifyArgs {
 pub fn verify(a: &VerifyArgs) -> Result<u8, (String, u8)> {
     match orch_delivery::verify_archive(&a.archive) {
         Ok(r) => {
-            println!(
+            outln!(
                 "{}: ok, {} files match the manifest (manifest sha256 {})",
                 a.archive.display(),
                 r.files,
                 r.manifest_sha256
-            );
+            )?;
             Ok(ExitCodes::OK)
         }
         Err(e @ orch_delivery::VerifyError::Rejected { .. }) => {

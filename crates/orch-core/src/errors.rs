@@ -88,9 +88,9 @@ pub enum LoadError {
     Read {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
+        /// Why: an I/O error, not a regular file, too large, not UTF-8.
         #[source]
-        source: std::io::Error,
+        source: crate::input::InputError,
     },
     /// The file has problems; each carries its location.
     #[error("{0}")]

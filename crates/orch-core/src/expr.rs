@@ -53,6 +53,79 @@ pub fn check(expr: &str) -> Result<(), ExprError> {
         })
 }
 
+/// The phase ids an expression reads (`phases.ID...` or `phases["ID"]...`), found in its
+/// syntax tree (so `"phases.x"` in a string literal is not one), in order of appearance.
+/// Inside a comprehension whose variable is named `phases`, that name is not the map of
+/// phases. An expression that does not parse gives none (see [`check`]).
+pub fn phase_refs(expr: &str) -> Vec<String> {
+    use cel::common::ast::{EntryExpr, Expr, LiteralValue, operators};
+
+    fn walk(e: &cel::IdedExpr, shadowed: bool, out: &mut Vec<String>) {
+        let mut push = |id: &str| {
+            if !out.iter().any(|x| x == id) {
+                out.push(id.to_owned());
+            }
+        };
+        match &e.expr {
+            Expr::Select(s) => {
+                if !shadowed && matches!(&s.operand.expr, Expr::Ident(n) if n == "phases") {
+                    push(&s.field);
+                }
+                walk(&s.operand, shadowed, out);
+            }
+            Expr::Call(c) => {
+                if !shadowed
+                    && (c.func_name == operators::INDEX || c.func_name == operators::OPT_INDEX)
+                    && let [target, key] = c.args.as_slice()
+                    && matches!(&target.expr, Expr::Ident(n) if n == "phases")
+                    && let Expr::Literal(LiteralValue::String(id)) = &key.expr
+                {
+                    push(id.inner());
+                }
+                if let Some(t) = &c.target {
+                    walk(t, shadowed, out);
+                }
+                for a in &c.args {
+                    walk(a, shadowed, out);
+                }
+            }
+            Expr::Comprehension(c) => {
+                walk(&c.iter_range, shadowed, out);
+                let inner = shadowed
+                    || c.iter_var == "phases"
+                    || c.iter_var2.as_deref() == Some("phases")
+                    || c.accu_var == "phases";
+                walk(&c.accu_init, shadowed, out);
+                walk(&c.loop_cond, inner, out);
+                walk(&c.loop_step, inner, out);
+                walk(&c.result, inner, out);
+            }
+            Expr::List(l) => l.elements.iter().for_each(|x| walk(x, shadowed, out)),
+            Expr::Map(m) => m.entries.iter().for_each(|x| match &x.expr {
+                EntryExpr::MapEntry(me) => {
+                    walk(&me.key, shadowed, out);
+                    walk(&me.value, shadowed, out);
+                }
+                EntryExpr::StructField(f) => walk(&f.value, shadowed, out),
+            }),
+            Expr::Struct(st) => st.entries.iter().for_each(|x| match &x.expr {
+                EntryExpr::MapEntry(me) => {
+                    walk(&me.key, shadowed, out);
+                    walk(&me.value, shadowed, out);
+                }
+                EntryExpr::StructField(f) => walk(&f.value, shadowed, out),
+            }),
+            Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+        }
+    }
+
+    let mut out = Vec::new();
+    if let Ok(program) = Program::compile(expr) {
+        walk(program.expression(), false, &mut out);
+    }
+    out
+}
+
 fn typed(value: &str) -> Value {
     if let Ok(i) = value.parse::<i64>() {
         Value::Int(i)
@@ -177,6 +250,20 @@ mod tests {
     fn eval_ctx(expr: &str) -> Result<Verdict, ExprError> {
         let c = ctx();
         eval(expr, &*c.scope)
+    }
+
+    #[test]
+    fn phase_refs_come_from_the_syntax_tree() {
+        assert_eq!(
+            phase_refs(r#"phases.a.outputs.x == "phases.b" && phases["c-d"].outputs.y > 1"#),
+            ["a", "c-d"]
+        );
+        assert_eq!(
+            phase_refs("[1].all(phases, phases > 0) && has(phases.e.outputs)"),
+            ["e"]
+        );
+        assert!(phase_refs("vars.phases == 'x'").is_empty());
+        assert!(phase_refs("((").is_empty());
     }
 
     #[test]

@@ -55,15 +55,17 @@ pub fn state_dir_of(pipeline_file: &Path) -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let configured = std::fs::read_to_string(pipeline_file)
-        .ok()
-        .and_then(|text| text.parse::<toml::Table>().ok())
-        .and_then(|t| {
-            t.get("pipeline")?
-                .get("state_dir")?
-                .as_str()
-                .map(PathBuf::from)
-        });
+    let configured =
+        crate::input::read_regular_text(pipeline_file, crate::input::MAX_PIPELINE_FILE)
+            .ok()
+            .and_then(|text| text.parse::<toml::Table>().ok())
+            .and_then(|t| {
+                t.get("pipeline")?
+                    .get("state_dir")?
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from)
+            });
     base.join(configured.unwrap_or_else(|| PathBuf::from(".orch")))
 }
 

@@ -17,6 +17,7 @@ pub mod failpoint;
 mod gate;
 pub mod history;
 pub mod ids;
+pub mod input;
 pub mod interpolate;
 pub mod journal;
 pub mod lock;

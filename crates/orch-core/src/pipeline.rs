@@ -19,7 +19,8 @@ use crate::interpolate::{self, Reference};
 use crate::phase::Phase;
 use crate::registry::Registry;
 use crate::spec::{
-    AgentSpec, BreakerSpec, PhaseSpec, PipelineSpec, RunSpec, Unavailable, WithTable,
+    AgentSpec, BreakerSpec, MAX_JOBS, MAX_RETRIES, PhaseSpec, PipelineSpec, RunSpec, Unavailable,
+    WithTable,
 };
 
 /// One phase of a validated pipeline.
@@ -69,10 +70,12 @@ impl Pipeline {
         registry: &Registry,
         options: &LoadOptions,
     ) -> Result<Self, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = crate::input::read_regular_text(path, crate::input::MAX_PIPELINE_FILE).map_err(
+            |source| LoadError::Read {
+                path: path.to_owned(),
+                source,
+            },
+        )?;
         Self::from_str(&text, path, registry, options)
     }
 
@@ -304,6 +307,27 @@ fn validate(
     // (ORCH_OUTPUT, the run dir, resolved settings) must not depend on where orch started.
     if let Ok(abs) = std::path::absolute(&spec.base_dir) {
         spec.base_dir = abs;
+    }
+    // The file's walk checks these ranges at their positions; pipelines built in code come
+    // through here only.
+    if let Some(j) = spec.jobs
+        && !(1..=MAX_JOBS).contains(&j)
+    {
+        diags.push(Diagnostic::at(
+            None,
+            format!("`jobs` must be between 1 and {MAX_JOBS}, not {j}"),
+        ));
+    }
+    for (i, p) in spec.phases.iter().enumerate() {
+        if p.retries > MAX_RETRIES {
+            diags.push(Diagnostic::at(
+                span_of(spans, i, |s| s.id.clone()),
+                format!(
+                    "phase `{}`: `retries` must be at most {MAX_RETRIES}, not {}",
+                    p.id, p.retries
+                ),
+            ));
+        }
     }
     let mut index = IdMap::with_capacity_and_hasher(spec.phases.len(), Default::default());
     for (i, p) in spec.phases.iter().enumerate() {
@@ -633,6 +657,50 @@ fn validate(
         };
         for t in templates(p) {
             check_refs(&t, &mut diags);
+        }
+        // CEL `when` and `assert` read outputs as `phases.ID.outputs.KEY`.
+        let exprs = p
+            .when
+            .iter()
+            .map(|w| (w, span_of(spans, i, |s| s.when.clone())))
+            .chain(
+                p.assert
+                    .iter()
+                    .map(|a| (a, span_of(spans, i, |s| s.assert.clone()))),
+            );
+        for (text, span) in exprs {
+            for id in expr::phase_refs(text) {
+                match index.get(id.as_str()) {
+                    None => {
+                        let mut d = Diagnostic::at(
+                            span.clone(),
+                            format!(
+                                "phase `{}`: `{text}` reads phase `{id}`, which is not a phase",
+                                p.id
+                            ),
+                        );
+                        if let Some(h) = did_you_mean(&id, ids.iter().copied()) {
+                            d = d.with_help(h);
+                        }
+                        diags.push(d);
+                    }
+                    Some(&k) => {
+                        let anc = ancestors.get_or_insert_with(|| ancestors_of(i));
+                        if !anc[k] {
+                            diags.push(
+                                Diagnostic::at(
+                                    span.clone(),
+                                    format!(
+                                        "phase `{}`: `{text}` reads outputs of `{id}` but does not need it",
+                                        p.id
+                                    ),
+                                )
+                                .with_help(format!("add \"{id}\" to its `needs`")),
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 

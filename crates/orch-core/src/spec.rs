@@ -271,6 +271,13 @@ pub enum Unavailable {
     Skip,
 }
 
+/// Most extra attempts a phase may declare (`retries`).
+pub const MAX_RETRIES: u32 = 100;
+
+/// Most phases at once (`jobs`, `--jobs`) and most phases an agent takes at once
+/// (`capacity`).
+pub const MAX_JOBS: usize = 4096;
+
 /// Per-phase defaults from `[defaults]`.
 #[derive(Clone, Debug, Default)]
 pub struct Defaults {

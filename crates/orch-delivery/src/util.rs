@@ -42,6 +42,33 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+/// `text` safe to print on a terminal, at most `max` characters: control characters,
+/// replacement characters (from bytes that were not UTF-8) and other invisible ones are
+/// escaped (`\x1b`, `\u{fffd}`), and a longer text is cut with `...`.
+pub(crate) fn printable(text: &str, max: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for (n, c) in text.chars().enumerate() {
+        if n == max {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control()
+            || c == '\u{fffd}'
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        {
+            if (c as u32) < 0x80 {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            } else {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Lowercase hex of bytes.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;

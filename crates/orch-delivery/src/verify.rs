@@ -56,10 +56,12 @@ pub fn verify_archive(path: &Path) -> Result<VerifyReport, VerifyError> {
     verify_with(path, &|| false)
 }
 
+/// A read error of the archive. What the tar reader says may quote raw header bytes: its
+/// message is made printable.
 fn read_err(path: &Path) -> impl Fn(std::io::Error) -> VerifyError + '_ {
     move |source| VerifyError::Read {
         path: path.to_owned(),
-        source,
+        source: std::io::Error::new(source.kind(), util::printable(&source.to_string(), 200)),
     }
 }
 
@@ -126,7 +128,16 @@ pub(crate) fn verify_with(
     path: &Path,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<VerifyReport, VerifyError> {
-    let file = std::fs::File::open(path).map_err(read_err(path))?;
+    let (file, _) = orch_core::input::open_regular(path).map_err(|e| match e {
+        orch_core::input::InputError::Io(source) => VerifyError::Read {
+            path: path.to_owned(),
+            source,
+        },
+        other => VerifyError::Read {
+            path: path.to_owned(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })?;
     let mut buffered = BufReader::new(file);
     let gzip = buffered
         .fill_buf()

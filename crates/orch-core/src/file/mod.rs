@@ -18,8 +18,8 @@ use toml::de::{DeTable, DeValue};
 use crate::diagnostics::{Diagnostic, did_you_mean};
 use crate::ids::PhaseId;
 use crate::spec::{
-    AgentSpec, Backoff, BreakerSpec, Defaults, PhaseSpec, PipelineSpec, RunSpec, Unavailable,
-    WithTable,
+    AgentSpec, Backoff, BreakerSpec, Defaults, MAX_JOBS, MAX_RETRIES, PhaseSpec, PipelineSpec,
+    RunSpec, Unavailable, WithTable,
 };
 
 pub mod schema;
@@ -139,26 +139,38 @@ impl Walker {
         }
     }
 
-    fn integer(&mut self, v: &Value<'_>, what: &str, min: i64) -> Option<i64> {
-        let parsed = match v.get_ref() {
-            DeValue::Integer(i) => {
-                i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok()
-            }
-            _ => None,
+    /// An integer in `min..=max`; one out of range is an error at its position, never
+    /// clamped (a clamped value could land on a meaning of its own).
+    fn integer_in(&mut self, v: &Value<'_>, what: &str, min: i64, max: i64) -> Option<i64> {
+        let DeValue::Integer(i) = v.get_ref() else {
+            self.err(
+                v.span(),
+                format!("{what} must be an integer, not {}", v.get_ref().type_str()),
+            );
+            return None;
         };
-        match parsed {
-            Some(n) if n >= min => Some(n),
-            Some(n) => {
-                self.err(v.span(), format!("{what} must be at least {min}, not {n}"));
-                None
-            }
-            None => {
-                self.err(
-                    v.span(),
-                    format!("{what} must be an integer, not {}", v.get_ref().type_str()),
-                );
-                None
-            }
+        let text = i.as_str().replace('_', "");
+        // Past i128 the text is only ever too large (TOML integers carry no sign for other
+        // radixes, and a negative one this long is below any minimum).
+        let n = i128::from_str_radix(&text, i.radix()).unwrap_or(if text.starts_with('-') {
+            i128::MIN
+        } else {
+            i128::MAX
+        });
+        if n < i128::from(min) {
+            self.err(
+                v.span(),
+                format!("{what} must be at least {min}, not {}", i.as_str()),
+            );
+            None
+        } else if n > i128::from(max) {
+            self.err(
+                v.span(),
+                format!("{what} must be at most {max}, not {}", i.as_str()),
+            );
+            None
+        } else {
+            i64::try_from(n).ok()
         }
     }
 
@@ -345,6 +357,8 @@ pub(crate) fn parse(
     let mut spans = FileSpans::default();
     let mut defaults = Defaults::default();
     let mut saw_pipeline = false;
+    let mut saw_phases = false;
+    let mut unset = Vec::new();
 
     for (key, value) in root.get_ref() {
         match key.get_ref().as_ref() {
@@ -366,11 +380,27 @@ pub(crate) fn parse(
                             }
                         }
                         "jobs" => {
-                            spec.jobs = w.integer(v, "`pipeline.jobs`", 1).map(|n| n as usize)
+                            spec.jobs = w
+                                .integer_in(v, "`pipeline.jobs`", 1, MAX_JOBS as i64)
+                                .map(|n| n as usize)
                         }
                         "state_dir" => {
                             if let Some(s) = w.string(v, "`pipeline.state_dir`") {
-                                spec.state_dir = PathBuf::from(s);
+                                if names_the_base_dir(&s) {
+                                    w.diags.push(
+                                        Diagnostic::at(
+                                            Some(v.span()),
+                                            format!(
+                                                "`pipeline.state_dir` {s:?} is the pipeline's own directory"
+                                            ),
+                                        )
+                                        .with_help(
+                                            "runs, logs and reports need a directory of their own: leave it out for \".orch\"",
+                                        ),
+                                    );
+                                } else {
+                                    spec.state_dir = PathBuf::from(s);
+                                }
                             }
                         }
                         "description" => {
@@ -399,8 +429,8 @@ pub(crate) fn parse(
                         "timeout" => defaults.timeout = w.duration(v, "`defaults.timeout`"),
                         "retries" => {
                             defaults.retries = w
-                                .integer(v, "`defaults.retries`", 0)
-                                .map(|n| n.min(u32::MAX as i64) as u32)
+                                .integer_in(v, "`defaults.retries`", 0, i64::from(MAX_RETRIES))
+                                .map(|n| n as u32)
                         }
                         "backoff" => defaults.backoff = w.backoff(v),
                         "env" => defaults.env = w.env_map(v, "`defaults.env`"),
@@ -432,6 +462,7 @@ pub(crate) fn parse(
                 }
             }
             "phases" => {
+                saw_phases = true;
                 let Some(t) = w.table(value, "[phases]") else {
                     continue;
                 };
@@ -443,9 +474,10 @@ pub(crate) fn parse(
                             continue;
                         }
                     };
-                    if let Some((phase, ps)) = parse_phase(&mut w, phase_id, id.span(), v) {
+                    if let Some((phase, ps, u)) = parse_phase(&mut w, phase_id, id.span(), v) {
                         spec.phases.push(phase);
                         spans.phases.push(ps);
+                        unset.push(u);
                     }
                 }
             }
@@ -458,7 +490,13 @@ pub(crate) fn parse(
                 .with_help("start with `[pipeline]` and `name = \"...\"`"),
         );
     }
-    apply_defaults(&mut spec, &defaults);
+    if !saw_phases {
+        w.diags.push(
+            Diagnostic::at(Some(0..0), "the file has no [phases] table")
+                .with_help("add a phase: `[phases.hello]` with `run = \"echo hello\"`"),
+        );
+    }
+    apply_defaults(&mut spec, &defaults, unset);
     spec.defaults = defaults;
     Ok((spec, spans, w.diags))
 }
@@ -478,7 +516,11 @@ fn parse_agent(w: &mut Walker, name: &Key<'_>, v: &Value<'_>) -> Option<AgentSpe
     for (k, val) in t {
         match k.get_ref().as_ref() {
             "type" => agent.agent_type = w.string(val, "`type`").unwrap_or_default(),
-            "capacity" => agent.capacity = w.integer(val, "`capacity`", 1).map(|n| n as usize),
+            "capacity" => {
+                agent.capacity = w
+                    .integer_in(val, "`capacity`", 1, MAX_JOBS as i64)
+                    .map(|n| n as usize)
+            }
             "with" => {
                 if let Some(tbl) = w.table(val, "`with`") {
                     let table = tbl
@@ -500,8 +542,8 @@ fn parse_agent(w: &mut Walker, name: &Key<'_>, v: &Value<'_>) -> Option<AgentSpe
                         match bk.get_ref().as_ref() {
                             "failures" => {
                                 agent.breaker.failures = w
-                                    .integer(bv, "`breaker.failures`", 0)
-                                    .map(|n| n.min(u32::MAX as i64) as u32)
+                                    .integer_in(bv, "`breaker.failures`", 0, u32::MAX.into())
+                                    .map(|n| n as u32)
                                     .unwrap_or(5)
                             }
                             "cooldown" => {
@@ -544,7 +586,7 @@ fn parse_phase(
     id: PhaseId,
     id_span: Span,
     v: &Value<'_>,
-) -> Option<(PhaseSpec, PhaseSpans)> {
+) -> Option<(PhaseSpec, PhaseSpans, Unset)> {
     let where_ = format!("[phases.{id}]");
     let t = w.table(v, &where_)?;
     let mut p = PhaseSpec::new(id, String::new());
@@ -615,8 +657,8 @@ fn parse_phase(
             "timeout" => timeout = w.duration(val, "`timeout`"),
             "retries" => {
                 retries = w
-                    .integer(val, "`retries`", 0)
-                    .map(|n| n.min(u32::MAX as i64) as u32)
+                    .integer_in(val, "`retries`", 0, i64::from(MAX_RETRIES))
+                    .map(|n| n as u32)
             }
             "backoff" => backoff = w.backoff(val),
             "allow_failure" => p.allow_failure = w.boolean(val, "`allow_failure`").unwrap_or(false),
@@ -691,27 +733,43 @@ fn parse_phase(
     }
     p.agent = agent;
     p.timeout = timeout;
-    // Sentinels: fields not set take the defaults in `apply_defaults`.
-    p.retries = retries.unwrap_or(u32::MAX);
-    if let Some(b) = backoff {
-        p.backoff = b;
-    } else {
-        p.backoff.factor = f64::NAN;
-    }
-    Some((p, spans))
+    Some((p, spans, Unset { retries, backoff }))
 }
 
-fn apply_defaults(spec: &mut PipelineSpec, d: &Defaults) {
-    for p in &mut spec.phases {
+/// The fields of a phase that take `[defaults]` when the phase leaves them out (the
+/// defaults may come later in the file, so they are applied after the walk).
+struct Unset {
+    retries: Option<u32>,
+    backoff: Option<Backoff>,
+}
+
+/// Whether a `state_dir` names the pipeline's own directory (`""`, `"."`, `"a/.."`).
+fn names_the_base_dir(state_dir: &str) -> bool {
+    let path = Path::new(state_dir);
+    if path.is_absolute() {
+        return false;
+    }
+    let mut depth = 0i64;
+    for c in path.components() {
+        match c {
+            std::path::Component::Normal(_) => depth += 1,
+            std::path::Component::ParentDir => depth -= 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return false;
+        }
+    }
+    depth == 0
+}
+
+fn apply_defaults(spec: &mut PipelineSpec, d: &Defaults, unset: Vec<Unset>) {
+    for (p, u) in spec.phases.iter_mut().zip(unset) {
         if p.timeout.is_none() {
             p.timeout = d.timeout;
         }
-        if p.retries == u32::MAX {
-            p.retries = d.retries.unwrap_or(0);
-        }
-        if p.backoff.factor.is_nan() {
-            p.backoff = d.backoff.unwrap_or_default();
-        }
+        p.retries = u.retries.or(d.retries).unwrap_or(0);
+        p.backoff = u.backoff.or(d.backoff).unwrap_or_default();
         if p.agent.is_none() {
             p.agent.clone_from(&d.agent);
         }

@@ -67,10 +67,12 @@ pub enum ScalarText {
 pub struct PipelineTable {
     /// The pipeline's name.
     pub name: String,
-    /// Phases running at once; default: the number of CPUs.
-    #[schemars(range(min = 1))]
+    /// Phases running at once (at most 4096); default: the number of CPUs.
+    #[schemars(range(min = 1, max = 4096))]
     pub jobs: Option<u32>,
-    /// Runs, logs and reports; default `.orch` beside the file.
+    /// Runs, logs and reports; default `.orch` beside the file. Not the file's own
+    /// directory (`""` or `"."`).
+    #[schemars(length(min = 1))]
     pub state_dir: Option<String>,
     /// What the pipeline is for.
     pub description: Option<String>,
@@ -82,7 +84,8 @@ pub struct PipelineTable {
 pub struct DefaultsTable {
     /// Limit for one attempt.
     pub timeout: Option<DurationText>,
-    /// Extra attempts after a failure.
+    /// Extra attempts after a failure (at most 100).
+    #[schemars(range(max = 100))]
     pub retries: Option<u32>,
     /// Delay between attempts.
     pub backoff: Option<BackoffTable>,
@@ -113,8 +116,8 @@ pub struct AgentTable {
     /// `local`, `docker`, `git`, `python`, ...
     #[serde(rename = "type")]
     pub agent_type: String,
-    /// Phases at once.
-    #[schemars(range(min = 1))]
+    /// Phases at once (at most 4096).
+    #[schemars(range(min = 1, max = 4096))]
     pub capacity: Option<u32>,
     /// Type-specific settings (docker: `host`).
     pub with: Option<BTreeMap<String, serde_json::Value>>,
@@ -173,7 +176,8 @@ pub struct PhaseTable {
     pub cwd: Option<String>,
     /// Limit for one attempt; the process tree is killed when it passes.
     pub timeout: Option<DurationText>,
-    /// Extra attempts after a failure.
+    /// Extra attempts after a failure (at most 100).
+    #[schemars(range(max = 100))]
     pub retries: Option<u32>,
     /// Delay between attempts.
     pub backoff: Option<BackoffTable>,
