@@ -62,6 +62,8 @@ enum Command {
     Report(crate::reports::ReportArgs),
     /// Check a package archive against its manifest.
     Verify(crate::reports::VerifyArgs),
+    /// Serve a live web view of the runs and an HTTP API to start, follow and stop them.
+    Serve(crate::serve::ServeArgs),
     /// Write a commented orch.toml that runs as it is (never overwrites).
     Init(crate::init::InitArgs),
     /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
@@ -271,6 +273,9 @@ pub fn main() -> ExitCode {
         }
         Command::Verify(a) => {
             crate::reports::verify(&a).map_err(|(message, code)| Failure { message, code })
+        }
+        Command::Serve(a) => {
+            crate::serve::serve(&a).map_err(|(message, code)| Failure { message, code })
         }
         Command::Init(a) => {
             crate::init::init(&a).map_err(|(message, code)| Failure { message, code })

@@ -13,6 +13,7 @@ mod output;
 mod progress;
 mod registry;
 mod reports;
+mod serve;
 mod summary;
 
 pub use exit_codes::ExitCodes;

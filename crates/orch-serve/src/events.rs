@@ -1,0 +1,141 @@
+//! Run events as JSON: what the SSE stream and `events.jsonl` carry.
+//!
+//! Every event is one JSON object with an `id` (1, 2, 3, ... in the order the engine
+//! emitted them) and a `type`: `run_started`, `phase_started`, `phase_output`,
+//! `phase_retrying`, `phase_finished`, `run_finished`, or `run_error` (the server could
+//! not start the run). Secrets are already redacted by the engine in every field.
+
+use std::path::Path;
+
+use orch_core::record::rfc3339;
+use orch_core::{RunEvent, RunRecord};
+use serde_json::{Value, json};
+
+/// File in a run directory holding the events the server streamed, one JSON object a line.
+pub const EVENTS_FILE: &str = "events.jsonl";
+
+/// The JSON form of an engine event (without its `id`), or `None` for kinds this version
+/// does not know.
+pub(crate) fn to_json(e: &RunEvent) -> Option<Value> {
+    Some(match e {
+        RunEvent::RunStarted {
+            run_id,
+            pipeline,
+            phases,
+            to_run,
+            at,
+            resumed_from,
+        } => json!({
+            "type": "run_started", "run_id": run_id, "pipeline": pipeline, "phases": phases,
+            "to_run": to_run, "at": rfc3339(*at), "resumed_from": resumed_from,
+        }),
+        RunEvent::PhaseStarted { phase, attempt, at } => json!({
+            "type": "phase_started", "phase": phase, "attempt": attempt, "at": rfc3339(*at),
+        }),
+        RunEvent::PhaseOutput {
+            phase,
+            stream,
+            line,
+        } => json!({ "type": "phase_output", "phase": phase, "stream": stream, "line": line }),
+        RunEvent::PhaseRetrying {
+            phase,
+            attempt,
+            error,
+            delay,
+        } => json!({
+            "type": "phase_retrying", "phase": phase, "attempt": attempt, "error": error,
+            "delay_ms": delay.as_millis() as u64,
+        }),
+        RunEvent::PhaseFinished {
+            phase,
+            status,
+            attempts,
+            duration,
+            exit_code,
+            reason,
+            allowed_failure,
+            outputs,
+            at,
+        } => json!({
+            "type": "phase_finished", "phase": phase, "status": status, "attempts": attempts,
+            "duration_ms": duration.as_millis() as u64, "exit_code": exit_code,
+            "reason": reason, "allowed_failure": allowed_failure, "outputs": &**outputs,
+            "at": rfc3339(*at),
+        }),
+        RunEvent::RunFinished {
+            run_id,
+            status,
+            duration,
+            at,
+        } => json!({
+            "type": "run_finished", "run_id": run_id, "status": status,
+            "duration_ms": duration.as_millis() as u64, "at": rfc3339(*at),
+        }),
+        _ => return None,
+    })
+}
+
+/// Gives `event` its `id` and serializes it (the `id` first, for readers of the file).
+pub(crate) fn with_id(id: u64, event: Value) -> String {
+    let mut map = serde_json::Map::new();
+    map.insert("id".into(), json!(id));
+    if let Value::Object(fields) = event {
+        map.extend(fields);
+    }
+    Value::Object(map).to_string()
+}
+
+/// The events of a finished run that the server did not stream (one run by `orch run`),
+/// rebuilt from its record and logs: start, then each phase (start, log lines, end) in
+/// the order phases started, then the end.
+pub(crate) fn from_record(record: &RunRecord, run_dir: &Path) -> Vec<String> {
+    let mut out: Vec<Value> = Vec::new();
+    let to_run = record
+        .phases
+        .values()
+        .filter(|p| p.started_at.is_some())
+        .count();
+    out.push(json!({
+        "type": "run_started", "run_id": record.run_id, "pipeline": record.pipeline,
+        "phases": record.phases.len(), "to_run": to_run, "at": record.started_at,
+        "resumed_from": record.resumed_from,
+    }));
+    let mut phases: Vec<_> = record.phases.iter().collect();
+    // Stable: phases that never started keep declaration order at the end.
+    phases.sort_by_key(|(_, p)| p.started_at.is_none());
+    phases.sort_by(|(_, a), (_, b)| match (&a.started_at, &b.started_at) {
+        (Some(x), Some(y)) => x.cmp(y),
+        _ => std::cmp::Ordering::Equal,
+    });
+    for (id, p) in phases {
+        if let Some(at) = &p.started_at {
+            out.push(json!({
+                "type": "phase_started", "phase": id, "attempt": p.attempts.max(1), "at": at,
+            }));
+        }
+        if let Some(log) = &p.log
+            && let Ok(text) = std::fs::read_to_string(run_dir.join(log))
+        {
+            for line in text.lines() {
+                out.push(json!({
+                    "type": "phase_output", "phase": id, "stream": "log", "line": line,
+                }));
+            }
+        }
+        out.push(json!({
+            "type": "phase_finished", "phase": id, "status": p.status, "attempts": p.attempts,
+            "duration_ms": p.duration_ms.unwrap_or(0), "exit_code": p.exit_code,
+            "reason": p.reason, "allowed_failure": p.allowed_failure, "outputs": p.outputs,
+            "at": p.finished_at.as_deref().unwrap_or(&record.started_at),
+        }));
+    }
+    out.push(json!({
+        "type": "run_finished", "run_id": record.run_id, "status": record.status,
+        "duration_ms": record.duration_ms.unwrap_or(0),
+        "at": record.finished_at.as_deref().unwrap_or(&record.started_at),
+    }));
+    out.into_iter()
+        .enumerate()
+        .map(|(i, e)| with_id(i as u64 + 1, e))
+        .collect()
+}
