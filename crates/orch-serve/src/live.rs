@@ -117,6 +117,7 @@ impl LiveRun {
 
     /// Marks the end of the events.
     pub(crate) fn close(&self) {
+        self.set(&[("live", json!(false))]);
         let head = {
             let mut log = lock(&self.log);
             log.closed = true;
@@ -249,6 +250,7 @@ impl LiveRun {
             RunEvent::RunFinished { status, .. } => {
                 v.insert("status".into(), json!(status));
                 v.insert("finished_at".into(), json["at"].clone());
+                v.insert("live".into(), json!(false));
                 v.insert("duration_ms".into(), json["duration_ms"].clone());
             }
             _ => {}

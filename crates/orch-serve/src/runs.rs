@@ -356,10 +356,12 @@ impl Manager {
     pub(crate) fn cancel(&self, id: &RunId) -> Result<Cancelled, Refused> {
         let live = {
             let mut inner = self.lock();
-            if inner.active.as_ref() == Some(id) {
-                if let Some(r) = inner.runs.get(id) {
-                    r.control.interrupt();
-                }
+            if inner.active.as_ref() == Some(id)
+                && let Some(r) = inner.runs.get(id)
+                // Its end is already out (reports are being written): nothing to stop.
+                && matches!(r.status().as_str(), "running" | "queued")
+            {
+                r.control.interrupt();
                 return Ok(Cancelled::Stopping);
             }
             match inner.queue.iter().position(|q| &q.run_id == id) {
