@@ -11,16 +11,7 @@
 //! Routes: `GET /api/runs`, `GET /api/runs/RUN_ID`, `GET /api/runs/RUN_ID/events` (SSE),
 //! `GET /api/runs/RUN_ID/logs/PHASE`, `POST /api/runs`, `POST /api/runs/RUN_ID/cancel`,
 //! `GET /api/pipeline`, `POST /api/login`, `GET /metrics`, `GET /` (the page).
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), orch_serve::ServeError> {
-//! use orch_serve::{ServeOptions, Server};
-//! let options = ServeOptions::new("orch.toml", orch_core::Registry::with_builtins());
-//! let server = Server::bind(options).await?;
-//! println!("listening on http://{}", server.local_addr());
-//! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await
-//! # }
-//! ```
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 mod api;

@@ -11,5 +11,6 @@ mod inputs;
 mod output;
 mod progress;
 mod schema;
+mod serve;
 mod support;
 mod terminal;
