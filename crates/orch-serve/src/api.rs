@@ -434,7 +434,10 @@ struct StreamState {
 }
 
 /// Most events sent in one chunk.
-const BATCH: usize = 512;
+const BATCH: usize = 1024;
+
+/// How long a woken stream waits for more events before it sends what came.
+const COALESCE: Duration = Duration::from_millis(25);
 
 fn live_stream(
     live: Arc<LiveRun>,
@@ -465,8 +468,8 @@ fn live_stream(
             match st.live.read(st.after, BATCH) {
                 Read::Events(evs) => {
                     let mut buf = String::new();
-                    for (id, e) in evs {
-                        let _ = write!(buf, "id: {id}\ndata: {e}\n\n");
+                    for (id, frame) in evs {
+                        buf.push_str(&frame);
                         st.after = id;
                     }
                     return Some((Ok(Bytes::from(buf)), st));
@@ -491,6 +494,9 @@ fn live_stream(
                             if r.is_err() {
                                 return None;
                             }
+                            // Let a burst gather: one chunk per burst, not per event, so
+                            // many clients cost the process little while a run is busy.
+                            tokio::time::sleep(COALESCE).await;
                         }
                         () = tokio::time::sleep(Duration::from_secs(15)) => {
                             return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st));

@@ -77,12 +77,28 @@ pub(crate) fn to_json(e: &RunEvent) -> Option<Value> {
 
 /// Gives `event` its `id` and serializes it (the `id` first, for readers of the file).
 pub(crate) fn with_id(id: u64, event: Value) -> String {
-    let mut map = serde_json::Map::new();
-    map.insert("id".into(), json!(id));
-    if let Value::Object(fields) = event {
-        map.extend(fields);
+    stamp(id, &event.to_string())
+}
+
+/// `{"id":ID,...}` from an event serialized without its id (`{...}`): cheap enough to do
+/// while the event log is locked.
+pub(crate) fn stamp(id: u64, body: &str) -> String {
+    match body.strip_prefix('{') {
+        Some("}") | None => format!("{{\"id\":{id}}}"),
+        Some(rest) => format!("{{\"id\":{id},{rest}"),
     }
-    Value::Object(map).to_string()
+}
+
+/// The SSE frame of an event: `id: ID`, its JSON on one `data:` line, a blank line.
+pub(crate) fn frame(id: u64, json: &str) -> String {
+    format!("id: {id}\ndata: {json}\n\n")
+}
+
+/// The JSON of a frame made by [`frame`].
+pub(crate) fn frame_json(frame: &str) -> &str {
+    frame
+        .split_once("\ndata: ")
+        .map_or("", |(_, rest)| rest.trim_end_matches('\n'))
 }
 
 /// The events of a finished run that the server did not stream (one run by `orch run`),

@@ -27,7 +27,7 @@ struct EventLog {
 
 /// What a reader gets from [`LiveRun::read`].
 pub(crate) enum Read {
-    /// Events after the cursor (id, JSON), in order.
+    /// Events after the cursor (id, SSE frame), in order.
     Events(Vec<(u64, Arc<str>)>),
     /// The events after the cursor left memory: the reader fell too far behind.
     Lagged {
@@ -98,6 +98,8 @@ impl LiveRun {
 
     /// Appends an event (JSON without id) and wakes the readers.
     pub(crate) fn push(&self, event: Value) {
+        // Serialized once, outside the lock; readers copy the ready frame.
+        let body = event.to_string();
         let id = {
             let mut log = lock(&self.log);
             if log.closed {
@@ -105,7 +107,8 @@ impl LiveRun {
             }
             let id = log.next;
             log.next += 1;
-            log.window.push_back(Arc::from(events::with_id(id, event)));
+            let frame = events::frame(id, &events::stamp(id, &body));
+            log.window.push_back(Arc::from(frame));
             if log.window.len() > log.cap {
                 log.window.pop_front();
                 log.first += 1;

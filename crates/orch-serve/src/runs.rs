@@ -587,7 +587,7 @@ async fn write_events(live: Arc<LiveRun>, run_dir: PathBuf) {
                 }
                 if let Some(f) = &mut file {
                     for (id, e) in &evs {
-                        let _ = f.write_all(e.as_bytes()).await;
+                        let _ = f.write_all(crate::events::frame_json(e).as_bytes()).await;
                         let _ = f.write_all(b"\n").await;
                         after = *id;
                     }

@@ -206,6 +206,7 @@ fn node(phase: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_starts_a_run_and_follows_it_live() {
+    let _heavy = HEAVY.lock().await;
     let s = TestServer::start(PIPELINE).await;
     let gate = s.dir.path().join("gate");
     fifo(&gate);

@@ -19,6 +19,10 @@ pub struct TestServer {
     task: Option<tokio::task::JoinHandle<Result<(), orch_serve::ServeError>>>,
 }
 
+/// Held by the tests that load the machine (many events, a browser), so that they do not
+/// run at once and skew each other's timings.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub const TOKEN: &str = "a-test-token-of-some-length";
 
 /// `pipeline` (TOML) written as `orch.toml` in a fresh directory.
@@ -251,4 +255,21 @@ pub fn assert_consecutive(events: &[Event]) {
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e.id, Some(i as u64 + 1), "event {i}: {e:?}");
     }
+}
+
+/// The whole event stream of `url` as raw frames (`id: N\ndata: ...`), without the
+/// `retry:` hint and the `end` frame; read in one piece when the stream ends.
+pub async fn frames(http: &reqwest::Client, url: &str) -> Vec<String> {
+    let text = http
+        .get(url)
+        .send()
+        .await
+        .expect("GET events")
+        .text()
+        .await
+        .expect("body");
+    text.split("\n\n")
+        .filter(|f| f.starts_with("id: "))
+        .map(str::to_owned)
+        .collect()
 }
