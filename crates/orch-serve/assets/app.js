@@ -180,9 +180,9 @@ function layout(phases) {
   const cols = [];
   for (const id of ids) (cols[depth[id]] = cols[depth[id]] || []).push(id);
   const pos = {};
-  cols.forEach((col, c) => col.forEach((id, r) => { pos[id] = { x: 10 + c * 190, y: 10 + r * 46 }; }));
-  const width = 10 + cols.length * 190;
-  const height = 10 + Math.max(1, ...cols.map((c) => c.length)) * 46;
+  cols.forEach((col, c) => col.forEach((id, r) => { pos[id] = { x: 10 + c * 185, y: 10 + r * 42 }; }));
+  const width = 10 + cols.length * 185 - 15;
+  const height = 10 + Math.max(1, ...cols.map((c) => c.length)) * 42;
   return { pos, width, height };
 }
 
@@ -371,9 +371,9 @@ class RunView {
     this.main.replaceChildren(
       head,
       el('p', { id: 'run-error', class: 'reason' }),
+      el('h2', {}, 'Phases'), el('div', { class: 'panel' }, dag),
       el('div', { class: 'layout' },
         el('section', {},
-          el('h2', {}, 'Phases'), el('div', { class: 'panel' }, dag),
           el('h2', {}, 'Timeline'), el('div', { class: 'panel timeline', id: 'timeline' })),
         el('section', { id: 'phase-panel', 'aria-live': 'off' })),
     );

@@ -195,9 +195,16 @@ jobs = 2
 [phases.hostile]
 run = "echo '<script>window.pwned=1</script>'; echo '<img src=x onerror=window.pwned=2>'; echo waiting; read x < gate; echo after the gate; echo 'image=shop:1.0' >> \"$ORCH_OUTPUT\""
 
+[phases.lint]
+run = "echo 'lint: 0 findings'"
+
+[phases.unit]
+run = "echo '12 tests passed'"
+needs = ["lint"]
+
 [phases.ship]
 run = "echo shipped"
-needs = ["hostile"]
+needs = ["hostile", "unit"]
 "#;
 
 fn node(phase: &str) -> String {
@@ -254,6 +261,15 @@ async fn the_page_starts_a_run_and_follows_it_live() {
     );
     assert_eq!(b.eval("typeof window.pwned").await, "undefined");
 
+    // Mid-run: one phase running, others done or waiting (the README's picture).
+    b.wait(&format!(
+        "{} && {}.dataset.status === 'succeeded'",
+        node("unit"),
+        node("unit")
+    ))
+    .await;
+    b.screenshot("serve-run.png").await;
+
     // A line printed now shows within a second.
     release(&gate).await;
     let printed = Instant::now();
@@ -285,7 +301,7 @@ async fn the_page_starts_a_run_and_follows_it_live() {
     assert_eq!(
         b.eval("document.querySelectorAll('#timeline .tl-bar').length")
             .await,
-        2
+        4
     );
     assert_eq!(
         b.eval("document.getElementById('cancel').disabled").await,
@@ -311,7 +327,7 @@ async fn the_page_starts_a_run_and_follows_it_live() {
     .await;
     b.wait("document.getElementById('log').textContent.includes('after the gate')")
         .await;
-    b.screenshot("serve-run.png").await;
+    b.screenshot("serve-run-done.png").await;
     b.call(
         "Emulation.setEmulatedMedia",
         json!({ "features": [{ "name": "prefers-color-scheme", "value": "dark" }] }),
