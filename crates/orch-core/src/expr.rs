@@ -231,6 +231,100 @@ pub fn eval(expr: &str, scope: &dyn Scope) -> Result<Verdict, ExprError> {
     }
 }
 
+/// Evaluates a boolean expression over named values (for kinds that gate on their own
+/// measures, like `quality`).
+///
+/// Each key of `values` is a CEL variable; JSON numbers become CEL ints or doubles, objects
+/// become maps (`findings.error`), arrays lists. `seen` lists every leaf (as a dotted path,
+/// `findings.error = 3`) whose path the expression mentions, so a failed condition can show
+/// what it saw. A variable the expression uses but `values` lacks is an [`ExprError::Eval`].
+pub fn eval_values(
+    expr: &str,
+    values: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Verdict, ExprError> {
+    let program = Program::compile(expr).map_err(|e| ExprError::Parse {
+        expr: expr.to_owned(),
+        message: e.to_string().lines().next().unwrap_or_default().to_owned(),
+    })?;
+    let mut seen = Vec::new();
+    for (k, v) in values {
+        collect_seen(expr, k, v, &mut seen);
+    }
+    let mut ctx = Context::default();
+    for (k, v) in values {
+        ctx.add_variable_from_value(k.clone(), json_to_cel(v));
+    }
+    match program.execute(&ctx) {
+        Ok(Value::Bool(b)) => Ok(Verdict { value: b, seen }),
+        Ok(other) => Err(ExprError::NotBool {
+            expr: expr.to_owned(),
+            value: format!("{other:?}"),
+        }),
+        Err(e) => Err(ExprError::Eval {
+            expr: expr.to_owned(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// Whether `expr` mentions `path` as a whole name (not as part of a longer one).
+fn mentions(expr: &str, path: &str) -> bool {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    expr.match_indices(path).any(|(i, _)| {
+        let before = expr[..i].chars().next_back();
+        let after = expr[i + path.len()..].chars().next();
+        !before.is_some_and(|c| ident(c) || c == '.') && !after.is_some_and(ident)
+    })
+}
+
+fn collect_seen(
+    expr: &str,
+    path: &str,
+    value: &serde_json::Value,
+    seen: &mut Vec<(String, String)>,
+) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                // `rules["S101"]` and `rules.S101` both count as mentions.
+                if mentions(expr, &format!("{path}[\"{k}\"]"))
+                    || mentions(expr, &format!("{path}['{k}']"))
+                {
+                    seen.push((format!("{path}[\"{k}\"]"), v.to_string()));
+                } else {
+                    collect_seen(expr, &format!("{path}.{k}"), v, seen);
+                }
+            }
+        }
+        other if mentions(expr, path) => {
+            let text = match other {
+                serde_json::Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            seen.push((path.to_owned(), text));
+        }
+        _ => {}
+    }
+}
+
+fn json_to_cel(value: &serde_json::Value) -> Value {
+    match value {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        serde_json::Value::String(s) => Value::String(Arc::new(s.clone())),
+        serde_json::Value::Array(items) => {
+            Value::List(Arc::new(items.iter().map(json_to_cel).collect()))
+        }
+        serde_json::Value::Object(map) => {
+            self::map(map.iter().map(|(k, v)| (k.clone(), json_to_cel(v))))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,5 +405,31 @@ mod tests {
             Err(ExprError::Eval { .. })
         ));
         assert!(matches!(eval_ctx("1 + 1"), Err(ExprError::NotBool { .. })));
+    }
+
+    #[test]
+    fn evaluates_over_named_values() {
+        let values = serde_json::json!({
+            "coverage": 85.5,
+            "findings": {"error": 2, "warning": 7},
+            "rules": {"S101": 1},
+        });
+        let values = values.as_object().unwrap();
+        let v = eval_values("coverage >= 80 && findings.error == 0", values).unwrap();
+        assert!(!v.value);
+        assert_eq!(
+            v.seen,
+            [
+                ("coverage".to_owned(), "85.5".to_owned()),
+                ("findings.error".to_owned(), "2".to_owned()),
+            ]
+        );
+        let v = eval_values("rules[\"S101\"] < 2 && coverage > 85", values).unwrap();
+        assert!(v.value);
+        assert_eq!(v.seen[1], ("rules[\"S101\"]".to_owned(), "1".to_owned()));
+        assert!(matches!(
+            eval_values("branch_coverage > 1", values),
+            Err(ExprError::Eval { .. })
+        ));
     }
 }
