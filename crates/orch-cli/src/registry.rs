@@ -8,6 +8,7 @@ pub fn full() -> Registry {
     orch_delivery::register(&mut r);
     orch_docker::register(&mut r);
     orch_git::register(&mut r);
+    orch_quality::register(&mut r);
     orch_report::register(&mut r);
     r
 }
