@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | [`Format::Markdown`] | `report.md` | GitHub-flavoured summary: status, phases, failures with log tails, tests, outputs, artifacts |
 //! | [`Format::Junit`] | `junit.xml` | a test suite for the run (a test case per phase) plus the phases' own JUnit files |
-//! | [`Format::Html`] | `report.html` | a self-contained dashboard: timeline, graph, phases with logs, tests, discovery, parity, artifacts |
+//! | [`Format::Html`] | `report.html` | a self-contained dashboard: timeline, graph, phases with logs, tests, discovery, parity, quality, artifacts |
 //! | [`Format::Json`] | `report.json` | the record itself, pretty-printed |
 //! | [`Format::ComplianceHtml`] | `compliance.html` | the document a release manager signs off |
 //! | [`Format::Pdf`] | `compliance.pdf` | the compliance report printed by headless Chromium |
@@ -69,6 +69,7 @@ mod logs;
 mod markdown;
 pub mod pdf;
 mod phase;
+mod quality;
 mod sources;
 mod time;
 mod view;
