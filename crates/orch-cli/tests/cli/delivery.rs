@@ -65,7 +65,22 @@ fn host_tools() -> bool {
         "chromium is not installed (the PDF report)",
         chromium,
         "run scripts/install/chromium.sh",
+    ) && available(
+        "the quality tools (ruff, coverage, ESLint, c8) are not installed",
+        succeeds("python3", &["-m", "ruff", "--version"])
+            && succeeds("python3", &["-m", "coverage", "--version"])
+            && node_tools().join("eslint").is_file()
+            && node_tools().join("c8").is_file(),
+        "run scripts/install/quality-tools.sh",
     )
+}
+
+/// Where scripts/install/quality-tools.sh put ESLint and c8; the example's copy finds them
+/// through ORCH_NODE_TOOLS.
+fn node_tools() -> PathBuf {
+    std::env::var_os("ORCH_NODE_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".tools/node/node_modules/.bin"))
 }
 
 /// The registry the docker service script started: address, user, password.
@@ -212,6 +227,7 @@ impl Host {
             .args(args)
             .current_dir(self.example())
             .envs(env.iter().copied())
+            .env("ORCH_NODE_TOOLS", node_tools())
             .env_remove("ORCH_JOBS")
             .env_remove("GIT_DIR")
             .env_remove("GIT_WORK_TREE")
@@ -508,5 +524,29 @@ fn without_an_engine_the_docker_phases_are_skipped_and_everything_else_runs() {
     assert_eq!(output(&rec, "tag", "tag"), "verified_release_v1.0.0");
     let reports = host.example().join(".orch/runs/latest/compliance");
     assert!(reports.join("compliance.pdf").is_file());
+
+    // The release was gated on what ruff, ESLint, coverage.py, c8, pytest and the secrets
+    // scan measured, and the compliance report shows those numbers.
+    assert_eq!(output(&rec, "secrets", "findings"), "0");
+    assert_eq!(output(&rec, "quality", "passed"), "true");
+    assert_eq!(output(&rec, "quality", "findings_error"), "0");
+    assert_eq!(output(&rec, "quality", "tests_failed"), "0");
+    let coverage: f64 = output(&rec, "quality", "coverage").parse().unwrap();
+    assert!(coverage >= 80.0, "coverage {coverage}");
+    let score = output(&rec, "quality", "score");
+    let html = unescape(
+        &std::fs::read_to_string(reports.join("compliance.html")).expect("compliance.html"),
+    );
+    for needle in [
+        "Quality gates: measured by the tools",
+        &format!("Score <strong>{score}</strong> / 100 (threshold 85)"),
+        "coverage >= 80",
+        "Coverage by service",
+        "<td>gateway</td>",
+        "<td>identity</td>",
+        "quality.sarif",
+    ] {
+        assert!(html.contains(needle), "compliance.html lacks {needle:?}");
+    }
     assert_eq!(host.state(), before);
 }

@@ -10,6 +10,7 @@ mod errors;
 mod inputs;
 mod output;
 mod progress;
+mod quality;
 mod schema;
 mod serve;
 mod support;
