@@ -1,40 +1,59 @@
 #!/bin/sh
-# ci/unit.sh SERVICE_DIR: runs one service's own tests with the host's python3 or node and
-# writes JUnit XML to STATE_DIR/runs/$ORCH_RUN_ID/junit/$ORCH_PHASE_ID.xml (STATE_DIR:
-# $ORCH_STATE_DIR or .orch), then publishes `junit`, `tests`, `failures` as phase outputs.
-#   node:   package.json  -> node --test (spec to the log, JUnit through ci/junit-reporter.mjs)
-#   python: anything else -> unittest under tests/ (ci/pyunit.py)
-# Python writes no bytecode into the tree (PYTHONDONTWRITEBYTECODE), so the tested working
-# copy stays clean for the release tag.
+# ci/unit.sh SERVICE_DIR: runs one service's own tests with the host's python3 or node,
+# measuring coverage, and writes under STATE_DIR/runs/$ORCH_RUN_ID (STATE_DIR:
+# $ORCH_STATE_DIR or .orch):
+#   junit/$ORCH_PHASE_ID.xml                  JUnit XML
+#   coverage/SERVICE.xml or coverage/SERVICE/lcov.info
+# then publishes `junit`, `tests`, `failures` and `coverage` as phase outputs.
+#   node:   package.json  -> c8 (LCOV) over node --test (spec to the log, JUnit through
+#                            ci/junit-reporter.mjs)
+#   python: anything else -> coverage.py (Cobertura, with branches) over pytest
+# Python writes no bytecode into the tree (PYTHONDONTWRITEBYTECODE) and pytest no cache, so
+# the tested working copy stays clean for the release tag. The tools come from
+# scripts/install/quality-tools.sh.
 set -eu
 
 service=${1:?usage: ci/unit.sh SERVICE_DIR}
 ci=$(cd "$(dirname "$0")" && pwd)
-junit_dir=${ORCH_STATE_DIR:-.orch}/runs/${ORCH_RUN_ID:?run me from orch}/junit
-mkdir -p "$junit_dir"
-junit=$(cd "$junit_dir" && pwd)/${ORCH_PHASE_ID:-unit}.xml
+. "$ci/tools.sh"
+name=$(basename "$service")
+run_dir=${ORCH_STATE_DIR:-.orch}/runs/${ORCH_RUN_ID:?run me from orch}
+mkdir -p "$run_dir/junit" "$run_dir/coverage"
+run_dir=$(cd "$run_dir" && pwd)
+junit=$run_dir/junit/${ORCH_PHASE_ID:-unit}.xml
 rm -f "$junit"
 
 status=0
 if [ -f "$service/package.json" ]; then
-  echo "node $(node --version): node --test in $service"
-  (cd "$service" && node --test \
+  bin=$(node_tools)
+  coverage=$run_dir/coverage/$name/lcov.info
+  echo "node $(node --version): c8 node --test in $service"
+  (cd "$service" && "$bin/c8" --reporter=lcovonly --report-dir "$run_dir/coverage/$name" \
+    node --test \
     --test-reporter=spec --test-reporter-destination=stdout \
     --test-reporter="$ci/junit-reporter.mjs" --test-reporter-destination="$junit") || status=$?
 else
-  echo "$(python3 --version): unittest in $service/tests"
-  PYTHONDONTWRITEBYTECODE=1 python3 "$ci/pyunit.py" "$service" "$junit" 2>&1 || status=$?
+  need_python_module coverage
+  need_python_module pytest
+  coverage=$run_dir/coverage/$name.xml
+  data=$run_dir/coverage/.coverage-$name
+  echo "$(python3 --version): coverage.py over pytest in $service"
+  (cd "$service" && PYTHONDONTWRITEBYTECODE=1 python3 -m coverage run --data-file="$data" \
+    --branch --source=. -m pytest -q -p no:cacheprovider --junitxml="$junit" \
+    -o junit_suite_name="$name") 2>&1 || status=$?
+  (cd "$service" && python3 -m coverage xml -q --data-file="$data" -o "$coverage")
 fi
 
 if [ -s "$junit" ]; then
   tests=$(grep -o '<testcase ' "$junit" | wc -l)
   failures=$(grep -o '<failure \|<error ' "$junit" | wc -l)
-  echo "$tests tests, $failures failed; JUnit: $junit"
+  echo "$tests tests, $failures failed; JUnit: $junit; coverage: $coverage"
   if [ -n "${ORCH_OUTPUT:-}" ]; then
     {
       echo "junit=$junit"
       echo "tests=$tests"
       echo "failures=$failures"
+      echo "coverage=$coverage"
     } >>"$ORCH_OUTPUT"
   fi
 fi

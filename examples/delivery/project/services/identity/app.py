@@ -47,7 +47,7 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-def serve(port: int = int(os.getenv("PORT", 8001))) -> ThreadingHTTPServer:
+def serve(port: int = int(os.getenv("PORT", "8001"))) -> ThreadingHTTPServer:
     return ThreadingHTTPServer(("0.0.0.0", port), Handler)
 
 

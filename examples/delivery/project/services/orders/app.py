@@ -42,7 +42,7 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-def serve(port: int = int(os.getenv("PORT", 8002))) -> ThreadingHTTPServer:
+def serve(port: int = int(os.getenv("PORT", "8002"))) -> ThreadingHTTPServer:
     return ThreadingHTTPServer(("0.0.0.0", port), Handler)
 
 

@@ -5,7 +5,7 @@ from collections import defaultdict
 from decimal import Decimal
 
 CURRENCY = os.getenv("LEDGER_CURRENCY", "EUR")
-PORT = int(os.getenv("PORT", 8003))
+PORT = int(os.getenv("PORT", "8003"))
 
 
 class UnbalancedEntry(ValueError):
