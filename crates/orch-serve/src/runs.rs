@@ -299,14 +299,6 @@ impl Manager {
         self: &Arc<Self>,
         request: StartRequest,
     ) -> Result<(RunId, usize), Refused> {
-        for k in request.vars.keys() {
-            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(Refused::new(
-                    400,
-                    format!("var name `{k}` is not [A-Za-z0-9_]+"),
-                ));
-            }
-        }
         if let Some(r) = &request.resume
             && r != "latest"
         {
