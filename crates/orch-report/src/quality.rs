@@ -44,7 +44,7 @@ struct Doc {
 struct DocScore {
     value: f64,
     #[serde(default)]
-    parts: Vec<ScorePartView>,
+    parts: Vec<DocScorePart>,
 }
 
 #[derive(Deserialize, Default)]
@@ -109,12 +109,22 @@ struct DocFailedTest {
 }
 
 /// What one dimension cost (as recorded).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
+struct DocScorePart {
+    dimension: String,
+    measured: bool,
+    cost: f64,
+    cap: f64,
+    explanation: String,
+}
+
+/// What one dimension cost, for display (numbers as Rust prints them: `31.5`, `40`).
+#[derive(Clone, Debug, Serialize)]
 pub(crate) struct ScorePartView {
     pub dimension: String,
     pub measured: bool,
-    pub cost: f64,
-    pub cap: f64,
+    pub cost: String,
+    pub cap: String,
     pub explanation: String,
 }
 
@@ -249,7 +259,18 @@ fn fill(view: &mut QualityView, doc: Doc) {
     view.score = Some(doc.score.value.to_string());
     view.threshold = doc.threshold.map(|t| t.to_string());
     view.failures = doc.failures;
-    view.parts = doc.score.parts;
+    view.parts = doc
+        .score
+        .parts
+        .into_iter()
+        .map(|p| ScorePartView {
+            dimension: p.dimension,
+            measured: p.measured,
+            cost: p.cost.to_string(),
+            cap: p.cap.to_string(),
+            explanation: p.explanation,
+        })
+        .collect();
     view.conditions = doc
         .conditions
         .into_iter()

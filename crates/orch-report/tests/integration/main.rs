@@ -8,6 +8,7 @@ mod fixtures;
 mod formats;
 mod junit;
 mod phase;
+mod quality;
 
 use std::path::Path;
 
