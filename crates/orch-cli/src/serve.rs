@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::exit_codes::ExitCodes;
+use crate::output::errln;
 
 /// `orch serve`.
 #[derive(Args, Debug)]
@@ -56,7 +57,7 @@ pub fn serve(a: &ServeArgs) -> Result<u8, (String, u8)> {
             };
             (format!("error: {}", chain(&e)), code)
         })?;
-        eprintln!(
+        errln!(
             "orch: serving {} on http://{} (state {})",
             a.file.display(),
             server.local_addr(),
@@ -77,7 +78,7 @@ pub fn serve(a: &ServeArgs) -> Result<u8, (String, u8)> {
                     }
                     _ => std::future::pending::<()>().await,
                 }
-                eprintln!(
+                errln!(
                     "orch: stopping the server (a running run is stopped; queued runs stay queued)"
                 );
             })
