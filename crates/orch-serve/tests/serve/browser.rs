@@ -368,3 +368,36 @@ async fn the_page_starts_a_run_and_follows_it_live() {
     b.screenshot("serve-runs.png").await;
     b.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_the_page_asks_for_it_once_and_keeps_it_out_of_scripts() {
+    let _heavy = HEAVY.lock().await;
+    let dir = project(PIPELINE);
+    let file = dir.path().join("token");
+    std::fs::write(&file, TOKEN).unwrap();
+    let mut o = options(dir.path());
+    o.token_file = Some(file);
+    let s = TestServer::with(dir, o).await;
+    let mut b = Browser::launch().await;
+    b.goto(&s.url("/")).await;
+    b.wait("document.getElementById('login-form')").await;
+    b.eval("document.getElementById('token').value = 'wrong-token-wrong-token'; document.querySelector('#login-form button').click()").await;
+    b.wait("document.getElementById('notice').textContent === 'wrong token'")
+        .await;
+    b.eval(&format!(
+        "document.getElementById('token').value = '{TOKEN}'; document.querySelector('#login-form button').click()"
+    ))
+    .await;
+    b.wait("document.getElementById('start-form')").await;
+    // The cookie is HttpOnly: no script on the page can read it.
+    assert_eq!(b.eval("document.cookie").await, "");
+    // Reloading keeps the session: the token is asked for once.
+    b.goto(&s.url("/")).await;
+    b.wait("document.getElementById('start-form') || document.getElementById('login-form')")
+        .await;
+    assert_eq!(
+        b.eval("!!document.getElementById('start-form')").await,
+        true
+    );
+    b.close().await;
+}
