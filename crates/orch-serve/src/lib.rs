@@ -91,6 +91,7 @@ impl std::fmt::Debug for ServeOptions {
 pub struct Server {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
+    grace: Duration,
     app: Arc<api::App>,
 }
 
@@ -178,6 +179,7 @@ impl Server {
         Ok(Self {
             listener,
             addr,
+            grace: options.grace,
             app: Arc::new(api::App { manager, token }),
         })
     }
@@ -202,12 +204,23 @@ impl Server {
         let worker = tokio::spawn(manager.clone().worker());
         let router = api::router(self.app);
         let m = manager.clone();
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                m.shut_down();
-            })
-            .await;
+        let stopping = Arc::new(tokio::sync::Notify::new());
+        let stop = stopping.clone();
+        let served = axum::serve(self.listener, router).with_graceful_shutdown(async move {
+            shutdown.await;
+            m.shut_down();
+            stop.notify_one();
+        });
+        // Connections get a moment to finish; one whose client stopped reading would
+        // otherwise hold the shutdown forever.
+        let linger = self.grace + Duration::from_secs(5);
+        let served = tokio::select! {
+            r = served => r,
+            () = async {
+                stopping.notified().await;
+                tokio::time::sleep(linger).await;
+            } => Ok(()),
+        };
         manager.shut_down();
         let _ = worker.await;
         served.map_err(ServeError::Serve)
