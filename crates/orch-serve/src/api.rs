@@ -348,6 +348,8 @@ fn sse(body: Body) -> Response {
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
+            // A reverse proxy (nginx) must pass events on as they come.
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
         ],
         body,
     )
