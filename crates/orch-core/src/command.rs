@@ -1,6 +1,5 @@
 //! The `command` kind: a string runs under `sh -c`, an array runs as an argv without a shell.
 
-use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 
@@ -9,9 +8,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::errors::KindError;
 use crate::events::Stream;
+use crate::orch_output::OutputFile;
 use crate::phase::{Description, Phase, PhaseContext, PhaseError, PhaseOutcome, PlanContext};
 use crate::process::TreeGuard;
-use crate::record::Outputs;
 use crate::registry::Registry;
 use crate::spec::{PhaseSpec, RunSpec};
 
@@ -107,17 +106,15 @@ impl Phase for CommandPhase {
                 c
             }
         };
-        let outputs_dir = ctx.run_dir().join("outputs");
-        let output_file = outputs_dir.join(format!("{}.{}.env", ctx.phase_id(), ctx.attempt()));
-        std::fs::create_dir_all(&outputs_dir).map_err(|e| {
-            PhaseError::failed(format!("cannot create {}: {e}", outputs_dir.display()))
-        })?;
+        // Private to this attempt, and removed when this future ends or is dropped.
+        let output_file =
+            OutputFile::create(ctx.run_dir(), ctx.phase_id().as_str(), ctx.attempt())?;
         for k in ctx.env_remove() {
             cmd.env_remove(k);
         }
         cmd.envs(ctx.env().iter().map(|(k, v)| (k, v)))
             .envs(extra_env)
-            .env("ORCH_OUTPUT", &output_file)
+            .env("ORCH_OUTPUT", output_file.path())
             .current_dir(ctx.workdir())
             .process_group(0)
             .stdin(Stdio::null())
@@ -181,7 +178,7 @@ impl Phase for CommandPhase {
             };
             return Err(PhaseError::Failed { message, exit_code });
         }
-        let outputs = read_outputs(&output_file)?;
+        let outputs = output_file.read(&ctx.redactor)?;
         Ok(PhaseOutcome {
             outputs,
             artifacts: Vec::new(),
@@ -213,63 +210,9 @@ async fn pump<R: AsyncRead + Unpin>(ctx: &PhaseContext, stream: Stream, reader: 
     }
 }
 
-/// Reads `key=value` lines written to `ORCH_OUTPUT`. Blank lines and `#` comments are
-/// ignored; any other line without `=` fails the phase.
-fn read_outputs(path: &Path) -> Result<Outputs, PhaseError> {
-    let text = match std::fs::read(path) {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Outputs::new()),
-        Err(e) => {
-            return Err(PhaseError::failed(format!(
-                "cannot read outputs {}: {e}",
-                path.display()
-            )));
-        }
-    };
-    parse_outputs(&text)
-}
-
-pub(crate) fn parse_outputs(text: &str) -> Result<Outputs, PhaseError> {
-    let mut outputs = Outputs::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.trim().is_empty() || line.trim_start().starts_with('#') {
-            continue;
-        }
-        let Some((k, v)) = line.split_once('=') else {
-            return Err(PhaseError::failed(format!(
-                "ORCH_OUTPUT line {} is not `key=value`: {line:?}",
-                n + 1
-            )));
-        };
-        let k = k.trim();
-        if k.is_empty()
-            || !k
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return Err(PhaseError::failed(format!(
-                "ORCH_OUTPUT line {} has an invalid key {k:?} (use letters, digits, `_`, `-`)",
-                n + 1
-            )));
-        }
-        outputs.insert(k.to_owned(), v.to_owned());
-    }
-    Ok(outputs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn outputs_parse_key_value_lines() {
-        let o = parse_outputs("a=1\n# c\n\nb = x=y\r\n").unwrap();
-        assert_eq!(o.get("a").map(String::as_str), Some("1"));
-        assert_eq!(o.get("b").map(String::as_str), Some(" x=y"));
-        assert!(parse_outputs("novalue\n").is_err());
-        assert!(parse_outputs("bad key=1\n").is_err());
-    }
 
     #[test]
     fn quoting_for_display() {

@@ -132,3 +132,14 @@ pub enum RunError {
         message: String,
     },
 }
+
+/// A file a phase writes (see [`crate::PhaseContext::write_file`]) could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {path}")]
+pub struct WriteFileError {
+    /// The file.
+    pub path: PathBuf,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}

@@ -21,6 +21,7 @@ pub mod input;
 pub mod interpolate;
 pub mod journal;
 pub mod lock;
+mod orch_output;
 pub mod phase;
 pub mod process;
 pub mod record;
@@ -30,10 +31,12 @@ pub mod resume;
 pub mod spec;
 
 pub use agent::{Agent, LocalAgent};
-pub use errors::{AgentError, InterpolationError, KindError, LoadError, RunError};
+pub use errors::{AgentError, InterpolationError, KindError, LoadError, RunError, WriteFileError};
 pub use events::{EventSink, RunEvent, Stream};
 pub use ids::{PhaseId, RunId};
-pub use phase::{Description, Phase, PhaseContext, PhaseError, PhaseOutcome, PlanContext};
+pub use phase::{
+    Description, Phase, PhaseContext, PhaseError, PhaseOutcome, PlanContext, WrittenFile,
+};
 pub use record::{Artifact, Outputs, PhaseRecord, PhaseStatus, RunRecord, RunStatus};
 pub use registry::Registry;
 pub use spec::{AgentSpec, PhaseSpec, PipelineSpec, RunSpec, WithTable};

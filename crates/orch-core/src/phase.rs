@@ -504,6 +504,54 @@ impl PhaseContext {
         self.redactor.redact(text)
     }
 
+    /// The run's redactor, which masks every secret of the run.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    /// Writes a file the phase produces (a report, a manifest, any artifact) with every
+    /// secret of the run masked, atomically (a temporary file beside it, then a rename),
+    /// creating its directory. Returns what was written: its size and digest are those of
+    /// the redacted bytes. It does blocking I/O.
+    ///
+    /// Every file a kind writes goes through here (or [`PhaseContext::write_json`]), so
+    /// no secret reaches a file on disk even when a kind's input held one.
+    pub fn write_file(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<WrittenFile, crate::errors::WriteFileError> {
+        let bytes = if self.redactor.is_empty() {
+            Cow::Borrowed(bytes)
+        } else {
+            Cow::Owned(self.redactor.redact_bytes(bytes))
+        };
+        write_atomic(path, &bytes).map_err(|source| crate::errors::WriteFileError {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(WrittenFile::of(&bytes))
+    }
+
+    /// Writes a value as pretty JSON with a final newline through
+    /// [`PhaseContext::write_file`]; secrets are masked in every string and object key
+    /// first, so the file stays valid JSON.
+    pub fn write_json<T: serde::Serialize + ?Sized>(
+        &self,
+        path: &Path,
+        value: &T,
+    ) -> Result<WrittenFile, crate::errors::WriteFileError> {
+        let fail = |e: serde_json::Error| crate::errors::WriteFileError {
+            path: path.to_owned(),
+            source: std::io::Error::other(e),
+        };
+        let mut value = serde_json::to_value(value).map_err(fail)?;
+        self.redactor.redact_json(&mut value);
+        let mut bytes = serde_json::to_vec_pretty(&value).map_err(fail)?;
+        bytes.push(b'\n');
+        self.write_file(path, &bytes)
+    }
+
     /// Writes a chunk of process output; it is redacted, split into lines, written to the
     /// phase log and sent as events.
     pub fn output(&self, stream: Stream, chunk: &[u8]) {
@@ -521,6 +569,54 @@ impl PhaseContext {
     pub fn flush_output(&self) {
         self.log.finish();
     }
+}
+
+/// A file written by [`PhaseContext::write_file`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrittenFile {
+    /// Its size in bytes.
+    pub size: u64,
+    /// `sha256:HEX` of its content.
+    pub digest: String,
+}
+
+impl WrittenFile {
+    fn of(bytes: &[u8]) -> Self {
+        use sha2::Digest as _;
+        use std::fmt::Write as _;
+        let mut digest = String::with_capacity(7 + 64);
+        digest.push_str("sha256:");
+        for b in sha2::Sha256::digest(bytes) {
+            let _ = write!(digest, "{b:02x}");
+        }
+        Self {
+            size: bytes.len() as u64,
+            digest,
+        }
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{:016x}",
+        path.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        fastrand::u64(..)
+    ));
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    let renamed = written.and_then(|()| std::fs::rename(&tmp, path));
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    renamed
 }
 
 /// Builds a [`PhaseContext`] outside the engine.

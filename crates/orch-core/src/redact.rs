@@ -1,5 +1,9 @@
 //! Secret redaction: every secret value is replaced by `***` before text reaches a log, an
 //! event or a record, including values split across writes or spanning lines.
+//!
+//! A secret is also masked in the escaped forms that would reveal it: as a JSON string
+//! holds it (`"` as `\"`, a newline as `\n`) and as Rust's `{:?}` quotes it, so a value
+//! printed by a tool as JSON, or quoted in an error message, is masked too.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -21,11 +25,17 @@ impl Redactor {
         I: IntoIterator<Item = S>,
         S: AsRef<[u8]>,
     {
-        let mut secrets: Vec<Vec<u8>> = values
-            .into_iter()
-            .map(|v| v.as_ref().to_vec())
-            .filter(|v| !v.is_empty())
-            .collect();
+        let mut secrets: Vec<Vec<u8>> = Vec::new();
+        for v in values {
+            let v = v.as_ref();
+            if v.is_empty() {
+                continue;
+            }
+            secrets.push(v.to_vec());
+            if let Ok(text) = std::str::from_utf8(v) {
+                secrets.extend(escaped_forms(text).map(String::into_bytes));
+            }
+        }
         secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         secrets.dedup();
         Self {
@@ -75,6 +85,59 @@ impl Redactor {
         out
     }
 
+    /// Masks every secret in a JSON value: in strings and in object keys, at any depth.
+    ///
+    /// ```
+    /// use orch_core::redact::Redactor;
+    /// let r = Redactor::new(["hunter2"]);
+    /// let mut v = serde_json::json!({ "hunter2": ["a hunter2"] });
+    /// r.redact_json(&mut v);
+    /// assert_eq!(v, serde_json::json!({ "***": ["a ***"] }));
+    /// ```
+    pub fn redact_json(&self, value: &mut serde_json::Value) {
+        use serde_json::Value;
+        if self.is_empty() {
+            return;
+        }
+        match value {
+            Value::String(s) => {
+                if let Cow::Owned(r) = self.redact(s) {
+                    *s = r;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.redact_json(v)),
+            Value::Object(map) => {
+                let entries = std::mem::take(map);
+                for (k, mut v) in entries {
+                    self.redact_json(&mut v);
+                    map.insert(self.redact(&k).into_owned(), v);
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+
+    /// Masks every secret in a map of strings, keys and values. Two keys that differ only
+    /// by the secret they hold become one (the last wins).
+    pub fn redact_map<M>(&self, map: M) -> M
+    where
+        M: IntoIterator<Item = (String, String)> + FromIterator<(String, String)>,
+    {
+        map.into_iter()
+            .map(|(k, v)| {
+                let k = match self.redact(&k) {
+                    Cow::Owned(r) => r,
+                    Cow::Borrowed(_) => k,
+                };
+                let v = match self.redact(&v) {
+                    Cow::Owned(r) => r,
+                    Cow::Borrowed(_) => v,
+                };
+                (k, v)
+            })
+            .collect()
+    }
+
     /// A streaming redactor for one output stream.
     pub fn stream(&self) -> StreamRedactor {
         StreamRedactor {
@@ -82,6 +145,23 @@ impl Redactor {
             pending: Vec::new(),
         }
     }
+}
+
+/// The forms of a secret that escaping makes from it: JSON string content and `{:?}`
+/// content (without the quotes), when they differ from the value.
+fn escaped_forms(text: &str) -> impl Iterator<Item = String> + use<'_> {
+    let json = serde_json::to_string(text)
+        .ok()
+        .and_then(|q| Some(q.strip_prefix('"')?.strip_suffix('"')?.to_owned()));
+    let debug = format!("{text:?}");
+    let debug = debug
+        .strip_prefix('"')
+        .and_then(|d| d.strip_suffix('"'))
+        .map(str::to_owned);
+    [json, debug, Some(text.escape_default().to_string())]
+        .into_iter()
+        .flatten()
+        .filter(move |f| f != text)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -200,6 +280,29 @@ mod tests {
     fn longest_secret_wins() {
         let r = Redactor::new(["abc", "abcdef"]);
         assert_eq!(r.redact("xabcdefx"), "x***x");
+    }
+
+    #[test]
+    fn escaped_forms_are_masked_too() {
+        let r = Redactor::new(["pa\"ss\\wo\nrd\t"]);
+        // As JSON holds it, as `{:?}` quotes it, and raw.
+        assert_eq!(r.redact(r#"{"t":"pa\"ss\\wo\nrd\t"}"#), r#"{"t":"***"}"#);
+        assert_eq!(r.redact(&format!("{:?}", "pa\"ss\\wo\nrd\t")), "\"***\"");
+        assert_eq!(r.redact("<pa\"ss\\wo\nrd\t>"), "<***>");
+    }
+
+    #[test]
+    fn json_keys_and_values_are_masked() {
+        let r = Redactor::new(["tok-1234"]);
+        let mut v = serde_json::json!({"a": {"k-tok-1234": [1, "x tok-1234 y", null]}});
+        r.redact_json(&mut v);
+        assert_eq!(v, serde_json::json!({"a": {"k-***": [1, "x *** y", null]}}));
+        let m: std::collections::BTreeMap<String, String> = r.redact_map(
+            [("tok-1234".to_owned(), "v=tok-1234".to_owned())]
+                .into_iter()
+                .collect(),
+        );
+        assert_eq!(m.get("***").map(String::as_str), Some("v=***"));
     }
 
     #[test]

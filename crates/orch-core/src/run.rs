@@ -283,6 +283,10 @@ impl Runner {
                 "taking over the lock of {stale}, which is gone; killing what it left running"
             );
             crate::process::kill_marked(&stale.run_id, None, Duration::from_secs(2)).await;
+            // Its attempts' private files (outputs that may hold secrets) go too.
+            if !stale.run_id.is_empty() && !stale.run_id.contains(['/', '.']) {
+                crate::orch_output::remove_private_dir(&state_dir.join("runs").join(&stale.run_id));
+            }
         }
         lock.write_holder(run_id.as_str())?;
         let resume = match &self.options.resume {
@@ -291,7 +295,7 @@ impl Runner {
         };
         let started_at = SystemTime::now();
         let run_dir = state_dir.join("runs").join(run_id.as_str());
-        std::fs::create_dir_all(run_dir.join("outputs")).map_err(|source| RunError::State {
+        std::fs::create_dir_all(&run_dir).map_err(|source| RunError::State {
             path: run_dir.clone(),
             source,
         })?;
@@ -482,10 +486,13 @@ impl Engine {
         secret_names.dedup();
         // Values too short to mask without mangling ordinary output are refused (the phases
         // that declare them fail), so they are not masked either.
+        // Values are taken as bytes: one that is not UTF-8 cannot be given to a phase (its
+        // phases fail, saying so) but is masked all the same.
         let redactor = Redactor::new(
             secret_names
                 .iter()
-                .filter_map(|n| std::env::var(n).ok())
+                .filter_map(|n| std::env::var_os(n))
+                .map(std::os::unix::ffi::OsStringExt::into_vec)
                 .filter(|v| v.len() >= MIN_SECRET_LEN),
         );
 
@@ -784,6 +791,9 @@ impl Engine {
         if let Some(j) = self.journal.take() {
             j.close();
         }
+        // Attempts remove their own private files; this clears what an attempt that could
+        // not end cleanly left.
+        crate::orch_output::remove_private_dir(&self.run_dir);
         let record = self.record(status);
         if self.opts.write_files {
             failpoint::hit("before-run-record");
@@ -983,8 +993,14 @@ impl Engine {
                     break;
                 }
                 Ok(v) => env.push((name.clone(), v)),
-                Err(_) => {
+                Err(std::env::VarError::NotPresent) => {
                     missing_secret = Some(format!("secret `{name}` is not set in the environment"));
+                    break;
+                }
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    missing_secret = Some(format!(
+                        "secret `{name}` is set but its value is not valid UTF-8; orch passes secrets as UTF-8 text (encode binary values, for example as base64)"
+                    ));
                     break;
                 }
             }
@@ -1402,17 +1418,12 @@ impl Engine {
             Some((wall, mono)) => (Some(wall), mono.elapsed()),
             None => (None, Duration::ZERO),
         };
+        // The one place outputs are redacted, keys and values, before they reach the
+        // scope, the journal, the record and every event.
         let outputs: Outputs = if self.redactor.is_empty() {
             outcome.outputs
         } else {
-            outcome
-                .outputs
-                .into_iter()
-                .map(|(k, v)| {
-                    let v = self.redactor.redact(&v).into_owned();
-                    (k, v)
-                })
-                .collect()
+            self.redactor.redact_map(outcome.outputs)
         };
         // Most phases publish nothing: they share one empty map.
         let outputs = if outputs.is_empty() {
@@ -1559,17 +1570,16 @@ fn redact_artifacts(r: &Redactor, artifacts: Vec<Artifact>) -> Vec<Artifact> {
     artifacts
         .into_iter()
         .map(|mut a| {
+            a.kind = r.redact(&a.kind).into_owned();
             a.name = r.redact(&a.name).into_owned();
             a.path = a.path.map(|p| r.redact(&p).into_owned());
+            a.digest = a.digest.map(|d| r.redact(&d).into_owned());
             a.details = a
                 .details
                 .into_iter()
-                .map(|(k, v)| {
-                    let text = serde_json::to_string(&v).unwrap_or_default();
-                    let red = r.redact(&text);
-                    let v = serde_json::from_str(&red)
-                        .unwrap_or(serde_json::Value::String(red.into_owned()));
-                    (k, v)
+                .map(|(k, mut v)| {
+                    r.redact_json(&mut v);
+                    (r.redact(&k).into_owned(), v)
                 })
                 .collect();
             a
