@@ -705,8 +705,10 @@ impl Phase for ParityPhase {
         let mut report = check(&spec, &discovery);
         report.spec = spec_path.display().to_string();
         report.discovery = discovery_path.display().to_string();
-        let (size, digest) =
-            util::write_json(&output, &report).map_err(|e| PhaseError::from_error(&e))?;
+        let written = ctx
+            .write_json(&output, &report)
+            .map_err(|e| PhaseError::from_error(&e))?;
+        let (size, digest) = (written.size, written.digest);
 
         let s = &report.summary;
         ctx.log(format!(

@@ -1,6 +1,5 @@
 //! Helpers shared by the kinds: blocking work off the async runtime, report files, digests.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use orch_core::{PhaseContext, PhaseError};
@@ -79,57 +78,90 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// An I/O failure on a path.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot write {path}")]
-pub(crate) struct WriteError {
-    path: PathBuf,
-    #[source]
-    source: std::io::Error,
-}
-
-/// Writes bytes atomically (a temporary file in the same directory, then a rename).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
-    let fail = |source| WriteError {
-        path: path.to_owned(),
-        source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(fail)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-        std::process::id()
-    ));
-    let mut f = std::fs::File::create(&tmp).map_err(fail)?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(fail)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        fail(e)
-    })
-}
-
-/// Writes a value as pretty JSON with a final newline; returns its size and
-/// `sha256:HEX` digest.
-pub(crate) fn write_json<T: serde::Serialize>(
-    path: &Path,
-    value: &T,
-) -> Result<(u64, String), WriteError> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| WriteError {
-        path: path.to_owned(),
-        source: std::io::Error::other(e),
-    })?;
-    bytes.push(b'\n');
-    write_atomic(path, &bytes)?;
-    Ok((bytes.len() as u64, format!("sha256:{}", sha256_hex(&bytes))))
-}
-
 /// A list output: JSON array text.
 pub(crate) fn json_list<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
     let items: Vec<String> = items.into_iter().map(|s| s.as_ref().to_owned()).collect();
     serde_json::to_string(&items).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// Removes credentials from every URL in `text`: a password (`user:pass@` becomes
+/// `user:***@`) and, for `http`/`https` and other non-SSH schemes, a user name alone
+/// (`https://TOKEN@host` becomes `https://***@host`: tokens are given that way). SSH user
+/// names (`ssh://git@host`) are kept.
+pub(crate) fn strip_url_credentials(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("://") {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(sep) = rest.find("://") {
+        let scheme_start = rest[..sep]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
+            .map_or(0, |i| i + 1);
+        let scheme = rest[scheme_start..sep].to_ascii_lowercase();
+        let after = &rest[sep + 3..];
+        let authority_len = after
+            .find(|c: char| "/?#".contains(c) || c.is_whitespace())
+            .unwrap_or(after.len());
+        let authority = &after[..authority_len];
+        out.push_str(&rest[..sep + 3]);
+        match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                let ssh = scheme == "ssh" || scheme.starts_with("git+ssh") || scheme == "sftp";
+                match userinfo.split_once(':') {
+                    Some((user, _)) if ssh || !user.is_empty() => {
+                        out.push_str(user);
+                        out.push_str(":***");
+                    }
+                    Some(_) => out.push_str("***"),
+                    None if ssh => out.push_str(userinfo),
+                    None => out.push_str("***"),
+                }
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &after[authority_len..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_url_credentials as strip;
+
+    #[test]
+    fn credentials_are_stripped_from_urls() {
+        for (text, want) in [
+            (
+                "https://user:pa55@git.example/app.git#main",
+                "https://user:***@git.example/app.git#main",
+            ),
+            (
+                "https://ghp_TOKEN@github.com/o/r.git",
+                "https://***@github.com/o/r.git",
+            ),
+            ("https://:pw@h/x", "https://***@h/x"),
+            (
+                "ssh://git@github.com/o/r.git",
+                "ssh://git@github.com/o/r.git",
+            ),
+            (
+                "ssh://git:pw@github.com/o/r.git",
+                "ssh://git:***@github.com/o/r.git",
+            ),
+            ("git@github.com:o/r.git", "git@github.com:o/r.git"),
+            (
+                "a https://u:p@h b http://x/y@z",
+                "a https://u:***@h b http://x/y@z",
+            ),
+            ("redis://:p%40ss@cache:6379/0", "redis://***@cache:6379/0"),
+            ("registry.example/app:1.0", "registry.example/app:1.0"),
+            ("https://u:p@h:p@w@host/", "https://u:***@host/"),
+        ] {
+            assert_eq!(strip(text), want, "{text}");
+        }
+    }
 }

@@ -114,7 +114,9 @@ pub(crate) fn read(
         });
         let mut out = ComposeService {
             name: name.clone(),
-            image: svc.get("image").and_then(Yaml::scalar),
+            // Credentials in what discovery reads are stripped where they are read, so no
+            // report or dashboard can show them.
+            image: svc.get("image").and_then(Yaml::scalar).map(no_credentials),
             extensions: sorted(
                 svc.entries()
                     .iter()
@@ -218,7 +220,9 @@ pub(crate) fn read(
                     ),
                     other => (other.scalar(), true),
                 };
-                let Some(path) = path else { continue };
+                let Some(path) = path.map(no_credentials) else {
+                    continue;
+                };
                 let resolved = join_rel(&dir_rel, &path);
                 let exists = base.join(&resolved).is_file();
                 if !exists && required {
@@ -313,6 +317,7 @@ fn read_build(build: &Yaml, dir_rel: &str, base: &Path) -> BuildInfo {
             false,
         ),
     };
+    let (context, dockerfile) = (no_credentials(context), no_credentials(dockerfile));
     let remote = context.contains("://") || context.starts_with("git@");
     if remote {
         return BuildInfo {
@@ -413,9 +418,21 @@ pub(crate) fn target_ports(target: &str) -> Vec<u16> {
 
 fn strings(v: Option<&Yaml>) -> Vec<String> {
     match v {
-        Some(Yaml::Seq(items)) => items.iter().filter_map(Yaml::scalar).collect(),
-        Some(other) => other.scalar().into_iter().collect(),
+        Some(Yaml::Seq(items)) => items
+            .iter()
+            .filter_map(Yaml::scalar)
+            .map(no_credentials)
+            .collect(),
+        Some(other) => other.scalar().map(no_credentials).into_iter().collect(),
         None => Vec::new(),
+    }
+}
+
+/// The text with the credentials of any URL in it stripped.
+fn no_credentials(text: String) -> String {
+    match crate::util::strip_url_credentials(&text) {
+        std::borrow::Cow::Owned(s) => s,
+        std::borrow::Cow::Borrowed(_) => text,
     }
 }
 

@@ -879,8 +879,11 @@ impl Phase for DiscoverPhase {
             e => PhaseError::from_error(&e),
         })?;
 
-        let (size, digest) =
-            util::write_json(&output, &found).map_err(|e| PhaseError::from_error(&e))?;
+        // Through the run's redactor, like every file a kind writes.
+        let written = ctx
+            .write_json(&output, &found)
+            .map_err(|e| PhaseError::from_error(&e))?;
+        let (size, digest) = (written.size, written.digest);
         ctx.log(format!(
             "{} service(s), {} compose file(s) with {} service(s), {} env var name(s), {} problem(s)",
             found.services.len(),

@@ -331,3 +331,63 @@ async fn a_cancelled_run_stops() {
     assert_eq!(r, Err(orch_core::PhaseError::Cancelled));
     assert!(!dir.path().join(".orch").exists(), "nothing written");
 }
+
+#[tokio::test]
+async fn credentials_and_secrets_never_reach_discovery_json() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "compose.yaml",
+        "services:\n  app:\n    build: https://builder:pa55w0rd-build@git.example/app.git#main\n    \
+         image: https://ghp_imagetoken@registry.example/app:1\n    \
+         environment:\n      DATABASE_URL: postgres://app:pa55w0rd-env@db/app\n    \
+         profiles: [\"team-s3cr3t-value\"]\n  \
+         web:\n    build:\n      context: https://x-token:pa55w0rd-ctx@git.example/web.git\n",
+    );
+    let run = tempfile::tempdir().unwrap();
+    let phase = crate::common::registry()
+        .build_phase(&{
+            let mut spec =
+                orch_core::PhaseSpec::new(orch_core::PhaseId::new("p").unwrap(), "discover");
+            spec.with = orch_core::WithTable::new(with(""));
+            spec
+        })
+        .unwrap();
+    let ctx = orch_core::PhaseContext::builder(orch_core::PhaseId::new("p").unwrap(), dir.path())
+        .run_dir(run.path())
+        .secret("TEAM_SECRET", "s3cr3t-value")
+        .build();
+    let out = phase.run(&ctx).await.unwrap();
+    let text = std::fs::read_to_string(&out.outputs["report"]).unwrap();
+    for leak in ["pa55w0rd", "ghp_imagetoken", "s3cr3t-value", "x-token:p"] {
+        assert!(!text.contains(leak), "{leak} in discovery.json:\n{text}");
+    }
+    let d: Discovery = serde_json::from_str(&text).unwrap();
+    let app = &d.compose_files[0].services[0];
+    assert_eq!(
+        app.build.as_ref().unwrap().context,
+        "https://builder:***@git.example/app.git#main"
+    );
+    assert_eq!(
+        app.image.as_deref(),
+        Some("https://***@registry.example/app:1")
+    );
+    assert_eq!(app.profiles, ["team-***"]);
+    // The artifact's digest is that of the file as written.
+    let digest = out.artifacts[0].digest.as_deref().unwrap();
+    assert_eq!(
+        digest,
+        format!(
+            "sha256:{}",
+            sha256_hex(&std::fs::read(&out.outputs["report"]).unwrap())
+        )
+    );
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
