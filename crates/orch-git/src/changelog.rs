@@ -349,14 +349,20 @@ impl Phase for ChangelogPhase {
             None => ctx.run_dir().join("CHANGELOG.md"),
         };
         let out = output.clone();
+        // Commit messages are external text: the notes are masked like every file a kind
+        // writes.
+        let redactor = ctx.redactor().clone();
         let notes = run_blocking(ctx, move |job| {
             let repo = repo::open(&path)?;
             job.know_repo(&repo);
             let lock = RepoLock::of(repo.path());
-            let notes = {
+            let mut notes = {
                 let _held = lock.lock();
                 collect(&repo, since.as_deref(), title.as_deref())?
             };
+            if let std::borrow::Cow::Owned(masked) = redactor.redact(&notes.markdown) {
+                notes.markdown = masked;
+            }
             if let Some(parent) = out.parent() {
                 std::fs::create_dir_all(parent)
                     .map_err(GitError::io("create the directory", parent))?;

@@ -290,16 +290,20 @@ pub fn write_reports(
         formats,
         out_dir,
         options,
+        &orch_core::redact::Redactor::default(),
         &AtomicBool::new(false),
     )
 }
 
+/// [`write_reports`] that masks `redactor`'s secrets in every file it writes (the `report`
+/// kind passes its run's) and stops when `cancel` is set.
 pub(crate) fn write_reports_cancellable(
     record: &RunRecord,
     run_dir: &Path,
     formats: &[Format],
     out_dir: &Path,
     options: &ReportOptions,
+    redactor: &orch_core::redact::Redactor,
     cancel: &AtomicBool,
 ) -> Result<Vec<PathBuf>, ReportError> {
     let mut ordered: Vec<Format> = Vec::new();
@@ -316,7 +320,12 @@ pub(crate) fn write_reports_cancellable(
     let mut written = Vec::new();
     for format in ordered {
         let path = out_dir.join(format.file_name());
-        write_file(&path, &render_with(record, run_dir, format, options)?)?;
+        let bytes = render_with(record, run_dir, format, options)?;
+        if redactor.is_empty() {
+            write_file(&path, &bytes)?;
+        } else {
+            write_file(&path, &redactor.redact_bytes(&bytes))?;
+        }
         written.push(path);
     }
     if wants_pdf {

@@ -134,6 +134,7 @@ impl Phase for ReportPhase {
         let cancel = Arc::new(AtomicBool::new(false));
         let _guard = CancelOnDrop(cancel.clone());
         let flag = cancel.clone();
+        let redactor = ctx.redactor().clone();
         let task = tokio::task::spawn_blocking(move || {
             crate::write_reports_cancellable(
                 &record,
@@ -141,6 +142,7 @@ impl Phase for ReportPhase {
                 &formats,
                 &out_dir,
                 &ReportOptions::default(),
+                &redactor,
                 &flag,
             )
         });
