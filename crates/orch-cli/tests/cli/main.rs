@@ -12,6 +12,7 @@ mod output;
 mod progress;
 mod quality;
 mod schema;
+mod secrets;
 mod serve;
 mod support;
 mod terminal;
