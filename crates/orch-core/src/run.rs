@@ -491,7 +491,7 @@ impl Engine {
         let redactor = Redactor::new(
             secret_names
                 .iter()
-                .filter_map(|n| std::env::var_os(n))
+                .filter_map(std::env::var_os)
                 .map(std::os::unix::ffi::OsStringExt::into_vec)
                 .filter(|v| v.len() >= MIN_SECRET_LEN),
         );
