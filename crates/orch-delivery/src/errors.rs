@@ -81,6 +81,14 @@ pub enum ScaffoldError {
         /// Why.
         reason: &'static str,
     },
+    /// A `target` outside the pipeline's directory (absolute, or leaving it with `..`).
+    #[error(
+        "target `{target}` is outside the pipeline's directory: scaffold writes only inside it"
+    )]
+    TargetOutside {
+        /// The target as rendered.
+        target: String,
+    },
     /// A symlink inside a template directory, or on the way to a file to write.
     #[error("refusing symlink {path}: scaffold never follows links")]
     Symlink {
@@ -247,6 +255,45 @@ pub enum VerifyProblem {
         /// The entry path.
         entry: String,
     },
+    /// A path that is a file in one entry and a directory (or a file's parent) in another:
+    /// extractors disagree on what such an archive holds.
+    #[error("entry `{entry}` makes `{path}` both a file and a directory")]
+    FileAndDirectory {
+        /// The entry that conflicts with an earlier one.
+        entry: String,
+        /// The path that is both.
+        path: String,
+    },
+    /// A PAX extended header key that extractors interpret differently or that changes
+    /// what is extracted (sparse maps `GNU.sparse.*`, extended attributes, unknown keys).
+    #[error("entry `{entry}` has the pax key `{key}`, which a package may not contain")]
+    PaxKey {
+        /// The entry the header describes (or `(global header)`).
+        entry: String,
+        /// The key.
+        key: String,
+    },
+    /// A PAX header that does not parse, or that names a key twice.
+    #[error("entry `{entry}` has a malformed pax header: {reason}")]
+    BadPax {
+        /// The entry the header describes.
+        entry: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A directory, link or special entry that carries data.
+    #[error("entry `{entry}` is a {kind} with {size} bytes of data")]
+    DataInNonFile {
+        /// The entry.
+        entry: String,
+        /// What it is.
+        kind: &'static str,
+        /// The data size.
+        size: u64,
+    },
+    /// Bytes after the end-of-archive marker (hidden entries that `tar -i` reads).
+    #[error("data follows the end of the archive")]
+    TrailingData,
     /// No `MANIFEST.sha256` at the archive root.
     #[error("the archive has no MANIFEST.sha256")]
     NoManifest,

@@ -77,6 +77,18 @@ pub fn create_archive(opts: &PackageOptions) -> Result<PackageReport, PackageErr
     create_archive_with(opts, &|| false)
 }
 
+/// Opens a file to package: a file replaced by a FIFO or a device since the walk is
+/// refused, never read.
+fn open_file(abs: &Path) -> Result<std::fs::File, PackageError> {
+    orch_core::input::open_regular(abs)
+        .map(|(f, _)| f)
+        .map_err(|e| match e {
+            orch_core::input::InputError::Io(source) => source,
+            other => std::io::Error::other(other.to_string()),
+        })
+        .map_err(io_err("read", abs))
+}
+
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PackageError {
     let path = path.to_owned();
     move |source| PackageError::Io {
@@ -223,7 +235,7 @@ pub(crate) fn create_archive_with(
             if cancelled() {
                 return Err(PackageError::Cancelled);
             }
-            let mut f = std::fs::File::open(abs).map_err(io_err("read", abs))?;
+            let mut f = open_file(abs)?;
             let mut h = Sha256::new();
             std::io::copy(&mut f, &mut h).map_err(io_err("read", abs))?;
             files.push((name.clone(), util::hex(&h.finalize())));
@@ -355,7 +367,7 @@ fn write_archive(
                     .map_err(io_err("write", tmp))?;
             }
             Item::File { abs, exec } => {
-                let f = std::fs::File::open(abs).map_err(io_err("read", abs))?;
+                let f = open_file(abs)?;
                 let size = f.metadata().map_err(io_err("read", abs))?.len();
                 let mode = if *exec { 0o755 } else { 0o644 };
                 let mut h = header(tar::EntryType::Regular, size, mode, mtime);

@@ -106,10 +106,8 @@ impl ParitySpec {
 
     /// Reads and checks a spec file.
     pub fn load(path: &Path) -> Result<Self, ParityError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ParityError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            orch_core::input::read_regular_text(path, MAX_INPUT).map_err(|e| input_err(path, e))?;
         Self::from_toml(&text, path)
     }
 }
@@ -573,12 +571,24 @@ fn percent(part: usize, whole: usize) -> String {
     format!("{}.{}", tenths / 10, tenths % 10)
 }
 
+/// Largest parity spec or discovery file read (bytes).
+const MAX_INPUT: u64 = 64 << 20;
+
+/// A spec or discovery file that cannot be read: missing, not a regular file (a FIFO would
+/// block), too large.
+fn input_err(path: &Path, e: orch_core::input::InputError) -> ParityError {
+    ParityError::Read {
+        path: path.to_owned(),
+        source: match e {
+            orch_core::input::InputError::Io(source) => source,
+            other => std::io::Error::other(other.to_string()),
+        },
+    }
+}
+
 /// Reads a `discovery.json`.
 pub fn load_discovery(path: &Path) -> Result<Discovery, ParityError> {
-    let text = std::fs::read(path).map_err(|source| ParityError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = orch_core::input::read_regular(path, MAX_INPUT).map_err(|e| input_err(path, e))?;
     serde_json::from_slice(&text).map_err(|source| ParityError::Discovery {
         path: path.to_owned(),
         source,

@@ -58,6 +58,17 @@ pub fn verify_archive(path: &Path) -> Result<VerifyReport, VerifyError> {
 
 /// A read error of the archive. What the tar reader says may quote raw header bytes: its
 /// message is made printable.
+/// A PAX header's records as (key, value), or why they do not parse.
+type PaxRecords = Result<Vec<(Vec<u8>, Vec<u8>)>, String>;
+
+fn pax_list(exts: tar::PaxExtensions<'_>) -> PaxRecords {
+    exts.map(|r| {
+        r.map(|r| (r.key_bytes().to_vec(), r.value_bytes().to_vec()))
+            .map_err(|e| e.to_string())
+    })
+    .collect()
+}
+
 fn read_err(path: &Path) -> impl Fn(std::io::Error) -> VerifyError + '_ {
     move |source| VerifyError::Read {
         path: path.to_owned(),
@@ -67,11 +78,19 @@ fn read_err(path: &Path) -> impl Fn(std::io::Error) -> VerifyError + '_ {
 
 /// An entry path checked and normalised (`./` and `.` components dropped, no trailing `/`).
 fn safe_name(raw: &[u8]) -> Result<String, VerifyProblem> {
-    let lossy = String::from_utf8_lossy(raw).into_owned();
+    let lossy = util::printable(&String::from_utf8_lossy(raw), 200);
     let text = std::str::from_utf8(raw).map_err(|_| VerifyProblem::BadPath {
         entry: lossy.clone(),
         reason: "not valid UTF-8",
     })?;
+    // A NUL ends the name for C extractors and not for this reader; other control
+    // characters make listings lie.
+    if text.chars().any(char::is_control) {
+        return Err(VerifyProblem::BadPath {
+            entry: lossy,
+            reason: "a control character in the name",
+        });
+    }
     if text.starts_with('/') || text.starts_with('\\') || text.as_bytes().get(1) == Some(&b':') {
         return Err(VerifyProblem::Absolute { entry: lossy });
     }
@@ -138,32 +157,207 @@ pub(crate) fn verify_with(
             source: std::io::Error::other(other.to_string()),
         },
     })?;
-    let mut buffered = BufReader::new(file);
+    verify_stream(file, path, cancelled)
+}
+
+/// [`verify_archive`] on an archive read from `reader`; `path` names it in errors. Nothing
+/// is written anywhere.
+///
+/// ```
+/// let err = orch_delivery::verify::verify_reader(&b"not an archive"[..], "x.tar".as_ref());
+/// assert!(err.is_err());
+/// ```
+pub fn verify_reader(reader: impl Read, path: &Path) -> Result<VerifyReport, VerifyError> {
+    verify_stream(reader, path, &|| false)
+}
+
+/// PAX keys an entry's extended header may hold: names, sizes, times, owners, comments.
+/// Anything else (sparse maps, extended attributes, vendor keys) changes what some
+/// extractor writes, so a package may not hold it.
+const PAX_KEYS: &[&str] = &[
+    "path",
+    "linkpath",
+    "size",
+    "mtime",
+    "atime",
+    "ctime",
+    "uid",
+    "gid",
+    "uname",
+    "gname",
+    "comment",
+    "charset",
+    "hdrcharset",
+];
+/// PAX keys a global header may hold (`git archive` writes a `comment`).
+const PAX_GLOBAL_KEYS: &[&str] = &[
+    "comment",
+    "mtime",
+    "atime",
+    "ctime",
+    "charset",
+    "hdrcharset",
+];
+
+/// Problems of one PAX header's records: malformed, repeated or unsupported keys.
+fn pax_problems(
+    records: &PaxRecords,
+    entry: &str,
+    allowed: &[&str],
+    problems: &mut Vec<VerifyProblem>,
+) {
+    let records = match records {
+        Ok(r) => r,
+        Err(e) => {
+            problems.push(VerifyProblem::BadPax {
+                entry: entry.to_owned(),
+                reason: util::printable(e, 200),
+            });
+            return;
+        }
+    };
+    let mut keys = BTreeSet::new();
+    for (key, _) in records {
+        let key = util::printable(&String::from_utf8_lossy(key), 100);
+        if !keys.insert(key.clone()) {
+            problems.push(VerifyProblem::BadPax {
+                entry: entry.to_owned(),
+                reason: format!("the key `{key}` appears twice"),
+            });
+        } else if !allowed.contains(&key.as_str()) {
+            problems.push(VerifyProblem::PaxKey {
+                entry: entry.to_owned(),
+                key,
+            });
+        }
+    }
+}
+
+/// The paths an archive makes, to find one that is both a file and a directory.
+#[derive(Default)]
+struct Tree {
+    /// Entries that are not directories.
+    files: BTreeSet<String>,
+    /// Directory entries and every parent of an entry.
+    dirs: BTreeSet<String>,
+}
+
+impl Tree {
+    /// Adds an entry; returns the path it makes both a file and a directory, if any.
+    fn add(&mut self, name: &str, is_dir: bool) -> Option<String> {
+        let parents: Vec<&str> = name.match_indices('/').map(|(i, _)| &name[..i]).collect();
+        if let Some(p) = parents.iter().find(|p| self.files.contains(**p)) {
+            return Some((*p).to_owned());
+        }
+        let clash = if is_dir {
+            self.files.contains(name)
+        } else {
+            self.dirs.contains(name)
+        };
+        if clash {
+            return Some(name.to_owned());
+        }
+        self.dirs.extend(parents.into_iter().map(str::to_owned));
+        if is_dir {
+            self.dirs.insert(name.to_owned());
+        } else {
+            self.files.insert(name.to_owned());
+        }
+        None
+    }
+}
+
+fn kind_name(kind: tar::EntryType) -> &'static str {
+    match kind {
+        tar::EntryType::Directory => "directory",
+        tar::EntryType::Symlink => "symbolic link",
+        tar::EntryType::Link => "hard link",
+        tar::EntryType::Char => "character device",
+        tar::EntryType::Block => "block device",
+        tar::EntryType::Fifo => "fifo",
+        tar::EntryType::GNUSparse => "sparse file",
+        _ => "entry of an unsupported type",
+    }
+}
+
+fn verify_stream(
+    reader: impl Read,
+    path: &Path,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<VerifyReport, VerifyError> {
+    let mut buffered = BufReader::new(reader);
     let gzip = buffered
         .fill_buf()
         .map_err(read_err(path))?
         .starts_with(&[0x1f, 0x8b]);
+    // Every member of a multi-member gzip file, as `gzip -d` (and so `tar -xzf`) reads it.
     let reader: Box<dyn Read> = if gzip {
-        Box::new(flate2::read::GzDecoder::new(buffered))
+        Box::new(flate2::read::MultiGzDecoder::new(buffered))
     } else {
         Box::new(buffered)
     };
     let mut archive = tar::Archive::new(reader);
     let mut problems = Vec::new();
     let mut files: BTreeMap<String, String> = BTreeMap::new();
-    let mut seen = BTreeSet::new();
+    let mut tree = Tree::default();
     let mut directories = 0;
     let mut manifest: Option<Vec<u8>> = None;
+    let mut count = 0usize;
 
-    for entry in archive.entries().map_err(read_err(path))? {
+    let entries = archive.entries().map_err(read_err(path))?;
+    for entry in entries {
         if cancelled() {
             return Err(read_err(path)(std::io::Error::other("cancelled")));
         }
-        let mut entry = entry.map_err(read_err(path))?;
+        count += 1;
+        let mut entry = match entry {
+            Ok(e) => e,
+            // Random bytes fail at the first header: say what the file is not.
+            Err(e) if count == 1 => {
+                return Err(read_err(path)(std::io::Error::new(
+                    e.kind(),
+                    format!("not a tar or tar.gz archive ({e})"),
+                )));
+            }
+            Err(e) => return Err(read_err(path)(e)),
+        };
         let raw = entry.path_bytes().into_owned();
+        let shown = util::printable(&String::from_utf8_lossy(&raw), 200);
         let kind = entry.header().entry_type();
         if kind.is_pax_global_extensions() {
+            let mut records = Vec::new();
+            (&mut entry)
+                .take(MAX_MANIFEST)
+                .read_to_end(&mut records)
+                .map_err(read_err(path))?;
+            let list = pax_list(tar::PaxExtensions::new(&records));
+            pax_problems(&list, "(global header)", PAX_GLOBAL_KEYS, &mut problems);
             continue;
+        }
+        // The entry's own PAX header: allowed keys only, and names that every extractor
+        // reads the same way (a GNU long name beside a pax `path` is two names).
+        let link = entry.link_name_bytes().map(|l| l.into_owned());
+        if let Some(list) = entry
+            .pax_extensions()
+            .map_err(read_err(path))?
+            .map(pax_list)
+        {
+            pax_problems(&list, &shown, PAX_KEYS, &mut problems);
+            for (key, actual) in [("path", Some(&raw)), ("linkpath", link.as_ref())] {
+                let value = list
+                    .iter()
+                    .flatten()
+                    .find(|(k, _)| k == key.as_bytes())
+                    .map(|(_, v)| v);
+                if let Some(v) = value
+                    && Some(v) != actual
+                {
+                    problems.push(VerifyProblem::BadPax {
+                        entry: shown.clone(),
+                        reason: format!("its `{key}` disagrees with the entry's GNU long name"),
+                    });
+                }
+            }
         }
         let name = match safe_name(&raw) {
             Ok(n) => n,
@@ -173,8 +367,31 @@ pub(crate) fn verify_with(
             }
         };
         let is_dir = kind.is_dir();
-        if !is_dir && !seen.insert(name.clone()) {
+        if !is_dir && raw.ends_with(b"/") {
+            problems.push(VerifyProblem::BadPath {
+                entry: shown,
+                reason: "a name ending in `/` on an entry that is not a directory",
+            });
+            continue;
+        }
+        let is_file = matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous);
+        if !is_file && entry.size() > 0 {
+            problems.push(VerifyProblem::DataInNonFile {
+                entry: name,
+                kind: kind_name(kind),
+                size: entry.size(),
+            });
+            continue;
+        }
+        if !is_dir && tree.files.contains(&name) {
             problems.push(VerifyProblem::Duplicate { entry: name });
+            continue;
+        }
+        if let Some(both) = tree.add(&name, is_dir) {
+            problems.push(VerifyProblem::FileAndDirectory {
+                entry: name,
+                path: both,
+            });
             continue;
         }
         match kind {
@@ -194,12 +411,9 @@ pub(crate) fn verify_with(
                 }
             }
             tar::EntryType::Symlink | tar::EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
+                let target = link.unwrap_or_default();
                 let symlink = kind == tar::EntryType::Symlink;
-                let shown = String::from_utf8_lossy(&target).into_owned();
+                let shown = util::printable(&String::from_utf8_lossy(&target), 200);
                 if link_stays_inside(&name, &target, symlink) {
                     problems.push(VerifyProblem::UnlistedLink {
                         entry: name,
@@ -214,14 +428,22 @@ pub(crate) fn verify_with(
             }
             other => problems.push(VerifyProblem::Special {
                 entry: name,
-                kind: match other {
-                    tar::EntryType::Char => "character device",
-                    tar::EntryType::Block => "block device",
-                    tar::EntryType::Fifo => "fifo",
-                    tar::EntryType::GNUSparse => "sparse file",
-                    _ => "entry of an unsupported type",
-                },
+                kind: kind_name(other),
             }),
+        }
+    }
+    // After the end-of-archive block only zeros may follow: `tar -i` reads entries hidden
+    // past it, which nothing above checked.
+    let mut rest = archive.into_inner();
+    let mut buf = [0u8; 8192];
+    loop {
+        match rest.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) if buf[..n].iter().all(|b| *b == 0) => {}
+            Ok(_) | Err(_) => {
+                problems.push(VerifyProblem::TrailingData);
+                break;
+            }
         }
     }
 

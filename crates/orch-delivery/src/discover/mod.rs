@@ -197,9 +197,50 @@ fn error_path(e: &ignore::Error) -> Option<&Path> {
     }
 }
 
+/// A file's text, when it is a regular file of at most [`MAX_SCAN_BYTES`] in UTF-8 (an
+/// `env_file` naming a FIFO must not block the walk).
 fn read_text(abs: &Path) -> Option<String> {
-    let bytes = std::fs::read(abs).ok()?;
-    String::from_utf8(bytes).ok()
+    orch_core::input::read_regular_text(abs, MAX_SCAN_BYTES).ok()
+}
+
+/// Reads the text of one Compose file as discovery reads it (YAML with duplicate keys
+/// kept, services, builds, ports, `env_file` and interpolation sites) and returns the file
+/// with the problems found. `rel` names the file in problems; `base` is the directory that
+/// relative build contexts and `env_file` paths are checked against. [`discover`] reads
+/// whole trees; this reads one text (for tools and fuzzing).
+///
+/// ```
+/// let (file, problems) = orch_delivery::discover::read_compose_text(
+///     "services:\n  web:\n    image: nginx\n    ports: [\"8080:80\"]\n",
+///     "compose.yaml",
+///     std::path::Path::new("."),
+/// );
+/// assert_eq!(file.unwrap().services.len(), 1);
+/// assert!(problems.is_empty());
+/// ```
+pub fn read_compose_text(
+    text: &str,
+    rel: &str,
+    base: &Path,
+) -> (Option<ComposeFile>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let mut env = EnvIndex::default();
+    match Yaml::parse(text) {
+        Ok(doc) => {
+            let read = compose::read(&doc, text, rel, "name", base, &mut problems, &mut env);
+            (Some(read.file), problems)
+        }
+        Err(e) => {
+            problems.push(Problem {
+                file: rel.to_owned(),
+                line: e.line,
+                kind: "malformed-file".to_owned(),
+                severity: Severity::Error,
+                message: format!("invalid YAML: {}", e.message),
+            });
+            (None, problems)
+        }
+    }
 }
 
 pub(crate) fn discover_with(

@@ -313,6 +313,34 @@ enum Raw<'a> {
     Special(&'a [u8], tar::EntryType),
     LongName(&'a [u8], &'a [u8]),
     PaxPath(&'a [u8], &'a [u8]),
+    /// A PAX header with these records, then a regular entry (name, data).
+    Pax(&'a [(&'a str, &'a [u8])], &'a [u8], &'a [u8]),
+    /// A PAX global header with these records.
+    Global(&'a [(&'a str, &'a [u8])]),
+    /// A GNU long name, a PAX `path`, then a regular entry with that data.
+    LongAndPax(&'a [u8], &'a [u8], &'a [u8]),
+    /// A directory entry that carries data.
+    DirWithData(&'a [u8], &'a [u8]),
+    /// Raw bytes after the end-of-archive blocks.
+    Tail(&'a [u8]),
+}
+
+/// One PAX record: `LEN KEY=VALUE\n`, where LEN counts its own digits too.
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let body = key.len() + value.len() + 3;
+    let mut len = body + 1;
+    while len.to_string().len() + body != len {
+        len = len.to_string().len() + body;
+    }
+    let mut out = format!("{len} {key}=").into_bytes();
+    out.extend_from_slice(value);
+    out.push(b'\n');
+    out
+}
+
+fn pax_header(b: &mut tar::Builder<Vec<u8>>, kind: tar::EntryType, records: &[(&str, &[u8])]) {
+    let data: Vec<u8> = records.iter().flat_map(|(k, v)| pax_record(k, v)).collect();
+    append(b, raw_header(b"pax", kind, data.len() as u64), &data);
 }
 
 fn raw_header(name: &[u8], kind: tar::EntryType, size: u64) -> tar::Header {
@@ -349,8 +377,43 @@ fn manifest_for(files: &[(&str, &[u8])]) -> Vec<u8> {
 /// Writes a gzipped tar of raw entries and returns its path.
 fn build(dir: &Path, name: &str, entries: &[Raw<'_>]) -> std::path::PathBuf {
     let mut b = tar::Builder::new(Vec::new());
+    let mut tail = Vec::new();
     for e in entries {
         match e {
+            Raw::Pax(records, n, d) => {
+                pax_header(&mut b, tar::EntryType::XHeader, records);
+                append(
+                    &mut b,
+                    raw_header(n, tar::EntryType::Regular, d.len() as u64),
+                    d,
+                );
+            }
+            Raw::Global(records) => pax_header(&mut b, tar::EntryType::XGlobalHeader, records),
+            Raw::LongAndPax(long, pax, d) => {
+                let mut l = long.to_vec();
+                l.push(0);
+                append(
+                    &mut b,
+                    raw_header(
+                        b"././@LongLink",
+                        tar::EntryType::GNULongName,
+                        l.len() as u64,
+                    ),
+                    &l,
+                );
+                pax_header(&mut b, tar::EntryType::XHeader, &[("path", pax)]);
+                append(
+                    &mut b,
+                    raw_header(b"short", tar::EntryType::Regular, d.len() as u64),
+                    d,
+                );
+            }
+            Raw::DirWithData(n, d) => append(
+                &mut b,
+                raw_header(n, tar::EntryType::Directory, d.len() as u64),
+                d,
+            ),
+            Raw::Tail(bytes) => tail.extend_from_slice(bytes),
             Raw::File(n, d) => append(
                 &mut b,
                 raw_header(n, tar::EntryType::Regular, d.len() as u64),
@@ -369,7 +432,18 @@ fn build(dir: &Path, name: &str, entries: &[Raw<'_>]) -> std::path::PathBuf {
                 old.linkname[..t.len()].copy_from_slice(t);
                 append(&mut b, h, b"");
             }
-            Raw::Special(n, kind) => append(&mut b, raw_header(n, *kind, 0), b""),
+            Raw::Special(n, kind) => {
+                let mut h = raw_header(n, *kind, 0);
+                if let Some(gnu) = h.as_gnu_mut() {
+                    // A GNU sparse entry of real size 0 with no blocks.
+                    gnu.realsize = *b"00000000000\0";
+                    for s in &mut gnu.sparse {
+                        s.offset = *b"00000000000\0";
+                        s.numbytes = *b"00000000000\0";
+                    }
+                }
+                append(&mut b, h, b"")
+            }
             Raw::LongName(n, d) => {
                 let mut long = n.to_vec();
                 long.push(0);
@@ -409,7 +483,8 @@ fn build(dir: &Path, name: &str, entries: &[Raw<'_>]) -> std::path::PathBuf {
             }
         }
     }
-    let tar_bytes = b.into_inner().unwrap();
+    let mut tar_bytes = b.into_inner().unwrap();
+    tar_bytes.extend_from_slice(&tail);
     let path = dir.join(name);
     let mut gz = flate2::write::GzEncoder::new(
         std::fs::File::create(&path).unwrap(),
@@ -579,6 +654,237 @@ fn malicious_archives_are_rejected_with_a_reason() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(names.iter().all(|n| n.ends_with(".tar.gz")), "{names:?}");
+}
+
+/// An archive holding one entry `hidden.sh`, as raw tar bytes (with its end blocks).
+fn hidden_archive() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    append(
+        &mut b,
+        raw_header(b"hidden.sh", tar::EntryType::Regular, 2),
+        b"x\n",
+    );
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn archives_that_extract_to_something_else_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ok: &[u8] = b"fine\n";
+    let m = manifest_for(&[("src/a.txt", ok)]);
+    let hidden = hidden_archive();
+    let cases: Vec<(&str, Vec<Raw<'_>>, &str)> = vec![
+        (
+            "pax-sparse-1.0",
+            vec![
+                Raw::File(b"MANIFEST.sha256", &m),
+                Raw::Pax(
+                    &[
+                        ("GNU.sparse.major", b"1"),
+                        ("GNU.sparse.minor", b"0"),
+                        ("GNU.sparse.name", b"../../evil"),
+                        ("GNU.sparse.realsize", b"5"),
+                    ],
+                    b"src/a.txt",
+                    ok,
+                ),
+            ],
+            "has the pax key `GNU.sparse.major`",
+        ),
+        (
+            "pax-sparse-0.1",
+            vec![
+                Raw::File(b"MANIFEST.sha256", &m),
+                Raw::Pax(
+                    &[
+                        ("GNU.sparse.numblocks", b"1"),
+                        ("GNU.sparse.map", b"0,5"),
+                        ("GNU.sparse.size", b"9"),
+                    ],
+                    b"src/a.txt",
+                    ok,
+                ),
+            ],
+            "has the pax key `GNU.sparse.numblocks`",
+        ),
+        (
+            "gnu-sparse-type",
+            vec![
+                Raw::File(b"MANIFEST.sha256", &m),
+                Raw::File(b"src/a.txt", ok),
+                Raw::Special(b"s", tar::EntryType::GNUSparse),
+            ],
+            "`s` is a sparse file",
+        ),
+        (
+            "xattr",
+            vec![
+                Raw::File(b"MANIFEST.sha256", &m),
+                Raw::Pax(
+                    &[("SCHILY.xattr.security.capability", b"\x01\x00")],
+                    b"src/a.txt",
+                    ok,
+                ),
+            ],
+            "has the pax key `SCHILY.xattr.security.capability`",
+        ),
+        (
+            "pax-key-twice",
+            vec![
+                Raw::File(b"MANIFEST.sha256", &m),
+                Raw::Pax(&[("path", b"src/a.txt"), ("path", b"../x")], b"short", ok),
+            ],
+            "the key `path` appears twice",
+        ),
+        (
+            "global-path",
+            vec![
+                Raw::Global(&[("path", b"../evil")]),
+                Raw::File(b"MANIFEST.sha256", &m),
+                Raw::File(b"src/a.txt", ok),
+            ],
+            "`(global header)` has the pax key `path`",
+        ),
+        (
+            "long-name-and-pax-path",
+            vec![
+                Raw::File(b"MANIFEST.sha256", &m),
+                Raw::LongAndPax(b"src/a.txt", b"src/b.txt", ok),
+            ],
+            "its `path` disagrees with the entry's GNU long name",
+        ),
+        (
+            "file-then-directory",
+            vec![
+                Raw::File(b"MANIFEST.sha256", &m),
+                Raw::File(b"src/a.txt", ok),
+                Raw::Dir(b"src/a.txt/"),
+            ],
+            "entry `src/a.txt` makes `src/a.txt` both a file and a directory",
+        ),
+        (
+            "file-then-child",
+            vec![
+                Raw::File(b"MANIFEST.sha256", &m),
+                Raw::File(b"src/a.txt", ok),
+                Raw::File(b"src/a.txt/x", b"x"),
+            ],
+            "entry `src/a.txt/x` makes `src/a.txt` both a file and a directory",
+        ),
+        (
+            "child-then-file",
+            vec![
+                Raw::File(b"MANIFEST.sha256", &m),
+                Raw::File(b"src/a.txt/x", b"x"),
+                Raw::File(b"src/a.txt", ok),
+            ],
+            "entry `src/a.txt` makes `src/a.txt` both a file and a directory",
+        ),
+        (
+            "link-then-child",
+            vec![
+                Raw::File(b"MANIFEST.sha256", &m),
+                Raw::File(b"src/a.txt", ok),
+                Raw::Symlink(b"l", b"src"),
+                Raw::File(b"l/x", b"x"),
+            ],
+            "entry `l/x` makes `l` both a file and a directory",
+        ),
+        (
+            "directory-with-data",
+            vec![
+                Raw::File(b"MANIFEST.sha256", &m),
+                Raw::File(b"src/a.txt", ok),
+                Raw::DirWithData(b"d/", b"hidden"),
+            ],
+            "`d` is a directory with 6 bytes of data",
+        ),
+        (
+            "file-named-like-a-directory",
+            vec![
+                Raw::File(b"MANIFEST.sha256", &m),
+                Raw::File(b"src/a.txt", ok),
+                Raw::File(b"x/", b""),
+            ],
+            "a name ending in `/` on an entry that is not a directory",
+        ),
+        (
+            "control-characters",
+            vec![
+                Raw::File(b"MANIFEST.sha256", &m),
+                Raw::File(b"src/a.txt", ok),
+                Raw::File(b"a\x1b[2Jb", b""),
+            ],
+            "entry `a\\x1b[2Jb` has an invalid path: a control character in the name",
+        ),
+        (
+            "nul-in-long-name",
+            vec![
+                Raw::File(b"MANIFEST.sha256", &m),
+                Raw::LongName(b"src/a.txt\0../../x", ok),
+            ],
+            "a control character in the name",
+        ),
+        (
+            "entries-after-the-end",
+            vec![
+                Raw::File(b"MANIFEST.sha256", &m),
+                Raw::File(b"src/a.txt", ok),
+                Raw::Tail(&hidden),
+            ],
+            "data follows the end of the archive",
+        ),
+    ];
+    for (name, entries, needle) in cases {
+        let path = build(d, &format!("{name}.tar.gz"), &entries);
+        let text: Vec<String> = rejected(&path).iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter().any(|t| t.contains(needle)),
+            "{name}: expected `{needle}` in {text:#?}"
+        );
+    }
+
+    // Two gzip members: `gzip -d` (and `tar -xzf`) reads both, so the second one's
+    // entries count, past the first one's end of archive.
+    let good = build(
+        d,
+        "good.tar.gz",
+        &[
+            Raw::File(b"MANIFEST.sha256", &m),
+            Raw::File(b"src/a.txt", ok),
+        ],
+    );
+    assert_eq!(verify_archive(&good).unwrap().files, 1);
+    let mut two = std::fs::read(&good).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&hidden).unwrap();
+    two.extend_from_slice(&gz.finish().unwrap());
+    let concatenated = d.join("concatenated.tar.gz");
+    std::fs::write(&concatenated, two).unwrap();
+    let text: Vec<String> = rejected(&concatenated)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(text, ["data follows the end of the archive"]);
+
+    // The same file twice as directory entries, and a pax header of allowed keys, pass.
+    let fine = build(
+        d,
+        "fine.tar.gz",
+        &[
+            Raw::Global(&[("comment", b"0123abcd")]),
+            Raw::File(b"MANIFEST.sha256", &m),
+            Raw::Dir(b"src/"),
+            Raw::Dir(b"./src"),
+            Raw::Pax(
+                &[("path", b"src/a.txt"), ("mtime", b"1.5"), ("uname", b"me")],
+                b"short",
+                ok,
+            ),
+        ],
+    );
+    assert_eq!(verify_archive(&fine).unwrap().files, 1);
 }
 
 #[tokio::test]
