@@ -370,6 +370,43 @@ pub fn plan(
     Ok(out)
 }
 
+/// Checks the way from the pipeline's directory `base` to `target` (relative to `base`):
+/// it stays inside `base`, and no directory on it that exists is a symlink (a link would
+/// send what scaffold writes elsewhere). Returns the target under `base`.
+pub fn resolve_target(base: &Path, target: &str) -> Result<PathBuf, ScaffoldError> {
+    let outside = || ScaffoldError::TargetOutside {
+        target: target.to_owned(),
+    };
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    for c in Path::new(target).components() {
+        match c {
+            std::path::Component::Normal(p) => parts.push(p),
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                parts.pop().ok_or_else(outside)?;
+            }
+            std::path::Component::RootDir | std::path::Component::Prefix(_) => {
+                return Err(outside());
+            }
+        }
+    }
+    let mut p = base.to_path_buf();
+    let mut exists = true;
+    for part in parts {
+        p.push(part);
+        if exists {
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(ScaffoldError::Symlink { path: p });
+                }
+                Ok(_) => {}
+                Err(_) => exists = false,
+            }
+        }
+    }
+    Ok(p)
+}
+
 /// What [`write()`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ScaffoldReport {
@@ -638,7 +675,7 @@ impl Phase for ScaffoldPhase {
                 .map_err(|e| PhaseError::failed(format!("cannot render `{what}`: {e}")))
         };
         let template_name = render("template", self.template_name())?;
-        let target = ctx.base_dir().join(render("target", self.target())?);
+        let target_text = render("target", self.target())?;
         let modules: Vec<ModuleToScaffold> = match (&self.settings.modules, &self.from) {
             (Some(ModulesSetting::List(list)), _) => {
                 let mut out = Vec::new();
@@ -679,6 +716,7 @@ impl Phase for ScaffoldPhase {
         let port = self.settings.port;
         let names: Vec<String> = modules.iter().map(|m| m.name.clone()).collect();
         let result = util::blocking(ctx, move |_| {
+            let target = resolve_target(&base, &target_text)?;
             let template = Template::load(&template_name, &base)?;
             let planned = plan(&template, &modules, &target, port)?;
             write(&planned)

@@ -2,6 +2,7 @@
 //! smaller mistakes a user makes. Each gets a clear error (exit 2) or a quiet end, never a
 //! hang, a panic or a silent default.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -308,4 +309,39 @@ fn phases_get_the_default_sigpipe_disposition() {
         0,
         "SIGPIPE is ignored in phases: {line}"
     );
+}
+
+#[test]
+fn scaffold_never_writes_through_a_symlinked_target_or_outside_the_project() {
+    let outside = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str)] = &[
+        ("services", "refusing symlink"),
+        ("apps/new", "refusing symlink"),
+        ("apps/../services/x", "refusing symlink"),
+        ("../elsewhere", "is outside the pipeline's directory"),
+        (
+            "/tmp/orch-scaffold-abs",
+            "is outside the pipeline's directory",
+        ),
+    ];
+    for (target, want) in cases {
+        let ws = Ws::new(&format!(
+            "[pipeline]\nname = \"s\"\n[phases.new]\nkind = \"scaffold\"\nwith = {{ modules = [\"svc\"], template = \"python-fastapi\", target = \"{target}\" }}\n"
+        ));
+        std::os::unix::fs::symlink(outside.path(), ws.path().join("services")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), ws.path().join("apps")).unwrap();
+        let r = ws.orch(&["run", "--progress", "plain"]);
+        assert_eq!(r.code, 1, "{target}: {}", r.stderr);
+        assert!(r.stderr.contains(want), "{target}: {}", r.stderr);
+        let written: Vec<_> = std::fs::read_dir(outside.path()).unwrap().collect();
+        assert!(written.is_empty(), "{target}: wrote outside: {written:?}");
+        assert!(!Path::new("/tmp/orch-scaffold-abs").exists());
+    }
+    // A real directory on the way is fine.
+    let ws = Ws::new(
+        "[pipeline]\nname = \"s\"\n[phases.new]\nkind = \"scaffold\"\nwith = { modules = [\"svc\"], template = \"python-fastapi\", target = \"apps/../services\" }\n",
+    );
+    let r = ws.orch(&["run", "--progress", "plain"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(ws.exists("services/svc"));
 }
