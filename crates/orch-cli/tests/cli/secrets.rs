@@ -136,7 +136,10 @@ fn toml_str(s: &str) -> String {
 fn matrix_pipeline() -> String {
     let mut text = String::from("[pipeline]\nname = \"leaks\"\njobs = 1\n");
     for (id, body) in matrix_phases() {
-        text.push_str(&format!("\n[phases.{id}]\n{body}secrets = [\"TOK\"]\n"));
+        // Failures are allowed, so every phase runs, also in a run started over HTTP.
+        text.push_str(&format!(
+            "\n[phases.{id}]\n{body}secrets = [\"TOK\"]\nallow_failure = true\n"
+        ));
     }
     text
 }
@@ -151,6 +154,80 @@ fn compose_file(secret: &str) -> String {
          environment:\n      DATABASE_URL: postgres://app:{URL_CREDENTIAL}@db/app\n    \
          profiles: [{quoted}]\n"
     )
+}
+
+/// Starts `orch serve`, starts a run over HTTP, follows its events to the end, fetches
+/// the run list, the record and every phase's log, stops the server; every response and
+/// what the server printed, as runs to scan.
+fn served(ws: &Ws, env: &[(&str, &str)]) -> Vec<(String, Run)> {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+
+    use crate::serve::http;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .current_dir(ws.path())
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("orch serve");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().expect("a line").expect("utf-8");
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_owned();
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let as_run = |code: u16, body: String| Run {
+        code: i32::from(code),
+        stdout: body,
+        stderr: String::new(),
+    };
+    let mut out = Vec::new();
+    let (code, body) = http(&addr, "POST", "/api/runs", Some("{}"));
+    assert_eq!(code, 202, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut paths = vec![
+        format!("/api/runs/{id}/events"),
+        format!("/api/runs/{id}"),
+        "/api/runs".to_owned(),
+    ];
+    for (phase, _) in matrix_phases() {
+        paths.push(format!("/api/runs/{id}/logs/{phase}"));
+    }
+    for path in paths {
+        let (code, body) = http(&addr, "GET", &path, None);
+        out.push((format!("serve GET {path}"), as_run(code, body)));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    let status = child.wait().unwrap();
+    let mut stderr = first;
+    for l in rest.join().unwrap() {
+        stderr.push('\n');
+        stderr.push_str(&l);
+    }
+    out.push((
+        "serve".to_owned(),
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
+        },
+    ));
+    out
 }
 
 #[test]
@@ -186,9 +263,11 @@ fn secret_leak_matrix() {
             ),
         ] {
             let r = ws.orch_env(args, &env);
-            assert_eq!(r.code, 1, "{shape}: {mode}: {}", r.stderr);
+            assert_eq!(r.code, 0, "{shape}: {mode}: {}", r.stderr);
             printed.push((mode.to_owned(), r));
         }
+        // A run started through `orch serve`, and everything it serves.
+        printed.extend(served(&ws, &env));
 
         // The emissions happened (so the absence of the secret means something); checked
         // at the end, after the scan, which runs whatever happened.
@@ -214,6 +293,15 @@ fn secret_leak_matrix() {
                 &format!("{id} succeeded"),
             );
         }
+        let events = printed
+            .iter()
+            .find(|(what, _)| what.ends_with("/events"))
+            .map(|(_, r)| r.stdout.clone())
+            .unwrap_or_default();
+        expect(
+            events.contains("tok=***") && events.contains("event: end"),
+            "the served event stream shows `tok=***` to its end",
+        );
         let stdout_log =
             std::fs::read_to_string(ws.latest_dir().join("logs/stdout.log")).unwrap_or_default();
         expect(
@@ -517,4 +605,76 @@ secrets = ["TOK"]
             }
         }
     }
+}
+
+/// A pipeline whose phase writes its output, says where, then waits to be stopped; on a
+/// second run (file `second` present) it succeeds at once.
+const WAITING: &str = r#"
+[pipeline]
+name = "waiting"
+[phases.wait]
+run = "if [ -e second ]; then exit 0; fi; printf 'v=%s\n' \"$TOK\" >> \"$ORCH_OUTPUT\"; echo \"$ORCH_OUTPUT\" > where.tmp; mv where.tmp where; exec sleep 30"
+secrets = ["TOK"]
+"#;
+
+/// Starts `orch run` and waits until its phase said where its ORCH_OUTPUT is.
+fn start_waiting(ws: &Ws, secret: &str) -> (std::process::Child, PathBuf) {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(["run", "--grace", "1s"])
+        .current_dir(ws.path())
+        .env("TOK", secret)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ws.exists("where") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the phase never started"
+        );
+        std::thread::yield_now();
+    }
+    let path = PathBuf::from(ws.read("where").trim_end());
+    assert!(path.exists(), "{}", path.display());
+    (child, path)
+}
+
+fn assert_nothing_holds(dir: &Path, secret: &str) {
+    for f in files_under(dir) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            find(&bytes, secret.as_bytes()).is_none(),
+            "{} holds the secret",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn orch_output_is_removed_when_the_run_is_interrupted() {
+    let ws = Ws::new(WAITING);
+    let (mut child, path) = start_waiting(&ws, "Interrupt-s3cret-1");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert!(!path.exists(), "{} is left", path.display());
+    assert_nothing_holds(&ws.path().join(".orch"), "Interrupt-s3cret-1");
+}
+
+#[test]
+fn what_a_killed_run_left_private_goes_when_the_next_run_takes_over() {
+    let ws = Ws::new(WAITING);
+    let (mut child, path) = start_waiting(&ws, "Killed-s3cret-22");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Nothing can clean up after SIGKILL; the next run does, when it takes the lock.
+    std::fs::write(ws.path().join("second"), "").unwrap();
+    let r = ws.orch_env(&["run"], &[("TOK", "Killed-s3cret-22")]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!path.exists(), "{} is left", path.display());
+    assert_nothing_holds(&ws.path().join(".orch"), "Killed-s3cret-22");
 }

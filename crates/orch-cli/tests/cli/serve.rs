@@ -30,7 +30,7 @@ fn serve(ws: &Ws, env: &[(&str, &str)]) -> (Child, String) {
 }
 
 /// One HTTP/1.1 request; the status and body.
-fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+pub(crate) fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     let body = body.unwrap_or("");
     write!(
