@@ -120,6 +120,18 @@ impl Phase for CommandPhase {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // The child enters the attempt's cgroup before it runs anything, so nothing it
+        // starts can leave (by `setsid`, double forks or a cleared environment).
+        let cgroup = ctx.process_cgroup();
+        if let Some(cg) = &cgroup {
+            let procs = cg.procs_fd();
+            // SAFETY: `enter` makes one async-signal-safe `write` on a descriptor that
+            // stays open until after the spawn.
+            #[allow(unsafe_code)]
+            unsafe {
+                cmd.pre_exec(move || crate::cgroup::enter(procs));
+            }
+        }
 
         let mut child = cmd.spawn().map_err(|e| {
             let program = match &self.run {
@@ -132,7 +144,8 @@ impl Phase for CommandPhase {
             ))
         })?;
         let pgid = child.id().unwrap_or(0);
-        let guard = TreeGuard::new(pgid, ctx.run_id().as_str(), ctx.phase_id().as_str());
+        let guard = TreeGuard::new(pgid, ctx.run_id().as_str(), ctx.phase_id().as_str())
+            .with_cgroup(cgroup);
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let reading = async {
@@ -159,9 +172,10 @@ impl Phase for CommandPhase {
                 return Err(cancel(ctx, guard, &mut child).await);
             }
         };
-        // The main process is gone: whatever it left running in its group goes too, so the
-        // pipes close and nothing of the phase outlives it.
-        guard.finish();
+        // The main process is gone: whatever it left running goes too (its group, its
+        // cgroup, or without one its marks), so the pipes close and nothing of the phase
+        // outlives it, whether it succeeded or not.
+        guard.finish().await;
         if !read_done {
             // A process that left the group may still hold the pipes; don't wait forever.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut reading).await;

@@ -8,6 +8,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod agent;
+pub mod cgroup;
 pub mod command;
 pub mod diagnostics;
 pub mod errors;
@@ -29,6 +30,7 @@ pub mod redact;
 pub mod registry;
 pub mod resume;
 pub mod spec;
+pub mod watchdog;
 
 pub use agent::{Agent, LocalAgent};
 pub use errors::{AgentError, InterpolationError, KindError, LoadError, RunError, WriteFileError};

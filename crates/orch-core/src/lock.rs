@@ -66,6 +66,29 @@ fn read_holder(file: &mut File) -> Option<LockHolder> {
     serde_json::from_str(text.trim()).ok()
 }
 
+/// Takes the lock without waiting, except when the holder named in the file is dead: then
+/// a process it forked may still hold a copy of the lock for the instant before it execs or
+/// is killed by the dead run's watchdog, so the lock is retried for a moment.
+fn lock_or_wait_for_the_dead(file: File) -> Result<Flock<File>, (File, Errno)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut file = file;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Err((mut f, Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                let dead = read_holder(&mut f).is_some_and(|h| {
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(h.pid as i32), None).is_err()
+                });
+                if !dead {
+                    return Err((f, Errno::EWOULDBLOCK));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+                file = f;
+            }
+            other => return other,
+        }
+    }
+}
+
 impl WorkspaceLock {
     /// Takes the lock of `state_dir`, or fails at once with
     /// [`RunError::Locked`] naming the process that holds it.
@@ -77,7 +100,7 @@ impl WorkspaceLock {
         std::fs::create_dir_all(state_dir).map_err(state_err(state_dir))?;
         let path = state_dir.join(LOCK_FILE);
         let file = open(&path).map_err(state_err(&path))?;
-        let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        let mut file = match lock_or_wait_for_the_dead(file) {
             Ok(f) => f,
             Err((mut file, Errno::EWOULDBLOCK)) => {
                 // The holder writes its name right after locking: give it a moment.

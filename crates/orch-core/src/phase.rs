@@ -350,6 +350,8 @@ pub struct PhaseContext {
     pub(crate) log: Arc<PhaseLog>,
     pub(crate) redactor: Redactor,
     pub(crate) snapshot: Option<SnapshotFn>,
+    /// The run's cgroup, where cgroups are used.
+    pub(crate) cgroup: Option<Arc<crate::cgroup::RunCgroup>>,
 }
 
 /// The parts of a phase's environment beyond the `ORCH_*` variables.
@@ -436,6 +438,16 @@ impl PhaseContext {
                 None => Vec::new(),
             }
         })
+    }
+
+    /// A new cgroup for processes this attempt starts (see [`crate::cgroup`]), when the run
+    /// has one: start them in it with [`crate::cgroup::enter`] in a `pre_exec` hook, and
+    /// guard it with [`crate::process::TreeGuard::with_cgroup`]. `None` where cgroups are
+    /// not available (processes are then found by their marks).
+    pub fn process_cgroup(&self) -> Option<crate::cgroup::PhaseCgroup> {
+        self.cgroup
+            .as_ref()?
+            .attempt(self.phase_id.as_str(), self.attempt)
     }
 
     /// Variables to remove from the inherited environment: secrets this phase did not
@@ -779,6 +791,7 @@ impl ContextBuilder {
                 .unwrap_or_else(|| Arc::new(LocalAgent::new("local", 1))),
             redactor,
             snapshot: self.snapshot,
+            cgroup: None,
         }
     }
 }

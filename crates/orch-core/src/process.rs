@@ -1,8 +1,18 @@
-//! Process trees: every process a phase starts runs in its own process group and carries
-//! `ORCH_RUN_ID` and `ORCH_PHASE_ID` in its environment, so the whole tree can be stopped,
-//! including grandchildren that left the group with `setsid`.
+//! Process trees: every process a phase starts runs in its own process group, carries
+//! `ORCH_RUN_ID` and `ORCH_PHASE_ID` in its environment and, where a writable cgroup v2
+//! hierarchy exists, lives in a cgroup of its own attempt (see [`crate::cgroup`]).
+//!
+//! What a phase started ends with the phase, whatever its outcome: when its main process
+//! exits (success or failure), when its timeout passes, and when the run is stopped. With
+//! cgroups nothing escapes (not `setsid`, a double fork, `nohup` nor `env -i`); without them
+//! processes are found by process group and by their marks, so one that both leaves the
+//! group and clears its environment is only caught when it is orphaned to orch (see
+//! [`adopt_orphans`]) and the run ends. If the engine's process dies, the run's watchdog
+//! (see [`crate::watchdog`]) kills what is left within milliseconds.
 
 use std::time::Duration;
+
+use crate::cgroup::PhaseCgroup;
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -87,6 +97,7 @@ pub struct TreeGuard {
     pgid: u32,
     run_id: String,
     phase_id: String,
+    cgroup: Option<PhaseCgroup>,
     armed: bool,
 }
 
@@ -97,37 +108,62 @@ impl TreeGuard {
             pgid,
             run_id: run_id.to_owned(),
             phase_id: phase_id.to_owned(),
+            cgroup: None,
             armed: true,
         }
     }
 
-    /// Kills what is left of the group (after the main process exited) and keeps guarding
-    /// nothing more.
-    pub fn finish(mut self) {
-        signal_group(self.pgid, Signal::SIGKILL);
-        self.armed = false;
+    /// Guards the attempt's cgroup too (its processes were started in it).
+    pub fn with_cgroup(mut self, cgroup: Option<PhaseCgroup>) -> Self {
+        self.cgroup = cgroup;
+        self
     }
 
-    /// Stops the tree gracefully: SIGTERM to the group and marked processes, then SIGKILL
-    /// to whatever is left after `grace` (or at once when `grace` is zero).
+    /// Kills what is left of the phase after its main process exited: its group and its
+    /// cgroup (or, without one, every process with its marks), and keeps guarding nothing.
+    pub async fn finish(mut self) {
+        self.armed = false;
+        signal_group(self.pgid, Signal::SIGKILL);
+        match self.cgroup.take() {
+            Some(cg) => {
+                cg.kill_and_remove().await;
+            }
+            None => {
+                kill_marked(&self.run_id, Some(&self.phase_id), Duration::from_secs(2)).await;
+            }
+        }
+    }
+
+    /// Stops the tree gracefully: SIGTERM to the group, the cgroup and marked processes,
+    /// then SIGKILL to whatever is left after `grace` (or at once when `grace` is zero).
     ///
     /// The grace period lasts until the whole tree is gone, not just the main process: a
     /// child that handles SIGTERM gets its time to finish even when its parent died at once.
     /// `exited` reaps the main process (a zombie is no longer marked, so it does not count).
     pub async fn terminate(mut self, grace: Duration, mut exited: impl FnMut() -> bool) {
+        self.armed = false;
         signal_group(self.pgid, Signal::SIGTERM);
+        if let Some(cg) = &self.cgroup {
+            cg.signal(Signal::SIGTERM);
+        }
         signal_marked(&self.run_id, Some(&self.phase_id), Signal::SIGTERM);
         let deadline = tokio::time::Instant::now() + grace;
         while tokio::time::Instant::now() < deadline {
             let main_gone = exited();
-            if main_gone && marked_processes(&self.run_id, Some(&self.phase_id)).is_empty() {
+            let rest_gone = match &self.cgroup {
+                Some(cg) => !cg.is_populated(),
+                None => marked_processes(&self.run_id, Some(&self.phase_id)).is_empty(),
+            };
+            if main_gone && rest_gone {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         signal_group(self.pgid, Signal::SIGKILL);
+        if let Some(cg) = self.cgroup.take() {
+            cg.kill_and_remove().await;
+        }
         kill_marked(&self.run_id, Some(&self.phase_id), Duration::from_secs(2)).await;
-        self.armed = false;
     }
 }
 
@@ -135,6 +171,8 @@ impl Drop for TreeGuard {
     fn drop(&mut self) {
         if self.armed {
             signal_group(self.pgid, Signal::SIGKILL);
+            // Dropping the cgroup kills everything in it.
+            self.cgroup.take();
             // Grandchildren that called setsid left the group; find them by their marks.
             for _ in 0..50 {
                 if signal_marked(&self.run_id, Some(&self.phase_id), Signal::SIGKILL) == 0 {
@@ -144,4 +182,71 @@ impl Drop for TreeGuard {
             }
         }
     }
+}
+
+/// Makes this process the reaper of orphans of its descendants (`PR_SET_CHILD_SUBREAPER`):
+/// a phase's process whose parent exits is re-parented to this process instead of init, so
+/// [`kill_orphans`] can find it even when it left its group and cleared its environment.
+/// For a program whose only children are orch's (the `orch` binary), where cgroups are not
+/// available; a host process that starts other children should not call it.
+#[allow(unsafe_code)]
+pub fn adopt_orphans() -> bool {
+    // SAFETY: prctl with integer arguments.
+    unsafe { nix::libc::prctl(nix::libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 }
+}
+
+#[allow(unsafe_code)]
+fn is_subreaper() -> bool {
+    let mut on: nix::libc::c_int = 0;
+    // SAFETY: prctl writes one int to `on`.
+    let r = unsafe {
+        nix::libc::prctl(
+            nix::libc::PR_GET_CHILD_SUBREAPER,
+            &mut on as *mut nix::libc::c_int,
+            0,
+            0,
+            0,
+        )
+    };
+    r == 0 && on != 0
+}
+
+/// After a run's phases are all over, in a process that [`adopt_orphans`]: kills and reaps
+/// every child of this process but `keep` (orphans of phases, re-parented here). Returns how
+/// many there were.
+pub fn kill_orphans(keep: &[i32]) -> usize {
+    if !is_subreaper() {
+        return 0;
+    }
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut n = 0;
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if keep.contains(&pid) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // PID (COMM) STATE PPID ...: the command may hold spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if ppid == Some(me) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+            n += 1;
+        }
+    }
+    n
 }

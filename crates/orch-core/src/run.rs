@@ -256,6 +256,20 @@ impl Runner {
 
     async fn prepare(&self) -> Result<Prepared, RunError> {
         let run_id = self.options.run_id.clone().unwrap_or_else(RunId::generate);
+        // Where the run's processes are contained, and who ends them if this process dies.
+        // Forked before anything is opened (the lock above all), so the watchdog never
+        // holds a copy of it, not even for the instant before it closes what it inherited.
+        let cgroup = crate::cgroup::RunCgroup::create(run_id.as_str()).map(Arc::new);
+        let watchdog = match crate::watchdog::Watchdog::start(
+            run_id.as_str(),
+            cgroup.as_ref().map(|c| c.dir()),
+        ) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("cannot start the run's watchdog: {e}");
+                None
+            }
+        };
         if !self.options.write_files {
             if self.options.resume.is_some() {
                 return Err(RunError::Resume(
@@ -264,6 +278,8 @@ impl Runner {
             }
             return Ok(Prepared {
                 run_id,
+                cgroup,
+                watchdog,
                 started_at: SystemTime::now(),
                 lock: None,
                 resume: None,
@@ -282,6 +298,11 @@ impl Runner {
             tracing::warn!(
                 "taking over the lock of {stale}, which is gone; killing what it left running"
             );
+            if let Ok(id) = RunId::parse(&stale.run_id)
+                && let Some(dir) = crate::cgroup::run_dir(id.as_str())
+            {
+                crate::cgroup::remove_tree(&dir).await;
+            }
             crate::process::kill_marked(&stale.run_id, None, Duration::from_secs(2)).await;
             // Its attempts' private files (outputs that may hold secrets) go too.
             if !stale.run_id.is_empty() && !stale.run_id.contains(['/', '.']) {
@@ -338,6 +359,8 @@ impl Runner {
         };
         Ok(Prepared {
             run_id,
+            cgroup,
+            watchdog,
             started_at,
             lock: Some(lock),
             resume,
@@ -349,6 +372,8 @@ impl Runner {
 
 struct Prepared {
     run_id: RunId,
+    cgroup: Option<Arc<crate::cgroup::RunCgroup>>,
+    watchdog: Option<crate::watchdog::Watchdog>,
     started_at: SystemTime,
     lock: Option<WorkspaceLock>,
     resume: Option<(RunId, ResumeState)>,
@@ -447,6 +472,10 @@ struct Engine {
     done: Vec<Option<Done>>,
     /// Per phase: the fingerprint of the attempt that runs (when journaling).
     fingerprints: Vec<Option<String>>,
+    /// The run's cgroup, where cgroups are used (see [`crate::cgroup`]).
+    cgroup: Option<Arc<crate::cgroup::RunCgroup>>,
+    /// Ends the run's processes if this process dies; stopped when the run ends.
+    watchdog: Option<crate::watchdog::Watchdog>,
     _lock: Option<WorkspaceLock>,
 }
 
@@ -552,6 +581,8 @@ impl Engine {
             .collect();
         let now = (started_at, Instant::now());
         let mut e = Self {
+            cgroup: prep.cgroup,
+            watchdog: prep.watchdog,
             opts: r.options,
             bus: r.bus,
             control,
@@ -768,9 +799,19 @@ impl Engine {
         }
         self.tasks.abort_all();
         self.light.clear();
+        // Nothing of the run may survive it: what is left in its cgroups, ...
+        if let Some(cg) = &self.cgroup {
+            cg.remove().await;
+        }
         if self.opts.write_files && (interrupted || self.failed) {
-            // Nothing of the run may survive it, whatever left its process group.
+            // ... whatever left its process group, ...
             crate::process::kill_marked(self.run_id.as_str(), None, Duration::from_secs(2)).await;
+        }
+        // ... and orphans re-parented to this process (when it adopts them).
+        let watchdog_pid = self.watchdog.as_ref().map(|w| w.pid());
+        crate::process::kill_orphans(watchdog_pid.as_slice());
+        if let Some(w) = self.watchdog.take() {
+            w.finish();
         }
         // Every phase is durable before the run reports its end.
         self.sync_journal().await;
@@ -1080,6 +1121,7 @@ impl Engine {
             log,
             redactor: self.redactor.clone(),
             snapshot,
+            cgroup: self.cgroup.clone(),
         };
         // Journaled before anything starts (see `start_queued`), so attempt numbers never
         // repeat after a crash.
