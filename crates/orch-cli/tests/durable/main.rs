@@ -3,6 +3,7 @@
 
 mod cleanup;
 mod history;
+mod lifetime;
 mod lock;
 mod support;
 mod torture;
