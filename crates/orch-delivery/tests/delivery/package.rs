@@ -930,3 +930,76 @@ async fn a_cancelled_package_writes_nothing() {
     assert_eq!(r, Err(orch_core::PhaseError::Cancelled));
     assert!(!dir.path().join(".orch").exists(), "nothing written");
 }
+
+mod props {
+    //! The verifier against a model: an archive of files and directories with a correct
+    //! manifest verifies exactly when no path is both a file and a directory and no file
+    //! repeats.
+
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+    use sha2::{Digest, Sha256};
+
+    use orch_delivery::verify::verify_reader;
+
+    fn entries() -> impl Strategy<Value = Vec<(String, bool, Vec<u8>)>> {
+        prop::collection::vec(
+            (
+                prop::collection::vec(prop::sample::select(vec!["a", "b", "c"]), 1..4),
+                any::<bool>(),
+                prop::collection::vec(any::<u8>(), 0..8),
+            )
+                .prop_map(|(parts, dir, data)| (parts.join("/"), dir, data)),
+            1..8,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn verifies_exactly_the_archives_that_extract_to_what_they_list(entries in entries()) {
+            let mut files = BTreeSet::new();
+            let mut dirs = BTreeSet::new();
+            let mut repeated = false;
+            let mut manifest = String::new();
+            for (name, dir, data) in &entries {
+                let parts: Vec<&str> = name.split('/').collect();
+                for i in 1..parts.len() {
+                    dirs.insert(parts[..i].join("/"));
+                }
+                if *dir {
+                    dirs.insert(name.clone());
+                } else {
+                    repeated |= !files.insert(name.clone());
+                    let hex: String = Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect();
+                    manifest.push_str(&format!("{hex}  {name}\n"));
+                }
+            }
+            let conflict = files.iter().any(|f| dirs.contains(f));
+            let mut b = tar::Builder::new(Vec::new());
+            let mut add = |name: &str, kind: tar::EntryType, data: &[u8]| {
+                let mut h = tar::Header::new_gnu();
+                h.set_path(name).unwrap();
+                h.set_entry_type(kind);
+                h.set_size(data.len() as u64);
+                h.set_mode(0o644);
+                h.set_cksum();
+                b.append(&h, data).unwrap();
+            };
+            add("MANIFEST.sha256", tar::EntryType::Regular, manifest.as_bytes());
+            for (name, dir, data) in &entries {
+                if *dir {
+                    add(&format!("{name}/"), tar::EntryType::Directory, b"");
+                } else {
+                    add(name, tar::EntryType::Regular, data);
+                }
+            }
+            let bytes = b.into_inner().unwrap();
+            let result = verify_reader(&bytes[..], "model.tar".as_ref());
+            prop_assert_eq!(result.is_ok(), !conflict && !repeated, "{:?}", result);
+            if let Ok(report) = result {
+                prop_assert_eq!(report.files, files.len());
+            }
+        }
+    }
+}
