@@ -64,6 +64,11 @@ enum Command {
     Verify(crate::reports::VerifyArgs),
     /// Serve a live web view of the runs and an HTTP API to start, follow and stop them.
     Serve(crate::serve::ServeArgs),
+    /// Policy tools: `policy eval [FILE] --phase ID` prints the input document a phase's
+    /// decision is made on, and the decision.
+    Policy(crate::governance::PolicyArgs),
+    /// The audit log: `audit verify [LOG]` checks its chain, `audit show` prints entries.
+    Audit(crate::governance::AuditArgs),
     /// Write a commented orch.toml that runs as it is (never overwrites).
     Init(crate::init::InitArgs),
     /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
@@ -277,6 +282,12 @@ pub fn main() -> ExitCode {
         Command::Serve(a) => {
             crate::serve::serve(&a).map_err(|(message, code)| Failure { message, code })
         }
+        Command::Policy(a) => {
+            crate::governance::policy(&a).map_err(|(message, code)| Failure { message, code })
+        }
+        Command::Audit(a) => {
+            crate::governance::audit(&a).map_err(|(message, code)| Failure { message, code })
+        }
         Command::Init(a) => {
             crate::init::init(&a).map_err(|(message, code)| Failure { message, code })
         }
@@ -335,7 +346,7 @@ fn load(file: &FileArgs) -> Result<Pipeline, Failure> {
     })
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(x) = src {

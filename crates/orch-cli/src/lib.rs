@@ -6,6 +6,7 @@
 mod app;
 mod completions;
 mod exit_codes;
+mod governance;
 mod history;
 mod init;
 mod live;

@@ -95,6 +95,9 @@ pub enum LoadError {
     /// The file has problems; each carries its location.
     #[error("{0}")]
     Invalid(Diagnostics),
+    /// A policy file of `[policy]` cannot be read or compiled.
+    #[error("invalid policy: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
 }
 
 /// A run could not be carried out (as opposed to a phase failing inside it).
@@ -123,6 +126,9 @@ pub enum RunError {
         /// Who holds it.
         holder: String,
     },
+    /// The audit log could not be opened or continued.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     /// A record could not be read back.
     #[error("cannot read {path}: {message}")]
     Record {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::ids::{PhaseId, RunId};
-use crate::record::{Outputs, PhaseStatus, RunStatus};
+use crate::record::{Outputs, PhaseStatus, PolicyVerdict, RunStatus};
 
 /// Which stream an output line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -44,6 +44,18 @@ pub enum RunEvent {
         phase: PhaseId,
         /// 1-based attempt number.
         attempt: u32,
+        /// When.
+        at: SystemTime,
+    },
+    /// `[policy]` decided whether a phase may start (before its first attempt; a denied
+    /// phase then finishes `failed` without running).
+    PolicyDecision {
+        /// The phase.
+        phase: PhaseId,
+        /// The decision.
+        verdict: PolicyVerdict,
+        /// Why it was denied (the phase's `reason`), when it was.
+        reason: Option<String>,
         /// When.
         at: SystemTime,
     },

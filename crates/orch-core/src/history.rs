@@ -199,11 +199,13 @@ fn from_journal(
         pipeline_file: None,
         vars: IndexMap::new(),
         phases: IndexMap::new(),
+        audit: None,
     });
     let log_of = |phase: &str| {
         let rel = format!("logs/{phase}.log");
         run_dir.join(&rel).exists().then_some(rel)
     };
+    let mut verdicts = BTreeMap::new();
     for e in entries {
         match e {
             Entry::Run {
@@ -236,6 +238,7 @@ fn from_journal(
                         tags: Vec::new(),
                         description: None,
                         log: None,
+                        policy: None,
                     });
                 p.attempts = *attempt;
                 if live {
@@ -263,6 +266,7 @@ fn from_journal(
                     tags: Vec::new(),
                     description: None,
                     log: log_of(&f.phase),
+                    policy: verdicts.remove(&f.phase),
                 };
                 r.phases.insert(f.phase.clone(), rec);
             }
@@ -274,6 +278,9 @@ fn from_journal(
                 r.status = *status;
                 r.finished_at = Some(finished_at.clone());
                 r.duration_ms = Some(*duration_ms);
+            }
+            Entry::Policy { phase, verdict } => {
+                verdicts.insert(phase.clone(), verdict.clone());
             }
             Entry::Inherited { .. } | Entry::AttemptFailed { .. } => {}
         }

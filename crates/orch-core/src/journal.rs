@@ -46,7 +46,7 @@ use tokio::sync::watch;
 
 use crate::failpoint;
 use crate::ids::RunId;
-use crate::record::{Artifact, Outputs, PhaseStatus, RunStatus};
+use crate::record::{Artifact, Outputs, PhaseStatus, PolicyVerdict, RunStatus};
 
 /// The version of the journal format written by this build.
 pub const JOURNAL_FORMAT_VERSION: u32 = 1;
@@ -102,6 +102,14 @@ pub enum Entry {
     },
     /// A phase reached its final status.
     Finished(Box<Finished>),
+    /// What `[policy]` decided for a phase before it first started.
+    Policy {
+        /// The phase.
+        phase: String,
+        /// The decision.
+        #[serde(flatten)]
+        verdict: PolicyVerdict,
+    },
     /// The run ended.
     RunFinished {
         /// How it ended.
@@ -554,6 +562,21 @@ impl FileStorage {
         }
         Ok(Self { file })
     }
+
+    /// Opens a file to append to, creating it when missing (for logs that outlive a run,
+    /// like the audit log); when `durable` and it was created, makes its directory entry
+    /// durable too.
+    pub fn open_append(path: &Path, durable: bool) -> std::io::Result<Self> {
+        let existed = path.exists();
+        let file = OpenOptions::new().append(true).create(true).open(path)?;
+        if durable
+            && !existed
+            && let Some(dir) = path.parent()
+        {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(Self { file })
+    }
 }
 
 impl Storage for FileStorage {
@@ -720,21 +743,32 @@ pub struct JournalWriter {
     tx: Option<watch::Sender<u64>>,
     rx: watch::Receiver<u64>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Raw bytes, not a journal: no header, no journal failpoints.
+    raw: bool,
 }
 
 impl JournalWriter {
     /// Starts a journal on `storage`: writes the header and, when `sync`, starts the sync
     /// thread (otherwise records count as durable once written).
     pub fn create(storage: Box<dyn Storage>, sync: bool) -> std::io::Result<Self> {
-        Self::create_with_interval(storage, sync, sync_interval())
+        Self::create_with_interval(storage, sync, sync_interval(), false)
+    }
+
+    /// A writer of raw bytes with the same group commit (no header, no framing; see
+    /// [`queue_bytes`](Self::queue_bytes)): what the audit log uses.
+    pub fn create_raw(storage: Box<dyn Storage>, sync: bool) -> std::io::Result<Self> {
+        Self::create_with_interval(storage, sync, sync_interval(), true)
     }
 
     fn create_with_interval(
         mut storage: Box<dyn Storage>,
         sync: bool,
         interval: std::time::Duration,
+        raw: bool,
     ) -> std::io::Result<Self> {
-        storage.append(&header())?;
+        if !raw {
+            storage.append(&header())?;
+        }
         let shared = Arc::new(Shared {
             state: Mutex::new(SyncState {
                 requested: 0,
@@ -756,12 +790,14 @@ impl JournalWriter {
             tx: None,
             rx,
             thread: None,
+            raw,
         };
         if sync {
             let mut handle = w.storage.sync_handle()?;
+            let points = !raw;
             let thread = std::thread::Builder::new()
                 .name("orch-journal-sync".into())
-                .spawn(move || sync_loop(&shared, &mut *handle, &tx, interval))?;
+                .spawn(move || sync_loop(&shared, &mut *handle, &tx, interval, points))?;
             w.thread = Some(thread);
         } else {
             w.tx = Some(tx);
@@ -793,6 +829,14 @@ impl JournalWriter {
         self.seq
     }
 
+    /// Queues raw bytes as one record (for writers made with
+    /// [`create_raw`](Self::create_raw)) and returns its sequence number.
+    pub fn queue_bytes(&mut self, bytes: &[u8]) -> u64 {
+        self.buf.extend_from_slice(bytes);
+        self.seq += 1;
+        self.seq
+    }
+
     /// Writes every queued record with one write and hands them to the sync thread.
     /// After a failed write nothing more is written: every later call fails.
     pub fn flush(&mut self) -> std::io::Result<()> {
@@ -807,7 +851,9 @@ impl JournalWriter {
             return Err(e);
         }
         self.buf.clear();
-        failpoint::hit("after-journal-append");
+        if !self.raw {
+            failpoint::hit("after-journal-append");
+        }
         self.written = self.seq;
         match &self.tx {
             Some(tx) => {
@@ -927,6 +973,7 @@ fn sync_loop(
     handle: &mut dyn SyncHandle,
     tx: &watch::Sender<u64>,
     interval: std::time::Duration,
+    points: bool,
 ) {
     let mut synced = 0u64;
     let mut last: Option<std::time::Instant> = None;
@@ -963,13 +1010,17 @@ fn sync_loop(
             }
         };
         last = Some(std::time::Instant::now());
-        failpoint::hit("before-fsync");
+        if points {
+            failpoint::hit("before-fsync");
+        }
         if let Err(e) = handle.sync() {
             let mut s = shared.state.lock().unwrap_or_else(|p| p.into_inner());
             s.error = Some(format!("cannot sync the journal: {e}"));
             return;
         }
-        failpoint::hit("after-fsync");
+        if points {
+            failpoint::hit("after-fsync");
+        }
         synced = target;
         tx.send_replace(synced);
     }
@@ -1004,8 +1055,9 @@ mod tests {
     fn waiting_for_every_record_does_not_wait_for_the_group_commit_interval() {
         let storage = MemStorage::new();
         let hour = std::time::Duration::from_secs(3600);
-        let mut w = JournalWriter::create_with_interval(Box::new(storage.clone()), true, hour)
-            .expect("journal");
+        let mut w =
+            JournalWriter::create_with_interval(Box::new(storage.clone()), true, hour, false)
+                .expect("journal");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()

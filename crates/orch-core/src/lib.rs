@@ -8,6 +8,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod agent;
+pub mod audit;
 pub mod cgroup;
 pub mod command;
 pub mod diagnostics;
@@ -24,6 +25,7 @@ pub mod journal;
 pub mod lock;
 mod orch_output;
 pub mod phase;
+pub mod policy;
 pub mod process;
 pub mod record;
 pub mod redact;

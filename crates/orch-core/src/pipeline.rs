@@ -17,6 +17,7 @@ use crate::file::{self, FileSpans, PhaseSpans};
 use crate::ids::PhaseId;
 use crate::interpolate::{self, Reference};
 use crate::phase::Phase;
+use crate::policy::{Policy, PolicyError};
 use crate::registry::Registry;
 use crate::spec::{
     AgentSpec, BreakerSpec, MAX_JOBS, MAX_RETRIES, PhaseSpec, PipelineSpec, RunSpec, Unavailable,
@@ -45,6 +46,7 @@ pub struct Pipeline {
     pub(crate) agents: Vec<AgentSpec>,
     pub(crate) registry: Registry,
     pub(crate) source: Option<Source>,
+    pub(crate) policy: Option<Arc<Policy>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -112,6 +114,30 @@ impl Pipeline {
         }
         match validate(spec, Some(&spans), registry, diags, &IdMap::default()) {
             Ok(mut p) => {
+                if let Some(policy) = &p.spec.policy {
+                    match Policy::load(&p.spec.base_dir, policy) {
+                        Ok(policy) => p.policy = Some(Arc::new(policy)),
+                        Err(e @ (PolicyError::NoFiles { .. } | PolicyError::Pattern { .. })) => {
+                            let pattern = match &e {
+                                PolicyError::NoFiles { pattern, .. }
+                                | PolicyError::Pattern { pattern, .. } => pattern.clone(),
+                                _ => String::new(),
+                            };
+                            let span = policy
+                                .files
+                                .iter()
+                                .position(|f| *f == pattern)
+                                .and_then(|k| spans.policy_files.get(k).cloned());
+                            let d = Diagnostic::at(span, e.to_string())
+                                .with_help("`[policy] files` are relative to the pipeline file");
+                            return Err(LoadError::Invalid(Diagnostics::new(
+                                Some(source),
+                                vec![d],
+                            )));
+                        }
+                        Err(e) => return Err(LoadError::Policy(e)),
+                    }
+                }
                 p.source = Some(source);
                 Ok(p)
             }
@@ -134,6 +160,7 @@ impl Pipeline {
             spec: PipelineSpec::new(name, base_dir),
             registry: Registry::with_builtins(),
             custom: IdMap::default(),
+            policy: None,
         }
     }
 
@@ -179,6 +206,16 @@ impl Pipeline {
         &self.registry
     }
 
+    /// The compiled `[policy]`, when there is one.
+    pub fn policy(&self) -> Option<&Arc<Policy>> {
+        self.policy.as_ref()
+    }
+
+    /// Sets (or removes) the policy every run of this pipeline is held to.
+    pub fn set_policy(&mut self, policy: Option<Arc<Policy>>) {
+        self.policy = policy;
+    }
+
     /// The file the pipeline came from, if any.
     pub fn source_path(&self) -> Option<&Path> {
         self.spec.source_path.as_deref()
@@ -210,6 +247,7 @@ pub struct PipelineBuilder {
     spec: PipelineSpec,
     registry: Registry,
     custom: IdMap<Arc<dyn Phase>>,
+    policy: Option<Arc<Policy>>,
 }
 
 impl PipelineBuilder {
@@ -257,10 +295,18 @@ impl PipelineBuilder {
         self
     }
 
+    /// Holds every run to `policy` (see [`crate::policy`]).
+    pub fn policy(mut self, policy: Arc<Policy>) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
     /// Validates and builds.
     pub fn build(self) -> Result<Pipeline, LoadError> {
-        validate(self.spec, None, &self.registry, Vec::new(), &self.custom)
-            .map_err(|items| LoadError::Invalid(Diagnostics::new(None, items)))
+        let mut p = validate(self.spec, None, &self.registry, Vec::new(), &self.custom)
+            .map_err(|items| LoadError::Invalid(Diagnostics::new(None, items)))?;
+        p.policy = self.policy;
+        Ok(p)
     }
 }
 
@@ -719,6 +765,7 @@ fn validate(
         agents,
         registry: registry.clone(),
         source: None,
+        policy: None,
     })
 }
 

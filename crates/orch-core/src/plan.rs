@@ -41,6 +41,9 @@ pub struct PlannedPhase {
     pub when: Option<String>,
     /// Allowed to fail.
     pub allow_failure: bool,
+    /// Why `[policy]` would keep it from starting, when it would.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denied: Option<String>,
 }
 
 mod opt_duration {
@@ -93,6 +96,12 @@ impl Plan {
             }
         }
         let scope = PlanScope::new(pipeline);
+        // The policy sees what a run would give it (run id `plan`).
+        let mut policy = pipeline.policy().map(|p| {
+            let run = crate::policy::RunInput::of(pipeline, "plan");
+            let git = crate::policy::GitInput::read(&pipeline.spec().base_dir);
+            (p.evaluator(), run, git)
+        });
         let mut waves: Vec<Vec<PlannedPhase>> = vec![Vec::new(); max_level + 1];
         let mut not_selected = Vec::new();
         for (i, n) in nodes.iter().enumerate() {
@@ -110,6 +119,21 @@ impl Plan {
                 details,
                 changes,
             } = n.phase.describe(&ctx);
+            let denied = policy.as_mut().and_then(|(eval, run, git)| {
+                let input = crate::policy::Input {
+                    phase: crate::policy::PhaseInput::of(pipeline, i),
+                    run: run.clone(),
+                    git: git.clone(),
+                };
+                match eval.decide(&input.to_json()) {
+                    Ok(d) if d.permits() => None,
+                    Ok(d) => Some(d.reason()),
+                    Err(e) => Some(format!(
+                        "denied by policy: evaluation for phase `{}` failed: {e}",
+                        n.spec.id
+                    )),
+                }
+            });
             waves[level[i]].push(PlannedPhase {
                 id: n.spec.id.to_string(),
                 kind: n.spec.kind.clone(),
@@ -125,6 +149,7 @@ impl Plan {
                 needs: n.spec.needs.iter().map(ToString::to_string).collect(),
                 when: n.spec.when.clone(),
                 allow_failure: n.spec.allow_failure,
+                denied,
             });
         }
         waves.retain(|w| !w.is_empty());
@@ -161,10 +186,27 @@ impl Plan {
             if self.waves.len() == 1 { "" } else { "s" },
             self.jobs
         );
+        let denied = self
+            .waves
+            .iter()
+            .flatten()
+            .filter(|p| p.denied.is_some())
+            .count();
+        if denied > 0 {
+            let _ = writeln!(
+                out,
+                "the policy denies {denied} phase{} (they would fail without running)",
+                if denied == 1 { "" } else { "s" }
+            );
+        }
         for (w, wave) in self.waves.iter().enumerate() {
             let _ = writeln!(out, "\nwave {}:", w + 1);
             for p in wave {
                 let _ = writeln!(out, "  {} [{} on {}]", p.id, p.kind, p.agent);
+                if let Some(why) = &p.denied {
+                    let why = why.strip_prefix("denied by policy: ").unwrap_or(why);
+                    let _ = writeln!(out, "      DENIED by policy: {why}");
+                }
                 let _ = writeln!(out, "      does: {}", p.summary);
                 if !p.needs.is_empty() {
                     let _ = writeln!(out, "      needs: {}", p.needs.join(", "));

@@ -181,6 +181,30 @@ pub struct PhaseRecord {
     /// Path of its log, relative to the run directory, when it wrote one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    /// What `[policy]` decided before it started (absent without a policy, or when it
+    /// never came to start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyVerdict>,
+}
+
+/// What the policy decided for a phase.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PolicyVerdict {
+    /// Whether the phase was allowed to start.
+    pub allowed: bool,
+    /// The messages of `data.orch.deny`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+    /// Why the evaluation failed, when it did (the phase is then denied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl PhaseRecord {
+    /// Whether the policy kept the phase from starting.
+    pub fn denied_by_policy(&self) -> bool {
+        self.policy.as_ref().is_some_and(|p| !p.allowed)
+    }
 }
 
 /// The record of one run: `STATE_DIR/runs/RUN_ID/run.json`.
@@ -213,6 +237,18 @@ pub struct RunRecord {
     pub vars: IndexMap<String, String>,
     /// Every phase of the pipeline, in declaration order.
     pub phases: IndexMap<String, PhaseRecord>,
+    /// The head of the audit log's chain once the run ended, when it wrote one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditHead>,
+}
+
+/// The last entry of the audit log a run wrote: keep it apart to detect a log cut short.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AuditHead {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its hash (SHA-256, hex).
+    pub hash: String,
 }
 
 impl RunRecord {

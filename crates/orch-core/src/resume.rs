@@ -103,6 +103,7 @@ impl ResumeState {
                 }
             }
             Entry::RunFinished { status, .. } => self.finished = Some(*status),
+            Entry::Policy { .. } => {}
         }
     }
 

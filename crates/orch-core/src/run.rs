@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
+use crate::audit::{AUDIT_FILE, AuditSettings, AuditWriter, Event as AuditEvent};
 use crate::errors::{AgentError, RunError};
 use crate::events::{EventBus, EventSink, RunEvent};
 use crate::expr;
@@ -36,9 +37,10 @@ use crate::phase::{
     EnvParts, LogPath, PhaseContext, PhaseError, PhaseLog, PhaseOutcome, SnapshotFn,
 };
 use crate::pipeline::Pipeline;
+use crate::policy::{Evaluator, GitInput, PhaseInput, RunInput};
 use crate::record::{
-    Artifact, Outputs, PhaseRecord, PhaseStatus, RECORD_FORMAT_VERSION, RunRecord, RunStatus,
-    Stamp, rfc3339,
+    Artifact, AuditHead, Outputs, PhaseRecord, PhaseStatus, PolicyVerdict, RECORD_FORMAT_VERSION,
+    RunRecord, RunStatus, Stamp, rfc3339,
 };
 use crate::redact::Redactor;
 use crate::resume::ResumeState;
@@ -75,6 +77,9 @@ pub struct RunOptions {
     /// Where the journal's bytes go (default: the file `RUN_DIR/journal`); for tests that
     /// simulate losing unsynced writes.
     pub journal_storage: Option<StorageFactory>,
+    /// Whether and how to write `STATE_DIR/audit.log`; `None` reads `ORCH_AUDIT` and
+    /// `ORCH_AUDIT_KEY` (see [`crate::audit`]).
+    pub audit: Option<AuditSettings>,
 }
 
 /// Which run `--resume` continues.
@@ -99,6 +104,7 @@ impl Default for RunOptions {
             resume: None,
             journal: None,
             journal_storage: None,
+            audit: None,
         }
     }
 }
@@ -285,6 +291,7 @@ impl Runner {
                 resume: None,
                 journal: None,
                 durable: false,
+                audit: None,
             });
         }
         // A selection naming unknown phases fails before anything is written.
@@ -357,6 +364,22 @@ impl Runner {
             failpoint::hit("after-journal-header");
             Some(j)
         };
+        let settings = self
+            .options
+            .audit
+            .clone()
+            .unwrap_or_else(AuditSettings::from_env);
+        let audit = if settings.enabled {
+            // Under the workspace lock: one writer at a time.
+            let path = state_dir.join(AUDIT_FILE);
+            Some(AuditWriter::open(
+                &path,
+                mode == JournalMode::Durable,
+                settings.key,
+            )?)
+        } else {
+            None
+        };
         Ok(Prepared {
             run_id,
             cgroup,
@@ -366,6 +389,7 @@ impl Runner {
             resume,
             journal,
             durable: mode == JournalMode::Durable,
+            audit,
         })
     }
 }
@@ -380,6 +404,7 @@ struct Prepared {
     journal: Option<JournalWriter>,
     /// Journal synced: make the `runs/latest` link durable too.
     durable: bool,
+    audit: Option<AuditWriter>,
 }
 
 /// The id `runs/latest` points at in `state_dir`, if any.
@@ -476,7 +501,21 @@ struct Engine {
     cgroup: Option<Arc<crate::cgroup::RunCgroup>>,
     /// Ends the run's processes if this process dies; stopped when the run ends.
     watchdog: Option<crate::watchdog::Watchdog>,
+    /// `[policy]`, when the pipeline has one.
+    policy: Option<Box<PolicyGate>>,
+    /// `STATE_DIR/audit.log`, when written.
+    audit: Option<AuditWriter>,
     _lock: Option<WorkspaceLock>,
+}
+
+/// The policy of a run: its evaluator, the parts of the input that do not change, and the
+/// decisions until they go into the phases' records.
+struct PolicyGate {
+    eval: Evaluator,
+    /// `input.run` and `input.git`, as JSON.
+    run: serde_json::Value,
+    git: Option<serde_json::Value>,
+    verdicts: Vec<Option<PolicyVerdict>>,
 }
 
 fn fmt_secs(d: Duration) -> String {
@@ -488,6 +527,7 @@ impl Engine {
         let state_dir = r.state_dir();
         let p = r.pipeline;
         let reasons = r.options.selection.apply(&p)?;
+        let r_selection = selection_words(&r.options.selection);
         let run_id = prep.run_id;
         // `prepare` made the run directory (with `write_files`).
         let run_dir: Arc<Path> = Arc::from(state_dir.join("runs").join(run_id.as_str()));
@@ -513,6 +553,9 @@ impl Engine {
             .collect();
         secret_names.sort();
         secret_names.dedup();
+        // Phases never see the audit key: they could forge entries with it.
+        let mut env_remove = secret_names.clone();
+        env_remove.push(crate::audit::KEY_ENV.to_owned());
         // Values too short to mask without mangling ordinary output are refused (the phases
         // that declare them fail), so they are not masked either.
         // Values are taken as bytes: one that is not UTF-8 cannot be given to a phase (its
@@ -595,7 +638,7 @@ impl Engine {
             scope,
             outputs,
             redactor,
-            env_remove: Arc::from(secret_names),
+            env_remove: Arc::from(env_remove),
             started: now,
             running: 0,
             backoffs: 0,
@@ -613,6 +656,8 @@ impl Engine {
             resumed_from,
             fingerprints: vec![None; n],
             done,
+            policy: None,
+            audit: prep.audit,
             _lock: prep.lock,
             run_id,
             p,
@@ -631,6 +676,20 @@ impl Engine {
                         source,
                     })?;
             }
+        }
+        if let Some(policy) = e.p.policy() {
+            // Read once per run: the repository does not change under a run's decisions.
+            let git = GitInput::read(&e.p.spec().base_dir);
+            e.policy = Some(Box::new(PolicyGate {
+                eval: policy.evaluator(),
+                run: serde_json::to_value(RunInput::of(&e.p, e.run_id.as_str()))
+                    .unwrap_or_default(),
+                git: git.and_then(|g| serde_json::to_value(g).ok()),
+                verdicts: vec![None; n],
+            }));
+        }
+        if e.audit.is_some() {
+            e.audit_run_started(&r_selection);
         }
         let to_run = reasons
             .iter()
@@ -835,7 +894,27 @@ impl Engine {
         // Attempts remove their own private files; this clears what an attempt that could
         // not end cleanly left.
         crate::orch_output::remove_private_dir(&self.run_dir);
-        let record = self.record(status);
+        let mut audit_head = None;
+        if let Some(mut a) = self.audit.take() {
+            a.queue(&AuditEvent::RunFinished {
+                run: self.run_id.as_str(),
+                status,
+                duration_ms: self.started.1.elapsed().as_millis() as u64,
+            });
+            match a.wait_all().await {
+                Ok(()) => {
+                    let (seq, hash) = a.head();
+                    audit_head = Some(AuditHead {
+                        seq,
+                        hash: hash.to_owned(),
+                    });
+                }
+                Err(e) => tracing::error!("{e}"),
+            }
+            a.close();
+        }
+        let mut record = self.record(status);
+        record.audit = audit_head;
         if self.opts.write_files {
             failpoint::hit("before-run-record");
             write_record(&self.run_dir, &record)?;
@@ -878,6 +957,41 @@ impl Engine {
         {
             self.journal_failed(format!("cannot write the journal: {e}"));
         }
+        if let Some(a) = &mut self.audit
+            && a.has_queued()
+            && let Err(e) = a.flush()
+        {
+            let path = a.path().display().to_string();
+            self.audit = None;
+            self.journal_failed(format!("cannot write the audit log {path}: {e}"));
+        }
+    }
+
+    /// Queues the audit log's `run_started` entry.
+    fn audit_run_started(&mut self, selection: &[String]) {
+        let Some(a) = &mut self.audit else { return };
+        let source = self.p.source.as_ref();
+        let digest = source.map(|s| crate::audit::sha256_hex(s.text.as_bytes()));
+        let file = self.p.source_path().map(|p| p.display().to_string());
+        let vars: IndexMap<String, String> = self
+            .p
+            .spec()
+            .vars
+            .iter()
+            .map(|(k, v)| (k.clone(), self.redactor.redact(v).into_owned()))
+            .collect();
+        a.queue(&AuditEvent::RunStarted {
+            run: self.run_id.as_str(),
+            pipeline: self.p.name(),
+            user: &crate::policy::current_user(),
+            host: &crate::audit::host_name(),
+            file: file.as_deref(),
+            file_sha256: digest.as_deref(),
+            vars: &vars,
+            selection,
+            resumed_from: self.resumed_from.as_ref().map(RunId::as_str),
+            pid: std::process::id(),
+        });
     }
 
     /// The journal cannot be written: durability is lost, so the run stops (as failed) and
@@ -973,6 +1087,10 @@ impl Engine {
                 );
                 return;
             }
+        }
+        // `[policy]`: decided once per phase, before its first attempt in this run.
+        if self.policy.is_some() && self.states[i].first_start.is_none() && !self.admit(i) {
+            return;
         }
         let node = &self.p.nodes()[i];
         // Circuit breaker.
@@ -1132,6 +1250,13 @@ impl Engine {
                 at: Stamp::new(now.0).as_str(),
             });
         }
+        if let Some(a) = &mut self.audit {
+            a.queue(&AuditEvent::PhaseStarted {
+                run: self.run_id.as_str(),
+                phase: node.spec.id.as_str(),
+                attempt,
+            });
+        }
         let phase = node.phase.clone();
         let timeout = node.spec.timeout;
         let abort = self.control.abort.clone();
@@ -1178,6 +1303,72 @@ impl Engine {
         });
     }
 
+    /// Asks the policy whether phase `i` may start; a denied phase fails without running.
+    fn admit(&mut self, i: usize) -> bool {
+        let Some(gate) = &mut self.policy else {
+            return true;
+        };
+        let mut input = serde_json::Map::with_capacity(3);
+        input.insert(
+            "phase".into(),
+            serde_json::to_value(PhaseInput::of(&self.p, i)).unwrap_or_default(),
+        );
+        input.insert("run".into(), gate.run.clone());
+        if let Some(git) = &gate.git {
+            input.insert("git".into(), git.clone());
+        }
+        let id = &self.p.nodes()[i].spec.id;
+        let redact = |s: String| self.redactor.redact(&s).into_owned();
+        let (verdict, reason) = match gate.eval.decide(&serde_json::Value::Object(input)) {
+            Ok(d) => {
+                let reason = (!d.permits()).then(|| redact(d.reason()));
+                let verdict = PolicyVerdict {
+                    allowed: d.permits(),
+                    deny: d.deny.into_iter().map(redact).collect(),
+                    error: None,
+                };
+                (verdict, reason)
+            }
+            Err(e) => {
+                let error = redact(format!("evaluation for phase `{id}` failed: {e}"));
+                let reason = format!("denied by policy: {error}");
+                let verdict = PolicyVerdict {
+                    allowed: false,
+                    deny: Vec::new(),
+                    error: Some(error),
+                };
+                (verdict, Some(reason))
+            }
+        };
+        if let Some(j) = &mut self.journal {
+            j.queue(&Entry::Policy {
+                phase: id.to_string(),
+                verdict: verdict.clone(),
+            });
+        }
+        if let Some(a) = &mut self.audit {
+            a.queue(&AuditEvent::Policy {
+                run: self.run_id.as_str(),
+                phase: id.as_str(),
+                verdict: &verdict,
+            });
+        }
+        self.bus.emit(&RunEvent::PolicyDecision {
+            phase: id.clone(),
+            verdict: verdict.clone(),
+            reason: reason.clone(),
+            at: SystemTime::now(),
+        });
+        gate.verdicts[i] = Some(verdict);
+        match reason {
+            None => true,
+            Some(reason) => {
+                self.fail(i, PhaseStatus::Failed, reason, PhaseOutcome::default());
+                false
+            }
+        }
+    }
+
     /// Starts the attempts `dispatch` queued, once their `Started` records are written
     /// (one write for them and whatever else was queued).
     fn start_queued(&mut self) {
@@ -1201,6 +1392,14 @@ impl Engine {
                 );
             }
             return;
+        }
+        // Their `phase_started` audit entries are written before they start too.
+        if let Some(a) = &mut self.audit
+            && let Err(e) = a.flush()
+        {
+            let path = a.path().display().to_string();
+            self.audit = None;
+            self.journal_failed(format!("cannot write the audit log {path}: {e}"));
         }
         let mut starting = std::mem::take(&mut self.starting);
         for s in starting.drain(..) {
@@ -1502,6 +1701,7 @@ impl Engine {
             tags: node.spec.tags.clone(),
             description: node.spec.description.clone(),
             log,
+            policy: self.policy.as_mut().and_then(|g| g.verdicts[i].take()),
         };
         let seq = match &mut self.journal {
             Some(j) => {
@@ -1528,6 +1728,16 @@ impl Engine {
             }
             None => 0,
         };
+        if let Some(a) = &mut self.audit {
+            a.queue(&AuditEvent::PhaseFinished {
+                run: self.run_id.as_str(),
+                phase: node.spec.id.as_str(),
+                status,
+                attempts: record.attempts,
+                outputs_sha256: crate::audit::outputs_digest(&record.outputs).as_deref(),
+                reason: record.reason.as_deref(),
+            });
+        }
         if started.is_some() {
             record.finished_at = Some(finished_at);
         }
@@ -1571,6 +1781,7 @@ impl Engine {
             duration_ms: None,
             resumed_from: self.resumed_from.clone(),
             pipeline_file: self.p.source_path().map(|p| p.display().to_string()),
+            audit: None,
             vars: self
                 .p
                 .spec()
@@ -1595,6 +1806,18 @@ impl Engine {
         }
         r
     }
+}
+
+/// The selection as the audit log records it (`only:ID`, `skip:tag:T`, `from:ID`).
+fn selection_words(s: &Selection) -> Vec<String> {
+    let word = |kind: &str, sel: &crate::select::Selector| match sel {
+        crate::select::Selector::Id(id) => format!("{kind}:{id}"),
+        crate::select::Selector::Tag(t) => format!("{kind}:tag:{t}"),
+    };
+    let mut out: Vec<String> = s.only.iter().map(|x| word("only", x)).collect();
+    out.extend(s.skip.iter().map(|x| word("skip", x)));
+    out.extend(s.from.iter().map(|x| format!("from:{x}")));
+    out
 }
 
 /// Waits for a new durable sequence number; false when the sync thread is gone.

@@ -315,6 +315,8 @@ pub struct PipelineSpec {
     /// `[defaults]` as declared. A file's phases have them applied already; they are kept
     /// for phases added to the pipeline later (in code).
     pub defaults: Defaults,
+    /// `[policy]`, when declared: which phases may start.
+    pub policy: Option<crate::policy::PolicySpec>,
 }
 
 impl PipelineSpec {
@@ -330,6 +332,7 @@ impl PipelineSpec {
             base_dir: base_dir.into(),
             source_path: None,
             defaults: Defaults::default(),
+            policy: None,
         }
     }
 }

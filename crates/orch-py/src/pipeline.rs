@@ -179,6 +179,10 @@ impl CorePipeline {
                 for a in s.agents.values() {
                     b = b.agent(a.clone());
                 }
+                // The file's `[policy]` governs phases added in code too.
+                if let Some(policy) = f.policy() {
+                    b = b.policy(policy.clone());
+                }
                 let tap = self.extra.iter().any(|e| e.python);
                 for n in f.nodes() {
                     b = if tap {

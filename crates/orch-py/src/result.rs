@@ -25,8 +25,10 @@ fn json_loads<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
 
 /// Something that happened in a run, as `on_event` receives it.
 ///
-/// `kind` is one of `run_started`, `phase_started`, `phase_output`, `phase_retrying`,
-/// `phase_finished`, `run_finished`; fields that do not apply to the kind are `None`.
+/// `kind` is one of `run_started`, `policy_decision`, `phase_started`, `phase_output`,
+/// `phase_retrying`, `phase_finished`, `run_finished`; fields that do not apply to the kind
+/// are `None`. A `policy_decision` has `status` `allowed` or `denied` and, when denied,
+/// the `reason`.
 #[pyclass(module = "orch._orch", name = "Event", frozen, get_all)]
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Event {
@@ -41,7 +43,8 @@ pub struct Event {
     /// The attempt, from 1 (`phase_started`, `phase_retrying`; attempts made for
     /// `phase_finished`).
     attempt: Option<u32>,
-    /// Final status (`phase_finished`, `run_finished`).
+    /// Final status (`phase_finished`, `run_finished`; `allowed` or `denied` for
+    /// `policy_decision`).
     status: Option<&'static str>,
     /// `stdout`, `stderr` or `log` (`phase_output`).
     stream: Option<&'static str>,
@@ -141,6 +144,19 @@ impl Event {
                 exit_code: *exit_code,
                 reason: reason.clone(),
                 outputs: Some((**outputs).clone()),
+                at: Some(unix(*at)),
+                ..Self::default()
+            },
+            RunEvent::PolicyDecision {
+                phase,
+                verdict,
+                reason,
+                at,
+            } => Self {
+                kind: "policy_decision",
+                phase: Some(phase.to_string()),
+                status: Some(if verdict.allowed { "allowed" } else { "denied" }),
+                reason: reason.clone(),
                 at: Some(unix(*at)),
                 ..Self::default()
             },

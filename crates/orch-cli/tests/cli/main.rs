@@ -7,6 +7,7 @@ mod commands;
 mod delivery;
 mod engine;
 mod errors;
+mod governance;
 mod inputs;
 mod output;
 mod progress;

@@ -49,9 +49,12 @@ pub(crate) struct FileSpans {
     pub phases: Vec<PhaseSpans>,
     pub agents: IndexMap<String, (Option<Span>, Option<Span>)>,
     pub vars: Option<Span>,
+    /// Each `[policy] files` entry.
+    pub policy_files: Vec<Span>,
 }
 
-const TOP_KEYS: &[&str] = &["pipeline", "vars", "defaults", "agents", "phases"];
+const TOP_KEYS: &[&str] = &["pipeline", "vars", "defaults", "agents", "phases", "policy"];
+const POLICY_KEYS: &[&str] = &["files", "timeout"];
 const PIPELINE_KEYS: &[&str] = &["name", "jobs", "state_dir", "description"];
 const DEFAULT_KEYS: &[&str] = &["timeout", "retries", "backoff", "env", "agent"];
 const AGENT_KEYS: &[&str] = &["type", "capacity", "with", "breaker", "unavailable"];
@@ -480,6 +483,40 @@ pub(crate) fn parse(
                         unset.push(u);
                     }
                 }
+            }
+            "policy" => {
+                let Some(t) = w.table(value, "[policy]") else {
+                    continue;
+                };
+                let mut policy = crate::policy::PolicySpec {
+                    files: Vec::new(),
+                    timeout: crate::policy::DEFAULT_TIMEOUT,
+                };
+                let mut saw_files = false;
+                for (k, v) in t {
+                    match k.get_ref().as_ref() {
+                        "files" => {
+                            saw_files = true;
+                            for f in w.strings(v, "`policy.files`").unwrap_or_default() {
+                                spans.policy_files.push(f.span());
+                                policy.files.push(f.into_inner());
+                            }
+                        }
+                        "timeout" => {
+                            if let Some(d) = w.duration(v, "`policy.timeout`") {
+                                policy.timeout = d;
+                            }
+                        }
+                        _ => w.unknown_key(k, "[policy]", POLICY_KEYS),
+                    }
+                }
+                if !saw_files {
+                    w.diags.push(
+                        Diagnostic::at(Some(key.span()), "[policy] has no `files`")
+                            .with_help("add `files = [\"policy/*.rego\"]`"),
+                    );
+                }
+                spec.policy = Some(policy);
             }
             _ => w.unknown_key(key, "the file", TOP_KEYS),
         }

@@ -45,6 +45,19 @@ pub struct PipelineFile {
     pub agents: BTreeMap<String, AgentTable>,
     /// Phases, by id (`[A-Za-z0-9_-]+`), in declaration order.
     pub phases: BTreeMap<String, PhaseTable>,
+    /// Which phases may start: Rego rules `data.orch.allow` and `data.orch.deny`.
+    #[serde(default)]
+    pub policy: Option<PolicyTable>,
+}
+
+/// `[policy]`.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct PolicyTable {
+    /// Rego files (paths or globs relative to the file); the package is `orch`.
+    pub files: Vec<String>,
+    /// Limit for evaluating one phase's decision (default 1s).
+    pub timeout: Option<DurationText>,
 }
 
 /// A string; numbers and booleans are taken as their text.

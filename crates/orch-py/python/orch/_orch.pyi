@@ -57,9 +57,10 @@ class Context:
 class Event:
     """Something that happened in a run, as ``on_event`` receives it.
 
-    ``kind`` is one of ``run_started``, ``phase_started``, ``phase_output``,
-    ``phase_retrying``, ``phase_finished``, ``run_finished``; fields that do not apply to
-    the kind are ``None``.
+    ``kind`` is one of ``run_started``, ``policy_decision``, ``phase_started``,
+    ``phase_output``, ``phase_retrying``, ``phase_finished``, ``run_finished``; fields
+    that do not apply to the kind are ``None``. A ``policy_decision`` has ``status``
+    ``allowed`` or ``denied`` and, when denied, the ``reason``.
     """
 
     @property

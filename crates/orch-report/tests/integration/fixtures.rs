@@ -57,6 +57,7 @@ impl Builder {
             pipeline_file: Some(dir.path().join("orch.toml").display().to_string()),
             vars: IndexMap::new(),
             phases: IndexMap::new(),
+            audit: None,
         };
         Self {
             dir,
@@ -99,6 +100,7 @@ impl Builder {
                 tags: Vec::new(),
                 description: None,
                 log: None,
+                policy: None,
             },
         }
     }
