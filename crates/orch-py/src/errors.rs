@@ -68,6 +68,24 @@ impl Error {
                 kwargs.set_item("message", message)?;
                 "ValidationError"
             }
+            Error::Load(LoadError::Policy(e)) => {
+                // A policy file's syntax error points into that file.
+                let message = format!("invalid policy: {e}");
+                let (file, line, column) = match e {
+                    orch_core::policy::PolicyError::Syntax {
+                        path, line, column, ..
+                    } => (
+                        Some(path_str(path)),
+                        Some(*line as usize),
+                        Some(*column as usize),
+                    ),
+                    _ => (None, None, None),
+                };
+                kwargs.set_item("file", file)?;
+                kwargs.set_item("problems", vec![problem(py, &message, line, column, None)?])?;
+                kwargs.set_item("message", message)?;
+                "ValidationError"
+            }
             Error::Invalid { message } => {
                 kwargs.set_item("problems", vec![problem(py, message, None, None, None)?])?;
                 kwargs.set_item("message", message)?;
