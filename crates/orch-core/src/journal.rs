@@ -149,7 +149,7 @@ impl Entry {
             Self::Inherited { phases } => phases
                 .iter()
                 .try_for_each(|(phase, p)| attempt("inherited attempt count", phase, p.attempts)),
-            Self::Run { .. } | Self::RunFinished { .. } => Ok(()),
+            Self::Run { .. } | Self::RunFinished { .. } | Self::Policy { .. } => Ok(()),
         }
     }
 }
