@@ -11,6 +11,7 @@ use orch_core::policy::{GitInput, Input, PhaseInput, RunInput};
 use orch_core::{LoadOptions, Pipeline};
 
 use crate::exit_codes::ExitCodes;
+use crate::output::{out, outln};
 
 type Outcome = Result<u8, (String, u8)>;
 
@@ -113,7 +114,7 @@ pub fn policy(a: &PolicyArgs) -> Outcome {
         },
     };
     let doc = serde_json::json!({ "input": input.to_json(), "decision": decision });
-    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    let _ = outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     Ok(if allowed {
         ExitCodes::OK
     } else {
@@ -242,9 +243,9 @@ fn verify(path: &Path, json: bool) -> Outcome {
             "key_checked": report.key_checked,
             "unfinished_runs": report.unfinished,
         });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        let _ = outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
-        print!("{}", report.render(path));
+        let _ = out!("{}", report.render(path));
     }
     Ok(match report.verdict {
         Verdict::Intact => ExitCodes::OK,
@@ -255,15 +256,13 @@ fn verify(path: &Path, json: bool) -> Outcome {
 fn show(path: &Path, filter: &Filter, json: bool) -> Outcome {
     let entries =
         audit::read(path).map_err(|e| invalid(format!("error: {}", crate::app::chain(&e))))?;
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
     for e in entries.iter().filter(|e| filter.matches(e)) {
         let line = if json {
             e.value.to_string()
         } else {
             e.render()
         };
-        if writeln!(out, "{line}").is_err() {
+        if outln!("{line}").is_err() {
             break;
         }
     }
