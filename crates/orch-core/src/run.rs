@@ -1204,7 +1204,15 @@ impl Engine {
             .clone();
         let snapshot: Option<SnapshotFn> = (node.spec.kind == "report").then(|| {
             let records = self.records.clone();
-            let base = self.record_header(RunStatus::Running);
+            let mut base = self.record_header(RunStatus::Running);
+            // The audit chain as far as it goes when the report starts.
+            base.audit = self.audit.as_ref().map(|a| {
+                let (seq, hash) = a.head();
+                AuditHead {
+                    seq,
+                    hash: hash.to_owned(),
+                }
+            });
             let ids: Vec<String> = self
                 .p
                 .nodes()

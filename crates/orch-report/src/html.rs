@@ -439,7 +439,39 @@ struct ComplianceContext {
     checksums: Vec<Checksum>,
     revision: Option<String>,
     tag: Option<String>,
+    policy: Vec<PolicyRow>,
+    audit: Option<orch_core::record::AuditHead>,
     version: &'static str,
+}
+
+/// One phase's policy decision, as the compliance report lists it.
+#[derive(Serialize)]
+struct PolicyRow {
+    phase: String,
+    allowed: bool,
+    why: String,
+}
+
+/// The decisions `[policy]` made, in phase order.
+fn policy_rows(record: &RunRecord) -> Vec<PolicyRow> {
+    record
+        .phases
+        .iter()
+        .filter_map(|(id, p)| {
+            let v = p.policy.as_ref()?;
+            let why = match &v.error {
+                Some(e) => e.clone(),
+                None if !v.deny.is_empty() => v.deny.join("; "),
+                None if v.allowed => String::new(),
+                None => "`data.orch.allow` is not true".to_owned(),
+            };
+            Some(PolicyRow {
+                phase: id.clone(),
+                allowed: v.allowed,
+                why,
+            })
+        })
+        .collect()
 }
 
 /// Renders the compliance report.
@@ -476,6 +508,8 @@ pub(crate) fn compliance(record: &RunRecord, run_dir: &Path) -> Result<String, R
         tag: find(&["tag"]).or_else(|| find(&["latest_tag"])),
         git,
         checksums: checksums(record),
+        policy: policy_rows(record),
+        audit: record.audit.clone(),
         run: view,
         version: env!("CARGO_PKG_VERSION"),
     };

@@ -116,7 +116,10 @@ pub(crate) fn status_class(p: &PhaseRecord) -> &'static str {
 }
 
 fn status_label(p: &PhaseRecord) -> String {
-    let status = p.status.as_str().replace('_', " ");
+    let mut status = p.status.as_str().replace('_', " ");
+    if p.denied_by_policy() {
+        status.push_str(", denied by policy");
+    }
     if p.allowed_failure && p.status.is_failure() {
         format!("{status}, allowed")
     } else {
