@@ -317,7 +317,61 @@ pub struct PipelineSpec {
     pub defaults: Defaults,
     /// `[policy]`, when declared: which phases may start.
     pub policy: Option<crate::policy::PolicySpec>,
+    /// `[notify.NAME]`: where the run's events are posted, in declaration order.
+    pub notify: Vec<NotifyTarget>,
 }
+
+/// The events a notification target can be sent.
+pub const NOTIFY_EVENTS: &[&str] = &[
+    "run.started",
+    "run.finished",
+    "run.failed",
+    "phase.started",
+    "phase.retrying",
+    "phase.finished",
+    "phase.failed",
+];
+
+/// The body a notification target is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotifyFormat {
+    /// `{"text": "..."}`, what Slack (and Mattermost, Rocket.Chat...) incoming webhooks take.
+    Slack,
+    /// The event as a JSON object, signed with HMAC-SHA256 when the target has a secret.
+    Json,
+}
+
+/// Where a notification target's URL comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotifyUrl {
+    /// Written in the file.
+    Literal(String),
+    /// Read from this environment variable when the run starts (a webhook URL that is
+    /// itself a credential, as Slack's are).
+    Env(String),
+}
+
+/// `[notify.NAME]`: one place the run's events are posted to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NotifyTarget {
+    /// The target's name (what records and warnings show; never the URL).
+    pub name: String,
+    /// The URL (`http://` or `https://`).
+    pub url: NotifyUrl,
+    /// The body.
+    pub format: NotifyFormat,
+    /// Name of the environment variable holding the HMAC key (JSON bodies only).
+    pub secret: Option<String>,
+    /// Events sent, from [`NOTIFY_EVENTS`] (default: `run.finished`).
+    pub on: Vec<String>,
+    /// Limit of one request, and of the wait for pending deliveries at the run's end.
+    pub timeout: Duration,
+    /// Extra attempts after a failed request.
+    pub retries: u32,
+}
+
+/// Most extra attempts of one notification.
+pub const MAX_NOTIFY_RETRIES: u32 = 10;
 
 impl PipelineSpec {
     /// An empty pipeline rooted at `base_dir`.
@@ -333,6 +387,7 @@ impl PipelineSpec {
             source_path: None,
             defaults: Defaults::default(),
             policy: None,
+            notify: Vec::new(),
         }
     }
 }

@@ -48,6 +48,9 @@ pub struct PipelineFile {
     /// Which phases may start: Rego rules `data.orch.allow` and `data.orch.deny`.
     #[serde(default)]
     pub policy: Option<PolicyTable>,
+    /// Notification targets, by name: where the run's events are posted.
+    #[serde(default)]
+    pub notify: BTreeMap<String, NotifyTable>,
 }
 
 /// `[policy]`.
@@ -58,6 +61,66 @@ pub struct PolicyTable {
     pub files: Vec<String>,
     /// Limit for evaluating one phase's decision (default 1s).
     pub timeout: Option<DurationText>,
+}
+
+/// `[notify.NAME]`: a webhook the run's events are posted to. Failures are recorded in
+/// `RUN_DIR/notify.jsonl`, never fatal.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct NotifyTable {
+    /// The URL (`http://` or `https://`); or `url_env`.
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub url: Option<String>,
+    /// Environment variable holding the URL (for a URL that is a credential).
+    pub url_env: Option<String>,
+    /// `json` (default; signed with HMAC-SHA256 when `secret` is set) or `slack`
+    /// (`{"text": ...}`).
+    pub format: Option<NotifyFormatText>,
+    /// Environment variable holding the HMAC key (never the key itself).
+    pub secret: Option<String>,
+    /// Events sent (default `["run.finished"]`).
+    pub on: Option<Vec<NotifyEventText>>,
+    /// Limit of one request, and of the wait for pending ones at the run's end (default 10s).
+    pub timeout: Option<DurationText>,
+    /// Extra attempts after a failed request (default 3, at most 10).
+    #[schemars(range(max = 10))]
+    pub retries: Option<u32>,
+}
+
+/// `json` or `slack`.
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyFormatText {
+    /// The event as JSON.
+    Json,
+    /// `{"text": ...}`.
+    Slack,
+}
+
+/// An event a notification target can be sent.
+#[derive(JsonSchema)]
+pub enum NotifyEventText {
+    /// The run began.
+    #[serde(rename = "run.started")]
+    RunStarted,
+    /// The run ended (any status).
+    #[serde(rename = "run.finished")]
+    RunFinished,
+    /// The run ended failed.
+    #[serde(rename = "run.failed")]
+    RunFailed,
+    /// An attempt of a phase began.
+    #[serde(rename = "phase.started")]
+    PhaseStarted,
+    /// An attempt failed and will be retried.
+    #[serde(rename = "phase.retrying")]
+    PhaseRetrying,
+    /// A phase reached its final status.
+    #[serde(rename = "phase.finished")]
+    PhaseFinished,
+    /// A phase failed (not an allowed failure).
+    #[serde(rename = "phase.failed")]
+    PhaseFailed,
 }
 
 /// A string; numbers and booleans are taken as their text.
