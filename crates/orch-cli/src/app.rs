@@ -472,13 +472,21 @@ fn run(mut a: RunArgs, color: ColorChoice) -> Result<u8, Failure> {
         .build()
         .map_err(|e| Failure::invalid(format!("error: cannot start the runtime: {e}")))?;
     block_on_and_leave(rt, async move {
-        let mut runner = Runner::new(p, options);
+        let mut runner = Runner::new(p.clone(), options);
         let state_dir = runner.state_dir();
         runner.subscribe(progress.sink());
+        // Notifications (`[notify]`) follow the same events; they never hold the run.
+        let notifier = orch_notify::Notifier::new(p.spec(), &state_dir);
+        if let Some(n) = &notifier {
+            runner.subscribe(n.clone());
+        }
         let control = RunControl::new();
         spawn_signal_handler(control.clone(), progress.clone());
         let result = runner.run(control).await;
         progress.finish();
+        if let Some(n) = notifier {
+            n.finish().await;
+        }
         let record = result.map_err(|e| match &e {
             // One run per workspace: name the process that holds it.
             RunError::Locked { state_dir, holder } => Failure::invalid(format!(

@@ -507,11 +507,18 @@ impl Manager {
             resume,
             ..RunOptions::default()
         };
+        let notifier = orch_notify::Notifier::new(pipeline.spec(), &self.state_dir);
         let mut runner = Runner::new(Arc::new(pipeline), options);
         runner.subscribe(Arc::new(LiveSink(live.clone())));
+        if let Some(n) = &notifier {
+            runner.subscribe(n.clone());
+        }
         let run_dir = self.state_dir.join("runs").join(q.run_id.as_str());
         let writer = tokio::spawn(write_events(live.clone(), run_dir.clone()));
         let result = runner.run(live.control.clone()).await;
+        if let Some(n) = notifier {
+            n.finish().await;
+        }
         match result {
             Ok(record) => {
                 if let Some(after) = self.after_run.clone() {

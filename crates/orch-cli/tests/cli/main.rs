@@ -9,6 +9,7 @@ mod engine;
 mod errors;
 mod governance;
 mod inputs;
+mod notify;
 mod output;
 mod progress;
 mod quality;
