@@ -487,16 +487,22 @@ fn run(mut a: RunArgs, color: ColorChoice) -> Result<u8, Failure> {
         if let Some(n) = notifier {
             n.finish().await;
         }
-        let record = result.map_err(|e| match &e {
+        let mut record = result.map_err(|e| match &e {
             // One run per workspace: name the process that holds it.
             RunError::Locked { state_dir, holder } => Failure::invalid(format!(
                 "error: another orch run is using {}: held by {holder}",
                 relative(state_dir).display()
             )),
+            // The state directory cannot be written: nothing can be recorded.
+            RunError::State { .. } => Failure {
+                message: format!("error: {}", chain(&e)),
+                code: ExitCodes::UNRECORDED,
+            },
             _ => Failure::invalid(format!("error: {}", chain(&e))),
         })?;
         let run_dir = state_dir.join("runs").join(record.run_id.as_str());
-        let reports = crate::reports::after_run(&record, &run_dir);
+        let (reports, report_errors) = crate::reports::after_run(&record, &run_dir);
+        record.record_errors.extend(report_errors);
         let at = Locations {
             run_dir: relative(&run_dir),
             reports: reports.iter().map(|r| relative(r)).collect(),
@@ -509,8 +515,9 @@ fn run(mut a: RunArgs, color: ColorChoice) -> Result<u8, Failure> {
             let _ = writeln!(std::io::stdout().lock(), "{text}");
         }
         Ok(match record.status {
-            RunStatus::Succeeded => ExitCodes::OK,
             RunStatus::Cancelled => ExitCodes::INTERRUPTED,
+            _ if !record.record_errors.is_empty() => ExitCodes::UNRECORDED,
+            RunStatus::Succeeded => ExitCodes::OK,
             RunStatus::Failed | RunStatus::Running => ExitCodes::FAILED,
         })
     })

@@ -16,7 +16,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle, T
 use orch_core::{EventSink, PhaseStatus, Pipeline, RunEvent, Stream};
 
 use crate::progress::{
-    Style, finished_line, fmt_duration, is_unselected, one_line, unicode_locale,
+    Style, finished_line, fmt_duration, is_unselected, one_line, unicode_locale, warning_line,
 };
 
 /// How often the view is redrawn.
@@ -214,9 +214,14 @@ impl EventSink for LiveProgress {
                 duration,
                 reason,
                 allowed_failure,
+                warnings,
                 ..
             } => {
                 st.running.retain(|r| r.id != phase.as_str());
+                for w in warnings {
+                    let line = warning_line(style, phase.as_str(), w);
+                    st.pending.push(line);
+                }
                 let unselected = is_unselected(*status, *duration, reason.as_deref());
                 let resumed = *status == PhaseStatus::Skipped
                     && reason

@@ -254,6 +254,16 @@ pub fn finished_line(
     line
 }
 
+/// `  warning build: log incomplete: ...`: something about a phase that did not change
+/// its status.
+pub fn warning_line(style: Style, phase: &str, warning: &str) -> String {
+    format!(
+        "  {} {phase}: {}",
+        style.warn("warning"),
+        one_line(warning, false)
+    )
+}
+
 /// What the user asked for on the command line.
 #[derive(Clone, Copy, Debug)]
 pub struct OutputOptions {
@@ -402,8 +412,13 @@ impl EventSink for PlainProgress {
                 duration,
                 reason,
                 allowed_failure,
+                warnings,
                 ..
             } => {
+                // Warnings are shown even with -q: something was not recorded.
+                for w in warnings {
+                    let _ = writeln!(out, "{}", warning_line(self.style, phase.as_str(), w));
+                }
                 let failure = status.is_failure() || *status == PhaseStatus::Blocked;
                 if self.quiet && !failure {
                     return;

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use orch_core::RunRecord;
 use orch_core::history;
+use orch_core::{RecordError, RunRecord};
 use orch_report::{Format, ReportError};
 
 use crate::exit_codes::ExitCodes;
@@ -32,22 +32,33 @@ pub struct ReportArgs {
 
 /// Writes `report.md`, `junit.xml`, `report.html` (and `artifacts_manifest.json` when the
 /// run built or pushed images) into the run directory, and appends the Markdown summary to
-/// `GITHUB_STEP_SUMMARY` when it is set. Problems are warnings: the run's result stands.
-pub fn after_run(record: &RunRecord, run_dir: &Path) -> Vec<PathBuf> {
-    let mut written = match orch_report::write_default_reports(record, run_dir) {
-        Ok(paths) => paths,
-        Err(e) => {
-            errln!("warning: cannot write reports: {e}");
-            Vec::new()
+/// `GITHUB_STEP_SUMMARY` when it is set. Each report is tried, whatever happened to the
+/// others; returns the paths written and the reports that could not be (the run's status
+/// stands, but it is not fully recorded). A step summary that cannot be appended is a
+/// warning only: it is not part of the run's record.
+pub fn after_run(record: &RunRecord, run_dir: &Path) -> (Vec<PathBuf>, Vec<RecordError>) {
+    let mut written = Vec::new();
+    let mut failed = Vec::new();
+    for format in orch_report::DEFAULT_FORMATS {
+        match orch_report::write_reports(
+            record,
+            run_dir,
+            &[format],
+            run_dir,
+            &orch_report::ReportOptions::default(),
+        ) {
+            Ok(paths) => written.extend(paths),
+            Err(e) => failed.push(RecordError::new(format.file_name(), report_error(&e))),
         }
-    };
+    }
     let manifest = orch_docker::artifacts_manifest(record);
     if manifest["images"].as_array().is_some_and(|a| !a.is_empty()) {
-        let path = run_dir.join("artifacts_manifest.json");
-        match serde_json::to_vec_pretty(&manifest).map(|b| std::fs::write(&path, b)) {
-            Ok(Ok(())) => written.push(path),
-            Ok(Err(e)) => errln!("warning: cannot write {}: {e}", path.display()),
-            Err(e) => errln!("warning: cannot write {}: {e}", path.display()),
+        let name = "artifacts_manifest.json";
+        let path = run_dir.join(name);
+        let bytes = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+        match orch_report::write_file(&path, &bytes) {
+            Ok(()) => written.push(path),
+            Err(e) => failed.push(RecordError::new(name, report_error(&e))),
         }
     }
     if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|v| !v.is_empty())
@@ -55,7 +66,15 @@ pub fn after_run(record: &RunRecord, run_dir: &Path) -> Vec<PathBuf> {
     {
         errln!("warning: cannot append to GITHUB_STEP_SUMMARY: {e}");
     }
-    written
+    (written, failed)
+}
+
+/// The I/O error behind a report that could not be written (the file is named beside it).
+fn report_error(e: &ReportError) -> String {
+    match std::error::Error::source(e) {
+        Some(source) => source.to_string(),
+        None => e.to_string(),
+    }
 }
 
 /// `orch report [RUN_ID] --format F [-o FILE]`.

@@ -16,6 +16,8 @@ const FULL_TABLE_LIMIT: usize = 40;
 const NOTE_CHARS: usize = 100;
 /// Failed phases whose log paths are listed.
 const LOGS_LISTED: usize = 5;
+/// Record errors listed one per line (the rest are counted).
+const RECORD_ERRORS_LISTED: usize = 5;
 /// Longest critical path shown whole; a longer one shows its first and last steps.
 const PATH_SHOWN: usize = 8;
 /// Steps shown at each end of a shortened critical path.
@@ -34,7 +36,7 @@ pub struct Locations {
 /// verdict line alone.
 pub fn summary(record: &RunRecord, at: &Locations, style: Style, quiet: bool) -> String {
     let mut s = String::new();
-    if quiet && record.status == RunStatus::Succeeded {
+    if quiet && record.status == RunStatus::Succeeded && record.record_errors.is_empty() {
         verdict_line(&mut s, record, style);
         return s;
     }
@@ -42,7 +44,7 @@ pub fn summary(record: &RunRecord, at: &Locations, style: Style, quiet: bool) ->
     let rows: Vec<(&String, &PhaseRecord)> = record
         .phases
         .iter()
-        .filter(|(_, p)| all || p.status != PhaseStatus::Succeeded)
+        .filter(|(_, p)| all || p.status != PhaseStatus::Succeeded || !p.warnings.is_empty())
         .collect();
     if !rows.is_empty() {
         let width = rows
@@ -103,7 +105,20 @@ pub fn summary(record: &RunRecord, at: &Locations, style: Style, quiet: bool) ->
     verdict_line(&mut s, record, style);
 
     let run_dir = &at.run_dir;
-    let _ = writeln!(s, "record: {}", run_dir.join("run.json").display());
+    unrecorded_lines(&mut s, record, style);
+    match record.record_errors.iter().find(|e| e.file == "run.json") {
+        Some(e) => {
+            let _ = writeln!(
+                s,
+                "record: {} NOT WRITTEN: {}",
+                run_dir.join("run.json").display(),
+                one_line(&e.message, false)
+            );
+        }
+        None => {
+            let _ = writeln!(s, "record: {}", run_dir.join("run.json").display());
+        }
+    }
     let mut failed_logs = record
         .phases
         .iter()
@@ -138,6 +153,26 @@ pub fn summary(record: &RunRecord, at: &Locations, style: Style, quiet: bool) ->
     s
 }
 
+/// What could not be written: `not recorded: logs/build.log: incomplete: ...`, a few
+/// lines and a count of the rest.
+fn unrecorded_lines(s: &mut String, record: &RunRecord, style: Style) {
+    let errors = &record.record_errors;
+    if errors.is_empty() {
+        return;
+    }
+    let word = style.verdict("not recorded", false);
+    for e in errors.iter().take(RECORD_ERRORS_LISTED) {
+        let _ = writeln!(s, "{word}: {}: {}", e.file, one_line(&e.message, false));
+    }
+    if errors.len() > RECORD_ERRORS_LISTED {
+        let _ = writeln!(
+            s,
+            "{word}: {} more (orch run --format json lists them)",
+            errors.len() - RECORD_ERRORS_LISTED
+        );
+    }
+}
+
 /// `run ID succeeded in 5.4s: 3 succeeded`.
 fn verdict_line(s: &mut String, record: &RunRecord, style: Style) {
     let wall = record.duration_ms.map(fmt_ms).unwrap_or_else(|| "-".into());
@@ -149,9 +184,14 @@ fn verdict_line(s: &mut String, record: &RunRecord, style: Style) {
         RunStatus::Cancelled => style.verdict("CANCELLED", false),
         RunStatus::Running => "running".to_owned(),
     };
+    let unrecorded = if record.record_errors.is_empty() {
+        ""
+    } else {
+        "; NOT FULLY RECORDED"
+    };
     let _ = writeln!(
         s,
-        "run {} {verdict} in {wall}: {}",
+        "run {} {verdict} in {wall}: {}{unrecorded}",
         record.run_id,
         parts.join(", ")
     );
@@ -200,6 +240,13 @@ fn note(p: &PhaseRecord) -> String {
         note = Some(match note {
             Some(n) => format!("cached; {n}"),
             None => "cached".into(),
+        });
+    }
+    for w in &p.warnings {
+        let w = format!("warning: {}", one_line(w, false));
+        note = Some(match note {
+            Some(n) => format!("{n}; {w}"),
+            None => w,
         });
     }
     note.unwrap_or_default().chars().take(NOTE_CHARS).collect()

@@ -100,6 +100,21 @@ pub enum LoadError {
     Policy(#[from] crate::policy::PolicyError),
 }
 
+impl RunError {
+    /// The file a [`RunError::State`] is about, relative to `run_dir` when it is inside.
+    pub fn file(&self, run_dir: &std::path::Path) -> String {
+        match self {
+            Self::State { path, .. } | Self::Record { path, .. } => path
+                .strip_prefix(run_dir)
+                .unwrap_or(path)
+                .display()
+                .to_string(),
+            Self::Locked { state_dir, .. } => state_dir.display().to_string(),
+            Self::Selection(_) | Self::Resume(_) | Self::Audit(_) => String::new(),
+        }
+    }
+}
+
 /// A run could not be carried out (as opposed to a phase failing inside it).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -97,6 +97,9 @@ pub enum RunEvent {
         allowed_failure: bool,
         /// What it published.
         outputs: Arc<Outputs>,
+        /// What went wrong without changing its status (its log could not be written in
+        /// full, ...).
+        warnings: Vec<String>,
         /// When.
         at: SystemTime,
     },

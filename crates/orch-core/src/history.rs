@@ -200,6 +200,7 @@ fn from_journal(
         vars: IndexMap::new(),
         phases: IndexMap::new(),
         audit: None,
+        record_errors: Vec::new(),
     });
     let log_of = |phase: &str| {
         let rel = format!("logs/{phase}.log");
@@ -239,6 +240,7 @@ fn from_journal(
                         description: None,
                         log: None,
                         policy: None,
+                        warnings: Vec::new(),
                     });
                 p.attempts = *attempt;
                 if live {
@@ -267,6 +269,7 @@ fn from_journal(
                     description: None,
                     log: log_of(&f.phase),
                     policy: verdicts.remove(&f.phase),
+                    warnings: Vec::new(),
                 };
                 r.phases.insert(f.phase.clone(), rec);
             }

@@ -185,6 +185,10 @@ pub struct PhaseRecord {
     /// never came to start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyVerdict>,
+    /// What went wrong around the phase without changing its status (its log could not
+    /// be written in full, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// What the policy decided for a phase.
@@ -204,6 +208,33 @@ impl PhaseRecord {
     /// Whether the policy kept the phase from starting.
     pub fn denied_by_policy(&self) -> bool {
         self.policy.as_ref().is_some_and(|p| !p.allowed)
+    }
+}
+
+/// Something of a run that could not be written to its run directory (a full disk, a
+/// state directory that is not writable).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RecordError {
+    /// The file, relative to the run directory: `journal`, `logs/PHASE.log`, `run.json`,
+    /// `report.html`, ...
+    pub file: String,
+    /// Why (the I/O error).
+    pub message: String,
+}
+
+impl RecordError {
+    /// An error writing `file` (relative to the run directory).
+    pub fn new(file: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Self {
+            file: file.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.file, self.message)
     }
 }
 
@@ -240,6 +271,10 @@ pub struct RunRecord {
     /// The head of the audit log's chain once the run ended, when it wrote one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditHead>,
+    /// What of the run could not be written (empty when everything was): a run with any
+    /// is not fully recorded, whatever its status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub record_errors: Vec<RecordError>,
 }
 
 /// The last entry of the audit log a run wrote: keep it apart to detect a log cut short.

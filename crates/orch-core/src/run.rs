@@ -40,7 +40,7 @@ use crate::pipeline::Pipeline;
 use crate::policy::{Evaluator, GitInput, PhaseInput, RunInput};
 use crate::record::{
     Artifact, AuditHead, Outputs, PhaseRecord, PhaseStatus, PolicyVerdict, RECORD_FORMAT_VERSION,
-    RunRecord, RunStatus, Stamp, rfc3339,
+    RecordError, RunRecord, RunStatus, Stamp, rfc3339,
 };
 use crate::redact::Redactor;
 use crate::resume::ResumeState;
@@ -505,6 +505,8 @@ struct Engine {
     policy: Option<Box<PolicyGate>>,
     /// `STATE_DIR/audit.log`, when written.
     audit: Option<AuditWriter>,
+    /// What could not be written so far.
+    record_errors: Vec<RecordError>,
     _lock: Option<WorkspaceLock>,
 }
 
@@ -655,6 +657,7 @@ impl Engine {
             pending: VecDeque::new(),
             resumed_from,
             fingerprints: vec![None; n],
+            record_errors: Vec::new(),
             done,
             policy: None,
             audit: prep.audit,
@@ -917,7 +920,17 @@ impl Engine {
         record.audit = audit_head;
         if self.opts.write_files {
             failpoint::hit("before-run-record");
-            write_record(&self.run_dir, &record)?;
+            // The run happened: a record that cannot be written is reported with it (the
+            // caller still gets every result), never in its place.
+            if let Err(e) = write_record(&self.run_dir, &record) {
+                let message = match &e {
+                    RunError::State { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                };
+                record
+                    .record_errors
+                    .push(RecordError::new(e.file(&self.run_dir), message));
+            }
             failpoint::hit("after-run-record");
         }
         self.bus.emit(&RunEvent::RunFinished {
@@ -998,6 +1011,11 @@ impl Engine {
     /// what is waiting is reported anyway rather than never.
     fn journal_failed(&mut self, message: String) {
         tracing::error!("{message}");
+        let detail = message
+            .strip_prefix("cannot write the journal: ")
+            .unwrap_or(&message);
+        self.record_errors
+            .push(RecordError::new(JOURNAL_FILE, detail));
         self.journal = None;
         self.durable_rx = None;
         self.failed = true;
@@ -1681,11 +1699,21 @@ impl Engine {
             Arc::new(outputs)
         };
         let node = &self.p.nodes()[i];
-        // The phase is done: its log state goes (the file stays).
-        let log = self.logs[i]
-            .take()
-            .filter(|l| l.wrote_file())
-            .map(|_| format!("logs/{}.log", node.spec.id));
+        // The phase is done: its log state goes (the file stays). A log that could not be
+        // written in full is a warning on the phase and a record error of the run.
+        let mut warnings = Vec::new();
+        let log = match self.logs[i].take() {
+            Some(l) => {
+                let file = format!("logs/{}.log", node.spec.id);
+                if let Some(problem) = l.close() {
+                    warnings.push(format!("log {problem}"));
+                    self.record_errors
+                        .push(RecordError::new(file.clone(), problem));
+                }
+                l.wrote_file().then_some(file)
+            }
+            None => None,
+        };
         let artifacts = redact_artifacts(&self.redactor, outcome.artifacts);
         let allowed_failure = allowed && status.is_failure();
         let lets_run = status.lets_dependents_run() || allowed;
@@ -1710,6 +1738,7 @@ impl Engine {
             description: node.spec.description.clone(),
             log,
             policy: self.policy.as_mut().and_then(|g| g.verdicts[i].take()),
+            warnings: warnings.clone(),
         };
         let seq = match &mut self.journal {
             Some(j) => {
@@ -1759,6 +1788,7 @@ impl Engine {
             reason,
             allowed_failure,
             outputs,
+            warnings,
             at: now,
         };
         // Reported once its record is durable. Scheduling does not wait for the disk:
@@ -1798,6 +1828,7 @@ impl Engine {
                 .map(|(k, v)| (k.clone(), self.redactor.redact(v).into_owned()))
                 .collect(),
             phases: IndexMap::new(),
+            record_errors: Vec::new(),
         }
     }
 
@@ -1812,6 +1843,7 @@ impl Engine {
                 r.phases.insert(n.spec.id.to_string(), rec);
             }
         }
+        r.record_errors = self.record_errors.clone();
         r
     }
 }
@@ -1860,7 +1892,9 @@ fn redact_artifacts(r: &Redactor, artifacts: Vec<Artifact>) -> Vec<Artifact> {
         .collect()
 }
 
-/// Writes `run.json` atomically and points `runs/latest` at the run.
+/// Writes `run.json` atomically and points `runs/latest` at the run. On failure nothing
+/// half-written is left: the temporary file (or link) is removed, and an earlier
+/// `run.json` stays as it was.
 pub fn write_record(run_dir: &Path, record: &RunRecord) -> Result<(), RunError> {
     let err = |path: &Path| {
         let path = path.to_owned();
@@ -1876,16 +1910,32 @@ pub fn write_record(run_dir: &Path, record: &RunRecord) -> Result<(), RunError> 
             .map_err(std::io::IntoInnerError::into_error)?;
         Ok(())
     };
-    write().map_err(err(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(err(&path))?;
+    if let Err(e) = write().and_then(|()| std::fs::rename(&tmp, &path)) {
+        remove_quietly(&tmp);
+        return Err(err(&path)(e));
+    }
     if let (Some(runs), Some(name)) = (run_dir.parent(), run_dir.file_name()) {
         let latest = runs.join("latest");
         let tmp_link = runs.join(format!(".latest.{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp_link);
-        std::os::unix::fs::symlink(name, &tmp_link).map_err(err(&tmp_link))?;
-        std::fs::rename(&tmp_link, &latest).map_err(err(&latest))?;
+        remove_quietly(&tmp_link);
+        if let Err(e) = std::os::unix::fs::symlink(name, &tmp_link)
+            .and_then(|()| std::fs::rename(&tmp_link, &latest))
+        {
+            remove_quietly(&tmp_link);
+            return Err(err(&latest)(e));
+        }
     }
     Ok(())
+}
+
+/// Removes a temporary file that may not exist (nothing to report either way: the
+/// operation that made it has failed already, or is about to make it again).
+fn remove_quietly(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!("cannot remove {}: {e}", path.display());
+    }
 }
 
 /// The run future can be spawned (the Python module does).

@@ -254,7 +254,10 @@ pub fn render_with(
     }
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+/// Writes `bytes` to `path` whole or not at all: written beside and renamed, so readers
+/// never see half a file; when that fails (a full disk), the partial temporary file is
+/// removed and an earlier file at `path` stays as it was.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     let err = |source| ReportError::Write {
         path: path.to_owned(),
         source,
@@ -262,13 +265,18 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(err)?;
     }
-    // Write beside and rename, so readers never see half a report.
     let tmp = path.with_extension(format!(
         "{}.tmp",
         path.extension().and_then(|e| e.to_str()).unwrap_or("")
     ));
-    std::fs::write(&tmp, bytes).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            // Nothing half-written stays behind. The error reported is `e`: a temporary
+            // file that cannot be removed either is on the same broken disk.
+            let _ = std::fs::remove_file(&tmp);
+            err(e)
+        })
 }
 
 /// Writes reports of a run into `out_dir` under their [`Format::file_name`]s and returns

@@ -2,6 +2,7 @@
 //! cleanup on timeout and signals, the workspace lock, and run history.
 
 mod cleanup;
+mod full;
 mod history;
 mod lifetime;
 mod lock;

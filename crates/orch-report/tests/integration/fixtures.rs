@@ -58,6 +58,7 @@ impl Builder {
             vars: IndexMap::new(),
             phases: IndexMap::new(),
             audit: None,
+            record_errors: Vec::new(),
         };
         Self {
             dir,
@@ -101,6 +102,7 @@ impl Builder {
                 description: None,
                 log: None,
                 policy: None,
+                warnings: Vec::new(),
             },
         }
     }
