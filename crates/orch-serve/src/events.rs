@@ -55,12 +55,13 @@ pub(crate) fn to_json(e: &RunEvent) -> Option<Value> {
             reason,
             allowed_failure,
             outputs,
+            warnings,
             at,
         } => json!({
             "type": "phase_finished", "phase": phase, "status": status, "attempts": attempts,
             "duration_ms": duration.as_millis() as u64, "exit_code": exit_code,
             "reason": reason, "allowed_failure": allowed_failure, "outputs": &**outputs,
-            "at": rfc3339(*at),
+            "warnings": warnings, "at": rfc3339(*at),
         }),
         RunEvent::RunFinished {
             run_id,
