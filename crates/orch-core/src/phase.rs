@@ -410,6 +410,8 @@ pub struct PhaseContext {
     pub(crate) snapshot: Option<SnapshotFn>,
     /// The run's cgroup, where cgroups are used.
     pub(crate) cgroup: Option<Arc<crate::cgroup::RunCgroup>>,
+    /// The pipeline the attempt runs in (none for contexts built outside a run).
+    pub(crate) pipeline: Option<Arc<crate::pipeline::Pipeline>>,
 }
 
 /// The parts of a phase's environment beyond the `ORCH_*` variables.
@@ -569,6 +571,14 @@ impl PhaseContext {
         self.snapshot.as_ref().map(|f| f())
     }
 
+    /// The declaration of phase `id` of the pipeline this attempt runs in: its kind and
+    /// its needs, for a phase that looks past its own needs (`docker.push` finds the build
+    /// it pushes through the phases it needs). `None` for an unknown id, or outside a run.
+    pub fn declared(&self, id: &str) -> Option<&crate::spec::PhaseSpec> {
+        let p = self.pipeline.as_ref()?;
+        p.index_of(id).map(|i| &p.nodes()[i].spec)
+    }
+
     /// Masks secrets in a string (for messages built from external data).
     pub fn redact<'s>(&self, text: &'s str) -> Cow<'s, str> {
         self.redactor.redact(text)
@@ -707,6 +717,7 @@ pub struct ContextBuilder {
     grace: Duration,
     log_path: Option<PathBuf>,
     snapshot: Option<SnapshotFn>,
+    pipeline: Option<Arc<crate::pipeline::Pipeline>>,
 }
 
 impl ContextBuilder {
@@ -728,7 +739,14 @@ impl ContextBuilder {
             grace: Duration::from_secs(5),
             log_path: None,
             snapshot: None,
+            pipeline: None,
         }
+    }
+
+    /// Makes [`PhaseContext::declared`] answer from this pipeline.
+    pub fn pipeline(mut self, pipeline: Arc<crate::pipeline::Pipeline>) -> Self {
+        self.pipeline = Some(pipeline);
+        self
     }
 
     /// Makes [`PhaseContext::run_snapshot`] return this record.
@@ -850,6 +868,7 @@ impl ContextBuilder {
             redactor,
             snapshot: self.snapshot,
             cgroup: None,
+            pipeline: self.pipeline,
         }
     }
 }

@@ -1266,6 +1266,7 @@ impl Engine {
             redactor: self.redactor.clone(),
             snapshot,
             cgroup: self.cgroup.clone(),
+            pipeline: Some(self.p.clone()),
         };
         // Journaled before anything starts (see `start_queued`), so attempt numbers never
         // repeat after a crash.

@@ -100,27 +100,7 @@ impl PushPhase {
                 .map(|t| render(ctx, "tags", t))
                 .collect::<Result<Vec<_>, _>>()?
         } else {
-            let mut all = Vec::new();
-            for need in &self.needs {
-                let r = Reference::Output {
-                    phase: need.to_string(),
-                    key: "tags".into(),
-                };
-                if let Ok(v) = ctx.lookup(&r) {
-                    all.extend(parse_list(&v));
-                }
-            }
-            if all.is_empty() {
-                return Err(PhaseError::failed(format!(
-                    "no tags to push: none of the needed phases ({}) published `tags`; set `tags`",
-                    self.needs
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-            all
+            self.default_tags(ctx)?
         };
         let mut refs = Vec::new();
         for t in texts {
@@ -130,6 +110,63 @@ impl PushPhase {
             }
         }
         Ok(refs)
+    }
+
+    /// The tags of the build it pushes: those its needs published; when none did (it
+    /// needs a test of the image, not the build), those of the build found through its
+    /// needs (see [`build_candidates`]).
+    fn default_tags(&self, ctx: &PhaseContext) -> Result<Vec<String>, PhaseError> {
+        let tags_of = |phase: &str| {
+            let r = Reference::Output {
+                phase: phase.to_owned(),
+                key: "tags".into(),
+            };
+            ctx.lookup(&r).ok().map(|v| parse_list(&v))
+        };
+        let mut all = Vec::new();
+        for need in &self.needs {
+            all.extend(tags_of(need.as_str()).unwrap_or_default());
+        }
+        if !all.is_empty() {
+            return Ok(all);
+        }
+        let names = |ids: &[String]| {
+            ids.iter()
+                .map(|i| format!("`{i}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let needs: Vec<String> = self.needs.iter().map(ToString::to_string).collect();
+        let candidates = build_candidates(
+            &needs,
+            |id| {
+                ctx.declared(id).map(|s| {
+                    (
+                        s.kind == "docker.build",
+                        s.needs.iter().map(ToString::to_string).collect(),
+                    )
+                })
+            },
+            |id| tags_of(id).is_some_and(|t| !t.is_empty()),
+        );
+        match candidates.as_slice() {
+            [] => Err(PhaseError::failed(format!(
+                "no tags to push: no phase it needs, directly or through others ({}), is a `docker.build` or published `tags`; set `tags`",
+                names(&needs)
+            ))),
+            [build] => match tags_of(build) {
+                Some(t) if !t.is_empty() => Ok(t),
+                _ => Err(PhaseError::failed(format!(
+                    "no tags to push: the build it needs through {}, `{build}`, published no `tags`",
+                    names(&needs)
+                ))),
+            },
+            several => Err(PhaseError::failed(format!(
+                "no tags to push: its needs ({}) published no `tags`, and several builds come before them: {}; set `tags`, or add the build to push to `needs`",
+                names(&needs),
+                names(several)
+            ))),
+        }
     }
 
     async fn auth(
@@ -170,6 +207,36 @@ impl PushPhase {
             None => Ok(None),
         }
     }
+}
+
+/// The builds a `docker.push` without `tags` may push, found through `needs`
+/// breadth-first (each phase once, in declaration order at each step): on every path the
+/// first phase that is a `docker.build` or published `tags`; what such a phase needs is
+/// not searched (a build's base image is not what is pushed). `declared(id)` answers
+/// whether `id` is a build and what it needs; `published(id)` whether it published tags.
+pub(crate) fn build_candidates(
+    needs: &[String],
+    declared: impl Fn(&str) -> Option<(bool, Vec<String>)>,
+    published: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut seen: std::collections::HashSet<String> = needs.iter().cloned().collect();
+    let mut queue: std::collections::VecDeque<String> = needs.iter().cloned().collect();
+    let mut found = Vec::new();
+    while let Some(id) = queue.pop_front() {
+        let Some((is_build, next)) = declared(&id) else {
+            continue;
+        };
+        if is_build || published(&id) {
+            found.push(id);
+            continue;
+        }
+        for n in next {
+            if seen.insert(n.clone()) {
+                queue.push_back(n);
+            }
+        }
+    }
+    found
 }
 
 /// A list output: a JSON array of strings, or comma-separated text.
@@ -397,6 +464,58 @@ mod tests {
         );
         assert_eq!(digest_in("Pushed"), None);
         assert_eq!(digest_in("digest: md5:x"), None);
+    }
+
+    /// `build_candidates` over a graph given as (id, is a build, publishes tags, needs).
+    fn candidates(graph: &[(&str, bool, bool, &[&str])], needs: &[&str]) -> Vec<String> {
+        let find = |id: &str| graph.iter().find(|(g, ..)| *g == id);
+        let needs: Vec<String> = needs.iter().map(|s| (*s).to_owned()).collect();
+        build_candidates(
+            &needs,
+            |id| find(id).map(|(_, b, _, n)| (*b, n.iter().map(|s| (*s).to_owned()).collect())),
+            |id| find(id).is_some_and(|(_, _, t, _)| *t),
+        )
+    }
+
+    #[test]
+    fn the_build_is_found_through_the_phases_push_needs() {
+        // push -> test -> build -> base: the build, not its base image.
+        let g: &[(&str, bool, bool, &[&str])] = &[
+            ("base", true, true, &[]),
+            ("build", true, true, &["base"]),
+            ("test", false, false, &["build"]),
+            ("smoke", false, false, &["test"]),
+        ];
+        assert_eq!(candidates(g, &["test"]), ["build"]);
+        assert_eq!(candidates(g, &["smoke"]), ["build"]);
+        // A build reached on two paths counts once.
+        let g: &[(&str, bool, bool, &[&str])] = &[
+            ("build", true, true, &[]),
+            ("unit", false, false, &["build"]),
+            ("e2e", false, false, &["build"]),
+        ];
+        assert_eq!(candidates(g, &["unit", "e2e"]), ["build"]);
+        // A phase that is not a docker.build but published tags is a build too.
+        let g: &[(&str, bool, bool, &[&str])] = &[
+            ("buildx", false, true, &[]),
+            ("test", false, false, &["buildx"]),
+        ];
+        assert_eq!(candidates(g, &["test"]), ["buildx"]);
+    }
+
+    #[test]
+    fn several_or_no_builds_are_reported_as_such() {
+        let g: &[(&str, bool, bool, &[&str])] = &[
+            ("build-a", true, true, &[]),
+            ("build-b", true, true, &[]),
+            ("test-a", false, false, &["build-a"]),
+            ("test-b", false, false, &["build-b"]),
+            ("lint", false, false, &[]),
+        ];
+        assert_eq!(candidates(g, &["test-a", "test-b"]), ["build-a", "build-b"]);
+        assert!(candidates(g, &["lint"]).is_empty());
+        // Unknown ids (a context outside a run) find nothing.
+        assert!(candidates(&[], &["test"]).is_empty());
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use orch_core::{LoadOptions, PhaseStatus, Pipeline, RunControl, RunOptions, RunStatus, Runner};
 
-use crate::support::{docker_config, engine, nonce, registry, registry_digest, remove_images};
+use crate::support::{
+    BASE_IMAGE, base_image, docker_config, engine, nonce, registry, registry_digest, remove_images,
+};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -103,4 +105,73 @@ async fn example_pipeline_builds_tests_and_pushes_with_a_manifest() {
         .collect();
     tags.push(format!("orch-example/base:{version}"));
     remove_images(&docker, &tags).await;
+}
+
+#[tokio::test]
+async fn push_after_a_test_container_pushes_the_tags_of_the_build_before_it() {
+    let Some(docker) = engine().await else { return };
+    let Some(reg) = registry() else { return };
+    base_image().await;
+    let n = nonce();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("ctx")).unwrap();
+    std::fs::write(
+        work.path().join("ctx/Dockerfile"),
+        format!("FROM {BASE_IMAGE}\nCOPY stamp /stamp\n"),
+    )
+    .unwrap();
+    std::fs::write(work.path().join("ctx/stamp"), &n).unwrap();
+    let config = docker_config(&reg.addr, &reg.user, &reg.password);
+    let repo = format!("orch-test/pushrun-{n}");
+    let tag = format!("{}/{repo}:1.0", reg.addr);
+    // push needs test, test needs build: no tags set, none published by `test`.
+    let text = format!(
+        r#"
+[pipeline]
+name = "push-after-test"
+[agents.engine]
+type = "docker"
+[phases.build]
+kind = "docker.build"
+with = {{ context = "ctx", tags = ["{tag}"] }}
+[phases.test]
+kind = "docker.run"
+needs = ["build"]
+with = {{ image = "${{{{ phases.build.outputs.image_id }}}}", network = "none", command = "test -f /stamp" }}
+[phases.push]
+kind = "docker.push"
+needs = ["test"]
+with = {{ docker_config = "{}" }}
+"#,
+        config.path().display()
+    );
+    let mut kinds = orch_core::Registry::with_builtins();
+    orch_docker::register(&mut kinds);
+    let pipeline = Pipeline::from_str(
+        &text,
+        &work.path().join("orch.toml"),
+        &kinds,
+        &LoadOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let runner = Runner::new(
+        Arc::new(pipeline),
+        RunOptions {
+            state_dir: Some(work.path().join(".orch")),
+            ..RunOptions::default()
+        },
+    );
+    let record = runner.run(RunControl::new()).await.unwrap();
+    let summary: Vec<_> = record
+        .phases
+        .iter()
+        .map(|(id, p)| format!("{id}: {} {:?}", p.status, p.reason))
+        .collect();
+    assert_eq!(record.status, RunStatus::Succeeded, "{summary:#?}");
+    let digest = registry_digest(&reg, &repo, "1.0").await;
+    assert_eq!(
+        record.phases["push"].outputs["digest"],
+        format!("{}/{repo}@{digest}", reg.addr)
+    );
+    remove_images(&docker, &[tag]).await;
 }
