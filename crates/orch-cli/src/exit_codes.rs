@@ -11,10 +11,11 @@ impl ExitCodes {
     pub const FAILED: u8 = 1;
     /// The file or the command line is invalid; nothing ran.
     pub const INVALID: u8 = 2;
-    /// What the run did could not all be recorded (a full disk, a state directory that is
-    /// not writable): the journal, a log, `run.json` or a report is missing or cut short.
-    /// Phases may have run; the summary and `--format json` still say how each ended.
-    /// Takes precedence over [`Self::FAILED`].
+    /// What orch had to write could not be (a full disk, a directory that is not
+    /// writable). After `orch run`: the journal, a log, `run.json` or a report is missing
+    /// or cut short; phases may have run, and the summary and `--format json` still say how
+    /// each ended (takes precedence over [`Self::FAILED`]). After `orch report -o FILE`:
+    /// the report, of which nothing half-written is left.
     pub const UNRECORDED: u8 = 3;
     /// The run was interrupted (SIGINT or SIGTERM).
     pub const INTERRUPTED: u8 = 130;

@@ -100,10 +100,15 @@ pub fn report(a: &ReportArgs) -> Result<u8, (String, u8)> {
         .or_else(|| (format == Format::Pdf).then(|| run_dir.join(format.file_name())));
     match output {
         Some(path) => {
-            std::fs::write(&path, &bytes).map_err(|e| {
+            // Whole or not at all; a report that cannot be written is not recorded.
+            orch_report::write_file(&path, &bytes).map_err(|e| {
                 (
-                    format!("error: cannot write {}: {e}", path.display()),
-                    ExitCodes::FAILED,
+                    format!(
+                        "error: cannot write {}: {}",
+                        path.display(),
+                        report_error(&e)
+                    ),
+                    ExitCodes::UNRECORDED,
                 )
             })?;
             errln!("wrote {}", path.display());

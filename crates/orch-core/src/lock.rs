@@ -168,14 +168,30 @@ impl Drop for WorkspaceLock {
 pub fn holder(state_dir: &Path) -> Option<LockHolder> {
     let mut file = File::open(state_dir.join(LOCK_FILE)).ok()?;
     let h = read_holder(&mut file)?;
-    // A name in the file whose process is gone is a dead run's.
-    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(h.pid as i32), None).is_ok();
+    // A name in the file whose process is gone is a dead run's. The pid is read from a
+    // file: 0 or one past `i32::MAX` would name a process group (or every process) to
+    // `kill`, never one process, so it names none.
+    let pid = i32::try_from(h.pid).ok().filter(|p| *p > 0)?;
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
     alive.then_some(h)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pid_that_is_not_one_process_holds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        for pid in [0u32, u32::MAX, 1 << 31] {
+            std::fs::write(
+                dir.path().join(LOCK_FILE),
+                format!(r#"{{"pid":{pid},"run_id":"r1","started_at":"2026-01-01T00:00:00Z"}}"#),
+            )
+            .unwrap();
+            assert_eq!(holder(dir.path()), None, "pid {pid}");
+        }
+    }
 
     #[test]
     fn second_lock_is_refused_with_the_holder_named() {

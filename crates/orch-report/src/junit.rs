@@ -294,6 +294,9 @@ fn timestamp(text: Option<&str>) -> Option<DateTime<FixedOffset>> {
 }
 
 /// Builds the JUnit report of a run.
+/// Most `rerunFailure` elements written for one phase (the latest attempts).
+const RERUNS_LISTED: u32 = 20;
+
 pub(crate) fn build(
     record: &RunRecord,
     run_dir: &Path,
@@ -379,9 +382,12 @@ fn phase_case(
         .exit_code
         .map(|c| format!(" (exit code {c})"))
         .unwrap_or_default();
+    // One rerun element per earlier attempt, the last [`RERUNS_LISTED`] of them: a record
+    // rebuilt from a journal may count attempts in the billions.
     let earlier_attempts = phase.attempts.saturating_sub(1);
+    let first_listed = earlier_attempts.saturating_sub(RERUNS_LISTED) + 1;
     let reruns = |kind: NonSuccessKind| {
-        (1..=earlier_attempts).map(move |n| {
+        (first_listed..=earlier_attempts).map(move |n| {
             let mut r = TestRerun::new(kind);
             r.set_message(format!("attempt {n} of {} failed", phase.attempts));
             r
@@ -484,6 +490,27 @@ pub(crate) fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_attempt_count_lists_only_the_last_reruns() {
+        let record: RunRecord = serde_json::from_value(serde_json::json!({
+            "format_version": 1, "run_id": "R0", "pipeline": "p", "status": "failed",
+            "started_at": "2026-01-01T00:00:00.000Z",
+            "phases": { "flaky": {
+                "status": "failed", "kind": "command", "attempts": u32::MAX - 1,
+                "reason": "no attempt number left", "outputs": {}
+            } }
+        }))
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let xml = render(&record, dir.path(), &ReportOptions::default()).unwrap();
+        assert_eq!(
+            xml.matches("<rerunFailure").count(),
+            RERUNS_LISTED as usize,
+            "{xml}"
+        );
+        assert!(xml.contains(&format!("attempt {} of {}", u32::MAX - 2, u32::MAX - 1)));
+    }
 
     #[test]
     fn files_with_unreadable_times_are_read_without_them() {

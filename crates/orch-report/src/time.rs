@@ -28,13 +28,13 @@ pub(crate) fn duration(ms: u64) -> String {
     if ms < 1_000 {
         format!("{ms}ms")
     } else if ms < 60_000 {
-        let tenths = (ms + 50) / 100;
+        let tenths = ms.saturating_add(50) / 100;
         format!("{}.{}s", tenths / 10, tenths % 10)
     } else if ms < 3_600_000 {
-        let s = (ms + 500) / 1_000;
+        let s = ms.saturating_add(500) / 1_000;
         format!("{}m {:02}s", s / 60, s % 60)
     } else {
-        let m = (ms + 30_000) / 60_000;
+        let m = ms.saturating_add(30_000) / 60_000;
         format!("{}h {:02}m", m / 60, m % 60)
     }
 }

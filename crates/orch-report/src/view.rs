@@ -158,7 +158,7 @@ impl RunView {
                 .as_deref()
                 .and_then(time::parse)
                 .map(|f| time::millis_between(origin, &f))
-                .or_else(|| p.duration_ms.map(|d| start + d))?;
+                .or_else(|| p.duration_ms.map(|d| start.saturating_add(d)))?;
             Some(end.max(start))
         };
         let mut span_ms = record
@@ -176,7 +176,8 @@ impl RunView {
         if let (Some(o), Some(s), Some(d)) =
             (origin.as_ref(), run_start.as_ref(), record.duration_ms)
         {
-            span_ms = span_ms.max(time::millis_between(o, s) + d);
+            // Durations come from records (and journals) as written: never overflow.
+            span_ms = span_ms.max(time::millis_between(o, s).saturating_add(d));
         }
         let span_ms = span_ms.max(1);
 
@@ -269,10 +270,10 @@ impl RunView {
             })
             .collect();
 
-        let ticks = (0..=4)
+        let ticks = (0..=4u64)
             .map(|i| Tick {
                 left: format!("{}", i * 25),
-                label: time::duration(span_ms * i / 4),
+                label: time::duration(span_ms / 4 * i + span_ms % 4 * i / 4),
             })
             .collect();
 
@@ -313,5 +314,26 @@ impl RunView {
             .map(|c| format!("{} {}", c.count, c.label))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_at_the_top_of_the_range_do_not_overflow() {
+        let record: RunRecord = serde_json::from_value(serde_json::json!({
+            "format_version": 1, "run_id": "R0", "pipeline": "p", "status": "failed",
+            "started_at": "2026-01-01T00:00:00.000Z", "duration_ms": u64::MAX,
+            "phases": { "a": {
+                "status": "failed", "kind": "command", "attempts": 1,
+                "started_at": "2026-01-01T00:00:01.000Z", "duration_ms": u64::MAX,
+                "outputs": {}
+            } }
+        }))
+        .unwrap();
+        let view = RunView::new(&record);
+        assert_eq!(view.phases.len(), 1);
     }
 }

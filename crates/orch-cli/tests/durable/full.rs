@@ -208,3 +208,39 @@ run = "touch ran"
     assert!(r.stderr.contains("error: cannot write"), "{}", r.stderr);
     assert!(!ws.path().join("ran").exists(), "nothing ran");
 }
+
+#[test]
+fn a_report_that_does_not_fit_exits_3_and_leaves_nothing() {
+    let ws = Ws::new(
+        r#"
+[pipeline]
+name = "reported"
+[phases.a]
+run = "seq 1 20000"
+"#,
+    );
+    let r = ws.orch(&["run", "-q"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    // Not a directory: nothing can be written there.
+    ws.write("blocker", "a file");
+    let r = ws.orch(&["report", "--format", "html", "-o", "blocker/report.html"]);
+    assert_eq!(r.code, Some(3), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("error: cannot write blocker/report.html"),
+        "{}",
+        r.stderr
+    );
+    // A disk too small for it: no partial report, no temporary file.
+    let Some(fs) = Tmpfs::mount(16) else { return };
+    let out = fs.path().join("report.html");
+    let out_arg = out.to_string_lossy().into_owned();
+    let r = ws.orch(&["report", "--format", "html", "-o", &out_arg]);
+    assert_eq!(r.code, Some(3), "{}", r.stderr);
+    assert!(r.stderr.contains("No space left on device"), "{}", r.stderr);
+    let left: Vec<_> = std::fs::read_dir(fs.path())
+        .expect("read tmpfs")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
