@@ -1,23 +1,12 @@
-//! HMAC-SHA256 (RFC 2104) over `sha2`.
-
-use crate::sha256;
-
-const BLOCK: usize = 64;
+//! The signature of a JSON body: HMAC-SHA256 (RFC 2104), the one orch-core's audit log uses.
 
 /// HMAC-SHA256 of `message` under `key`, as lowercase hex: what `X-Orch-Signature`
 /// carries after `sha256=`.
 pub fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
-    let mut k = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        k[..32].copy_from_slice(&sha256(&[key]));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
-    let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
-    let inner = sha256(&[&ipad, message]);
-    let mac = sha256(&[&opad, &inner]);
-    mac.iter().map(|b| format!("{b:02x}")).collect()
+    orch_core::audit::hmac_sha256(key, message)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

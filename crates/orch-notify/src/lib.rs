@@ -14,7 +14,6 @@ use orch_core::redact::Redactor;
 use orch_core::spec::{NotifyFormat, NotifyTarget, NotifyUrl};
 use orch_core::{EventSink, PhaseStatus, PipelineSpec, RunEvent, RunStatus};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -557,13 +556,4 @@ fn humanize(d: Duration) -> String {
     } else {
         format!("{:.1}s", d.as_secs_f64())
     }
-}
-
-/// SHA-256 of `bytes`, hex (used by the HMAC).
-fn sha256(parts: &[&[u8]]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p);
-    }
-    h.finalize().into()
 }

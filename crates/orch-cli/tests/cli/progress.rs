@@ -401,12 +401,19 @@ run = "true"
     let mut cmd = orch(ws.path(), &["run"]);
     cmd.env("ORCH_PROGRESS", "live");
     let bg = Background::spawn(cmd);
-    let seen = poll(Duration::from_secs(30), "the spinner line", || {
-        let text = bg.stderr_now();
-        text.lines()
-            .any(|l| l.contains("waiting") && l.contains("waiting for the test"))
+    // The phase line and the overall bar are drawn by separate ticks: wait for both.
+    let seen = poll(
+        Duration::from_secs(30),
+        "the spinner line and the bar",
+        || {
+            let text = bg.stderr_now();
+            (text
+                .lines()
+                .any(|l| l.contains("waiting") && l.contains("waiting for the test"))
+                && text.contains(" 0/2 "))
             .then_some(text)
-    });
+        },
+    );
     assert!(
         seen.contains("\x1b["),
         "the live view moves the cursor: {seen:?}"
