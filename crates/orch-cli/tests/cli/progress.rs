@@ -260,10 +260,11 @@ run = "[ $ORCH_ATTEMPT -ge 2 ]"
 retries = 1
 backoff = { initial = "10ms" }
 [phases.bad]
-run = "exit 2"
+run = "sleep 0.3; exit 2"
 needs = ["flaky"]
 "#,
     );
+    // `bad` sleeps so that the chain through it is the critical path however fast `ok` runs.
     let (code, _, stderr) = run(&ws, &["run", "-q"]);
     assert_eq!(code, 1, "{stderr}");
     redactions(&ws).bind(|| insta::assert_snapshot!(stderr));
