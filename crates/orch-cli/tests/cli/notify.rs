@@ -294,3 +294,160 @@ run = "true"
     assert_eq!(r.code, 2);
     insta::assert_snapshot!(r.stderr);
 }
+
+/// An HTTPS receiver (Python's `http.server` behind TLS, with a certificate for 127.0.0.1
+/// from a CA made by `openssl`) that appends each request body to a file. Killed on
+/// drop.
+struct TlsReceiver {
+    url: String,
+    /// The CA that signed the receiver's certificate.
+    ca: std::path::PathBuf,
+    bodies: std::path::PathBuf,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsReceiver {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl runs");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        // A CA, and a certificate for 127.0.0.1 that it signed (a self-signed CA
+        // certificate cannot serve as the server's own).
+        std::fs::write(dir.path().join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=orch test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "cert.pem",
+        ]);
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        let bodies = dir.path().join("bodies");
+        let server = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        with open(sys.argv[3], "ab") as f:
+            f.write(body + b"\n")
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+        let mut child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(server)
+            .arg(&cert)
+            .arg(&key)
+            .arg(&bodies)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut port = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut port)
+            .unwrap();
+        Self {
+            url: format!("https://127.0.0.1:{}/hook", port.trim()),
+            ca: dir.path().join("ca.pem"),
+            bodies,
+            child,
+            _dir: dir,
+        }
+    }
+
+    fn bodies(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.bodies)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for TlsReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_https_receiver_is_reached_and_an_untrusted_certificate_is_refused() {
+    let rx = TlsReceiver::start();
+    let ws = Ws::new(&format!(
+        "[pipeline]\nname = \"tls\"\n[notify.hook]\nurl = \"{}\"\nretries = 0\n[phases.a]\nrun = \"true\"\n",
+        rx.url
+    ));
+
+    // The system's roots do not include the receiver's certificate: refused, and said so.
+    let r = ws.orch(&["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(rx.bodies().is_empty());
+    let recs = records(&ws);
+    assert_eq!(recs.last().unwrap()["outcome"], "failed", "{recs:?}");
+    let error = recs.last().unwrap()["error"].to_string();
+    assert!(error.contains("certificate"), "{recs:?}");
+
+    // Trusted through SSL_CERT_FILE, as OpenSSL-based tools do: delivered over TLS.
+    let r = ws.orch_env(&["run"], &[("SSL_CERT_FILE", rx.ca.to_str().unwrap())]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let bodies = rx.bodies();
+    assert_eq!(bodies.len(), 1, "{bodies:?} {:?}", records(&ws));
+    assert_eq!(bodies[0]["event"], "run.finished");
+    assert_eq!(bodies[0]["status"], "succeeded");
+    assert_eq!(records(&ws).last().unwrap()["outcome"], "delivered");
+}
