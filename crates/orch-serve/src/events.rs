@@ -1,9 +1,9 @@
 //! Run events as JSON: what the SSE stream and `events.jsonl` carry.
 //!
 //! Every event is one JSON object with an `id` (1, 2, 3, ... in the order the engine
-//! emitted them) and a `type`: `run_started`, `phase_started`, `phase_output`,
-//! `phase_retrying`, `phase_finished`, `run_finished`, or `run_error` (the server could
-//! not start the run). Secrets are already redacted by the engine in every field.
+//! emitted them) and a `type`: `run_started`, `policy_decision`, `phase_started`,
+//! `phase_output`, `phase_retrying`, `phase_finished`, `run_finished`, or `run_error` (the
+//! server could not start the run). Secrets are already redacted by the engine in every field.
 
 use std::path::Path;
 
@@ -28,6 +28,15 @@ pub(crate) fn to_json(e: &RunEvent) -> Option<Value> {
         } => json!({
             "type": "run_started", "run_id": run_id, "pipeline": pipeline, "phases": phases,
             "to_run": to_run, "at": rfc3339(*at), "resumed_from": resumed_from,
+        }),
+        RunEvent::PolicyDecision {
+            phase,
+            verdict,
+            reason,
+            at,
+        } => json!({
+            "type": "policy_decision", "phase": phase, "allowed": verdict.allowed,
+            "deny": verdict.deny, "error": verdict.error, "reason": reason, "at": rfc3339(*at),
         }),
         RunEvent::PhaseStarted { phase, attempt, at } => json!({
             "type": "phase_started", "phase": phase, "attempt": attempt, "at": rfc3339(*at),

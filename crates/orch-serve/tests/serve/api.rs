@@ -575,3 +575,57 @@ async fn fifty_clients_on_a_thousand_phase_run_miss_nothing_and_do_not_slow_it()
         "{tb} ms with clients vs {base} ms without"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_decisions_are_events() {
+    let dir = project(
+        r#"
+[pipeline]
+name = "governed"
+
+[policy]
+files = ["policy.rego"]
+
+[phases.build]
+run = "echo built"
+
+[phases.release]
+run = "touch released"
+needs = ["build"]
+"#,
+    );
+    std::fs::write(
+        dir.path().join("policy.rego"),
+        "package orch\n\nallow if input.phase.id == \"build\"\n\ndeny contains \"releases wait for review\" if input.phase.id == \"release\"\n",
+    )
+    .unwrap();
+    let o = options(dir.path());
+    let s = TestServer::with(dir, o).await;
+    let id = s.start_run(json!({})).await;
+    let events = s.events(&id).await;
+    assert_consecutive(&events);
+    let decisions: Vec<(&str, bool, Value)> = events
+        .iter()
+        .filter(|e| e.data["type"] == "policy_decision")
+        .map(|e| {
+            (
+                e.data["phase"].as_str().unwrap_or(""),
+                e.data["allowed"].as_bool().unwrap_or(true),
+                e.data["deny"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        decisions,
+        [
+            ("build", true, json!([])),
+            ("release", false, json!(["releases wait for review"]))
+        ]
+    );
+    let release = events
+        .iter()
+        .find(|e| e.data["type"] == "phase_finished" && e.data["phase"] == "release")
+        .map(|e| e.data["status"].clone());
+    assert_eq!(release, Some(json!("failed")));
+    assert!(!s.dir.path().join("released").exists());
+}
