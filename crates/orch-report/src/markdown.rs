@@ -302,6 +302,8 @@ fn render_view(
         md.push('\n');
     }
 
+    quality_sections(&mut md, &crate::quality::sections(record, run_dir));
+
     let artifacts = view.artifacts();
     if !artifacts.is_empty() {
         md.push_str(
@@ -321,6 +323,77 @@ fn render_view(
         md.push('\n');
     }
     md
+}
+
+/// Findings listed per quality phase (the HTML report lists more).
+const MAX_QUALITY_FINDINGS: usize = 10;
+
+/// One section per `quality` phase: the verdict and score, why it failed, the conditions,
+/// the measures and the first findings.
+fn quality_sections(md: &mut String, sections: &[crate::quality::QualityView]) {
+    for q in sections {
+        let _ = writeln!(md, "### {} Quality: {}\n", emoji(q.class), code(&q.phase));
+        if let Some(e) = &q.error {
+            let _ = writeln!(md, "> {}\n", text(e));
+            continue;
+        }
+        let score = q.score.as_deref().unwrap_or("–");
+        let verdict = if q.passed { "passed" } else { "failed" };
+        match &q.threshold {
+            Some(t) => {
+                let _ = writeln!(md, "**Score {score} / 100** (threshold {t}): {verdict}\n");
+            }
+            None => {
+                let _ = writeln!(md, "**Score {score} / 100**: {verdict}\n");
+            }
+        }
+        for f in &q.failures {
+            let _ = writeln!(md, "- {}", text(f));
+        }
+        if !q.failures.is_empty() {
+            md.push('\n');
+        }
+        if !q.conditions.is_empty() {
+            md.push_str("| Condition | Verdict | Seen |\n|---|---|---|\n");
+            for c in &q.conditions {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} |",
+                    code(&c.expr),
+                    if c.passed { "holds" } else { "fails" },
+                    text(&c.detail)
+                );
+            }
+            md.push('\n');
+        }
+        if !q.measures.is_empty() {
+            md.push_str("| Measure | Value |\n|---|---|\n");
+            for (label, value) in &q.measures {
+                let _ = writeln!(md, "| {} | {} |", text(label), text(value));
+            }
+            md.push('\n');
+        }
+        if !q.findings.is_empty() {
+            md.push_str("| Level | Tool | Rule | Where | Message |\n|---|---|---|---|---|\n");
+            for f in q.findings.iter().take(MAX_QUALITY_FINDINGS) {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} |",
+                    text(&f.level),
+                    text(&f.tool),
+                    code(&f.rule),
+                    code(&f.at),
+                    text(&sources::truncate(&f.message, MAX_OUTPUT_VALUE))
+                );
+            }
+            let more =
+                (q.findings.len().saturating_sub(MAX_QUALITY_FINDINGS)) as u64 + q.findings_more;
+            if more > 0 {
+                let _ = writeln!(md, "\n_{more} more findings are in the HTML report._");
+            }
+            md.push('\n');
+        }
+    }
 }
 
 #[cfg(test)]

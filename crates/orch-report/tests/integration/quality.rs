@@ -5,7 +5,7 @@ use orch_core::{PhaseStatus, RunStatus};
 use orch_report::Format;
 
 use crate::fixtures::Builder;
-use crate::{html_text, render_text};
+use crate::{html_text, redacted, render_text};
 
 const QUALITY_JSON: &str = r#"{
   "format_version": 1,
@@ -78,4 +78,26 @@ fn a_failed_gate_shows_its_score_conditions_coverage_and_findings() {
             assert!(text.contains(needle), "{format}: lacks {needle:?}\n{text}");
         }
     }
+}
+
+#[test]
+fn the_markdown_summary_has_the_quality_section() {
+    let mut b = Builder::new("gated", RunStatus::Failed);
+    b.phase("quality", "quality", PhaseStatus::Failed)
+        .ran(0.0, 1.0)
+        .reason("quality gate failed: `findings.error == 0` is false (findings.error = 1)")
+        .add();
+    b.phase("later", "quality", PhaseStatus::Failed)
+        .ran(1.0, 1.0)
+        .reason("`coverage` pattern `cov/*.info` matches no file")
+        .add();
+    let dir = b.run_dir().join("quality/quality");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("quality.json"), QUALITY_JSON).unwrap();
+    let fx = b.finish(3.0);
+    let md = render_text(&fx, Format::Markdown);
+    let start = md
+        .find("### ❌ Quality: `quality`")
+        .expect("a quality section");
+    redacted(&fx).bind(|| insta::assert_snapshot!(&md[start..]));
 }
