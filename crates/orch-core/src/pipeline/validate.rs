@@ -1,314 +1,22 @@
-//! A validated pipeline: phases built by their kinds, the DAG, agents resolved.
+//! Semantic validation of a pipeline: ids, needs, cycles with their whole path, kinds,
+//! agents, `when`/`assert` expressions and template references, each problem with its
+//! place in the file.
 
-use std::collections::HashMap;
-
-/// Maps keyed by phase id: ids are short strings made by the pipeline's author, so a
-/// fast non-cryptographic hash suits them.
-pub(crate) type IdMap<V> = HashMap<PhaseId, V, foldhash::fast::RandomState>;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::diagnostics::{Diagnostic, Diagnostics, Source, did_you_mean};
-use crate::errors::LoadError;
-use crate::expr;
-use crate::file::{self, FileSpans, PhaseSpans};
-use crate::ids::PhaseId;
-use crate::interpolate::{self, Reference};
+use super::{IdMap, Node, Pipeline, default_jobs};
+use crate::diagnostics::{Diagnostic, did_you_mean};
+use crate::file::{FileSpans, PhaseSpans};
+use crate::interpolate::Reference;
 use crate::phase::Phase;
-use crate::policy::{Policy, PolicyError};
 use crate::registry::Registry;
 use crate::spec::{
     AgentSpec, BreakerSpec, MAX_JOBS, MAX_RETRIES, PhaseSpec, PipelineSpec, RunSpec, Unavailable,
     WithTable,
 };
-
-/// One phase of a validated pipeline.
-pub struct Node {
-    /// Its declaration.
-    pub spec: PhaseSpec,
-    /// Its implementation.
-    pub phase: Arc<dyn Phase>,
-    /// Index of its agent in [`Pipeline::agents`].
-    pub agent: usize,
-    /// Indices of the phases it needs.
-    pub needs: Vec<u32>,
-    /// Indices of the phases that need it.
-    pub dependents: Vec<u32>,
-}
-
-/// A validated pipeline, ready to plan or run.
-pub struct Pipeline {
-    pub(crate) spec: PipelineSpec,
-    pub(crate) nodes: Vec<Node>,
-    pub(crate) index: Arc<IdMap<usize>>,
-    pub(crate) agents: Vec<AgentSpec>,
-    pub(crate) registry: Registry,
-    pub(crate) source: Option<Source>,
-    pub(crate) policy: Option<Arc<Policy>>,
-}
-
-impl std::fmt::Debug for Pipeline {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline")
-            .field("name", &self.spec.name)
-            .field("phases", &self.nodes.len())
-            .finish_non_exhaustive()
-    }
-}
-
-/// Options for loading a pipeline file.
-#[derive(Clone, Debug, Default)]
-pub struct LoadOptions {
-    /// `--var KEY=VALUE` overrides, in order.
-    pub vars: Vec<(String, String)>,
-}
-
-impl Pipeline {
-    /// Loads and validates a pipeline file, reporting every problem at once.
-    pub fn load(
-        path: &Path,
-        registry: &Registry,
-        options: &LoadOptions,
-    ) -> Result<Self, LoadError> {
-        let text = crate::input::read_regular_text(path, crate::input::MAX_PIPELINE_FILE).map_err(
-            |source| LoadError::Read {
-                path: path.to_owned(),
-                source,
-            },
-        )?;
-        Self::from_str(&text, path, registry, options)
-    }
-
-    /// Validates pipeline text as if read from `path`.
-    pub fn from_str(
-        text: &str,
-        path: &Path,
-        registry: &Registry,
-        options: &LoadOptions,
-    ) -> Result<Self, LoadError> {
-        let source = Source {
-            path: path.to_owned(),
-            text: Arc::from(text),
-        };
-        let (mut spec, spans, mut diags) = match file::parse(text, path) {
-            Ok(parsed) => parsed,
-            Err(diags) => return Err(LoadError::Invalid(Diagnostics::new(Some(source), diags))),
-        };
-        for (k, v) in &options.vars {
-            if spec.vars.contains_key(k) {
-                spec.vars.insert(k.clone(), v.clone());
-            } else {
-                let mut d = Diagnostic::at(
-                    None,
-                    format!("`--var {k}=...` sets a variable that [vars] does not declare"),
-                );
-                if let Some(help) = did_you_mean(k, spec.vars.keys().map(String::as_str)) {
-                    d = d.with_help(help);
-                } else {
-                    d = d.with_help(format!("declare it in [vars]: `{k} = \"...\"`"));
-                }
-                diags.push(d);
-            }
-        }
-        match validate(spec, Some(&spans), registry, diags, &IdMap::default()) {
-            Ok(mut p) => {
-                if let Some(policy) = &p.spec.policy {
-                    match Policy::load(&p.spec.base_dir, policy) {
-                        Ok(policy) => p.policy = Some(Arc::new(policy)),
-                        Err(e @ (PolicyError::NoFiles { .. } | PolicyError::Pattern { .. })) => {
-                            let pattern = match &e {
-                                PolicyError::NoFiles { pattern, .. }
-                                | PolicyError::Pattern { pattern, .. } => pattern.clone(),
-                                _ => String::new(),
-                            };
-                            let span = policy
-                                .files
-                                .iter()
-                                .position(|f| *f == pattern)
-                                .and_then(|k| spans.policy_files.get(k).cloned());
-                            let d = Diagnostic::at(span, e.to_string())
-                                .with_help("`[policy] files` are relative to the pipeline file");
-                            return Err(LoadError::Invalid(Diagnostics::new(
-                                Some(source),
-                                vec![d],
-                            )));
-                        }
-                        Err(e) => return Err(LoadError::Policy(e)),
-                    }
-                }
-                p.source = Some(source);
-                Ok(p)
-            }
-            Err(items) => Err(LoadError::Invalid(Diagnostics::new(Some(source), items))),
-        }
-    }
-
-    /// Starts a pipeline in code.
-    ///
-    /// ```
-    /// use orch_core::{Pipeline, PhaseId, PhaseSpec, RunSpec};
-    /// let p = Pipeline::builder("demo", ".")
-    ///     .phase(PhaseSpec::command(PhaseId::new("hello")?, RunSpec::Argv(vec!["true".into()])))
-    ///     .build()?;
-    /// assert_eq!(p.len(), 1);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn builder(name: impl Into<String>, base_dir: impl Into<PathBuf>) -> PipelineBuilder {
-        PipelineBuilder {
-            spec: PipelineSpec::new(name, base_dir),
-            registry: Registry::with_builtins(),
-            custom: IdMap::default(),
-            policy: None,
-        }
-    }
-
-    /// The pipeline's name.
-    pub fn name(&self) -> &str {
-        &self.spec.name
-    }
-
-    /// Number of phases.
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    /// Whether it has no phases.
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
-
-    /// The declaration: name, jobs, vars, agents, directories. Its `phases` are empty once
-    /// validated: each phase's declaration moved into its [`Node`] (see [`Pipeline::nodes`]),
-    /// so a pipeline of 100k phases does not keep two copies.
-    pub fn spec(&self) -> &PipelineSpec {
-        &self.spec
-    }
-
-    /// The phases, in declaration order.
-    pub fn nodes(&self) -> &[Node] {
-        &self.nodes
-    }
-
-    /// A phase's index by id.
-    pub fn index_of(&self, id: &str) -> Option<usize> {
-        self.index.get(id).copied()
-    }
-
-    /// The agents phases run on.
-    pub fn agents(&self) -> &[AgentSpec] {
-        &self.agents
-    }
-
-    /// The registry the pipeline was built with.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
-    /// The compiled `[policy]`, when there is one.
-    pub fn policy(&self) -> Option<&Arc<Policy>> {
-        self.policy.as_ref()
-    }
-
-    /// Sets (or removes) the policy every run of this pipeline is held to.
-    pub fn set_policy(&mut self, policy: Option<Arc<Policy>>) {
-        self.policy = policy;
-    }
-
-    /// The file the pipeline came from, if any.
-    pub fn source_path(&self) -> Option<&Path> {
-        self.spec.source_path.as_deref()
-    }
-
-    /// The state directory, resolved against the pipeline's directory.
-    pub fn state_dir(&self) -> PathBuf {
-        self.spec.base_dir.join(&self.spec.state_dir)
-    }
-
-    /// The DAG as a petgraph graph: node weights are phase indices, edges go from a phase
-    /// to the phases that need it.
-    pub fn graph(&self) -> DiGraph<usize, ()> {
-        let mut g = DiGraph::with_capacity(self.nodes.len(), 0);
-        for i in 0..self.nodes.len() {
-            g.add_node(i);
-        }
-        for (i, n) in self.nodes.iter().enumerate() {
-            for &d in &n.needs {
-                g.add_edge(NodeIndex::new(d as usize), NodeIndex::new(i), ());
-            }
-        }
-        g
-    }
-}
-
-/// Builds a pipeline in code, with the registry's kinds or your own [`Phase`]s.
-pub struct PipelineBuilder {
-    spec: PipelineSpec,
-    registry: Registry,
-    custom: IdMap<Arc<dyn Phase>>,
-    policy: Option<Arc<Policy>>,
-}
-
-impl PipelineBuilder {
-    /// Sets the job limit.
-    pub fn jobs(mut self, jobs: usize) -> Self {
-        self.spec.jobs = Some(jobs.max(1));
-        self
-    }
-
-    /// Sets the state directory (relative to the base dir).
-    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.spec.state_dir = dir.into();
-        self
-    }
-
-    /// Adds a var.
-    pub fn var(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
-        self.spec.vars.insert(k.into(), v.into());
-        self
-    }
-
-    /// Uses this registry for kinds and agent types.
-    pub fn registry(mut self, registry: Registry) -> Self {
-        self.registry = registry;
-        self
-    }
-
-    /// Adds an agent.
-    pub fn agent(mut self, agent: AgentSpec) -> Self {
-        self.spec.agents.insert(agent.name.clone(), agent);
-        self
-    }
-
-    /// Adds a phase of a registered kind.
-    pub fn phase(mut self, spec: PhaseSpec) -> Self {
-        self.spec.phases.push(spec);
-        self
-    }
-
-    /// Adds a phase with its own implementation; `spec.kind` is free-form (shown in plans
-    /// and records) and the phase runs on `spec.agent` or the local agent.
-    pub fn custom(mut self, spec: PhaseSpec, phase: Arc<dyn Phase>) -> Self {
-        self.custom.insert(spec.id.clone(), phase);
-        self.spec.phases.push(spec);
-        self
-    }
-
-    /// Holds every run to `policy` (see [`crate::policy`]).
-    pub fn policy(mut self, policy: Arc<Policy>) -> Self {
-        self.policy = Some(policy);
-        self
-    }
-
-    /// Validates and builds.
-    pub fn build(self) -> Result<Pipeline, LoadError> {
-        let mut p = validate(self.spec, None, &self.registry, Vec::new(), &self.custom)
-            .map_err(|items| LoadError::Invalid(Diagnostics::new(None, items)))?;
-        p.policy = self.policy;
-        Ok(p)
-    }
-}
+use crate::{expr, interpolate};
 
 fn span_of(
     spans: Option<&FileSpans>,
@@ -342,7 +50,7 @@ fn templates(p: &PhaseSpec) -> Vec<String> {
     out
 }
 
-fn validate(
+pub(super) fn validate(
     mut spec: PipelineSpec,
     spans: Option<&FileSpans>,
     registry: &Registry,
@@ -767,11 +475,6 @@ fn validate(
         source: None,
         policy: None,
     })
-}
-
-/// The default job limit: the number of CPUs.
-pub fn default_jobs() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Finds cycles: for each strongly connected component with more than one phase, one

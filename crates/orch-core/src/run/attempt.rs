@@ -1,0 +1,369 @@
+//! Building an attempt: the checks before it (`when`, done in an earlier run, `[policy]`,
+//! the circuit breaker, attempt numbers), its `PhaseContext` (env, secrets, cwd, log,
+//! run snapshot) and the future that runs it under its timeout, the run's abort and its
+//! agent's health check.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
+
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+use super::MIN_SECRET_LEN;
+use super::engine::{Engine, Msg, Outcome, St, Starting};
+use crate::audit::Event as AuditEvent;
+use crate::events::RunEvent;
+use crate::expr;
+use crate::journal::{Entry, StartedRef};
+use crate::phase::{EnvParts, LogPath, PhaseContext, PhaseLog, PhaseOutcome, SnapshotFn};
+use crate::policy::PhaseInput;
+use crate::record::{AuditHead, PhaseStatus, PolicyVerdict, RunStatus, Stamp};
+
+impl Engine {
+    pub(super) fn dispatch(&mut self, i: usize) {
+        let node = &self.p.nodes()[i];
+        let ai = node.agent;
+        // `when`: evaluated once the phases it reads have finished.
+        if let Some(cond) = &node.spec.when {
+            match expr::eval(cond, &*self.scope) {
+                Ok(v) if v.value => {}
+                Ok(_) => {
+                    let reason = format!("`when` is false: {cond}");
+                    self.finish(
+                        i,
+                        PhaseStatus::Skipped,
+                        Some(reason),
+                        PhaseOutcome::default(),
+                    );
+                    return;
+                }
+                Err(e) => {
+                    self.fail(
+                        i,
+                        PhaseStatus::Failed,
+                        e.to_string(),
+                        PhaseOutcome::default(),
+                    );
+                    return;
+                }
+            }
+        }
+        // Resume: a phase whose success is journaled, with the same definition and inputs,
+        // is not run again.
+        if self.journal.is_some() {
+            // Once per phase: what it reads is final before it first starts, so a retry
+            // has the same fingerprint.
+            let fp = self.fingerprints[i].get_or_insert_with(|| {
+                crate::resume::fingerprint(&node.spec, &node.spec.needs, &*self.scope)
+            });
+            if self.done[i].as_ref().is_some_and(|d| d.fingerprint == *fp)
+                && let Some(done) = self.done[i].take()
+            {
+                let reason = format!("done in run {}", done.run);
+                let outcome = PhaseOutcome {
+                    outputs: done.outputs,
+                    artifacts: done.artifacts,
+                    exit_code: done.exit_code,
+                };
+                self.finish_inner(
+                    i,
+                    PhaseStatus::Skipped,
+                    Some(reason),
+                    outcome,
+                    false,
+                    Some(done.run),
+                );
+                return;
+            }
+        }
+        // `[policy]`: decided once per phase, before its first attempt in this run.
+        if self.policy.is_some() && self.states[i].first_start.is_none() && !self.admit(i) {
+            return;
+        }
+        let node = &self.p.nodes()[i];
+        // Circuit breaker.
+        let b = &mut self.agents[ai].breaker;
+        if let Some(until) = b.open_until {
+            if Instant::now() < until || b.probing {
+                let reason = format!(
+                    "agent `{}` is not taking work: its circuit breaker opened after {} consecutive failures",
+                    self.agents[ai].agent.name(),
+                    self.agents[ai].breaker.consecutive
+                );
+                self.fail(i, PhaseStatus::Failed, reason, PhaseOutcome::default());
+                return;
+            }
+            // Half-open: let this one through and check health again.
+            b.probing = true;
+            self.agents[ai].health = Arc::new(OnceCell::new());
+        }
+        // Secrets this phase declares must be set.
+        // The `ORCH_*` variables are added when the phase first reads its environment.
+        let mut env = Vec::with_capacity(node.spec.env.len() + node.spec.secrets.len());
+        // Attempt numbers never repeat, and never wrap: past the last one, the phase fails.
+        let Some(attempt) = self.states[i]
+            .attempts
+            .checked_add(1)
+            .filter(|&a| a <= crate::journal::MAX_ATTEMPT)
+        else {
+            let message = format!(
+                "no attempt number left: {} attempts are already journaled",
+                self.states[i].attempts
+            );
+            self.fail(i, PhaseStatus::Failed, message, PhaseOutcome::default());
+            return;
+        };
+        for (k, v) in &node.spec.env {
+            match crate::interpolate::render(v, &*self.scope) {
+                Ok(v) => env.push((k.clone(), v)),
+                Err(e) => {
+                    self.fail(
+                        i,
+                        PhaseStatus::Failed,
+                        format!("cannot render env `{k}`: {e}"),
+                        PhaseOutcome::default(),
+                    );
+                    return;
+                }
+            }
+        }
+        // A missing secret fails the attempt once the agent is known to be healthy, so an
+        // agent that is unavailable (and set to skip) skips its phases instead.
+        let mut missing_secret = None;
+        for name in &node.spec.secrets {
+            match std::env::var(name) {
+                Ok(v) if v.len() < MIN_SECRET_LEN => {
+                    missing_secret = Some(format!(
+                        "secret `{name}` is too short to redact safely ({} characters; use at least {MIN_SECRET_LEN})",
+                        v.chars().count()
+                    ));
+                    break;
+                }
+                Ok(v) => env.push((name.clone(), v)),
+                Err(std::env::VarError::NotPresent) => {
+                    missing_secret = Some(format!("secret `{name}` is not set in the environment"));
+                    break;
+                }
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    missing_secret = Some(format!(
+                        "secret `{name}` is set but its value is not valid UTF-8; orch passes secrets as UTF-8 text (encode binary values, for example as base64)"
+                    ));
+                    break;
+                }
+            }
+        }
+        let workdir: Arc<Path> = match &node.spec.cwd {
+            None => self.base_dir.clone(),
+            Some(c) => match crate::interpolate::render(c, &*self.scope) {
+                Ok(c) => Arc::from(self.p.spec().base_dir.join(c)),
+                Err(e) => {
+                    self.fail(
+                        i,
+                        PhaseStatus::Failed,
+                        format!("cannot render `cwd`: {e}"),
+                        PhaseOutcome::default(),
+                    );
+                    return;
+                }
+            },
+        };
+
+        let st = &mut self.states[i];
+        st.st = St::Running;
+        st.attempts = attempt;
+        let now = (SystemTime::now(), Instant::now());
+        st.first_start.get_or_insert(now);
+        self.running += 1;
+        self.agents[ai].running += 1;
+
+        let log = self.logs[i]
+            .get_or_insert_with(|| {
+                let path = self
+                    .opts
+                    .write_files
+                    .then(|| LogPath::RunDir(self.run_dir.clone()));
+                Arc::new(PhaseLog::new(
+                    node.spec.id.clone(),
+                    self.bus.clone(),
+                    path,
+                    &self.redactor,
+                ))
+            })
+            .clone();
+        let snapshot: Option<SnapshotFn> = (node.spec.kind == "report").then(|| {
+            let records = self.records.clone();
+            let mut base = self.record_header(RunStatus::Running);
+            // The audit chain as far as it goes when the report starts.
+            base.audit = self.audit.as_ref().map(|a| {
+                let (seq, hash) = a.head();
+                AuditHead {
+                    seq,
+                    hash: hash.to_owned(),
+                }
+            });
+            let ids: Vec<String> = self
+                .p
+                .nodes()
+                .iter()
+                .map(|n| n.spec.id.to_string())
+                .collect();
+            Arc::new(move || {
+                let mut r = base.clone();
+                let recs = records.lock().unwrap_or_else(|p| p.into_inner());
+                for (id, rec) in ids.iter().zip(recs.iter()) {
+                    if let Some(rec) = rec {
+                        r.phases.insert(id.clone(), rec.clone());
+                    }
+                }
+                r
+            }) as SnapshotFn
+        });
+        let ctx = PhaseContext {
+            run_id: self.run_id.clone(),
+            phase_id: node.spec.id.clone(),
+            attempt,
+            base_dir: self.base_dir.clone(),
+            workdir,
+            run_dir: self.run_dir.clone(),
+            env: OnceLock::new(),
+            env_parts: Mutex::new(Some(EnvParts { extra: env })),
+            env_remove: self.env_remove.clone(),
+            scope: self.scope.clone(),
+            cancel: self.control.stop.clone(),
+            grace: self.opts.grace,
+            agent: self.agents[ai].agent.clone(),
+            log,
+            redactor: self.redactor.clone(),
+            snapshot,
+            cgroup: self.cgroup.clone(),
+            pipeline: Some(self.p.clone()),
+        };
+        // Journaled before anything starts (see `start_queued`), so attempt numbers never
+        // repeat after a crash.
+        if let Some(j) = &mut self.journal {
+            j.queue(&StartedRef {
+                phase: node.spec.id.as_str(),
+                attempt,
+                at: Stamp::new(now.0).as_str(),
+            });
+        }
+        if let Some(a) = &mut self.audit {
+            a.queue(&AuditEvent::PhaseStarted {
+                run: self.run_id.as_str(),
+                phase: node.spec.id.as_str(),
+                attempt,
+            });
+        }
+        let phase = node.phase.clone();
+        let timeout = node.spec.timeout;
+        let abort = self.control.abort.clone();
+        let agent = self.agents[ai].agent.clone();
+        let health = self.agents[ai].health.clone();
+        let check_health = agent.agent_type() != "local";
+        let attempt_fut = async move {
+            if check_health
+                && let Err(e) = health.get_or_init(|| async { agent.health().await }).await
+            {
+                return Msg::Attempt {
+                    i,
+                    outcome: Outcome::Unavailable(e.clone()),
+                };
+            }
+            if let Some(message) = missing_secret {
+                return Msg::Attempt {
+                    i,
+                    outcome: Outcome::NotStarted(message),
+                };
+            }
+            let fut = phase.run(&ctx);
+            let outcome = tokio::select! {
+                biased;
+                () = abort.cancelled() => Outcome::Aborted,
+                r = async {
+                    match timeout {
+                        Some(t) => match tokio::time::timeout(t, fut).await {
+                            Ok(r) => Outcome::Done(r),
+                            Err(_) => Outcome::TimedOut(t),
+                        },
+                        None => Outcome::Done(fut.await),
+                    }
+                } => r,
+            };
+            ctx.flush_output();
+            Msg::Attempt { i, outcome }
+        };
+        self.starting.push(Starting {
+            i,
+            attempt,
+            at: now.0,
+            fut: Box::pin(attempt_fut),
+        });
+    }
+
+    /// Asks the policy whether phase `i` may start; a denied phase fails without running.
+    pub(super) fn admit(&mut self, i: usize) -> bool {
+        let Some(gate) = &mut self.policy else {
+            return true;
+        };
+        let mut input = serde_json::Map::with_capacity(3);
+        input.insert(
+            "phase".into(),
+            serde_json::to_value(PhaseInput::of(&self.p, i)).unwrap_or_default(),
+        );
+        input.insert("run".into(), gate.run.clone());
+        if let Some(git) = &gate.git {
+            input.insert("git".into(), git.clone());
+        }
+        let id = &self.p.nodes()[i].spec.id;
+        let redact = |s: String| self.redactor.redact(&s).into_owned();
+        let (verdict, reason) = match gate.eval.decide(&serde_json::Value::Object(input)) {
+            Ok(d) => {
+                let reason = (!d.permits()).then(|| redact(d.reason()));
+                let verdict = PolicyVerdict {
+                    allowed: d.permits(),
+                    deny: d.deny.into_iter().map(redact).collect(),
+                    error: None,
+                };
+                (verdict, reason)
+            }
+            Err(e) => {
+                let error = redact(format!("evaluation for phase `{id}` failed: {e}"));
+                let reason = format!("denied by policy: {error}");
+                let verdict = PolicyVerdict {
+                    allowed: false,
+                    deny: Vec::new(),
+                    error: Some(error),
+                };
+                (verdict, Some(reason))
+            }
+        };
+        if let Some(j) = &mut self.journal {
+            j.queue(&Entry::Policy {
+                phase: id.to_string(),
+                verdict: verdict.clone(),
+            });
+        }
+        if let Some(a) = &mut self.audit {
+            a.queue(&AuditEvent::Policy {
+                run: self.run_id.as_str(),
+                phase: id.as_str(),
+                verdict: &verdict,
+            });
+        }
+        self.bus.emit(&RunEvent::PolicyDecision {
+            phase: id.clone(),
+            verdict: verdict.clone(),
+            reason: reason.clone(),
+            at: SystemTime::now(),
+        });
+        gate.verdicts[i] = Some(verdict);
+        match reason {
+            None => true,
+            Some(reason) => {
+                self.fail(i, PhaseStatus::Failed, reason, PhaseOutcome::default());
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! The engine's state, and how it is built from a prepared run: agents with their
+//! breakers, phases with what a resumed run knows of them, the secrets to redact, and
+//! the phases the selection skips.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures_util::future::CatchUnwind;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::{OnceCell, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::breaker::Breaker;
+use super::prepare::Prepared;
+use super::record::write_record;
+use super::{MIN_SECRET_LEN, RunControl, RunOptions, Runner};
+use crate::agent::Agent;
+use crate::audit::AuditWriter;
+use crate::errors::{AgentError, RunError};
+use crate::events::{EventBus, RunEvent};
+use crate::ids::RunId;
+use crate::journal::{Done, JournalWriter};
+use crate::lock::WorkspaceLock;
+use crate::phase::{PhaseError, PhaseLog, PhaseOutcome};
+use crate::pipeline::Pipeline;
+use crate::policy::{Evaluator, GitInput, RunInput};
+use crate::record::{Outputs, PhaseRecord, PhaseStatus, PolicyVerdict, RecordError, RunStatus};
+use crate::redact::Redactor;
+use crate::scope::{OutputStore, RunScope};
+use crate::select::Selection;
+use crate::spec::Unavailable;
+
+pub(super) enum Outcome {
+    Done(Result<PhaseOutcome, PhaseError>),
+    TimedOut(Duration),
+    Aborted,
+    Unavailable(AgentError),
+    /// The attempt could not start for a reason a retry would not change.
+    NotStarted(String),
+}
+
+pub(super) enum Msg {
+    Attempt { i: usize, outcome: Outcome },
+    Retry(usize),
+}
+
+pub(super) struct AgentState {
+    pub(super) agent: Arc<dyn Agent>,
+    pub(super) capacity: usize,
+    pub(super) running: usize,
+    pub(super) ready: BinaryHeap<Reverse<u32>>,
+    pub(super) breaker: Breaker,
+    pub(super) health: Arc<OnceCell<Result<(), AgentError>>>,
+    pub(super) unavailable: Unavailable,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum St {
+    Waiting,
+    Ready,
+    Running,
+    Backoff,
+    Done,
+}
+
+pub(super) struct PhaseState {
+    pub(super) st: St,
+    pub(super) remaining: u32,
+    /// Attempts started (across resumed runs).
+    pub(super) attempts: u32,
+    /// Failed attempts that count against `retries`.
+    pub(super) failures: u32,
+    pub(super) first_start: Option<(SystemTime, Instant)>,
+    /// Why the last attempt failed, while the phase waits to retry.
+    pub(super) last_error: Option<(PhaseStatus, String)>,
+}
+
+/// An attempt whose `Started` record is queued: it starts once the record is written.
+pub(super) struct Starting {
+    pub(super) i: usize,
+    pub(super) attempt: u32,
+    pub(super) at: SystemTime,
+    pub(super) fut: Pin<Box<dyn Future<Output = Msg> + Send>>,
+}
+
+/// An attempt of a light phase, polled by the engine loop (a panic in it is reported
+/// like one in a task).
+pub(super) type LightAttempt =
+    CatchUnwind<AssertUnwindSafe<Pin<Box<dyn Future<Output = Msg> + Send>>>>;
+
+/// A `PhaseFinished` event waiting for its journal record to be durable.
+pub(super) struct Pending {
+    pub(super) seq: u64,
+    pub(super) event: RunEvent,
+}
+
+pub(super) struct Engine {
+    pub(super) p: Arc<Pipeline>,
+    pub(super) opts: RunOptions,
+    pub(super) bus: EventBus,
+    pub(super) control: RunControl,
+    pub(super) run_id: RunId,
+    pub(super) run_dir: Arc<Path>,
+    pub(super) jobs: usize,
+    pub(super) agents: Vec<AgentState>,
+    pub(super) states: Vec<PhaseState>,
+    pub(super) records: Arc<Mutex<Vec<Option<PhaseRecord>>>>,
+    pub(super) logs: Vec<Option<Arc<PhaseLog>>>,
+    pub(super) scope: Arc<RunScope>,
+    pub(super) outputs: Arc<OutputStore>,
+    pub(super) redactor: Redactor,
+    pub(super) env_remove: Arc<[String]>,
+    pub(super) started: (SystemTime, Instant),
+    pub(super) running: usize,
+    pub(super) backoffs: usize,
+    pub(super) stopping: Option<String>,
+    pub(super) failed: bool,
+    pub(super) tasks: JoinSet<Msg>,
+    /// Pending attempts of light phases ([`Phase::is_light`]), polled by the engine loop.
+    pub(super) light: FuturesUnordered<LightAttempt>,
+    /// Attempts that finished when first polled, waiting to be handled.
+    pub(super) inline_done: Vec<Msg>,
+    /// Attempts dispatched in this turn, waiting for their `Started` records to be written.
+    pub(super) starting: Vec<Starting>,
+    /// The outputs of every phase that published none.
+    pub(super) no_outputs: Arc<Outputs>,
+    /// The pipeline's directory, shared by every phase context.
+    pub(super) base_dir: Arc<Path>,
+    pub(super) journal: Option<JournalWriter>,
+    pub(super) durable_rx: Option<watch::Receiver<u64>>,
+    pub(super) pending: VecDeque<Pending>,
+    pub(super) resumed_from: Option<RunId>,
+    /// Per phase: its journaled success in an earlier run, when resuming.
+    pub(super) done: Vec<Option<Done>>,
+    /// Per phase: the fingerprint of the attempt that runs (when journaling).
+    pub(super) fingerprints: Vec<Option<String>>,
+    /// The run's cgroup, where cgroups are used (see [`crate::cgroup`]).
+    pub(super) cgroup: Option<Arc<crate::cgroup::RunCgroup>>,
+    /// Ends the run's processes if this process dies; stopped when the run ends.
+    pub(super) watchdog: Option<crate::watchdog::Watchdog>,
+    /// `[policy]`, when the pipeline has one.
+    pub(super) policy: Option<Box<PolicyGate>>,
+    /// `STATE_DIR/audit.log`, when written.
+    pub(super) audit: Option<AuditWriter>,
+    /// What could not be written so far.
+    pub(super) record_errors: Vec<RecordError>,
+    pub(super) _lock: Option<WorkspaceLock>,
+}
+
+/// The policy of a run: its evaluator, the parts of the input that do not change, and the
+/// decisions until they go into the phases' records.
+pub(super) struct PolicyGate {
+    pub(super) eval: Evaluator,
+    /// `input.run` and `input.git`, as JSON.
+    pub(super) run: serde_json::Value,
+    pub(super) git: Option<serde_json::Value>,
+    pub(super) verdicts: Vec<Option<PolicyVerdict>>,
+}
+
+impl Engine {
+    pub(super) fn start(r: Runner, control: RunControl, prep: Prepared) -> Result<Self, RunError> {
+        let state_dir = r.state_dir();
+        let p = r.pipeline;
+        let reasons = r.options.selection.apply(&p)?;
+        let r_selection = selection_words(&r.options.selection);
+        let run_id = prep.run_id;
+        // `prepare` made the run directory (with `write_files`).
+        let run_dir: Arc<Path> = Arc::from(state_dir.join("runs").join(run_id.as_str()));
+        let started_at = prep.started_at;
+        let (resumed_from, resume) = match prep.resume {
+            Some((id, state)) => (Some(id), Some(state)),
+            None => (None, None),
+        };
+        let journal = prep.journal;
+        let jobs = r
+            .options
+            .jobs
+            .or(p.spec().jobs)
+            .unwrap_or_else(crate::pipeline::default_jobs)
+            .max(1);
+
+        // Secrets: every name declared anywhere is kept from phases that did not declare
+        // it, and every value is redacted everywhere.
+        let mut secret_names: Vec<String> = p
+            .nodes()
+            .iter()
+            .flat_map(|n| n.spec.secrets.iter().cloned())
+            .collect();
+        secret_names.sort();
+        secret_names.dedup();
+        // Phases never see the audit key: they could forge entries with it.
+        let mut env_remove = secret_names.clone();
+        env_remove.push(crate::audit::KEY_ENV.to_owned());
+        // Values too short to mask without mangling ordinary output are refused (the phases
+        // that declare them fail), so they are not masked either.
+        // Values are taken as bytes: one that is not UTF-8 cannot be given to a phase (its
+        // phases fail, saying so) but is masked all the same.
+        let redactor = Redactor::new(
+            secret_names
+                .iter()
+                .filter_map(std::env::var_os)
+                .map(std::os::unix::ffi::OsStringExt::into_vec)
+                .filter(|v| v.len() >= MIN_SECRET_LEN),
+        );
+
+        let mut agents = Vec::with_capacity(p.agents().len());
+        for spec in p.agents() {
+            let agent = p.registry().build_agent(spec, jobs).map_err(|e| {
+                RunError::Selection(format!("agent `{}`: {}", spec.name, e.message))
+            })?;
+            agents.push(AgentState {
+                capacity: agent.capacity().max(1),
+                agent,
+                running: 0,
+                ready: BinaryHeap::new(),
+                breaker: Breaker {
+                    failures: spec.breaker.failures,
+                    consecutive: 0,
+                    cooldown: spec.breaker.cooldown,
+                    open_until: None,
+                    probing: false,
+                },
+                health: Arc::new(OnceCell::new()),
+                unavailable: spec.unavailable,
+            });
+        }
+
+        let n = p.len();
+        let outputs = Arc::new(OutputStore::new(n));
+        let scope = Arc::new(RunScope {
+            run_id: run_id.to_string(),
+            vars: Arc::new(p.spec().vars.clone()),
+            index: p.index.clone(),
+            outputs: outputs.clone(),
+        });
+        let known = |node: &crate::pipeline::Node| {
+            resume
+                .as_ref()
+                .and_then(|r| r.phase(node.spec.id.as_str()))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut done = Vec::with_capacity(n);
+        let states = p
+            .nodes()
+            .iter()
+            .map(|node| {
+                let k = known(node);
+                done.push(k.done);
+                PhaseState {
+                    st: St::Waiting,
+                    remaining: node.needs.len() as u32,
+                    attempts: k.attempts,
+                    failures: k.failures,
+                    first_start: None,
+                    last_error: None,
+                }
+            })
+            .collect();
+        let now = (started_at, Instant::now());
+        let mut e = Self {
+            cgroup: prep.cgroup,
+            watchdog: prep.watchdog,
+            opts: r.options,
+            bus: r.bus,
+            control,
+            run_dir,
+            jobs,
+            agents,
+            states,
+            records: Arc::new(Mutex::new(vec![None; n])),
+            logs: vec![None; n],
+            scope,
+            outputs,
+            redactor,
+            env_remove: Arc::from(env_remove),
+            started: now,
+            running: 0,
+            backoffs: 0,
+            stopping: None,
+            failed: false,
+            tasks: JoinSet::new(),
+            light: FuturesUnordered::new(),
+            inline_done: Vec::new(),
+            starting: Vec::new(),
+            no_outputs: Arc::new(Outputs::new()),
+            base_dir: Arc::from(p.spec().base_dir.as_path()),
+            durable_rx: journal.as_ref().map(JournalWriter::subscribe),
+            journal,
+            pending: VecDeque::new(),
+            resumed_from,
+            fingerprints: vec![None; n],
+            record_errors: Vec::new(),
+            done,
+            policy: None,
+            audit: prep.audit,
+            _lock: prep.lock,
+            run_id,
+            p,
+        };
+        if e.opts.write_files {
+            // `runs/latest` points at this run from now on, so `--resume` finds it even if
+            // the process dies; run.json says `running` until the run ends.
+            write_record(&e.run_dir, &e.record_header(RunStatus::Running))?;
+            if prep.durable
+                && let Some(runs) = e.run_dir.parent()
+            {
+                std::fs::File::open(runs)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|source| RunError::State {
+                        path: runs.to_owned(),
+                        source,
+                    })?;
+            }
+        }
+        if let Some(policy) = e.p.policy() {
+            // Read once per run: the repository does not change under a run's decisions.
+            let git = GitInput::read(&e.p.spec().base_dir);
+            e.policy = Some(Box::new(PolicyGate {
+                eval: policy.evaluator(),
+                run: serde_json::to_value(RunInput::of(&e.p, e.run_id.as_str()))
+                    .unwrap_or_default(),
+                git: git.and_then(|g| serde_json::to_value(g).ok()),
+                verdicts: vec![None; n],
+            }));
+        }
+        if e.audit.is_some() {
+            e.audit_run_started(&r_selection);
+        }
+        let to_run = reasons
+            .iter()
+            .zip(&e.done)
+            .filter(|(r, d)| r.is_none() && d.is_none())
+            .count();
+        e.bus.emit(&RunEvent::RunStarted {
+            run_id: e.run_id.clone(),
+            pipeline: e.p.name().to_owned(),
+            phases: n,
+            to_run,
+            at: now.0,
+            resumed_from: e.resumed_from.clone(),
+        });
+        for (i, reason) in reasons.iter().enumerate() {
+            if let Some(reason) = reason {
+                e.finish(
+                    i,
+                    PhaseStatus::Skipped,
+                    Some((*reason).to_owned()),
+                    PhaseOutcome::default(),
+                );
+            }
+        }
+        for i in 0..n {
+            if e.states[i].st == St::Waiting && e.states[i].remaining == 0 {
+                e.make_ready(i);
+            }
+        }
+        Ok(e)
+    }
+}
+
+/// The selection as the audit log records it (`only:ID`, `skip:tag:T`, `from:ID`).
+fn selection_words(s: &Selection) -> Vec<String> {
+    let word = |kind: &str, sel: &crate::select::Selector| match sel {
+        crate::select::Selector::Id(id) => format!("{kind}:{id}"),
+        crate::select::Selector::Tag(t) => format!("{kind}:tag:{t}"),
+    };
+    let mut out: Vec<String> = s.only.iter().map(|x| word("only", x)).collect();
+    out.extend(s.skip.iter().map(|x| word("skip", x)));
+    out.extend(s.from.iter().map(|x| format!("from:{x}")));
+    out
+}

@@ -1,0 +1,652 @@
+//! The engine's loop: picks the next ready phase (declaration order, within the job limit
+//! and each agent's capacity), handles what attempts report (retry with backoff, finish,
+//! fail-fast, blocking), finishes phases and releases their dependents, and ends the run.
+
+use std::cmp::Reverse;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, SystemTime};
+
+use futures_util::{FutureExt, StreamExt};
+
+use super::durability::durable_changed;
+use super::engine::{Engine, Msg, Outcome, Pending, St};
+use super::record::{redact_artifacts, write_record};
+use crate::audit::Event as AuditEvent;
+use crate::errors::RunError;
+use crate::events::RunEvent;
+use crate::failpoint;
+use crate::ids::RunId;
+use crate::journal::{Entry, FinishedRef, JournalWriter};
+use crate::phase::{PhaseError, PhaseOutcome};
+use crate::record::{
+    AuditHead, Outputs, PhaseRecord, PhaseStatus, RecordError, RunRecord, RunStatus, rfc3339,
+};
+use crate::spec::Unavailable;
+
+fn fmt_secs(d: Duration) -> String {
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
+}
+
+impl Engine {
+    pub(super) fn make_ready(&mut self, i: usize) {
+        self.states[i].st = St::Ready;
+        let a = self.p.nodes()[i].agent;
+        self.agents[a].ready.push(Reverse(i as u32));
+    }
+
+    /// The next phase to start: the earliest-declared ready phase whose agent has room.
+    pub(super) fn pick(&mut self) -> Option<usize> {
+        let mut best: Option<(u32, usize)> = None;
+        for (ai, a) in self.agents.iter().enumerate() {
+            if a.running >= a.capacity {
+                continue;
+            }
+            if let Some(Reverse(i)) = a.ready.peek()
+                && best.is_none_or(|(b, _)| *i < b)
+            {
+                best = Some((*i, ai));
+            }
+        }
+        let (i, ai) = best?;
+        self.agents[ai].ready.pop();
+        Some(i as usize)
+    }
+
+    pub(super) async fn run(mut self) -> Result<RunRecord, RunError> {
+        let mut stop_seen = false;
+        loop {
+            if !stop_seen && self.control.is_stopped() {
+                // Interrupted before the loop could see it (e.g. while taking the lock).
+                stop_seen = true;
+                if self.stopping.is_none() {
+                    self.stopping = Some("the run was interrupted".into());
+                }
+            }
+            if self.stopping.is_none() {
+                while self.running < self.jobs {
+                    let Some(i) = self.pick() else { break };
+                    self.dispatch(i);
+                    if self.stopping.is_some() {
+                        break;
+                    }
+                }
+                self.start_queued();
+            }
+            if !self.inline_done.is_empty() {
+                for msg in std::mem::take(&mut self.inline_done) {
+                    self.handle(msg);
+                }
+                continue;
+            }
+            // Events still waiting for the disk are reported after the loop.
+            if self.running == 0 && (self.backoffs == 0 || self.stopping.is_some()) {
+                break;
+            }
+            // What this turn queued is written before the loop waits.
+            self.flush_journal();
+            let journal_wait = !self.pending.is_empty() && self.durable_rx.is_some();
+            let msg = tokio::select! {
+                biased;
+                () = self.control.stop.cancelled(), if !stop_seen => {
+                    stop_seen = true;
+                    if self.stopping.is_none() {
+                        self.stopping = Some("the run was interrupted".into());
+                    }
+                    continue;
+                }
+                changed = durable_changed(&mut self.durable_rx), if journal_wait => {
+                    if !changed {
+                        let e = self.journal.as_ref().and_then(JournalWriter::error);
+                        self.journal_failed(e.unwrap_or_else(|| "the journal sync thread stopped".into()));
+                    }
+                    self.flush_pending();
+                    continue;
+                }
+                done = self.light.next(), if !self.light.is_empty() => match done {
+                    Some(Ok(msg)) => msg,
+                    Some(Err(_)) => {
+                        tracing::error!("a phase attempt panicked");
+                        continue;
+                    }
+                    None => continue,
+                },
+                joined = self.tasks.join_next(), if !self.tasks.is_empty() => match joined {
+                    Some(Ok(msg)) => msg,
+                    Some(Err(e)) => {
+                        tracing::error!("a phase task panicked: {e}");
+                        continue;
+                    }
+                    None => continue,
+                },
+                else => break,
+            };
+            self.handle(msg);
+            // Attempts that finished meanwhile are handled in this turn too: their
+            // records share its journal write.
+            while let Some(joined) = self.tasks.try_join_next() {
+                match joined {
+                    Ok(msg) => self.handle(msg),
+                    Err(e) => tracing::error!("a phase task panicked: {e}"),
+                }
+            }
+            // (Polling here leaves a no-op waker registered; the select above registers
+            // the loop's own again before it waits.)
+            while let Some(Some(done)) = self.light.next().now_or_never() {
+                match done {
+                    Ok(msg) => self.handle(msg),
+                    Err(_) => tracing::error!("a phase attempt panicked"),
+                }
+            }
+        }
+        // Anything left never started.
+        let interrupted = self.control.is_stopped();
+        for i in 0..self.p.len() {
+            if self.states[i].st == St::Backoff
+                && let Some((status, error)) = self.states[i].last_error.take()
+            {
+                // It ran and failed; the stop only kept it from retrying.
+                let stop = self.stopping.clone().unwrap_or_default();
+                let reason = format!("{error}; not retried: {stop}");
+                let allowed = self.p.nodes()[i].spec.allow_failure;
+                self.finish_inner(
+                    i,
+                    status,
+                    Some(reason),
+                    PhaseOutcome::default(),
+                    allowed,
+                    None,
+                );
+                self.failed |= !allowed;
+            } else if self.states[i].st != St::Done {
+                let reason = self.stopping.clone().map(|s| format!("not started: {s}"));
+                self.finish(i, PhaseStatus::Cancelled, reason, PhaseOutcome::default());
+            }
+        }
+        self.tasks.abort_all();
+        self.light.clear();
+        // Nothing of the run may survive it: what is left in its cgroups, ...
+        if let Some(cg) = &self.cgroup {
+            cg.remove().await;
+        }
+        if self.opts.write_files && (interrupted || self.failed) {
+            // ... whatever left its process group, ...
+            crate::process::kill_marked(self.run_id.as_str(), None, Duration::from_secs(2)).await;
+        }
+        // ... and orphans re-parented to this process (when it adopts them).
+        let watchdog_pid = self.watchdog.as_ref().map(|w| w.pid());
+        crate::process::kill_orphans(watchdog_pid.as_slice());
+        if let Some(w) = self.watchdog.take() {
+            w.finish();
+        }
+        // Every phase is durable before the run reports its end.
+        self.sync_journal().await;
+        self.flush_pending();
+        let status = if interrupted {
+            RunStatus::Cancelled
+        } else if self.failed {
+            RunStatus::Failed
+        } else {
+            RunStatus::Succeeded
+        };
+        self.journal_append(&Entry::RunFinished {
+            status,
+            finished_at: rfc3339(SystemTime::now()),
+            duration_ms: self.started.1.elapsed().as_millis() as u64,
+        });
+        self.sync_journal().await;
+        if let Some(j) = self.journal.take() {
+            j.close();
+        }
+        // Attempts remove their own private files; this clears what an attempt that could
+        // not end cleanly left.
+        crate::orch_output::remove_private_dir(&self.run_dir);
+        let mut audit_head = None;
+        if let Some(mut a) = self.audit.take() {
+            a.queue(&AuditEvent::RunFinished {
+                run: self.run_id.as_str(),
+                status,
+                duration_ms: self.started.1.elapsed().as_millis() as u64,
+            });
+            match a.wait_all().await {
+                Ok(()) => {
+                    let (seq, hash) = a.head();
+                    audit_head = Some(AuditHead {
+                        seq,
+                        hash: hash.to_owned(),
+                    });
+                }
+                Err(e) => tracing::error!("{e}"),
+            }
+            a.close();
+        }
+        let mut record = self.record(status);
+        record.audit = audit_head;
+        if self.opts.write_files {
+            failpoint::hit("before-run-record");
+            // The run happened: a record that cannot be written is reported with it (the
+            // caller still gets every result), never in its place.
+            if let Err(e) = write_record(&self.run_dir, &record) {
+                let message = match &e {
+                    RunError::State { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                };
+                record
+                    .record_errors
+                    .push(RecordError::new(e.file(&self.run_dir), message));
+            }
+            failpoint::hit("after-run-record");
+        }
+        self.bus.emit(&RunEvent::RunFinished {
+            run_id: self.run_id.clone(),
+            status,
+            duration: self.started.1.elapsed(),
+            at: SystemTime::now(),
+        });
+        Ok(record)
+    }
+
+    /// Starts the attempts `dispatch` queued, once their `Started` records are written
+    /// (one write for them and whatever else was queued).
+    pub(super) fn start_queued(&mut self) {
+        if self.starting.is_empty() {
+            return;
+        }
+        if let Some(j) = &mut self.journal
+            && let Err(e) = j.flush()
+        {
+            // The attempts are not started: the run stops.
+            self.journal_failed(format!("cannot write the journal: {e}"));
+            for s in std::mem::take(&mut self.starting) {
+                let ai = self.p.nodes()[s.i].agent;
+                self.running -= 1;
+                self.agents[ai].running -= 1;
+                self.finish(
+                    s.i,
+                    PhaseStatus::Cancelled,
+                    self.stopping.clone(),
+                    PhaseOutcome::default(),
+                );
+            }
+            return;
+        }
+        // Their `phase_started` audit entries are written before they start too.
+        if let Some(a) = &mut self.audit
+            && let Err(e) = a.flush()
+        {
+            let path = a.path().display().to_string();
+            self.audit = None;
+            self.journal_failed(format!("cannot write the audit log {path}: {e}"));
+        }
+        let mut starting = std::mem::take(&mut self.starting);
+        for s in starting.drain(..) {
+            self.bus.emit(&RunEvent::PhaseStarted {
+                phase: self.p.nodes()[s.i].spec.id.clone(),
+                attempt: s.attempt,
+                at: s.at,
+            });
+            // Poll once here: an attempt that finishes at once (in-process phases, a failed
+            // spawn) is handled without a task and without waking another thread. One that
+            // is pending moves to a task, whose first poll registers the real wakers.
+            let mut fut = s.fut;
+            match fut
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+            {
+                Poll::Ready(msg) => self.inline_done.push(msg),
+                Poll::Pending if self.p.nodes()[s.i].phase.is_light() => {
+                    self.light.push(AssertUnwindSafe(fut).catch_unwind());
+                }
+                Poll::Pending => {
+                    self.tasks.spawn(fut);
+                }
+            }
+            failpoint::hit("after-phase-start");
+        }
+        // The buffer is kept for the next turn.
+        self.starting = starting;
+    }
+
+    pub(super) fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Retry(i) => {
+                self.backoffs -= 1;
+                if self.stopping.is_some() {
+                    let reason = self.stopping.clone();
+                    self.finish(i, PhaseStatus::Cancelled, reason, PhaseOutcome::default());
+                } else {
+                    self.make_ready(i);
+                }
+            }
+            Msg::Attempt { i, outcome } => self.on_attempt(i, outcome),
+        }
+    }
+
+    pub(super) fn on_attempt(&mut self, i: usize, outcome: Outcome) {
+        let ai = self.p.nodes()[i].agent;
+        self.running -= 1;
+        self.agents[ai].running -= 1;
+        let (status, message, result) = match outcome {
+            Outcome::NotStarted(message) => {
+                self.fail(i, PhaseStatus::Failed, message, PhaseOutcome::default());
+                return;
+            }
+            Outcome::Done(Ok(out)) => {
+                self.breaker_success(ai);
+                self.finish(i, PhaseStatus::Succeeded, None, out);
+                return;
+            }
+            Outcome::Done(Err(PhaseError::Skip { reason })) => {
+                self.breaker_success(ai);
+                self.finish(
+                    i,
+                    PhaseStatus::Skipped,
+                    Some(reason),
+                    PhaseOutcome::default(),
+                );
+                return;
+            }
+            Outcome::Done(Err(PhaseError::Cancelled)) | Outcome::Aborted => {
+                let reason = self.stopping.clone().unwrap_or_else(|| "cancelled".into());
+                self.finish(
+                    i,
+                    PhaseStatus::Cancelled,
+                    Some(reason),
+                    PhaseOutcome::default(),
+                );
+                return;
+            }
+            Outcome::Unavailable(e) => {
+                if self.agents[ai].unavailable == Unavailable::Skip {
+                    self.finish(
+                        i,
+                        PhaseStatus::Skipped,
+                        Some(e.to_string()),
+                        PhaseOutcome::default(),
+                    );
+                    return;
+                }
+                self.breaker_failure(ai);
+                (PhaseStatus::Failed, e.to_string(), PhaseOutcome::default())
+            }
+            Outcome::Done(Err(PhaseError::Failed { message, exit_code })) => {
+                self.breaker_failure(ai);
+                (
+                    PhaseStatus::Failed,
+                    message,
+                    PhaseOutcome {
+                        exit_code,
+                        ..PhaseOutcome::default()
+                    },
+                )
+            }
+            Outcome::TimedOut(t) => {
+                self.breaker_failure(ai);
+                (
+                    PhaseStatus::TimedOut,
+                    format!("timed out after {}", fmt_secs(t)),
+                    PhaseOutcome::default(),
+                )
+            }
+        };
+        let message = self.redactor.redact(&message).into_owned();
+        let node = &self.p.nodes()[i];
+        let attempt = self.states[i].attempts;
+        self.states[i].failures = self.states[i].failures.saturating_add(1);
+        let failures = self.states[i].failures;
+        if failures <= node.spec.retries && self.stopping.is_none() {
+            let delay = node.spec.backoff.delay_jittered(failures);
+            // Written with the next turn's records (before the retry starts).
+            if let Some(j) = &mut self.journal {
+                j.queue(&Entry::AttemptFailed {
+                    phase: node.spec.id.to_string(),
+                    attempt,
+                    error: message.clone(),
+                });
+            }
+            let node = &self.p.nodes()[i];
+            self.bus.emit(&RunEvent::PhaseRetrying {
+                phase: node.spec.id.clone(),
+                attempt,
+                error: message.clone(),
+                delay,
+            });
+            if let Some(log) = &self.logs[i] {
+                let line = format!(
+                    "attempt {attempt} failed: {message}; retrying in {}\n",
+                    fmt_secs(delay)
+                );
+                log.push_log(&line);
+            }
+            self.states[i].st = St::Backoff;
+            self.states[i].last_error = Some((status, message.clone()));
+            self.backoffs += 1;
+            self.tasks.spawn(async move {
+                tokio::time::sleep(delay).await;
+                Msg::Retry(i)
+            });
+            return;
+        }
+        self.fail(i, status, message, result);
+    }
+
+    /// A phase ended in failure: record it and apply fail-fast and blocking.
+    pub(super) fn fail(
+        &mut self,
+        i: usize,
+        status: PhaseStatus,
+        message: String,
+        outcome: PhaseOutcome,
+    ) {
+        let node = &self.p.nodes()[i];
+        let allowed = node.spec.allow_failure;
+        let id = node.spec.id.clone();
+        self.finish_inner(i, status, Some(message), outcome, allowed, None);
+        if allowed {
+            return;
+        }
+        self.failed = true;
+        if !self.opts.keep_going && self.stopping.is_none() {
+            self.stopping = Some(format!(
+                "the run stopped after `{id}` {}",
+                if status == PhaseStatus::TimedOut {
+                    "timed out"
+                } else {
+                    "failed"
+                }
+            ));
+        }
+        // Block everything downstream that has not started.
+        let mut stack: Vec<(usize, usize)> = self.p.nodes()[i]
+            .dependents
+            .iter()
+            .map(|&d| (d as usize, i))
+            .collect();
+        while let Some((d, via)) = stack.pop() {
+            if self.states[d].st == St::Done || self.states[d].st == St::Running {
+                continue;
+            }
+            let reason = format!(
+                "needs `{}`, which did not succeed",
+                self.p.nodes()[via].spec.id
+            );
+            self.finish_inner(
+                d,
+                PhaseStatus::Blocked,
+                Some(reason),
+                PhaseOutcome::default(),
+                false,
+                None,
+            );
+            stack.extend(
+                self.p.nodes()[d]
+                    .dependents
+                    .iter()
+                    .map(|&x| (x as usize, d)),
+            );
+        }
+    }
+
+    pub(super) fn finish(
+        &mut self,
+        i: usize,
+        status: PhaseStatus,
+        reason: Option<String>,
+        outcome: PhaseOutcome,
+    ) {
+        self.finish_inner(i, status, reason, outcome, false, None);
+    }
+
+    pub(super) fn finish_inner(
+        &mut self,
+        i: usize,
+        status: PhaseStatus,
+        reason: Option<String>,
+        outcome: PhaseOutcome,
+        allowed: bool,
+        done_in: Option<RunId>,
+    ) {
+        let was = self.states[i].st;
+        if was == St::Done {
+            return;
+        }
+        if was == St::Ready {
+            // Still in its agent's queue: drop it there lazily (see `pick`); simpler to
+            // rebuild the queue, which is rare (blocking, fail-fast).
+            let a = self.p.nodes()[i].agent;
+            let q = std::mem::take(&mut self.agents[a].ready);
+            self.agents[a].ready = q
+                .into_iter()
+                .filter(|Reverse(x)| *x as usize != i)
+                .collect();
+        }
+        self.states[i].st = St::Done;
+        let now = SystemTime::now();
+        let (started, duration) = match self.states[i].first_start {
+            Some((wall, mono)) => (Some(wall), mono.elapsed()),
+            None => (None, Duration::ZERO),
+        };
+        // The one place outputs are redacted, keys and values, before they reach the
+        // scope, the journal, the record and every event.
+        let outputs: Outputs = if self.redactor.is_empty() {
+            outcome.outputs
+        } else {
+            self.redactor.redact_map(outcome.outputs)
+        };
+        // Most phases publish nothing: they share one empty map.
+        let outputs = if outputs.is_empty() {
+            self.no_outputs.clone()
+        } else {
+            Arc::new(outputs)
+        };
+        let node = &self.p.nodes()[i];
+        // The phase is done: its log state goes (the file stays). A log that could not be
+        // written in full is a warning on the phase and a record error of the run.
+        let mut warnings = Vec::new();
+        let log = match self.logs[i].take() {
+            Some(l) => {
+                let file = format!("logs/{}.log", node.spec.id);
+                if let Some(problem) = l.close() {
+                    warnings.push(format!("log {problem}"));
+                    self.record_errors
+                        .push(RecordError::new(file.clone(), problem));
+                }
+                l.wrote_file().then_some(file)
+            }
+            None => None,
+        };
+        let artifacts = redact_artifacts(&self.redactor, outcome.artifacts);
+        let allowed_failure = allowed && status.is_failure();
+        let lets_run = status.lets_dependents_run() || allowed;
+        if lets_run {
+            self.outputs.set(i, outputs.clone());
+        }
+        let finished_at = rfc3339(now);
+        let mut record = PhaseRecord {
+            status,
+            kind: node.spec.kind.clone(),
+            attempts: self.states[i].attempts,
+            exit_code: outcome.exit_code,
+            started_at: started.map(rfc3339),
+            finished_at: None,
+            duration_ms: started.map(|_| duration.as_millis() as u64),
+            reason: reason.clone(),
+            allowed_failure,
+            outputs: (*outputs).clone(),
+            artifacts,
+            needs: node.spec.needs.iter().map(ToString::to_string).collect(),
+            tags: node.spec.tags.clone(),
+            description: node.spec.description.clone(),
+            log,
+            policy: self.policy.as_mut().and_then(|g| g.verdicts[i].take()),
+            warnings: warnings.clone(),
+        };
+        let seq = match &mut self.journal {
+            Some(j) => {
+                // A phase's success counts for resume only with the fingerprint of what
+                // ran. Written with the rest of this turn's records, before the loop waits
+                // or starts an attempt.
+                let fingerprint = self.fingerprints[i].take();
+                j.queue(&FinishedRef {
+                    phase: node.spec.id.as_str(),
+                    kind: &record.kind,
+                    status,
+                    attempts: record.attempts,
+                    exit_code: record.exit_code,
+                    reason: record.reason.as_deref(),
+                    allowed_failure,
+                    outputs: &record.outputs,
+                    artifacts: &record.artifacts,
+                    fingerprint: fingerprint.as_deref(),
+                    done_in: done_in.as_ref(),
+                    started_at: record.started_at.as_deref(),
+                    finished_at: &finished_at,
+                    duration_ms: record.duration_ms,
+                })
+            }
+            None => 0,
+        };
+        if let Some(a) = &mut self.audit {
+            a.queue(&AuditEvent::PhaseFinished {
+                run: self.run_id.as_str(),
+                phase: node.spec.id.as_str(),
+                status,
+                attempts: record.attempts,
+                outputs_sha256: crate::audit::outputs_digest(&record.outputs).as_deref(),
+                reason: record.reason.as_deref(),
+            });
+        }
+        if started.is_some() {
+            record.finished_at = Some(finished_at);
+        }
+        self.records.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(record);
+        let event = RunEvent::PhaseFinished {
+            phase: node.spec.id.clone(),
+            status,
+            attempts: self.states[i].attempts,
+            duration,
+            exit_code: outcome.exit_code,
+            reason,
+            allowed_failure,
+            outputs,
+            warnings,
+            at: now,
+        };
+        // Reported once its record is durable. Scheduling does not wait for the disk:
+        // dependents are released now, and since their records come after this one in
+        // the journal, no crash can keep a dependent's and lose this one's.
+        self.pending.push_back(Pending { seq, event });
+        self.flush_pending();
+        if lets_run {
+            for k in 0..self.p.nodes()[i].dependents.len() {
+                let d = self.p.nodes()[i].dependents[k] as usize;
+                let s = &mut self.states[d];
+                s.remaining -= 1;
+                if s.remaining == 0 && s.st == St::Waiting {
+                    self.make_ready(d);
+                }
+            }
+        }
+    }
+}
