@@ -3,13 +3,17 @@
 //!
 //! [`discover`] is the whole job as a plain function; [`DiscoverPhase`] wraps it as a phase.
 
+mod checks;
 mod compose;
+mod env;
 pub mod model;
 mod scan;
+mod services;
+mod walk;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use orch_core::{
@@ -21,8 +25,11 @@ use serde::Deserialize;
 use crate::errors::DiscoverError;
 use crate::util;
 use crate::yaml::Yaml;
+pub(crate) use env::EnvIndex;
 pub use model::*;
 pub(crate) use scan::line_of;
+use services::ServiceAcc;
+use walk::FileRec;
 
 /// Largest file read for source scanning, env files and manifests.
 const MAX_SCAN_BYTES: u64 = 1 << 20;
@@ -70,91 +77,6 @@ pub fn discover(opts: &DiscoverOptions) -> Result<Discovery, DiscoverError> {
     discover_with(opts, &|| false)
 }
 
-/// Env var sites gathered during the walk.
-#[derive(Default)]
-pub(crate) struct EnvIndex {
-    vars: BTreeMap<String, (BTreeSet<EnvSite>, BTreeSet<EnvSite>)>,
-    /// `env_file` uses: (file relative to base, compose file, line, service).
-    env_file_uses: Vec<(String, String, u64, String)>,
-}
-
-impl EnvIndex {
-    pub(crate) fn add(
-        &mut self,
-        name: &str,
-        file: &str,
-        line: Option<u64>,
-        how: &str,
-        service: Option<&str>,
-        defined: bool,
-    ) {
-        let site = EnvSite {
-            file: file.to_owned(),
-            line,
-            how: how.to_owned(),
-            service: service.map(str::to_owned),
-        };
-        let entry = self.vars.entry(name.to_owned()).or_default();
-        if defined {
-            entry.0.insert(site);
-        } else {
-            entry.1.insert(site);
-        }
-    }
-}
-
-struct FileRec {
-    rel: String,
-    abs: PathBuf,
-    name: String,
-    size: u64,
-}
-
-#[derive(Default)]
-struct ServiceAcc {
-    manifests: BTreeSet<String>,
-    package_name: Option<String>,
-    test_files: usize,
-    ports: BTreeSet<DeclaredPort>,
-    compose: BTreeSet<ComposeRef>,
-    has_tsconfig: bool,
-}
-
-fn skip_reason(name: &str, path: &Path) -> Option<&'static str> {
-    let lower = name.to_ascii_lowercase();
-    match name {
-        ".git" | ".hg" | ".svn" => return Some("vcs"),
-        "node_modules" | "bower_components" => return Some("node-modules"),
-        "venv" | ".venv" | ".tox" | ".nox" | "__pypackages__" => return Some("virtualenv"),
-        "vendor" => return Some("vendor"),
-        "target" => return Some("build-output"),
-        "__pycache__" | ".pytest_cache" | ".mypy_cache" | ".ruff_cache" => return Some("cache"),
-        ".orch" => return Some("state-dir"),
-        _ => {}
-    }
-    if lower.ends_with(".bak") || name.ends_with('~') || lower.starts_with("backup") {
-        return Some("backup");
-    }
-    if path.join("pyvenv.cfg").is_file() {
-        return Some("virtualenv");
-    }
-    None
-}
-
-/// `base`-relative path text with `/` separators (`.` for `base`).
-fn rel_of(base: &Path, path: &Path) -> String {
-    let rel = path.strip_prefix(base).unwrap_or(path);
-    let parts: Vec<String> = rel
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
-    if parts.is_empty() {
-        ".".to_owned()
-    } else {
-        parts.join("/")
-    }
-}
-
 /// Joins a relative path onto a `base`-relative directory, resolving `.` and `..`
 /// lexically (the result may start with `..` when it leaves the base).
 pub(crate) fn join_rel(dir_rel: &str, path: &str) -> String {
@@ -184,16 +106,6 @@ pub(crate) fn join_rel(dir_rel: &str, path: &str) -> String {
         ".".to_owned()
     } else {
         parts.join("/")
-    }
-}
-
-fn error_path(e: &ignore::Error) -> Option<&Path> {
-    match e {
-        ignore::Error::WithPath { path, .. } => Some(path),
-        ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => {
-            error_path(err)
-        }
-        _ => None,
     }
 }
 
@@ -243,168 +155,95 @@ pub fn read_compose_text(
     }
 }
 
+/// What reading the files found, before it is assembled into a [`Discovery`].
+struct Found {
+    services: BTreeMap<String, ServiceAcc>,
+    env: EnvIndex,
+    /// The env files read (their names are defined there).
+    env_files_read: BTreeSet<String>,
+    compose_reads: Vec<compose::ComposeRead>,
+    problems: Vec<Problem>,
+}
+
+/// [`discover`], stopping with [`DiscoverError::Cancelled`] once `cancelled` says so: the
+/// walk, what the files declare, the checks across files, then the report.
 pub(crate) fn discover_with(
     opts: &DiscoverOptions,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Discovery, DiscoverError> {
-    let canon = |p: &Path| {
-        p.canonicalize()
-            .ok()
-            .filter(|c| c.is_dir())
-            .ok_or_else(|| DiscoverError::NotADirectory { path: p.to_owned() })
+    let walk::Tree {
+        base,
+        roots,
+        files,
+        problems,
+        skipped,
+    } = walk::walk(opts, cancelled)?;
+    let mut found = Found {
+        services: services::directories(&files),
+        env: EnvIndex::default(),
+        env_files_read: BTreeSet::new(),
+        compose_reads: Vec::new(),
+        problems,
     };
-    let mut base = canon(&opts.base)?;
-    let mut roots = Vec::new();
-    for r in &opts.roots {
-        roots.push(canon(&opts.base.join(r))?);
-    }
-    if roots.is_empty() {
-        roots.push(base.clone());
-    }
-    if let Some(outside) = roots.iter().find(|r| !r.starts_with(&base)) {
-        if roots.len() == 1 {
-            base = outside.clone();
-        } else {
-            return Err(DiscoverError::RootOutside {
-                path: outside.clone(),
-            });
-        }
-    }
-    let skip: Vec<PathBuf> = opts
-        .skip
-        .iter()
-        .filter_map(|p| p.canonicalize().ok())
-        .collect();
+    read_files(&files, &base, &mut found, cancelled)?;
+    let Found {
+        mut services,
+        mut env,
+        mut env_files_read,
+        mut compose_reads,
+        mut problems,
+    } = found;
+    services::link_compose(&mut compose_reads, &mut services);
+    env.read_env_file_uses(&mut env_files_read, &base);
+    checks::undefined_required_variables(&env, &mut problems);
+    checks::port_and_dependency_checks(&compose_reads, &mut problems);
 
-    let mut ig = ignore::gitignore::GitignoreBuilder::new(&base);
-    for pattern in &opts.ignore {
-        ig.add_line(None, pattern)
-            .map_err(|source| DiscoverError::Pattern {
-                pattern: pattern.clone(),
-                source,
-            })?;
-    }
-    let user_ignore = ig.build().map_err(|source| DiscoverError::Pattern {
-        pattern: opts.ignore.join(", "),
-        source,
-    })?;
+    let out_services = services::assemble(services, &base);
+    let mut compose_files: Vec<ComposeFile> = compose_reads.into_iter().map(|r| r.file).collect();
+    compose_files.sort_by(|a, b| a.path.cmp(&b.path));
+    let env_vars = env.into_vars();
+    problems.sort();
+    problems.dedup();
+    Ok(Discovery {
+        format_version: DISCOVERY_FORMAT_VERSION,
+        base: base.to_string_lossy().into_owned(),
+        roots: roots.iter().map(|r| walk::rel_of(&base, r)).collect(),
+        services: out_services,
+        compose_files,
+        env_vars,
+        problems,
+        skipped: skipped.into_iter().collect(),
+    })
+}
 
-    let skipped = Arc::new(Mutex::new(BTreeSet::<Skipped>::new()));
-    let mut walk = ignore::WalkBuilder::new(&roots[0]);
-    for r in &roots[1..] {
-        walk.add(r);
-    }
-    {
-        let skipped = Arc::clone(&skipped);
-        let base = base.clone();
-        walk.hidden(false)
-            .git_ignore(true)
-            .git_exclude(true)
-            .git_global(false)
-            .require_git(false)
-            .ignore(true)
-            .parents(true)
-            .follow_links(false)
-            .sort_by_file_name(|a, b| a.cmp(b))
-            .filter_entry(move |entry| {
-                let name = entry.file_name().to_string_lossy();
-                let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
-                if !is_dir {
-                    let backup = name.ends_with(".bak") || name.ends_with('~');
-                    return !backup && !user_ignore.matched(entry.path(), false).is_ignore();
-                }
-                let reason = if skip.iter().any(|s| s == entry.path()) {
-                    Some("state-dir")
-                } else if user_ignore.matched(entry.path(), true).is_ignore() {
-                    Some("ignore-setting")
-                } else {
-                    skip_reason(&name, entry.path())
-                };
-                match reason {
-                    Some(reason) => {
-                        let mut s = skipped.lock().unwrap_or_else(|p| p.into_inner());
-                        s.insert(Skipped {
-                            path: rel_of(&base, entry.path()),
-                            reason: reason.to_owned(),
-                        });
-                        false
-                    }
-                    None => true,
-                }
-            });
-    }
+/// A problem with a file's content.
+fn malformed(problems: &mut Vec<Problem>, rel: &str, line: Option<u64>, msg: String) {
+    problems.push(Problem {
+        file: rel.to_owned(),
+        line,
+        kind: "malformed-file".to_owned(),
+        severity: Severity::Error,
+        message: msg,
+    });
+}
 
-    let mut problems: Vec<Problem> = Vec::new();
-    let mut files = Vec::new();
-    for (i, result) in walk.build().enumerate() {
-        if i % 256 == 0 && cancelled() {
-            return Err(DiscoverError::Cancelled);
-        }
-        match result {
-            Ok(entry) => {
-                if entry.file_type().is_some_and(|t| t.is_file()) {
-                    files.push(FileRec {
-                        rel: rel_of(&base, entry.path()),
-                        abs: entry.path().to_owned(),
-                        name: entry.file_name().to_string_lossy().into_owned(),
-                        size: entry.metadata().map(|m| m.len()).unwrap_or(0),
-                    });
-                }
-            }
-            Err(e) => problems.push(Problem {
-                file: error_path(&e).map_or_else(|| ".".to_owned(), |p| rel_of(&base, p)),
-                line: None,
-                kind: "unreadable".to_owned(),
-                severity: Severity::Warning,
-                message: e.to_string(),
-            }),
-        }
-    }
-    // Several roots may overlap.
-    files.sort_by(|a, b| a.rel.cmp(&b.rel));
-    files.dedup_by(|a, b| a.rel == b.rel);
-
-    // Service directories: those holding a manifest.
-    let mut services: BTreeMap<String, ServiceAcc> = BTreeMap::new();
-    for f in &files {
-        if scan::is_manifest(&f.name) {
-            services
-                .entry(compose::parent_rel(&f.rel))
-                .or_default()
-                .manifests
-                .insert(f.name.clone());
-        }
-    }
-    let owner_of = |rel: &str| -> Option<String> {
-        let mut dir = compose::parent_rel(rel);
-        loop {
-            if services.contains_key(&dir) {
-                return Some(dir);
-            }
-            if dir == "." {
-                return None;
-            }
-            dir = compose::parent_rel(&dir);
-        }
-    };
-
-    let mut env = EnvIndex::default();
-    let mut env_files_read: BTreeSet<String> = BTreeSet::new();
-    let mut compose_reads = Vec::new();
-    let mut owners: Vec<Option<String>> = Vec::with_capacity(files.len());
-    for f in &files {
-        owners.push(owner_of(&f.rel));
-    }
-    let malformed = |problems: &mut Vec<Problem>, rel: &str, line: Option<u64>, msg: String| {
-        problems.push(Problem {
-            file: rel.to_owned(),
-            line,
-            kind: "malformed-file".to_owned(),
-            severity: Severity::Error,
-            message: msg,
-        });
-    };
-
+/// Reads each file the walk found that can declare something (sources, env files, YAML,
+/// manifests) and notes what it declares: env var sites, Compose files, and the facts of
+/// the service it belongs to.
+fn read_files(
+    files: &[FileRec],
+    base: &Path,
+    found: &mut Found,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(), DiscoverError> {
+    let owners = services::owners(&found.services, files);
+    let Found {
+        services,
+        env,
+        env_files_read,
+        compose_reads,
+        problems,
+    } = found;
     for (i, f) in files.iter().enumerate() {
         if i % 64 == 0 && cancelled() {
             return Err(DiscoverError::Cancelled);
@@ -477,19 +316,12 @@ pub(crate) fn discover_with(
                     Ok(doc) => {
                         if by_name || compose::looks_like_compose(&doc) {
                             let how = if by_name { "name" } else { "content" };
-                            compose_reads.push(compose::read(
-                                &doc,
-                                &text,
-                                &f.rel,
-                                how,
-                                &base,
-                                &mut problems,
-                                &mut env,
-                            ));
+                            compose_reads
+                                .push(compose::read(&doc, &text, &f.rel, how, base, problems, env));
                         }
                     }
                     Err(e) => malformed(
-                        &mut problems,
+                        problems,
                         &f.rel,
                         e.line,
                         format!("invalid YAML: {}", e.message),
@@ -515,7 +347,7 @@ pub(crate) fn discover_with(
                         acc.package_name = name;
                     }
                 }
-                Err((line, msg)) => malformed(&mut problems, &f.rel, line, msg),
+                Err((line, msg)) => malformed(problems, &f.rel, line, msg),
             }
             if f.name == "package.json"
                 && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
@@ -534,284 +366,7 @@ pub(crate) fn discover_with(
             }
         }
     }
-
-    // Compose services building a discovered service.
-    for read in &mut compose_reads {
-        for svc in &mut read.file.services {
-            let Some(ctx_path) = svc.build.as_ref().and_then(|b| b.context_path.clone()) else {
-                continue;
-            };
-            if let Some(acc) = services.get_mut(&ctx_path) {
-                svc.service_path = Some(ctx_path.clone());
-                acc.compose.insert(ComposeRef {
-                    file: read.file.path.clone(),
-                    service: svc.name.clone(),
-                });
-                for p in &svc.ports {
-                    for port in compose::target_ports(&p.target) {
-                        acc.ports.insert(DeclaredPort {
-                            port,
-                            protocol: p.protocol.clone(),
-                            source: "compose".to_owned(),
-                            file: read.file.path.clone(),
-                        });
-                    }
-                }
-            }
-        }
-    }
-
-    // Files named by `env_file`: their names are defined there and used by the service.
-    let uses = std::mem::take(&mut env.env_file_uses);
-    for (resolved, compose_rel, line, service) in &uses {
-        let text = if resolved.starts_with("..") || Path::new(resolved).is_absolute() {
-            None
-        } else {
-            read_text(&base.join(resolved))
-        };
-        let Some(text) = text else { continue };
-        for (name, def_line) in scan::env_file_names(&text) {
-            if !env_files_read.contains(resolved) {
-                env.add(&name, resolved, Some(def_line), "env-file", None, true);
-            }
-            env.add(
-                &name,
-                compose_rel,
-                Some(*line),
-                "compose-env-file",
-                Some(service),
-                false,
-            );
-        }
-        env_files_read.insert(resolved.clone());
-    }
-
-    // `${VAR:?}` that no env file defines.
-    for (name, (defined, used)) in &env.vars {
-        let in_file = defined
-            .iter()
-            .any(|s| s.how == "env-template" || s.how == "env-file");
-        if in_file {
-            continue;
-        }
-        let mut reported = BTreeSet::new();
-        for site in used.iter().filter(|s| s.how == "compose-required") {
-            if reported.insert(site.file.clone()) {
-                problems.push(Problem {
-                    file: site.file.clone(),
-                    line: site.line,
-                    kind: "undefined-required-variable".to_owned(),
-                    severity: Severity::Error,
-                    message: format!(
-                        "`${{{name}:?}}` is required but no env file defines `{name}`"
-                    ),
-                });
-            }
-        }
-    }
-
-    port_and_dependency_checks(&compose_reads, &mut problems);
-
-    // Assemble.
-    let base_name = base
-        .file_name()
-        .map_or_else(|| "root".to_owned(), |n| n.to_string_lossy().into_owned());
-    let dirs: Vec<String> = services.keys().cloned().collect();
-    let mut out_services = Vec::new();
-    for (path, acc) in services {
-        let name = if path == "." {
-            base_name.clone()
-        } else {
-            path.rsplit('/').next().unwrap_or(&path).to_owned()
-        };
-        let mut language = None;
-        for lang in ["python", "node", "go", "rust", "java"] {
-            if acc
-                .manifests
-                .iter()
-                .any(|m| scan::manifest_language(m) == Some(lang))
-            {
-                language = Some(if lang == "node" && acc.has_tsconfig {
-                    "typescript".to_owned()
-                } else {
-                    lang.to_owned()
-                });
-                break;
-            }
-        }
-        let dockerfile = ["Dockerfile", "Containerfile"]
-            .iter()
-            .find(|d| acc.manifests.contains(**d))
-            .map(|d| (*d).to_owned())
-            .or_else(|| {
-                acc.manifests
-                    .iter()
-                    .find(|m| model::is_dockerfile_name(m))
-                    .cloned()
-            })
-            .map(|d| join_rel(&path, &d));
-        let parent = {
-            let mut found = None;
-            let mut dir = path.clone();
-            while dir != "." {
-                dir = compose::parent_rel(&dir);
-                if dirs.contains(&dir) {
-                    found = Some(dir.clone());
-                    break;
-                }
-            }
-            found
-        };
-        out_services.push(Service {
-            package_name: acc.package_name.filter(|p| *p != name),
-            name,
-            language,
-            manifests: acc.manifests.into_iter().collect(),
-            dockerfile,
-            tests: acc.test_files > 0,
-            test_files: acc.test_files,
-            ports: acc.ports.into_iter().collect(),
-            compose_services: acc.compose.into_iter().collect(),
-            parent,
-            path,
-        });
-    }
-    let mut compose_files: Vec<ComposeFile> = compose_reads.into_iter().map(|r| r.file).collect();
-    compose_files.sort_by(|a, b| a.path.cmp(&b.path));
-    let env_vars = env
-        .vars
-        .into_iter()
-        .map(|(name, (defined, used))| EnvVar {
-            name,
-            defined_in: defined.into_iter().collect(),
-            used_in: used.into_iter().collect(),
-        })
-        .collect();
-    problems.sort();
-    problems.dedup();
-    let skipped = std::mem::take(&mut *skipped.lock().unwrap_or_else(|p| p.into_inner()));
-    Ok(Discovery {
-        format_version: DISCOVERY_FORMAT_VERSION,
-        base: base.to_string_lossy().into_owned(),
-        roots: roots.iter().map(|r| rel_of(&base, r)).collect(),
-        services: out_services,
-        compose_files,
-        env_vars,
-        problems,
-        skipped: skipped.into_iter().collect(),
-    })
-}
-
-/// Host port clashes and unknown `depends_on` targets, among the Compose files of one
-/// directory (files Compose would merge into one project).
-fn port_and_dependency_checks(reads: &[compose::ComposeRead], problems: &mut Vec<Problem>) {
-    let mut by_dir: BTreeMap<String, Vec<&compose::ComposeRead>> = BTreeMap::new();
-    for r in reads {
-        by_dir
-            .entry(compose::parent_rel(&r.file.path))
-            .or_default()
-            .push(r);
-    }
-    for group in by_dir.values() {
-        let known: BTreeSet<&str> = group
-            .iter()
-            .flat_map(|r| r.file.services.iter().map(|s| s.name.as_str()))
-            .collect();
-        // (port, protocol) -> [(service, file, line, profiles)]
-        type Binding<'a> = (&'a str, &'a str, u64, &'a [String]);
-        let mut bound: BTreeMap<(u16, String), Vec<Binding<'_>>> = BTreeMap::new();
-        for r in group {
-            let line_of = |svc: &str| {
-                r.service_lines
-                    .iter()
-                    .find(|(n, _)| n == svc)
-                    .map_or(0, |(_, l)| *l)
-            };
-            for svc in &r.file.services {
-                for dep in &svc.depends_on {
-                    if !known.contains(dep.service.as_str()) {
-                        problems.push(Problem {
-                            file: r.file.path.clone(),
-                            line: Some(line_of(&svc.name)).filter(|l| *l > 0),
-                            kind: "unknown-dependency".to_owned(),
-                            severity: Severity::Error,
-                            message: format!(
-                                "service `{}` depends on `{}`, which no Compose file here defines",
-                                svc.name, dep.service
-                            ),
-                        });
-                    }
-                }
-            }
-            // Port lines are recorded per service, in file order.
-            for svc in &r.file.services {
-                let lines: Vec<u64> = r
-                    .port_lines
-                    .iter()
-                    .filter(|(n, _)| *n == svc.name)
-                    .map(|(_, l)| *l)
-                    .collect();
-                for (i, p) in svc.ports.iter().enumerate() {
-                    let line = lines.get(i).copied().unwrap_or_else(|| line_of(&svc.name));
-                    if let Some(published) = &p.published {
-                        for port in compose::published_ports(published) {
-                            bound.entry((port, p.protocol.clone())).or_default().push((
-                                svc.name.as_str(),
-                                r.file.path.as_str(),
-                                line,
-                                svc.profiles.as_slice(),
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-        for ((port, protocol), users) in bound {
-            let names: BTreeSet<&str> = users.iter().map(|u| u.0).collect();
-            if names.len() < 2 {
-                continue;
-            }
-            // Services in disjoint profiles never start together: a warning only.
-            let mut together = false;
-            for (i, a) in users.iter().enumerate() {
-                for b in &users[i + 1..] {
-                    if a.0 != b.0
-                        && (a.3.is_empty() || b.3.is_empty() || a.3.iter().any(|p| b.3.contains(p)))
-                    {
-                        together = true;
-                    }
-                }
-            }
-            let first = users[0];
-            let others: Vec<String> = users
-                .iter()
-                .filter(|u| u.0 != first.0)
-                .map(|u| format!("`{}` ({}:{})", u.0, u.1, u.2))
-                .collect();
-            let last = users
-                .iter()
-                .rev()
-                .find(|u| u.0 != first.0)
-                .unwrap_or(&first);
-            problems.push(Problem {
-                file: last.1.to_owned(),
-                line: Some(last.2).filter(|l| *l > 0),
-                kind: "host-port-clash".to_owned(),
-                severity: if together {
-                    Severity::Error
-                } else {
-                    Severity::Warning
-                },
-                message: format!(
-                    "host port {port}/{protocol} is published by `{}` ({}:{}) and {}",
-                    first.0,
-                    first.1,
-                    first.2,
-                    others.join(", ")
-                ),
-            });
-        }
-    }
+    Ok(())
 }
 
 fn register_discover(r: &mut Registry) {
