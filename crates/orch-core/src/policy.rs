@@ -44,6 +44,9 @@ pub const PACKAGE: &str = "orch";
 pub const ALLOW_RULE: &str = "data.orch.allow";
 /// The rule whose messages deny a phase.
 pub const DENY_RULE: &str = "data.orch.deny";
+
+/// What regorus says when asked for a rule the policy does not define.
+const NO_SUCH_RULE: &str = "not a valid rule path";
 /// How long one evaluation may take unless `[policy] timeout` says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -392,6 +395,7 @@ impl Policy {
         Evaluator {
             engine,
             timeout: self.timeout,
+            absent: Vec::new(),
         }
     }
 }
@@ -400,6 +404,8 @@ impl Policy {
 pub struct Evaluator {
     engine: regorus::Engine,
     timeout: Duration,
+    /// Rules the policy does not define (found on first use): undefined for every input.
+    absent: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for Evaluator {
@@ -439,30 +445,30 @@ impl Evaluator {
         Ok(Decision { allow, deny })
     }
 
-    /// The value of a rule; `None` when undefined.
-    fn query(&mut self, rule: &str) -> Result<Option<regorus::Value>, PolicyError> {
-        let results = self
-            .engine
-            .eval_query(rule.to_owned(), false)
-            .map_err(|e| {
+    /// The value of a rule; `None` when undefined. The rule is evaluated by its path, not
+    /// as a query: nothing is parsed per phase.
+    fn query(&mut self, rule: &'static str) -> Result<Option<regorus::Value>, PolicyError> {
+        if self.absent.contains(&rule) {
+            return Ok(None);
+        }
+        match self.engine.eval_rule(rule.to_owned()) {
+            Ok(v) => Ok(Some(v).filter(|v| *v != regorus::Value::Undefined)),
+            Err(e) => {
                 let message = e.to_string();
-                if message.contains("exceeded time limit") {
-                    PolicyError::Timeout {
+                if message == NO_SUCH_RULE {
+                    self.absent.push(rule);
+                    Ok(None)
+                } else if message.contains("exceeded time limit") {
+                    Err(PolicyError::Timeout {
                         limit: self.timeout,
-                    }
+                    })
                 } else {
-                    PolicyError::Eval {
+                    Err(PolicyError::Eval {
                         message: one_line(&message),
-                    }
+                    })
                 }
-            })?;
-        Ok(results
-            .result
-            .into_iter()
-            .next()
-            .and_then(|r| r.expressions.into_iter().next())
-            .map(|e| e.value)
-            .filter(|v| *v != regorus::Value::Undefined))
+            }
+        }
     }
 }
 
@@ -621,6 +627,23 @@ mod tests {
             d.reason(),
             "denied by policy: `data.orch.allow` is not true"
         );
+    }
+
+    #[test]
+    fn a_policy_may_leave_out_allow_or_deny() {
+        let only_allow = policy("package orch\nallow := true\n").expect("compiles");
+        let mut e = only_allow.evaluator();
+        for _ in 0..2 {
+            let d = e.decide(&input(&[])).expect("evaluates");
+            assert!(d.permits(), "{d:?}");
+        }
+        let only_deny = policy("package orch\ndeny contains \"no\" if true\n").expect("compiles");
+        let d = only_deny
+            .evaluator()
+            .decide(&input(&[]))
+            .expect("evaluates");
+        assert!(!d.allow);
+        assert_eq!(d.deny, ["no"]);
     }
 
     #[test]
