@@ -629,3 +629,67 @@ needs = ["build"]
     assert_eq!(release, Some(json!("failed")));
     assert!(!s.dir.path().join("released").exists());
 }
+
+/// A webhook receiver on a raw socket: each request's body, then `200`.
+fn receiver() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut r = BufReader::new(&stream);
+            let mut len = 0;
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 0) && line.trim_end() != "" {
+                if let Some((k, v)) = line.trim_end().split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_started_by_the_server_send_their_notifications() {
+    let (url, bodies) = receiver();
+    let s = TestServer::start(&format!(
+        "[pipeline]\nname = \"served\"\n\n[notify.hook]\nurl = \"{url}\"\non = [\"phase.failed\", \"run.finished\"]\n\n[phases.ok]\nrun = \"true\"\n\n[phases.bad]\nrun = \"exit 3\"\n"
+    ))
+    .await;
+    let id = s.start_run(json!({})).await;
+    let events = s.events(&id).await;
+    assert_eq!(
+        events.last().map(|e| &e.data["status"]),
+        Some(&json!("failed"))
+    );
+    let got: Vec<Value> = (0..2)
+        .map(|_| {
+            let body = bodies
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a notification");
+            serde_json::from_str(&body).expect("JSON body")
+        })
+        .collect();
+    assert_eq!(got[0]["event"], "phase.failed");
+    assert_eq!(got[0]["phase"], "bad");
+    assert_eq!(got[1]["event"], "run.finished");
+    assert_eq!(got[1]["run_id"], json!(id));
+    assert_eq!(got[1]["failed_phases"], json!(["bad"]));
+    let recorded =
+        std::fs::read_to_string(s.state_dir().join("runs").join(&id).join("notify.jsonl"))
+            .expect("notify.jsonl");
+    assert_eq!(recorded.lines().count(), 2, "{recorded}");
+}
