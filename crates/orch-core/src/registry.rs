@@ -21,8 +21,11 @@ pub type AgentFactory =
 /// A registered phase kind.
 #[derive(Clone)]
 pub struct KindEntry {
-    /// The agent type that serves it.
+    /// The agent type that serves it (and that a phase of this kind runs on when it names
+    /// no agent).
     pub agent_type: String,
+    /// Other agent types a phase of this kind may name (`docker.run` on a `swarm` agent).
+    pub also_on: Vec<String>,
     /// One line for `orch schema` and help.
     pub summary: String,
     pub(crate) factory: PhaseFactory,
@@ -41,6 +44,13 @@ impl std::fmt::Debug for Registry {
             .field("kinds", &self.kinds.keys().collect::<Vec<_>>())
             .field("agent_types", &self.agent_types.keys().collect::<Vec<_>>())
             .finish()
+    }
+}
+
+impl KindEntry {
+    /// Whether a phase of this kind may run on an agent of `agent_type`.
+    pub fn runs_on(&self, agent_type: &str) -> bool {
+        self.agent_type == agent_type || self.also_on.iter().any(|t| t == agent_type)
     }
 }
 
@@ -79,10 +89,22 @@ impl Registry {
             kind.into(),
             KindEntry {
                 agent_type: agent_type.into(),
+                also_on: Vec::new(),
                 summary: summary.into(),
                 factory,
             },
         );
+    }
+
+    /// Lets phases of `kind` (already registered) run on agents of `agent_type` too, when
+    /// they name such an agent. Does nothing for an unknown kind.
+    pub fn allow_agent_type(&mut self, kind: &str, agent_type: impl Into<String>) {
+        if let Some(entry) = self.kinds.get_mut(kind) {
+            let agent_type = agent_type.into();
+            if entry.agent_type != agent_type && !entry.also_on.contains(&agent_type) {
+                entry.also_on.push(agent_type);
+            }
+        }
     }
 
     /// Registers an agent type.
@@ -126,5 +148,77 @@ impl Registry {
     /// Whether an agent type is known.
     pub fn has_agent_type(&self, agent_type: &str) -> bool {
         self.agent_types.contains_key(agent_type)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::pipeline::{LoadOptions, Pipeline};
+
+    /// A registry with kind `job` served by agents of type `engine`, and types `engine`,
+    /// `cluster` and `other`.
+    fn registry() -> Registry {
+        let mut r = Registry::with_builtins();
+        for t in ["engine", "cluster", "other"] {
+            r.register_agent_type(
+                t,
+                Arc::new(|spec: &AgentSpec, _| {
+                    Ok(Arc::new(LocalAgent::new(spec.name.clone(), 1)) as Arc<dyn Agent>)
+                }),
+            );
+        }
+        r.register_kind(
+            "job",
+            "engine",
+            "a job",
+            Arc::new(|_: &PhaseSpec| Ok(Arc::new(Noop) as Arc<dyn Phase>)),
+        );
+        r
+    }
+
+    struct Noop;
+
+    #[async_trait::async_trait]
+    impl Phase for Noop {
+        fn describe(&self, _: &crate::phase::PlanContext<'_>) -> crate::phase::Description {
+            crate::phase::Description::new("nothing")
+        }
+        async fn run(
+            &self,
+            _: &crate::phase::PhaseContext,
+        ) -> Result<crate::phase::PhaseOutcome, crate::phase::PhaseError> {
+            Ok(crate::phase::PhaseOutcome::default())
+        }
+    }
+
+    fn load(r: &Registry, agent_type: &str) -> Result<Pipeline, String> {
+        let text = format!(
+            "[pipeline]\nname = \"p\"\n[agents.a]\ntype = \"{agent_type}\"\n\
+             [phases.j]\nkind = \"job\"\nagent = \"a\"\n"
+        );
+        Pipeline::from_str(&text, Path::new("orch.toml"), r, &LoadOptions::default())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_kind_runs_on_the_agent_types_it_allows() {
+        let mut r = registry();
+        let refused = load(&r, "cluster").expect_err("not allowed yet");
+        assert!(
+            refused.contains(
+                "phase `j` (job) runs on engine agents, but agent `a` is a cluster agent"
+            ),
+            "{refused}"
+        );
+        r.allow_agent_type("job", "cluster");
+        r.allow_agent_type("job", "cluster");
+        r.allow_agent_type("unknown", "cluster");
+        assert_eq!(r.kind("job").map(|k| k.also_on.len()), Some(1));
+        load(&r, "cluster").expect("allowed");
+        load(&r, "engine").expect("its own type");
+        assert!(load(&r, "other").is_err());
     }
 }

@@ -201,6 +201,7 @@ pub(super) fn validate(
             Some(name) => match agents.iter().position(|a| &a.name == name) {
                 Some(ai)
                     if agents[ai].agent_type == agent_type
+                        || kind_entry.is_some_and(|k| k.runs_on(&agents[ai].agent_type))
                         || kind_entry.is_none()
                         || custom_phase.is_some() =>
                 {
