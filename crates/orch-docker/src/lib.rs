@@ -12,7 +12,13 @@
 //!   file or a secret. Outputs `digest` (`repo@sha256:...` of the first tag), `digests`
 //!   (JSON object tag -> `repo@sha256:...`), `tags`.
 //! - `docker.run` ([`RunPhase`]): runs a container; its exit code decides the status.
-//!   Output `exit_code`. Timeout and cancellation stop and remove the container.
+//!   Output `exit_code`, plus what the container prints as `::orch-output KEY=VALUE`
+//!   lines (kept out of the log). Timeout and cancellation stop and remove the container.
+//! - the `swarm` agent type ([`SwarmAgent`]): a Docker Swarm through a manager's API. A
+//!   `docker.run` phase on it runs as a one-shot service placed by Swarm ([`job`]):
+//!   `constraints`, `resources`, `placement_timeout`; secrets as Swarm secrets; outputs
+//!   `node` and `task` too; the service is removed however the attempt ends, and what a
+//!   killed run left is removed by the next run on the same state directory.
 //! - [`artifacts_manifest`]: every image a run built or pushed, for
 //!   `artifacts_manifest.json`.
 //!
@@ -70,10 +76,13 @@ pub mod context;
 pub mod credentials;
 pub mod dockerignore;
 pub mod errors;
+pub mod job;
 pub mod manifest;
+mod output;
 pub mod push;
 pub mod reference;
 pub mod run;
+pub mod swarm;
 
 use std::sync::Arc;
 
@@ -84,12 +93,15 @@ pub use build::{BuildPhase, BuildSettings, CONTENT_HASH_LABEL};
 pub use cleanup::{PHASE_LABEL, RUN_LABEL};
 pub use common::OneOrMany;
 pub use errors::{ConnectError, ContextError, CredentialsError};
+pub use job::{DEFAULT_PLACEMENT_TIMEOUT, ResourceSpec, Resources};
 pub use manifest::{MANIFEST_FILE, artifacts_manifest, write_artifacts_manifest};
+pub use output::MARKER as OUTPUT_MARKER;
 pub use push::{PushPhase, PushSettings};
 pub use run::{ContainerCommand, RunPhase, RunSettings};
+pub use swarm::{DEFAULT_SWARM_CAPACITY, SESSION_LABEL, SwarmAgent};
 
-/// Registers the `docker` agent type and the `docker.build`, `docker.push` and
-/// `docker.run` kinds.
+/// Registers the `docker` and `swarm` agent types and the `docker.build`, `docker.push`
+/// and `docker.run` kinds (`docker.run` also runs on `swarm` agents).
 pub fn register(registry: &mut Registry) {
     registry.register_agent_type(
         "docker",
@@ -97,7 +109,14 @@ pub fn register(registry: &mut Registry) {
             Ok(Arc::new(DockerAgent::from_spec(spec)?) as Arc<dyn Agent>)
         }),
     );
+    registry.register_agent_type(
+        "swarm",
+        Arc::new(|spec: &AgentSpec, _jobs: usize| {
+            Ok(Arc::new(SwarmAgent::from_spec(spec)?) as Arc<dyn Agent>)
+        }),
+    );
     build::register(registry);
     push::register(registry);
     run::register(registry);
+    registry.allow_agent_type("docker.run", "swarm");
 }

@@ -24,7 +24,10 @@ use crate::agent::Endpoint;
 use crate::cleanup::{ContainerGuard, PHASE_LABEL, RUN_LABEL, force_remove, stop_and_remove};
 use crate::common::{container_name, engine, engine_error, render, server_message};
 use crate::credentials;
+use crate::job::{ResourceSpec, Resources};
+use crate::output::OutputLines;
 use crate::reference::ImageRef;
+use crate::swarm::SwarmAgent;
 
 /// What the container runs.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -66,6 +69,17 @@ pub struct RunSettings {
     /// timeout and cancellation whatever this says.
     #[serde(default = "yes")]
     pub remove: bool,
+    /// Swarm placement constraints (templates), e.g. `node.labels.zone==b`; on a `swarm`
+    /// agent only.
+    #[serde(default)]
+    pub constraints: Vec<String>,
+    /// Reservations and limits of the task; on a `swarm` agent only.
+    #[serde(default)]
+    pub resources: Option<Resources>,
+    /// How long a swarm task may wait for a node before the phase fails with Swarm's
+    /// reason (`"30s"` by default); on a `swarm` agent only.
+    #[serde(default)]
+    pub placement_timeout: Option<String>,
 }
 
 fn yes() -> bool {
@@ -115,6 +129,8 @@ impl Mount {
 pub struct RunPhase {
     settings: RunSettings,
     mounts: Vec<Mount>,
+    resources: Option<ResourceSpec>,
+    placement_timeout: Option<Duration>,
 }
 
 impl RunPhase {
@@ -133,7 +149,63 @@ impl RunPhase {
         if settings.image.trim().is_empty() {
             return Err("`image` is empty".into());
         }
-        Ok(Self { settings, mounts })
+        if let Some(c) = settings.constraints.iter().find(|c| c.trim().is_empty()) {
+            return Err(format!("`constraints` holds an empty constraint (`{c}`)"));
+        }
+        let resources = settings
+            .resources
+            .as_ref()
+            .map(Resources::to_spec)
+            .transpose()?;
+        let placement_timeout = settings
+            .placement_timeout
+            .as_deref()
+            .map(|t| {
+                humantime::parse_duration(t)
+                    .map_err(|e| format!("`placement_timeout = \"{t}\"`: {e} (`30s`, `2m`)"))
+            })
+            .transpose()?;
+        Ok(Self {
+            settings,
+            mounts,
+            resources,
+            placement_timeout,
+        })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &RunSettings {
+        &self.settings
+    }
+
+    /// The mounts, parsed.
+    pub fn mounts(&self) -> &[Mount] {
+        &self.mounts
+    }
+
+    /// The swarm task's reservations and limits, checked.
+    pub fn resources(&self) -> Option<ResourceSpec> {
+        self.resources
+    }
+
+    /// How long a swarm task may wait for a node.
+    pub fn placement_timeout(&self) -> Duration {
+        self.placement_timeout
+            .unwrap_or(crate::job::DEFAULT_PLACEMENT_TIMEOUT)
+    }
+
+    /// Whether settings that only mean something on a swarm are set.
+    fn wants_swarm(&self) -> Option<&'static str> {
+        let s = &self.settings;
+        if !s.constraints.is_empty() {
+            Some("constraints")
+        } else if s.resources.is_some() {
+            Some("resources")
+        } else if s.placement_timeout.is_some() {
+            Some("placement_timeout")
+        } else {
+            None
+        }
     }
 
     /// Checks a declaration (no I/O).
@@ -238,6 +310,28 @@ impl Phase for RunPhase {
                 .join(" "),
         };
         let mut d = Description::new(format!("run {image}: {what}"));
+        for c in &s.constraints {
+            d = d.detail("constraint", ctx.render(c));
+        }
+        if let Some(r) = &s.resources {
+            let mut parts = Vec::new();
+            if let Some(c) = r.cpus {
+                parts.push(format!("cpus {c}"));
+            }
+            if let Some(m) = &r.memory {
+                parts.push(format!("memory {m}"));
+            }
+            if let Some(c) = r.limit_cpus {
+                parts.push(format!("cpu limit {c}"));
+            }
+            if let Some(m) = &r.limit_memory {
+                parts.push(format!("memory limit {m}"));
+            }
+            d = d.detail("resources", parts.join(", "));
+        }
+        if let Some(t) = &s.placement_timeout {
+            d = d.detail("placement timeout", t);
+        }
         if let Some(n) = &s.network {
             d = d.detail("network", n);
         }
@@ -268,6 +362,16 @@ impl Phase for RunPhase {
     }
 
     async fn run(&self, ctx: &PhaseContext) -> Result<PhaseOutcome, PhaseError> {
+        if let Some(agent) = ctx.agent_as::<SwarmAgent>() {
+            return crate::job::run(self, agent, ctx).await;
+        }
+        if let Some(key) = self.wants_swarm() {
+            return Err(PhaseError::failed(format!(
+                "`{key}` places a task on a swarm: run this phase on a `swarm` agent (agent `{}` is a `{}` agent)",
+                ctx.agent().name(),
+                ctx.agent().agent_type()
+            )));
+        }
         let prepared = self.prepare(ctx)?;
         let (docker, endpoint) = engine(ctx).await?;
         let name = container_name(ctx);
@@ -304,6 +408,7 @@ impl Phase for RunPhase {
 
         let mut wait = docker.wait_container(&name, None::<WaitContainerOptions>);
         let mut output_open = true;
+        let mut lines = OutputLines::new();
         let waited = loop {
             tokio::select! {
                 biased;
@@ -319,7 +424,7 @@ impl Phase for RunPhase {
                     return Err(PhaseError::Cancelled);
                 }
                 chunk = output.next(), if output_open => match chunk {
-                    Some(Ok(log)) => write_log(ctx, log),
+                    Some(Ok(log)) => write_log(ctx, &mut lines, log),
                     Some(Err(_)) | None => output_open = false,
                 },
                 w = wait.next() => break w,
@@ -345,7 +450,7 @@ impl Phase for RunPhase {
         if output_open {
             let drain = async {
                 while let Some(Ok(log)) = output.next().await {
-                    write_log(ctx, log);
+                    write_log(ctx, &mut lines, log);
                 }
             };
             if tokio::time::timeout(Duration::from_secs(10), drain)
@@ -355,6 +460,7 @@ impl Phase for RunPhase {
                 ctx.log("container output did not end within 10s after exit");
             }
         }
+        lines.finish(ctx);
         if self.settings.remove {
             force_remove(&docker, &name).await.map_err(|e| {
                 PhaseError::failed(format!(
@@ -376,17 +482,24 @@ impl Phase for RunPhase {
                 exit_code: Some(code),
             });
         }
-        let mut outcome = PhaseOutcome::with_outputs([("exit_code", code.to_string())]);
+        let mut outputs: Vec<(String, String)> = lines
+            .outputs()
+            .iter()
+            .filter(|(k, _)| k.as_str() != "exit_code")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        outputs.push(("exit_code".into(), code.to_string()));
+        let mut outcome = PhaseOutcome::with_outputs(outputs);
         outcome.exit_code = Some(code);
         Ok(outcome)
     }
 }
 
-fn write_log(ctx: &PhaseContext, log: LogOutput) {
+fn write_log(ctx: &PhaseContext, lines: &mut OutputLines, log: LogOutput) {
     match log {
-        LogOutput::StdErr { message } => ctx.output(Stream::Stderr, &message),
+        LogOutput::StdErr { message } => lines.push(ctx, Stream::Stderr, &message),
         LogOutput::StdOut { message } | LogOutput::Console { message } => {
-            ctx.output(Stream::Stdout, &message)
+            lines.push(ctx, Stream::Stdout, &message)
         }
         LogOutput::StdIn { .. } => {}
     }

@@ -1,6 +1,7 @@
 //! Integration tests of orch-docker against a real Docker engine and registry.
 //!
-//! Start them with `scripts/install/docker.sh && scripts/services/docker.sh start`. With
+//! Start them with `scripts/install/docker.sh && scripts/services/docker.sh start` (and
+//! `scripts/services/swarm.sh start` for the swarm tests). With
 //! `ORCH_REQUIRE_SERVICES=1` a missing engine or registry fails the tests; without it they
 //! print why they skip.
 
@@ -15,3 +16,4 @@ mod engine_stop;
 mod pipeline;
 mod push;
 mod run;
+mod swarm;

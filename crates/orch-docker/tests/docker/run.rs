@@ -162,3 +162,58 @@ command = "echo up; sleep 60""#
         "stopped within the grace period, not after the sleep"
     );
 }
+
+#[tokio::test]
+async fn output_lines_become_outputs_and_stay_out_of_the_log() {
+    let Some(docker) = engine().await else { return };
+    base_image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let phase = phase_of(
+        "docker.run",
+        &format!(
+            r#"image = "{BASE_IMAGE}"
+network = "none"
+command = "echo before; echo ::orch-output version=1.2.3; printf '::orch-output last=a=b'""#
+        ),
+    );
+    let t = TestCtx::new(dir.path());
+    let out = phase
+        .run(&t.ctx)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", t.log_text()));
+    assert_eq!(out.outputs["version"], "1.2.3");
+    assert_eq!(out.outputs["last"], "a=b");
+    assert_eq!(out.outputs["exit_code"], "0");
+    let stdout: Vec<String> = t
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::PhaseOutput {
+                stream: Stream::Stdout,
+                line,
+                ..
+            } => Some(line.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stdout, ["before"]);
+    assert!(containers_of_run(&docker, &t.run_id).await.is_empty());
+}
+
+#[tokio::test]
+async fn swarm_settings_on_a_docker_agent_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let phase = phase_of(
+        "docker.run",
+        r#"image = "busybox"
+constraints = ["node.labels.zone==a"]"#,
+    );
+    let t = TestCtx::new(dir.path());
+    let err = phase.run(&t.ctx).await.unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "`constraints` places a task on a swarm: run this phase on a `swarm` agent (agent `docker` is a `docker` agent)"
+    );
+}
