@@ -17,4 +17,5 @@ mod schema;
 mod secrets;
 mod serve;
 mod support;
+mod swarm;
 mod terminal;
