@@ -11,7 +11,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use super::MIN_SECRET_LEN;
-use super::engine::{Engine, Msg, Outcome, St, Starting};
+use super::engine::{Ending, Engine, Msg, Outcome, St, Starting};
 use crate::audit::Event as AuditEvent;
 use crate::events::RunEvent;
 use crate::expr;
@@ -68,11 +68,10 @@ impl Engine {
                 };
                 self.finish_inner(
                     i,
-                    PhaseStatus::Skipped,
-                    Some(reason),
-                    outcome,
-                    false,
-                    Some(done.run),
+                    Ending {
+                        done_in: Some(done.run),
+                        ..Ending::new(PhaseStatus::Skipped, Some(reason), outcome)
+                    },
                 );
                 return;
             }

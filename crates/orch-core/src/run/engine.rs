@@ -46,6 +46,32 @@ pub(super) enum Outcome {
     NotStarted(String),
 }
 
+/// How a phase ended: what [`Engine::finish_inner`] records, journals and reports.
+pub(super) struct Ending {
+    pub(super) status: PhaseStatus,
+    /// Why it ended this way (none for a success).
+    pub(super) reason: Option<String>,
+    /// What it produced.
+    pub(super) outcome: PhaseOutcome,
+    /// It failed and may (`allow_failure`): its dependents run all the same.
+    pub(super) allowed: bool,
+    /// It did not run: it succeeded in this earlier run.
+    pub(super) done_in: Option<RunId>,
+}
+
+impl Ending {
+    /// An ending that is not an allowed failure and not done in an earlier run.
+    pub(super) fn new(status: PhaseStatus, reason: Option<String>, outcome: PhaseOutcome) -> Self {
+        Self {
+            status,
+            reason,
+            outcome,
+            allowed: false,
+            done_in: None,
+        }
+    }
+}
+
 pub(super) enum Msg {
     Attempt { i: usize, outcome: Outcome },
     Retry(usize),

@@ -11,13 +11,12 @@ use std::time::{Duration, SystemTime};
 use futures_util::{FutureExt, StreamExt};
 
 use super::durability::durable_changed;
-use super::engine::{Engine, Msg, Outcome, Pending, St};
+use super::engine::{Ending, Engine, Msg, Outcome, Pending, St};
 use super::record::{redact_artifacts, write_record};
 use crate::audit::Event as AuditEvent;
 use crate::errors::RunError;
 use crate::events::RunEvent;
 use crate::failpoint;
-use crate::ids::RunId;
 use crate::journal::{Entry, FinishedRef, JournalWriter};
 use crate::phase::{PhaseError, PhaseOutcome};
 use crate::record::{
@@ -152,11 +151,10 @@ impl Engine {
                 let allowed = self.p.nodes()[i].spec.allow_failure;
                 self.finish_inner(
                     i,
-                    status,
-                    Some(reason),
-                    PhaseOutcome::default(),
-                    allowed,
-                    None,
+                    Ending {
+                        allowed,
+                        ..Ending::new(status, Some(reason), PhaseOutcome::default())
+                    },
                 );
                 self.failed |= !allowed;
             } else if self.states[i].st != St::Done {
@@ -442,7 +440,13 @@ impl Engine {
         let node = &self.p.nodes()[i];
         let allowed = node.spec.allow_failure;
         let id = node.spec.id.clone();
-        self.finish_inner(i, status, Some(message), outcome, allowed, None);
+        self.finish_inner(
+            i,
+            Ending {
+                allowed,
+                ..Ending::new(status, Some(message), outcome)
+            },
+        );
         if allowed {
             return;
         }
@@ -473,11 +477,7 @@ impl Engine {
             );
             self.finish_inner(
                 d,
-                PhaseStatus::Blocked,
-                Some(reason),
-                PhaseOutcome::default(),
-                false,
-                None,
+                Ending::new(PhaseStatus::Blocked, Some(reason), PhaseOutcome::default()),
             );
             stack.extend(
                 self.p.nodes()[d]
@@ -495,18 +495,19 @@ impl Engine {
         reason: Option<String>,
         outcome: PhaseOutcome,
     ) {
-        self.finish_inner(i, status, reason, outcome, false, None);
+        self.finish_inner(i, Ending::new(status, reason, outcome));
     }
 
-    pub(super) fn finish_inner(
-        &mut self,
-        i: usize,
-        status: PhaseStatus,
-        reason: Option<String>,
-        outcome: PhaseOutcome,
-        allowed: bool,
-        done_in: Option<RunId>,
-    ) {
+    /// Records how phase `i` ended (once: a phase that is done stays as it was), journals
+    /// and reports it, and releases its dependents when it lets them run.
+    pub(super) fn finish_inner(&mut self, i: usize, end: Ending) {
+        let Ending {
+            status,
+            reason,
+            outcome,
+            allowed,
+            done_in,
+        } = end;
         let was = self.states[i].st;
         if was == St::Done {
             return;
