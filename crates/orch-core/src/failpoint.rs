@@ -75,12 +75,19 @@ pub fn hit(name: &str) {
     if armed.is_empty() {
         return;
     }
-    for a in armed {
-        if a.name == name && a.hits.fetch_add(1, Ordering::SeqCst) + 1 == a.at {
-            eprintln!("orch: failpoint `{name}` hit {} time(s): aborting", a.at);
-            std::process::abort();
-        }
+    if let Some(at) = due(armed, name) {
+        eprintln!("orch: failpoint `{name}` hit {at} time(s): aborting");
+        std::process::abort();
     }
+}
+
+/// Counts a hit of `name` and returns the count it was armed for when this is that hit.
+fn due(armed: &[Armed], name: &str) -> Option<u64> {
+    armed
+        .iter()
+        .filter(|a| a.name == name)
+        .find(|a| a.hits.fetch_add(1, Ordering::SeqCst) + 1 == a.at)
+        .map(|a| a.at)
 }
 
 #[cfg(test)]
@@ -95,8 +102,18 @@ mod tests {
     }
 
     #[test]
-    fn unarmed_points_do_nothing() {
-        // The test process has no ORCH_FAILPOINT, so this returns.
+    fn a_point_fires_on_the_hit_it_was_armed_for_and_no_other() {
+        let unarmed = parse("");
+        for n in NAMES {
+            assert_eq!(due(&unarmed, n), None, "{n}");
+        }
+        let armed = parse("after-fsync:2,before-publish");
+        assert_eq!(due(&armed, "after-lock"), None);
+        assert_eq!(due(&armed, "after-fsync"), None);
+        assert_eq!(due(&armed, "after-fsync"), Some(2));
+        assert_eq!(due(&armed, "after-fsync"), None);
+        assert_eq!(due(&armed, "before-publish"), Some(1));
+        // The test process has no ORCH_FAILPOINT: reaching any point returns.
         for n in NAMES {
             hit(n);
         }

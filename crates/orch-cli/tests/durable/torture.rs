@@ -475,8 +475,15 @@ fn every_failpoint_crash_resumes_consistently() {
     expected();
     for name in orch_core::failpoint::NAMES {
         for n in [1, 4, 19] {
-            trial(&[Crash::Failpoint(name, n)])
+            let story = trial(&[Crash::Failpoint(name, n)])
                 .unwrap_or_else(|e| panic!("failpoint {name}:{n}: {e}"));
+            // Every point is reached in a run: armed for its first hit, it aborts the run.
+            if n == 1 {
+                assert!(
+                    story.contains("SIGABRT"),
+                    "failpoint {name}:1 did not abort the run: {story}"
+                );
+            }
         }
     }
 }
