@@ -14,7 +14,8 @@ use orch_core::{
 
 use crate::exit_codes::ExitCodes;
 use crate::output::{OutError, err, errln, out, outln};
-use crate::progress::{ColorChoice, OutputOptions, Progress, ProgressMode};
+use crate::progress::{OutputOptions, Progress, ProgressMode};
+use crate::style::ColorChoice;
 use crate::summary::{Locations, summary};
 
 /// Runs software-delivery pipelines as a DAG of phases.

@@ -15,6 +15,7 @@ mod progress;
 mod registry;
 mod reports;
 mod serve;
+mod style;
 mod summary;
 
 pub use exit_codes::ExitCodes;

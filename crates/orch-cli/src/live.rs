@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 use orch_core::{EventSink, PhaseStatus, Pipeline, RunEvent, Stream};
 
-use crate::progress::{
+use crate::style::{
     Style, finished_line, fmt_duration, is_unselected, one_line, unicode_locale, warning_line,
 };
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use orch_core::{PhaseRecord, PhaseStatus, RunRecord, RunStatus};
 
-use crate::progress::{Style, fmt_duration, one_line};
+use crate::style::{Style, fmt_duration, one_line};
 
 /// Above this many phases the table lists only those that did not succeed.
 const FULL_TABLE_LIMIT: usize = 40;
