@@ -600,9 +600,11 @@ run = "exit 7"
 retries = 3
 backoff = { initial = "30s" }
 [phases.bad]
-run = "sleep 0.2; exit 1"
+run = "until grep -q attempt_failed .orch/runs/$ORCH_RUN_ID/journal; do sleep 0.01; done; exit 1"
 "#,
     );
+    // Handshake: `bad` fails only once the engine has journaled that `flaky`'s first
+    // attempt failed, so `flaky` is waiting to retry when the run stops.
     let r = ws.orch(&["run"]);
     assert_eq!(r.code, 1);
     let rec = ws.record();
