@@ -69,7 +69,12 @@ pub struct PackageReport {
 
 enum Item {
     Dir,
-    File { abs: PathBuf, exec: bool },
+    /// A regular file, with the device and inode the walk saw.
+    File {
+        abs: PathBuf,
+        exec: bool,
+        id: (u64, u64),
+    },
 }
 
 /// Builds the archive. The write is atomic: the output appears complete or not at all.
@@ -77,16 +82,35 @@ pub fn create_archive(opts: &PackageOptions) -> Result<PackageReport, PackageErr
     create_archive_with(opts, &|| false)
 }
 
-/// Opens a file to package: a file replaced by a FIFO or a device since the walk is
-/// refused, never read.
-fn open_file(abs: &Path) -> Result<std::fs::File, PackageError> {
-    orch_core::input::open_regular(abs)
-        .map(|(f, _)| f)
-        .map_err(|e| match e {
-            orch_core::input::InputError::Io(source) => source,
-            other => std::io::Error::other(other.to_string()),
-        })
-        .map_err(io_err("read", abs))
+/// Opens a file to package, refusing anything but the file the walk saw: the last
+/// component is not followed (`O_NOFOLLOW`), and the opened file must have the device and
+/// inode recorded then, so a file or one of its directories swapped for a symbolic link
+/// (to something outside the pipeline directory) or for a FIFO or device since the walk
+/// is `Changed`, never read.
+fn open_file(abs: &Path, id: (u64, u64)) -> Result<std::fs::File, PackageError> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let changed = || PackageError::Changed {
+        path: abs.to_owned(),
+    };
+    let flags =
+        nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(abs)
+    {
+        Ok(f) => f,
+        // ELOOP: the last component is now a symbolic link.
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) => {
+            return Err(changed());
+        }
+        Err(e) => return Err(io_err("read", abs)(e)),
+    };
+    let meta = file.metadata().map_err(io_err("read", abs))?;
+    if !meta.file_type().is_file() || (meta.dev(), meta.ino()) != id {
+        return Err(changed());
+    }
+    Ok(file)
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PackageError {
@@ -218,7 +242,18 @@ pub(crate) fn create_archive_with(
                 };
                 #[cfg(not(unix))]
                 let exec = false;
-                items.insert(name, Item::File { abs: path, exec });
+                let id = {
+                    use std::os::unix::fs::MetadataExt;
+                    (meta.dev(), meta.ino())
+                };
+                items.insert(
+                    name,
+                    Item::File {
+                        abs: path,
+                        exec,
+                        id,
+                    },
+                );
             } else {
                 left_out.push((name, "special file"));
             }
@@ -231,11 +266,11 @@ pub(crate) fn create_archive_with(
     // Pass 1: digests, for the manifest that leads the archive.
     let mut files = Vec::new();
     for (name, item) in &items {
-        if let Item::File { abs, .. } = item {
+        if let Item::File { abs, id, .. } = item {
             if cancelled() {
                 return Err(PackageError::Cancelled);
             }
-            let mut f = open_file(abs)?;
+            let mut f = open_file(abs, *id)?;
             let mut h = Sha256::new();
             std::io::copy(&mut f, &mut h).map_err(io_err("read", abs))?;
             files.push((name.clone(), util::hex(&h.finalize())));
@@ -366,8 +401,8 @@ fn write_archive(
                 tar.append_data(&mut h, format!("{name}/"), std::io::empty())
                     .map_err(io_err("write", tmp))?;
             }
-            Item::File { abs, exec } => {
-                let f = open_file(abs)?;
+            Item::File { abs, exec, id } => {
+                let f = open_file(abs, *id)?;
                 let size = f.metadata().map_err(io_err("read", abs))?.len();
                 let mode = if *exec { 0o755 } else { 0o644 };
                 let mut h = header(tar::EntryType::Regular, size, mode, mtime);
@@ -534,5 +569,86 @@ impl Phase for PackagePhase {
             details,
         });
         Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    /// Packs `a.txt` and `sub/b.txt` of a fresh tree; `swap` runs once, after the walk and
+    /// before the first file is opened (the walk asks `cancelled` once per path: the root,
+    /// `a.txt`, `sub`, `sub/b.txt`).
+    fn pack_with_swap(
+        swap: impl Fn(&Path, &Path),
+    ) -> (
+        Result<PackageReport, PackageError>,
+        PathBuf,
+        [tempfile::TempDir; 3],
+    ) {
+        let base = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(base.path().join("a.txt"), "a\n").unwrap();
+        std::fs::create_dir(base.path().join("sub")).unwrap();
+        std::fs::write(base.path().join("sub/b.txt"), "b\n").unwrap();
+        std::fs::create_dir(outside.path().join("sub")).unwrap();
+        std::fs::write(outside.path().join("secret"), "outside secret\n").unwrap();
+        std::fs::write(outside.path().join("sub/b.txt"), "outside secret\n").unwrap();
+        let out_dir = tempfile::tempdir().unwrap();
+        let output = out_dir.path().join("bundle.tar.gz");
+        let opts = PackageOptions {
+            base: base.path().to_owned(),
+            paths: vec![".".into()],
+            output: output.clone(),
+            exclude: Vec::new(),
+            skip: Vec::new(),
+            mtime: 0,
+        };
+        let calls = Cell::new(0);
+        let result = create_archive_with(&opts, &|| {
+            calls.set(calls.get() + 1);
+            if calls.get() == 5 {
+                swap(base.path(), outside.path());
+            }
+            false
+        });
+        (result, output, [base, outside, out_dir])
+    }
+
+    #[test]
+    fn a_file_swapped_for_a_symlink_after_the_walk_is_not_read() {
+        let (result, output, _dirs) = pack_with_swap(|base, outside| {
+            std::fs::remove_file(base.join("a.txt")).unwrap();
+            std::os::unix::fs::symlink(outside.join("secret"), base.join("a.txt")).unwrap();
+        });
+        assert!(
+            matches!(&result, Err(PackageError::Changed { path }) if path.ends_with("a.txt")),
+            "{result:?}"
+        );
+        assert!(!output.exists());
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_symlink_after_the_walk_is_not_read() {
+        let (result, output, _dirs) = pack_with_swap(|base, outside| {
+            std::fs::rename(base.join("sub"), base.join("sub.old")).unwrap();
+            std::os::unix::fs::symlink(outside.join("sub"), base.join("sub")).unwrap();
+        });
+        assert!(
+            matches!(&result, Err(PackageError::Changed { path }) if path.ends_with("sub/b.txt")),
+            "{result:?}"
+        );
+        assert!(!output.exists());
+    }
+
+    #[test]
+    fn an_unchanged_tree_is_packed() {
+        let (result, output, _dirs) = pack_with_swap(|_, _| {});
+        let report = result.expect("packed");
+        let names: Vec<&str> = report.files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a.txt", "sub/b.txt"]);
+        assert!(output.exists());
     }
 }
