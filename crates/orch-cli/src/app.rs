@@ -70,6 +70,9 @@ enum Command {
     Policy(crate::governance::PolicyArgs),
     /// The audit log: `audit verify [LOG]` checks its chain, `audit show` prints entries.
     Audit(crate::governance::AuditArgs),
+    /// KPIs over the run history: per phase runs, success rate, p50/p95 duration, retries
+    /// and flaky successes; per pipeline success rate, time to recovery and lead time.
+    Stats(crate::stats::StatsArgs),
     /// Write a commented orch.toml that runs as it is (never overwrites).
     Init(crate::init::InitArgs),
     /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
@@ -288,6 +291,9 @@ pub fn main() -> ExitCode {
         }
         Command::Audit(a) => {
             crate::governance::audit(&a).map_err(|(message, code)| Failure { message, code })
+        }
+        Command::Stats(a) => {
+            crate::stats::stats(&a).map_err(|(message, code)| Failure { message, code })
         }
         Command::Init(a) => {
             crate::init::init(&a).map_err(|(message, code)| Failure { message, code })

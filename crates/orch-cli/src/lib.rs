@@ -15,6 +15,7 @@ mod progress;
 mod registry;
 mod reports;
 mod serve;
+mod stats;
 mod style;
 mod summary;
 

@@ -32,6 +32,7 @@ pub mod redact;
 pub mod registry;
 pub mod resume;
 pub mod spec;
+pub mod stats;
 pub mod watchdog;
 
 pub use agent::{Agent, LocalAgent};

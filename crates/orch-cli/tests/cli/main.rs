@@ -16,6 +16,7 @@ mod quality;
 mod schema;
 mod secrets;
 mod serve;
+mod stats;
 mod support;
 mod swarm;
 mod terminal;
