@@ -73,6 +73,9 @@ enum Command {
     /// KPIs over the run history: per phase runs, success rate, p50/p95 duration, retries
     /// and flaky successes; per pipeline success rate, time to recovery and lead time.
     Stats(crate::stats::StatsArgs),
+    /// What orch and the pipeline need from this machine (engines, git, Chromium, HAProxy,
+    /// the state directory, disk, memory, GPU): exit 0 when nothing is missing, 1 otherwise.
+    Doctor(crate::doctor::DoctorArgs),
     /// Write a commented orch.toml that runs as it is (never overwrites).
     Init(crate::init::InitArgs),
     /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
@@ -294,6 +297,9 @@ pub fn main() -> ExitCode {
         }
         Command::Stats(a) => {
             crate::stats::stats(&a).map_err(|(message, code)| Failure { message, code })
+        }
+        Command::Doctor(a) => {
+            crate::doctor::doctor(&a).map_err(|(message, code)| Failure { message, code })
         }
         Command::Init(a) => {
             crate::init::init(&a).map_err(|(message, code)| Failure { message, code })

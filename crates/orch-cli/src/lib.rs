@@ -5,6 +5,7 @@
 
 mod app;
 mod completions;
+mod doctor;
 mod exit_codes;
 mod governance;
 mod history;

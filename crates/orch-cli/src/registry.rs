@@ -10,5 +10,6 @@ pub fn full() -> Registry {
     orch_git::register(&mut r);
     orch_quality::register(&mut r);
     orch_report::register(&mut r);
+    orch_system::register(&mut r);
     r
 }

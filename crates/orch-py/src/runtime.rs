@@ -37,11 +37,11 @@ pub fn registry() -> &'static Registry {
 }
 
 /// Builds the full registry, as `orch-cli`'s `registry::full` does: the core kinds
-/// (`command`, `gate`), then delivery, docker, git and report.
+/// (`command`, `gate`), then delivery, docker, git, quality, report and system.
 ///
 /// ```
 /// let r = orch_py::runtime::full_registry();
-/// for kind in ["command", "gate", "discover", "docker.build", "git.tag", "report"] {
+/// for kind in ["command", "gate", "discover", "docker.build", "git.tag", "report", "system.check"] {
 ///     assert!(r.kind(kind).is_some(), "{kind}");
 /// }
 /// ```
@@ -52,5 +52,6 @@ pub fn full_registry() -> Registry {
     orch_git::register(&mut r);
     orch_quality::register(&mut r);
     orch_report::register(&mut r);
+    orch_system::register(&mut r);
     r
 }

@@ -5,6 +5,7 @@
 
 mod commands;
 mod delivery;
+mod doctor;
 mod engine;
 mod errors;
 mod governance;
