@@ -8,7 +8,7 @@
 //!   branch with it; otherwise a warning when absent);
 //! - `sh` when a phase's `run` is a string, and the program of each `run` argv;
 //! - a Docker engine (its version) for each agent of type `docker` and for phases whose
-//!   kind is served by the `docker` agent type and that run on no declared agent
+//!   kind is served by the `docker` agent type when no agent of that type is declared
 //!   (`DOCKER_HOST` or the default socket); a missing engine is only a warning for an agent
 //!   with `unavailable = "skip"` (its phases are skipped without one);
 //! - a Swarm manager for each agent of type `swarm`;
@@ -302,9 +302,14 @@ impl Needs {
             }
             let served_by = registry.kind(kind).map(|k| k.agent_type.as_str());
             let agent = p.get("agent").and_then(toml::Value::as_str);
-            let on_declared_engine = agent
-                .and_then(|a| agent_types.get(a))
-                .is_some_and(|t| t == "docker" || t == "swarm");
+            // A phase without `agent` runs on a declared agent of the type serving its kind
+            // when there is one.
+            let on_declared_engine = match agent {
+                Some(a) => agent_types
+                    .get(a)
+                    .is_some_and(|t| t == "docker" || t == "swarm"),
+                None => agent_types.values().any(|t| t == "docker"),
+            };
             if (served_by == Some("docker") || kind.starts_with("docker.")) && !on_declared_engine {
                 default_docker.push(id.clone());
             }
@@ -608,6 +613,27 @@ mod tests {
     }
 
     #[test]
+    fn docker_kinds_without_an_agent_run_on_the_declared_docker_agent() {
+        let n = needs(
+            r#"
+            [pipeline]
+            name = "x"
+            [agents.engine]
+            type = "docker"
+            unavailable = "skip"
+            [phases.img]
+            kind = "docker.build"
+            "#,
+        );
+        let engines: Vec<_> = n
+            .engines
+            .iter()
+            .map(|e| (e.agent.as_deref(), e.optional))
+            .collect();
+        assert_eq!(engines, [(Some("engine"), true)]);
+    }
+
+    #[test]
     fn needs_are_read_from_the_file_generically() {
         let n = needs(
             r#"
@@ -653,12 +679,8 @@ mod tests {
             .collect();
         assert_eq!(
             engines,
+            // `img` names no agent: it runs on `builder`, the declared docker agent.
             [
-                (
-                    None,
-                    false,
-                    Ok(Endpoint::Unix(probe::DEFAULT_DOCKER_SOCKET.into()))
-                ),
                 (
                     Some("builder".into()),
                     false,
