@@ -513,11 +513,12 @@ with = {{ image = "IMAGE", command = "echo sleeping; sleep 120" }}
 [phases.{phase}]
 kind = "docker.run"
 agent = "cluster"
-with = {{ image = "IMAGE", command = "sleep 120" }}
+with = {{ image = "IMAGE", command = "echo still running; sleep 120" }}
 "#
         ),
     );
     let run = TestRun::new(&text);
+    let events = run.events.clone();
     let control = RunControl::new();
     let stopper = control.clone();
     let handle = tokio::spawn(async move {
@@ -525,6 +526,8 @@ with = {{ image = "IMAGE", command = "sleep 120" }}
         (run, record)
     });
     running_task_node(s, &phase).await;
+    // The task's output reaches the phase's events while it runs (logs followed).
+    crate::support::wait_for_line(&events, "still running", Duration::from_secs(30)).await;
     let asked = Instant::now();
     stopper.stop();
     let (_run, record) = handle.await.unwrap();
