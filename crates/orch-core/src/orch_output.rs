@@ -2,12 +2,16 @@
 //! become the phase's outputs.
 //!
 //! What a phase writes there may hold secrets, so the file is private to the attempt: it
-//! is created empty with mode 0600 in a directory of its own (mode 0700, a random name
-//! under `RUN_DIR/private/`), read once when the attempt ends, and removed with its
-//! directory whatever the attempt's end (success, failure, timeout, cancellation: the
-//! removal runs when the [`OutputFile`] is dropped). What is read is redacted before it is
-//! parsed, so no form of a secret (not even one line of a multi-line secret) reaches an
-//! output or an error message.
+//! is created empty with mode 0600 and a random name in the run's private directory
+//! (`RUN_DIR/private/`, mode 0700, made by the first attempt that needs it), read once when
+//! the attempt ends, and removed whatever the attempt's end (success, failure, timeout,
+//! cancellation: the removal runs when the [`OutputFile`] is dropped). Whatever else a
+//! phase leaves in the private directory goes with it when the run ends. What is read is
+//! redacted before it is parsed, so no form of a secret (not even one line of a multi-line
+//! secret) reaches an output or an error message.
+//!
+//! An attempt costs two system calls to create its file and four to read and remove it: a
+//! phase that writes no outputs pays little for the possibility.
 
 use std::borrow::Cow;
 use std::io::Read;
@@ -24,48 +28,45 @@ pub(crate) const MAX_OUTPUT_FILE: u64 = 16 * 1024 * 1024;
 /// The directory under the run directory that holds attempts' private files.
 pub(crate) const PRIVATE_DIR: &str = "private";
 
-/// One attempt's `ORCH_OUTPUT` file; removed (with its directory) when dropped.
+/// One attempt's `ORCH_OUTPUT` file; removed when dropped.
 #[derive(Debug)]
 pub(crate) struct OutputFile {
-    dir: PathBuf,
     path: PathBuf,
 }
 
 impl OutputFile {
-    /// Creates `RUN_DIR/private/PHASE.ATTEMPT.RANDOM/output`, the directories 0700 and the
-    /// file 0600 and empty.
+    /// Creates `RUN_DIR/private/PHASE.ATTEMPT.RANDOM`, empty and mode 0600; the directory
+    /// (mode 0700) is made when it is missing.
     pub(crate) fn create(run_dir: &Path, phase: &str, attempt: u32) -> Result<Self, PhaseError> {
         let parent = run_dir.join(PRIVATE_DIR);
         let fail = |what: &Path, e: std::io::Error| {
             PhaseError::failed(format!("cannot create {}: {e}", what.display()))
         };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&parent)
-            .map_err(|e| fail(&parent, e))?;
         let mut tries = 0;
-        let dir = loop {
-            let dir = parent.join(format!("{phase}.{attempt}.{:016x}", fastrand::u64(..)));
-            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-                Ok(()) => break dir,
+        let mut made_dir = false;
+        loop {
+            let path = parent.join(format!("{phase}.{attempt}.{:016x}", fastrand::u64(..)));
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path);
+            match created {
+                Ok(_) => return Ok(Self { path }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 8 => {
                     tries += 1;
                 }
-                Err(e) => return Err(fail(&dir, e)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !made_dir => {
+                    made_dir = true;
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(&parent)
+                        .map_err(|e| fail(&parent, e))?;
+                }
+                Err(e) => return Err(fail(&path, e)),
             }
-        };
-        let this = Self {
-            path: dir.join("output"),
-            dir,
-        };
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&this.path)
-            .map_err(|e| fail(&this.path, e))?;
-        Ok(this)
+        }
     }
 
     /// The file's path (the value of `ORCH_OUTPUT`).
@@ -83,6 +84,9 @@ impl OutputFile {
                 return Err(PhaseError::failed(format!("cannot read ORCH_OUTPUT: {e}")));
             }
         };
+        if bytes.is_empty() {
+            return Ok(Outputs::new());
+        }
         // Masked as a whole before it is split into lines: a secret spanning lines is
         // masked whole, and no line of it is ever quoted in an error.
         let masked = redactor.redact_bytes(&bytes);
@@ -93,18 +97,30 @@ impl OutputFile {
 
 impl Drop for OutputFile {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.dir)
+        if let Err(e) = std::fs::remove_file(&self.path)
             && e.kind() != std::io::ErrorKind::NotFound
         {
-            tracing::warn!("cannot remove {}: {e}", self.dir.display());
+            tracing::warn!("cannot remove {}: {e}", self.path.display());
         }
     }
 }
 
 fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
-    let file = std::fs::File::open(path)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_OUTPUT_FILE + 1).read_to_end(&mut bytes)?;
+    let mut file = std::fs::File::open(path)?;
+    // Most files are empty: one `read` says so, without asking for the size first.
+    let mut first = [0u8; 512];
+    let n = loop {
+        match file.read(&mut first) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => break r?,
+        }
+    };
+    let mut bytes = first[..n].to_vec();
+    if n == 0 {
+        return Ok(bytes);
+    }
+    file.take(MAX_OUTPUT_FILE + 1 - n as u64)
+        .read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_OUTPUT_FILE {
         return Err(std::io::Error::other(format!(
             "it holds more than {} MiB",
@@ -195,13 +211,14 @@ mod tests {
         assert_ne!(
             f.path(),
             other.path(),
-            "each attempt gets its own directory"
+            "each attempt gets its own file"
         );
         std::fs::write(f.path(), "k=v\n").unwrap();
         assert_eq!(f.read(&Redactor::default()).unwrap()["k"], "v");
-        let dir = f.path().parent().unwrap().to_owned();
+        assert!(other.read(&Redactor::default()).unwrap().is_empty());
+        let path = f.path().to_owned();
         drop(f);
-        assert!(!dir.exists());
+        assert!(!path.exists());
         drop(other);
         assert_eq!(
             std::fs::read_dir(run.path().join(PRIVATE_DIR))
@@ -209,6 +226,24 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn a_file_longer_than_the_first_read_is_read_whole() {
+        let run = tempfile::tempdir().unwrap();
+        let f = OutputFile::create(run.path(), "p", 1).unwrap();
+        let long = "x".repeat(5000);
+        std::fs::write(f.path(), format!("a=1\nlong={long}\nz=2\n")).unwrap();
+        let o = f.read(&Redactor::default()).unwrap();
+        assert_eq!((o["a"].as_str(), o["long"].len(), o["z"].as_str()), ("1", 5000, "2"));
+        // Replaced by the phase (a rename onto it): the new file is read, and removed.
+        let tmp = run.path().join("tmp");
+        std::fs::write(&tmp, "k=new\n").unwrap();
+        std::fs::rename(&tmp, f.path()).unwrap();
+        assert_eq!(f.read(&Redactor::default()).unwrap()["k"], "new");
+        let path = f.path().to_owned();
+        drop(f);
+        assert!(!path.exists());
     }
 
     #[test]
