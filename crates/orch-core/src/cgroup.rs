@@ -8,7 +8,10 @@
 //! here is used and processes are found by their `ORCH_RUN_ID`/`ORCH_PHASE_ID` marks
 //! instead (see [`crate::process`]).
 //!
-//! Layout: `OWN_CGROUP/orch-RUN_ID/PHASE.ATTEMPT.N`. A cgroup is removed once it is empty.
+//! Layout: `OWN_CGROUP/orch-RUN_ID/N`. An attempt's cgroup that is empty once the attempt is
+//! over (its main process exited and whatever it left was killed) goes back to its run and
+//! is handed to a later attempt: making and removing a cgroup costs the kernel far more than
+//! the rest of starting a process. The run's cgroups are removed when the run ends.
 
 // Forking, `pre_exec` and raw system calls for the forked child need `unsafe`; each use
 // says why it is sound.
@@ -17,9 +20,10 @@
 use std::fs::File;
 use std::io::Read as _;
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
@@ -92,6 +96,26 @@ fn unescape(field: &str) -> String {
 pub struct RunCgroup {
     dir: PathBuf,
     next: AtomicU64,
+    /// Attempt cgroups that are empty, for the next attempts.
+    free: Arc<Mutex<Vec<Slot>>>,
+}
+
+/// An attempt cgroup's directory and the files the engine uses, kept open while it is reused.
+#[derive(Debug)]
+struct Slot {
+    dir: PathBuf,
+    /// `cgroup.procs`, for a child to write itself into (see [`enter`]).
+    procs: File,
+    /// `cgroup.events`, read (from offset 0) to see whether a process is left.
+    events: File,
+}
+
+impl Slot {
+    fn populated(&self) -> bool {
+        let mut buf = [0u8; 128];
+        let n = self.events.read_at(&mut buf, 0).unwrap_or(0);
+        buf[..n].split(|b| *b == b'\n').any(|l| l == b"populated 1")
+    }
 }
 
 impl RunCgroup {
@@ -109,6 +133,7 @@ impl RunCgroup {
         Some(Self {
             dir,
             next: AtomicU64::new(0),
+            free: Arc::default(),
         })
     }
 
@@ -117,22 +142,38 @@ impl RunCgroup {
         &self.dir
     }
 
-    /// A new cgroup for an attempt of `phase`; `None` if it cannot be made.
+    /// An empty cgroup for an attempt of `phase` (one a finished attempt left empty, or a
+    /// new one); `None` if none can be made.
     pub fn attempt(&self, phase: &str, attempt: u32) -> Option<PhaseCgroup> {
+        let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let slot = match reused {
+            Some(slot) => slot,
+            None => self.new_slot(phase, attempt)?,
+        };
+        Some(PhaseCgroup {
+            slot: Some(slot),
+            free: Arc::downgrade(&self.free),
+        })
+    }
+
+    fn new_slot(&self, phase: &str, attempt: u32) -> Option<Slot> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let dir = self.dir.join(format!("{phase}.{attempt}.{n}"));
+        let dir = self.dir.join(n.to_string());
         if let Err(e) = std::fs::create_dir(&dir) {
-            tracing::debug!("cannot create cgroup {}: {e}", dir.display());
+            tracing::debug!(
+                "cannot create cgroup {} for {phase} (attempt {attempt}): {e}",
+                dir.display()
+            );
             return None;
         }
-        match File::options().write(true).open(dir.join("cgroup.procs")) {
-            Ok(procs) => Some(PhaseCgroup {
-                dir,
-                procs,
-                removed: false,
-            }),
+        let opened = File::options()
+            .write(true)
+            .open(dir.join("cgroup.procs"))
+            .and_then(|procs| Ok((procs, File::open(dir.join("cgroup.events"))?)));
+        match opened {
+            Ok((procs, events)) => Some(Slot { dir, procs, events }),
             Err(e) => {
-                tracing::debug!("cannot open {}/cgroup.procs: {e}", dir.display());
+                tracing::debug!("cannot open the files of cgroup {}: {e}", dir.display());
                 let _ = std::fs::remove_dir(&dir);
                 None
             }
@@ -142,6 +183,7 @@ impl RunCgroup {
     /// Kills everything left in the run's cgroups and removes them; returns whether they
     /// are gone.
     pub async fn remove(&self) -> bool {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).clear();
         remove_tree(&self.dir).await
     }
 }
@@ -239,57 +281,91 @@ fn signal_tree(dir: &Path, signal: Signal) -> usize {
     n
 }
 
-/// The cgroup of one attempt. Dropped without [`PhaseCgroup::kill_and_remove`], it kills
-/// what is in it and removes itself if it is already empty (else the run's cleanup does).
+/// The cgroup of one attempt. [`PhaseCgroup::kill_and_remove`] empties it and gives it back
+/// to its run for a later attempt; dropped without that, it kills what is in it and removes
+/// itself if it is already empty (else the run's cleanup does).
 #[derive(Debug)]
 pub struct PhaseCgroup {
-    dir: PathBuf,
-    /// Its `cgroup.procs`, opened for the child to write itself into (see [`enter`]).
-    procs: File,
-    removed: bool,
+    /// `None` once released.
+    slot: Option<Slot>,
+    /// Where an emptied cgroup goes back to (gone when the run is).
+    free: std::sync::Weak<Mutex<Vec<Slot>>>,
 }
 
 impl PhaseCgroup {
+    fn slot(&self) -> &Slot {
+        match &self.slot {
+            Some(s) => s,
+            // Only `kill_and_remove` and `drop` take the slot, and both consume `self`.
+            None => unreachable!("a released cgroup is not used"),
+        }
+    }
+
     /// The cgroup's directory.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.slot().dir
     }
 
     /// The descriptor a child passes to [`enter`] before it execs.
     pub fn procs_fd(&self) -> RawFd {
-        self.procs.as_raw_fd()
+        self.slot().procs.as_raw_fd()
     }
 
     /// Whether a live process is still in it.
     pub fn is_populated(&self) -> bool {
-        populated(&self.dir)
+        self.slot().populated()
     }
 
     /// Sends `signal` to every process in it; returns how many.
     pub fn signal(&self, signal: Signal) -> usize {
-        signal_tree(&self.dir, signal)
+        signal_tree(self.dir(), signal)
     }
 
     /// SIGKILL to every process in it, at once.
     pub fn kill(&self) {
-        kill_all(&self.dir);
+        kill_all(self.dir());
     }
 
-    /// Kills what is left in it, waits until it is empty and removes it.
+    /// Kills what is left in it and waits (a few seconds at most) until it is empty; an
+    /// empty cgroup goes back to the run for a later attempt. Returns whether it is empty.
     pub async fn kill_and_remove(mut self) -> bool {
-        self.removed = true;
-        remove_tree(&self.dir).await
+        let Some(slot) = self.slot.take() else {
+            return true;
+        };
+        if slot.populated() {
+            kill_all(&slot.dir);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            let mut pause = Duration::from_micros(250);
+            while slot.populated() {
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!("processes in {} did not die", slot.dir.display());
+                    // Left to the run's cleanup.
+                    return false;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+        }
+        match self.free.upgrade() {
+            Some(free) => free.lock().unwrap_or_else(|p| p.into_inner()).push(slot),
+            None => {
+                let _ = std::fs::remove_dir(&slot.dir);
+            }
+        }
+        true
     }
 }
 
 impl Drop for PhaseCgroup {
     fn drop(&mut self) {
-        if !self.removed && self.dir.exists() {
-            if populated(&self.dir) {
-                kill_all(&self.dir);
+        if let Some(slot) = self.slot.take() {
+            if slot.populated() {
+                kill_all(&slot.dir);
             }
+            let dir = slot.dir.clone();
+            drop(slot);
             // Still dying: the run's cleanup removes it once empty.
-            let _ = std::fs::remove_dir(&self.dir);
+            let _ = std::fs::remove_dir(&dir);
         }
     }
 }
@@ -483,6 +559,40 @@ pub(crate) mod raw {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_attempt_cgroup_is_reused_only_once_it_is_empty() {
+        if own_cgroup().is_none() {
+            eprintln!("no writable cgroup v2 hierarchy here: nothing to reuse");
+            return;
+        }
+        let run = RunCgroup::create(&format!("test-{:016x}", fastrand::u64(..))).unwrap();
+        let a = run.attempt("p", 1).unwrap();
+        let dir = a.dir().to_owned();
+        // A process left in it after the attempt's main process would have exited.
+        let procs = a.procs_fd();
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("1000");
+        // SAFETY: `enter` makes one async-signal-safe `write`.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || enter(procs));
+        }
+        let mut left = cmd.spawn().unwrap();
+        assert!(a.is_populated());
+        // While it is in use, another attempt gets another cgroup.
+        let b = run.attempt("q", 1).unwrap();
+        assert_ne!(b.dir(), dir);
+        assert!(a.kill_and_remove().await);
+        use std::os::unix::process::ExitStatusExt as _;
+        assert_eq!(left.wait().unwrap().signal(), Some(9));
+        let c = run.attempt("r", 1).unwrap();
+        assert_eq!(c.dir(), dir, "the emptied cgroup is handed out again");
+        assert!(!c.is_populated());
+        drop(b);
+        drop(c);
+        assert!(run.remove().await);
+        assert!(!run.dir().exists());
+    }
 
     #[test]
     fn the_cgroup2_mount_holding_our_cgroup_is_found() {
