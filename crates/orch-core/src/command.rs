@@ -1,5 +1,6 @@
 //! The `command` kind: a string runs under `sh -c`, an array runs as an argv without a shell.
 
+use std::ffi::OsString;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use crate::orch_output::OutputFile;
 use crate::phase::{Description, Phase, PhaseContext, PhaseError, PhaseOutcome, PlanContext};
 use crate::process::TreeGuard;
 use crate::registry::Registry;
+use crate::spawn::Spec;
 use crate::spec::{PhaseSpec, RunSpec};
 
 pub(crate) fn register(r: &mut Registry) {
@@ -82,16 +84,18 @@ impl Phase for CommandPhase {
     }
 
     async fn run(&self, ctx: &PhaseContext) -> Result<PhaseOutcome, PhaseError> {
-        let mut extra_env = Vec::new();
-        let mut cmd = match &self.run {
+        let mut env: Vec<(OsString, OsString)> = Vec::new();
+        let argv: Vec<OsString> = match &self.run {
             RunSpec::Shell(script) => {
                 let rendered = ctx
                     .render_shell(script)
                     .map_err(|e| PhaseError::failed(format!("cannot render `run`: {e}")))?;
-                extra_env = rendered.env;
-                let mut c = tokio::process::Command::new("sh");
-                c.arg("-c").arg(rendered.script);
-                c
+                env = rendered
+                    .env
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect();
+                vec!["sh".into(), "-c".into(), rendered.script.into()]
             }
             RunSpec::Argv(argv) => {
                 let mut rendered = Vec::with_capacity(argv.len());
@@ -101,53 +105,47 @@ impl Phase for CommandPhase {
                             PhaseError::failed(format!("cannot render `run`: {e}"))
                         })?);
                 }
-                let mut c = tokio::process::Command::new(&rendered[0]);
-                c.args(&rendered[1..]);
-                c
+                rendered.into_iter().map(OsString::from).collect()
             }
         };
         // Private to this attempt, and removed when this future ends or is dropped.
         let output_file =
             OutputFile::create(ctx.run_dir(), ctx.phase_id().as_str(), ctx.attempt())?;
-        for k in ctx.env_remove() {
-            cmd.env_remove(k);
-        }
-        cmd.envs(ctx.env().iter().map(|(k, v)| (k, v)))
-            .envs(extra_env)
-            .env("ORCH_OUTPUT", output_file.path())
-            .current_dir(ctx.workdir())
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        // The phase's variables, then the script's values, then ORCH_OUTPUT (the last
+        // value of a name is the one the process sees).
+        let mut all: Vec<(OsString, OsString)> = ctx
+            .env()
+            .iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        all.append(&mut env);
+        all.push(("ORCH_OUTPUT".into(), output_file.path().into()));
         // The child enters the attempt's cgroup before it runs anything, so nothing it
         // starts can leave (by `setsid`, double forks or a cleared environment).
         let cgroup = ctx.process_cgroup();
-        if let Some(cg) = &cgroup {
-            let procs = cg.procs_fd();
-            // SAFETY: `enter` makes one async-signal-safe `write` on a descriptor that
-            // stays open until after the spawn.
-            #[allow(unsafe_code)]
-            unsafe {
-                cmd.pre_exec(move || crate::cgroup::enter(procs));
-            }
-        }
-
-        let mut child = cmd.spawn().map_err(|e| {
-            let program = match &self.run {
-                RunSpec::Shell(_) => "sh".to_owned(),
-                RunSpec::Argv(argv) => argv[0].clone(),
-            };
+        let spec = Spec {
+            argv: &argv,
+            env_remove: ctx.env_remove(),
+            env: all,
+            cwd: ctx.workdir(),
+            cgroup_procs: cgroup.as_ref().map(|c| c.procs_fd()),
+        };
+        let started = match crate::spawn::spawn(&spec) {
+            Ok(Some(child)) => Ok(Process::Fast(child)),
+            Ok(None) => spawn_std(&spec).map(Process::Std),
+            Err(e) => Err(e),
+        };
+        let mut child = started.map_err(|e| {
             PhaseError::failed(format!(
-                "cannot start `{program}` in {}: {e}",
+                "cannot start `{}` in {}: {e}",
+                argv[0].to_string_lossy(),
                 ctx.workdir().display()
             ))
         })?;
-        let pgid = child.id().unwrap_or(0);
+        let pgid = child.id();
         let guard = TreeGuard::new(pgid, ctx.run_id().as_str(), ctx.phase_id().as_str())
             .with_cgroup(cgroup);
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
+        let (stdout, stderr) = child.take_output();
         let reading = async {
             tokio::join!(
                 pump(ctx, Stream::Stdout, stdout),
@@ -201,16 +199,81 @@ impl Phase for CommandPhase {
     }
 }
 
-async fn cancel(
-    ctx: &PhaseContext,
-    guard: TreeGuard,
-    child: &mut tokio::process::Child,
-) -> PhaseError {
+async fn cancel(ctx: &PhaseContext, guard: TreeGuard, child: &mut Process) -> PhaseError {
     guard
         .terminate(ctx.grace(), || matches!(child.try_wait(), Ok(Some(_))))
         .await;
     let _ = child.wait().await;
     PhaseError::Cancelled
+}
+
+/// A started process: by [`crate::spawn`], or by `tokio::process` where the kernel has no
+/// pidfds.
+enum Process {
+    Fast(crate::spawn::Child),
+    Std(tokio::process::Child),
+}
+
+type Output = Box<dyn AsyncRead + Unpin + Send>;
+
+impl Process {
+    fn id(&self) -> u32 {
+        match self {
+            Self::Fast(c) => c.id(),
+            Self::Std(c) => c.id().unwrap_or(0),
+        }
+    }
+
+    fn take_output(&mut self) -> (Option<Output>, Option<Output>) {
+        match self {
+            Self::Fast(c) => (
+                c.stdout.take().map(|r| Box::new(r) as Output),
+                c.stderr.take().map(|r| Box::new(r) as Output),
+            ),
+            Self::Std(c) => (
+                c.stdout.take().map(|r| Box::new(r) as Output),
+                c.stderr.take().map(|r| Box::new(r) as Output),
+            ),
+        }
+    }
+
+    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match self {
+            Self::Fast(c) => c.wait().await,
+            Self::Std(c) => c.wait().await,
+        }
+    }
+
+    fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        match self {
+            Self::Fast(c) => c.try_wait(),
+            Self::Std(c) => c.try_wait(),
+        }
+    }
+}
+
+/// Starts `spec` with `tokio::process` (a fork, entering the cgroup in a `pre_exec` hook).
+fn spawn_std(spec: &Spec<'_>) -> std::io::Result<tokio::process::Child> {
+    let mut cmd = tokio::process::Command::new(&spec.argv[0]);
+    cmd.args(&spec.argv[1..]);
+    for k in spec.env_remove {
+        cmd.env_remove(k);
+    }
+    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(spec.cwd)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(procs) = spec.cgroup_procs {
+        // SAFETY: `enter` makes one async-signal-safe `write` on a descriptor that
+        // stays open until after the spawn.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(move || crate::cgroup::enter(procs));
+        }
+    }
+    cmd.spawn()
 }
 
 async fn pump<R: AsyncRead + Unpin>(ctx: &PhaseContext, stream: Stream, reader: Option<R>) {

@@ -53,6 +53,7 @@ pub mod plan;
 pub mod run;
 mod scope;
 pub mod select;
+mod spawn;
 pub use plan::Plan;
 pub use run::{ResumeFrom, RunControl, RunOptions, Runner};
 pub use select::{Selection, Selector};

@@ -18,6 +18,9 @@ use crate::resume::ResumeState;
 impl Runner {
     pub(super) async fn prepare(&self) -> Result<Prepared, RunError> {
         let run_id = self.options.run_id.clone().unwrap_or_else(RunId::generate);
+        // Processes get the environment as it is when the run starts, and programs are
+        // looked up in `PATH` once per run.
+        crate::spawn::forget();
         // Where the run's processes are contained, and who ends them if this process dies.
         // Forked before anything is opened (the lock above all), so the watchdog never
         // holds a copy of it, not even for the instant before it closes what it inherited.

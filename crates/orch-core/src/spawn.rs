@@ -1,0 +1,646 @@
+//! Starting a phase's process at the cost of `posix_spawn`, in the attempt's cgroup.
+//!
+//! `std::process::Command` forks when it is given a `pre_exec` hook (the only way to enter
+//! a cgroup before the program runs), and a fork copies the page tables of the whole
+//! engine and makes every page it writes afterwards fault once: the larger the run, the
+//! dearer each process. Here the child is made the way `posix_spawn` makes it:
+//! `clone(CLONE_VM | CLONE_VFORK)` on a small stack of its own, sharing the engine's memory
+//! until it calls `execve`, while the calling thread waits. Between the two it makes only
+//! system calls: it resets the signal handlers the engine installed, enters the attempt's
+//! cgroup (one `write`), makes its own process group, sets up its standard streams and
+//! working directory, and executes the program, whose path was looked up in `PATH` by the
+//! engine (once per run and program, see [`forget`]). The child's exit is
+//! followed through a pidfd (`CLONE_PIDFD`), so no `SIGCHLD` handler is involved.
+//!
+//! Where the kernel lacks pidfds (before Linux 5.3), [`spawn`] says so and the caller
+//! starts the process with `tokio::process::Command` instead.
+
+// Cloning a child that shares the engine's memory needs raw system calls; each use says
+// why it is sound.
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use nix::libc;
+use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
+
+/// What to start.
+#[derive(Debug)]
+pub(crate) struct Spec<'a> {
+    /// The program and its arguments; a program without `/` is looked up in `PATH`.
+    pub argv: &'a [OsString],
+    /// Variables removed from the inherited environment.
+    pub env_remove: &'a [String],
+    /// Variables set, in order (a later one wins).
+    pub env: Vec<(OsString, OsString)>,
+    /// The working directory.
+    pub cwd: &'a Path,
+    /// `cgroup.procs` of the cgroup to start in.
+    pub cgroup_procs: Option<RawFd>,
+}
+
+/// A started process: its pid, a pidfd to wait on, and the read ends of its stdout and
+/// stderr. Dropped before it was waited for, it is reaped in the background.
+#[derive(Debug)]
+pub(crate) struct Child {
+    pid: libc::pid_t,
+    pidfd: Option<AsyncFd<OwnedFd>>,
+    status: Option<ExitStatus>,
+    /// Its standard output, until taken.
+    pub stdout: Option<pipe::Receiver>,
+    /// Its standard error, until taken.
+    pub stderr: Option<pipe::Receiver>,
+}
+
+impl Child {
+    /// The process id.
+    pub(crate) fn id(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// Waits until it exits and reaps it.
+    pub(crate) async fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(s) = self.status {
+            return Ok(s);
+        }
+        let Some(fd) = &self.pidfd else {
+            return Err(io::Error::other("the process is not waited for"));
+        };
+        loop {
+            let mut ready = fd.readable().await?;
+            if let Some(status) = reap(self.pid, false)? {
+                drop(ready);
+                self.status = Some(status);
+                self.pidfd = None;
+                return Ok(status);
+            }
+            ready.clear_ready();
+        }
+    }
+
+    /// Reaps it if it has exited.
+    pub(crate) fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if self.status.is_none()
+            && let Some(status) = reap(self.pid, false)?
+        {
+            self.status = Some(status);
+            self.pidfd = None;
+        }
+        Ok(self.status)
+    }
+}
+
+/// Reaps our child `pid` if it has exited (or once it has, with `block`).
+fn reap(pid: libc::pid_t, block: bool) -> io::Result<Option<ExitStatus>> {
+    let mut raw = 0;
+    let flags = if block { 0 } else { libc::WNOHANG };
+    loop {
+        // SAFETY: waits for our own child, which only its `Child` reaps.
+        let r = unsafe { libc::waitpid(pid, &mut raw, flags) };
+        if r == pid {
+            return Ok(Some(ExitStatus::from_raw(raw)));
+        }
+        if r == 0 {
+            return Ok(None);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.status.is_some() || matches!(self.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        // Still running (its tree guard is killing it): reap it once it is gone.
+        let (Some(fd), Ok(rt)) = (self.pidfd.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let pid = self.pid;
+        rt.spawn(async move {
+            let _ = fd.readable().await;
+            let _ = reap(pid, true);
+        });
+    }
+}
+
+/// Whether this kernel has pidfds (Linux 5.3 and later), asked once.
+fn supported() -> bool {
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        // SAFETY: a pidfd of this process, closed at once.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+        if fd < 0 {
+            return false;
+        }
+        // SAFETY: closes the descriptor just opened.
+        unsafe { libc::close(fd as libc::c_int) };
+        true
+    })
+}
+
+/// Starts a process as `spec` says, its stdin `/dev/null` and its stdout and stderr pipes.
+/// `Ok(None)` where this kernel has no pidfds (the caller then uses `tokio::process`).
+pub(crate) fn spawn(spec: &Spec<'_>) -> io::Result<Option<Child>> {
+    if !supported() {
+        return Ok(None);
+    }
+    let Some(first) = spec.argv.first() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no program"));
+    };
+    let cstr = |b: &[u8]| {
+        CString::new(b).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a NUL byte in an argument or variable",
+            )
+        })
+    };
+    // The variables set, the last value of a name winning, as `NAME=VALUE`.
+    let mut set: Vec<(&OsStr, CString)> = Vec::with_capacity(spec.env.len());
+    for (i, (k, v)) in spec.env.iter().enumerate() {
+        if spec.env[i + 1..].iter().any(|(later, _)| later == k) {
+            continue;
+        }
+        let mut kv = Vec::with_capacity(k.len() + v.len() + 1);
+        kv.extend_from_slice(k.as_bytes());
+        kv.push(b'=');
+        kv.extend_from_slice(v.as_bytes());
+        set.push((k.as_os_str(), cstr(&kv)?));
+    }
+    let inherited = inherited();
+    let mut envp_ptrs: Vec<*const libc::c_char> =
+        Vec::with_capacity(inherited.len() + set.len() + 1);
+    let mut path = None;
+    for var in inherited.iter() {
+        let bytes = var.as_bytes();
+        let name = OsStr::from_bytes(bytes.split(|b| *b == b'=').next().unwrap_or(bytes));
+        if spec.env_remove.iter().any(|r| OsStr::new(r) == name)
+            || set.iter().any(|(k, _)| *k == name)
+        {
+            continue;
+        }
+        if name == "PATH" {
+            path = Some(OsStr::from_bytes(&bytes[5..]));
+        }
+        envp_ptrs.push(var.as_ptr());
+    }
+    for (k, kv) in &set {
+        if *k == "PATH" {
+            path = Some(OsStr::from_bytes(&kv.as_bytes()[5..]));
+        }
+        envp_ptrs.push(kv.as_ptr());
+    }
+    envp_ptrs.push(std::ptr::null());
+    let program = resolve(first, path, spec.cwd)?;
+    let program = cstr(program.as_os_str().as_bytes())?;
+    let cwd = cstr(spec.cwd.as_os_str().as_bytes())?;
+    let argv: Vec<CString> = spec
+        .argv
+        .iter()
+        .map(|a| cstr(a.as_bytes()))
+        .collect::<io::Result<_>>()?;
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+
+    let (out_r, out_w) = pipe_pair()?;
+    let (err_r, err_w) = pipe_pair()?;
+    let stdin = dev_null()?;
+    let mut args = ChildArgs {
+        program: program.as_ptr(),
+        argv: argv_ptrs.as_ptr(),
+        envp: envp_ptrs.as_ptr(),
+        cwd: cwd.as_ptr(),
+        cgroup_procs: spec.cgroup_procs.unwrap_or(-1),
+        fds: [stdin, out_w.as_raw_fd(), err_w.as_raw_fd()],
+        error: 0,
+        step: 0,
+    };
+    let (pid, pidfd) = clone_child(&mut args)?;
+    // The child has executed the program or failed: its write ends are its own now.
+    drop(out_w);
+    drop(err_w);
+    if args.error != 0 {
+        // It exited (127) without running anything: reap it and say why.
+        let _ = reap(pid, true);
+        let e = io::Error::from_raw_os_error(args.error);
+        return Err(match args.step {
+            STEP_CGROUP => io::Error::new(e.kind(), format!("cannot enter its cgroup: {e}")),
+            STEP_CWD => io::Error::new(e.kind(), format!("cannot change directory: {e}")),
+            STEP_PGID => io::Error::new(e.kind(), format!("cannot make its process group: {e}")),
+            STEP_STDIO => io::Error::new(e.kind(), format!("cannot set up its streams: {e}")),
+            _ => e,
+        });
+    }
+    let registered = watch(pid, pidfd, out_r, err_r);
+    if registered.is_err() {
+        // Not watched, so not kept: it goes before it could leave anything behind.
+        // SAFETY: signals and reaps our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = reap(pid, true);
+    }
+    registered.map(Some)
+}
+
+/// Registers a started child's pidfd and pipes with the runtime.
+fn watch(pid: libc::pid_t, pidfd: OwnedFd, out: OwnedFd, err: OwnedFd) -> io::Result<Child> {
+    // SAFETY: the pidfd is owned by the `AsyncFd` and stays open as long as it does.
+    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)?;
+    Ok(Child {
+        pid,
+        pidfd: Some(pidfd),
+        status: None,
+        stdout: Some(pipe::Receiver::from_owned_fd_unchecked(out)?),
+        stderr: Some(pipe::Receiver::from_owned_fd_unchecked(err)?),
+    })
+}
+
+/// A pipe whose read end is non-blocking (for tokio) and whose write end is blocking (for
+/// the child); both close on exec, the child's copies are made by `dup2`.
+fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both are new descriptors owned by nothing else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // Never 0, 1 or 2, which the child's `dup2`s overwrite.
+    let (r, w) = (above_stdio(r)?, above_stdio(w)?);
+    // SAFETY: sets a flag on a descriptor we own.
+    if unsafe { libc::fcntl(r.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((r, w))
+}
+
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: duplicates a descriptor we own to a new one (>= 3) we then own.
+    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `n` is a new descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+/// `/dev/null`, opened once per process.
+fn dev_null() -> io::Result<RawFd> {
+    static NULL: OnceLock<OwnedFd> = OnceLock::new();
+    if let Some(fd) = NULL.get() {
+        return Ok(fd.as_raw_fd());
+    }
+    let f = std::fs::File::options().read(true).open("/dev/null")?;
+    let fd = above_stdio(OwnedFd::from(f))?;
+    Ok(NULL.get_or_init(|| fd).as_raw_fd())
+}
+
+/// This process's environment as `NAME=VALUE` strings, read once per run (see [`forget`]).
+static INHERITED: Mutex<Option<Arc<[CString]>>> = Mutex::new(None);
+
+fn inherited() -> Arc<[CString]> {
+    INHERITED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(|| {
+            std::env::vars_os()
+                .filter_map(|(k, v)| {
+                    let mut kv = k.into_vec();
+                    kv.push(b'=');
+                    kv.extend_from_slice(v.as_bytes());
+                    CString::new(kv).ok()
+                })
+                .collect()
+        })
+        .clone()
+}
+
+/// Programs found in `PATH`, by `PATH` and name, until [`forget`].
+static FOUND: Mutex<Option<HashMap<(OsString, OsString), PathBuf>>> = Mutex::new(None);
+
+/// Forgets what was read for earlier runs: where programs are in `PATH` and this process's
+/// environment. A run starts with this, so it sees the environment and the programs as they
+/// are when it starts (a program installed during a run is found by the next one, as a
+/// shell's command hash would).
+pub(crate) fn forget() {
+    *FOUND.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    *INHERITED.lock().unwrap_or_else(|p| p.into_inner()) = None;
+}
+
+/// Where the program `name` is: itself when it holds a `/` (relative to the working
+/// directory the child gets), else the first executable file of that name in `path`
+/// (the default search path without one), as `execvp` would find it.
+fn resolve(name: &OsStr, path: Option<&OsStr>, cwd: &Path) -> io::Result<PathBuf> {
+    if name.as_bytes().contains(&b'/') {
+        return Ok(PathBuf::from(name));
+    }
+    if name.is_empty() {
+        return Err(io::Error::from_raw_os_error(libc::ENOENT));
+    }
+    let path = path.unwrap_or(OsStr::new("/bin:/usr/bin"));
+    // Relative directories depend on the working directory: those lookups are not kept.
+    let keep = path
+        .as_bytes()
+        .split(|b| *b == b':')
+        .all(|d| d.first() == Some(&b'/'));
+    let key = (path.to_owned(), name.to_owned());
+    if keep
+        && let Some(found) = FOUND
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|m| m.get(&key))
+    {
+        return Ok(found.clone());
+    }
+    let mut denied = false;
+    for dir in path.as_bytes().split(|b| *b == b':') {
+        let dir = if dir.is_empty() {
+            cwd.to_owned()
+        } else {
+            cwd.join(OsStr::from_bytes(dir))
+        };
+        let candidate = dir.join(name);
+        let Ok(meta) = std::fs::metadata(&candidate) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        if nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK).is_err() {
+            denied = true;
+            continue;
+        }
+        if keep {
+            FOUND
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(HashMap::new)
+                .insert(key, candidate.clone());
+        }
+        return Ok(candidate);
+    }
+    Err(io::Error::from_raw_os_error(if denied {
+        libc::EACCES
+    } else {
+        libc::ENOENT
+    }))
+}
+
+const STEP_CGROUP: u32 = 1;
+const STEP_CWD: u32 = 2;
+const STEP_PGID: u32 = 3;
+const STEP_STDIO: u32 = 4;
+const STEP_EXEC: u32 = 5;
+
+/// What the child reads, and where it writes why it failed: in memory it shares with the
+/// engine's thread, which waits (`CLONE_VFORK`) until the child has executed or exited.
+#[repr(C)]
+struct ChildArgs {
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    cwd: *const libc::c_char,
+    cgroup_procs: RawFd,
+    /// What becomes its stdin, stdout and stderr.
+    fds: [RawFd; 3],
+    /// The errno of the step that failed (0: it executed the program).
+    error: i32,
+    step: u32,
+}
+
+/// The child's stack: one per thread, since the thread that clones waits until the child
+/// no longer uses it.
+const STACK: usize = 32 * 1024;
+
+thread_local! {
+    static CHILD_STACK: std::cell::RefCell<Vec<u128>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Clones the child; returns its pid and pidfd.
+fn clone_child(args: &mut ChildArgs) -> io::Result<(libc::pid_t, OwnedFd)> {
+    CHILD_STACK.with(|stack| {
+        let mut stack = stack.borrow_mut();
+        if stack.is_empty() {
+            stack.resize(STACK / 16, 0);
+        }
+        // The stack grows down from its (16-byte aligned) end.
+        let top = stack.as_mut_ptr_range().end.cast::<libc::c_void>();
+        let mut pidfd: libc::c_int = -1;
+        // SAFETY: the child shares our memory and runs `child` on its own stack with
+        // every signal blocked (no handler of ours may run in it), while this thread
+        // waits (CLONE_VFORK); `args` and everything it points to outlive the call.
+        let pid = unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            let pid = libc::clone(
+                child,
+                top,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+                std::ptr::from_mut(args).cast(),
+                &mut pidfd as *mut libc::c_int,
+            );
+            let e = io::Error::last_os_error();
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            if pid < 0 {
+                return Err(e);
+            }
+            pid
+        };
+        if pidfd < 0 {
+            // Not on a kernel with pidfds (checked before): wait for it here rather than
+            // leave it unwatched.
+            let _ = reap(pid, true);
+            return Err(io::Error::other("clone gave no pidfd"));
+        }
+        // SAFETY: the kernel gave us this descriptor (CLONE_PIDFD).
+        Ok((pid, unsafe { OwnedFd::from_raw_fd(pidfd) }))
+    })
+}
+
+/// The child, between `clone` and `execve`: system calls only (no allocation, no lock, no
+/// `errno` of ours), since it shares the engine's memory.
+extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildArgs` the waiting parent passed; each call is a plain
+    // system call on values it prepared.
+    unsafe {
+        let a = &mut *arg.cast::<ChildArgs>();
+        // No handler of the engine's may run here or survive into the program: handled
+        // signals go back to their default (ignored ones stay ignored, as across exec).
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        for sig in 1..=64 {
+            if sig == libc::SIGKILL
+                || sig == libc::SIGSTOP
+                || libc::sigaction(sig, std::ptr::null(), &mut sa) != 0
+            {
+                continue;
+            }
+            // SIGPIPE is ignored by Rust programs; the program gets the default.
+            if sa.sa_sigaction != libc::SIG_DFL
+                && (sa.sa_sigaction != libc::SIG_IGN || sig == libc::SIGPIPE)
+            {
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
+        let fail = |a: &mut ChildArgs, step: u32| -> libc::c_int {
+            a.error = *libc::__errno_location();
+            if a.error == 0 {
+                a.error = libc::EIO;
+            }
+            a.step = step;
+            libc::_exit(127)
+        };
+        if a.cgroup_procs >= 0 && libc::write(a.cgroup_procs, b"0".as_ptr().cast(), 1) != 1 {
+            return fail(a, STEP_CGROUP);
+        }
+        if libc::setpgid(0, 0) != 0 {
+            return fail(a, STEP_PGID);
+        }
+        let fds = a.fds;
+        for (target, fd) in fds.into_iter().enumerate() {
+            if libc::dup2(fd, target as libc::c_int) < 0 {
+                return fail(a, STEP_STDIO);
+            }
+        }
+        if libc::chdir(a.cwd) != 0 {
+            return fail(a, STEP_CWD);
+        }
+        let empty: libc::sigset_t = std::mem::zeroed();
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &empty,
+            std::ptr::null_mut::<libc::sigset_t>(),
+            8usize,
+        );
+        libc::execve(a.program, a.argv, a.envp);
+        fail(a, STEP_EXEC)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt as _;
+
+    async fn run(argv: &[&str], env: &[(&str, &str)], cwd: &Path) -> io::Result<(i32, String)> {
+        let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        let spec = Spec {
+            argv: &argv,
+            env_remove: &["HOME".to_owned()],
+            env: env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            cwd,
+            cgroup_procs: None,
+        };
+        let mut child = spawn(&spec)?.expect("a kernel with pidfds");
+        let mut out = String::new();
+        let mut stdout = child.stdout.take().expect("stdout");
+        stdout.read_to_string(&mut out).await?;
+        let status = child.wait().await?;
+        Ok((status.code().unwrap_or(-1), out))
+    }
+
+    #[tokio::test]
+    async fn a_process_gets_its_argv_env_directory_streams_and_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, out) = run(
+            &[
+                "sh",
+                "-c",
+                "echo \"$A $B ${HOME:-removed}\"; pwd; \
+                 test \"$(ps -o pgid= $$ | tr -d ' ')\" = $$ && echo own-group; \
+                 grep -E '^Sig(Blk|Ign)' /proc/self/status; read x || echo stdin-empty; exit 3",
+            ],
+            &[("A", "1"), ("B", "2"), ("A", "last")],
+            dir.path(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(code, 3);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "last 2 removed");
+        assert_eq!(
+            Path::new(lines[1]).canonicalize().unwrap(),
+            dir.path().canonicalize().unwrap()
+        );
+        assert_eq!(lines[2], "own-group");
+        // No signal blocked, and SIGPIPE (bit 13) not ignored: the program's defaults.
+        assert_eq!(lines[3], "SigBlk:\t0000000000000000");
+        let ign = u64::from_str_radix(lines[4].trim_start_matches("SigIgn:\t"), 16).unwrap();
+        assert_eq!(ign & (1 << (libc::SIGPIPE - 1)), 0, "{}", lines[4]);
+        assert_eq!(lines[5], "stdin-empty");
+    }
+
+    #[tokio::test]
+    async fn what_cannot_start_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = run(&["no-such-program-here"], &[], dir.path())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        let e = run(&["true"], &[], &dir.path().join("gone")).await.unwrap_err();
+        assert!(e.to_string().starts_with("cannot change directory: "), "{e}");
+        // A program found in the child's own PATH.
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::write(bin.join("hello"), "#!/bin/sh\necho hi\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join("hello"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let path = format!("{}:/usr/bin:/bin", bin.display());
+        let (code, out) = run(&["hello"], &[("PATH", &path)], dir.path()).await.unwrap();
+        assert_eq!((code, out.as_str()), (0, "hi\n"));
+    }
+
+    #[test]
+    fn programs_are_found_as_execvp_finds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        // Not executable in `a`, a directory of that name too: `b`'s is the one.
+        std::fs::write(a.join("tool"), "#!/bin/sh\n").unwrap();
+        std::fs::create_dir(a.join("sub")).unwrap();
+        std::fs::write(b.join("tool"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(b.join("tool"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let path = OsString::from(format!("{}:{}", a.display(), b.display()));
+        let found = resolve(OsStr::new("tool"), Some(&path), dir.path()).unwrap();
+        assert_eq!(found, b.join("tool"));
+        // With a slash it is taken as it is; a missing one is ENOENT.
+        assert_eq!(
+            resolve(OsStr::new("./x"), Some(&path), dir.path()).unwrap(),
+            PathBuf::from("./x")
+        );
+        let e = resolve(OsStr::new("nothing-here"), Some(&path), dir.path()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        // Relative directories are taken from the child's working directory.
+        let rel = OsString::from("b");
+        assert_eq!(
+            resolve(OsStr::new("tool"), Some(&rel), dir.path()).unwrap(),
+            b.join("tool")
+        );
+    }
+}
