@@ -62,9 +62,9 @@ fn csp_hash(script: &str) -> String {
 
 /// A phase of the dashboard: the view plus its log and tests.
 #[derive(Clone, Debug, Serialize)]
-struct DashPhase {
+struct DashPhase<'a> {
     #[serde(flatten)]
-    view: PhaseView,
+    view: &'a PhaseView,
     log: Option<LogView>,
     open: bool,
     problem: bool,
@@ -270,14 +270,14 @@ fn checksums(record: &RunRecord) -> Vec<Checksum> {
 }
 
 /// Attaches logs to phases within the options' budgets: failures first.
-fn dash_phases(
+fn dash_phases<'a>(
     record: &RunRecord,
     run_dir: &Path,
     options: &ReportOptions,
-    view: &RunView,
+    view: &'a RunView,
     files: &[TestFile],
-) -> Vec<DashPhase> {
-    let mut phases: Vec<DashPhase> = view
+) -> Vec<DashPhase<'a>> {
+    let mut phases: Vec<DashPhase<'a>> = view
         .phases
         .iter()
         .map(|p| {
@@ -289,7 +289,7 @@ fn dash_phases(
                     .add(f.counts());
             }
             DashPhase {
-                view: p.clone(),
+                view: p,
                 log: None,
                 open: matches!(p.status, "failed" | "timed_out") && !p.allowed_failure,
                 problem,
@@ -349,16 +349,96 @@ fn dash_phases(
     phases
 }
 
+/// One phase as the dashboard's script reads it, when the run is too large for markup: a
+/// JSON array (keys would double its size), in the order `assets/dashboard.js` reads it.
+struct PhaseRow<'a> {
+    view: &'a PhaseView,
+    /// Its element is in the page (a phase with a problem, an inlined log, artifacts or
+    /// tests).
+    markup: bool,
+    /// Its log file, relative to the run directory.
+    log: Option<&'a str>,
+}
+
+impl Serialize for PhaseRow<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple as _;
+        let v = self.view;
+        let mut t = s.serialize_tuple(20)?;
+        t.serialize_element(&v.id)?;
+        t.serialize_element(&v.kind)?;
+        t.serialize_element(v.class)?;
+        t.serialize_element(&v.label)?;
+        t.serialize_element(&v.attempts)?;
+        t.serialize_element(&v.exit_code)?;
+        t.serialize_element(&v.duration)?;
+        t.serialize_element(&v.reason)?;
+        t.serialize_element(&v.needs)?;
+        t.serialize_element(&v.left)?;
+        t.serialize_element(&v.width)?;
+        t.serialize_element(&u8::from(v.ran))?;
+        t.serialize_element(&u8::from(self.markup))?;
+        t.serialize_element(&v.started)?;
+        t.serialize_element(&v.finished)?;
+        t.serialize_element(&v.tags)?;
+        t.serialize_element(&v.outputs)?;
+        t.serialize_element(&v.description)?;
+        t.serialize_element(v.status)?;
+        t.serialize_element(&self.log)?;
+        t.end()
+    }
+}
+
+/// Whether a phase of a large run keeps its markup: it has something rows do not carry.
+fn has_markup(p: &DashPhase<'_>) -> bool {
+    p.problem
+        || p.log.as_ref().is_some_and(|l| l.text.is_some())
+        || p.tests.is_some()
+        || !p.view.artifacts.is_empty()
+}
+
+/// The rows of every phase as a JSON text that can stand inside a `<script>` element
+/// (`<`, `>` and `&` escaped, which JSON reads back as they were).
+fn phase_data(view: &RunView, phases: &[DashPhase<'_>]) -> Result<String, ReportError> {
+    let rows: Vec<PhaseRow<'_>> = view
+        .phases
+        .iter()
+        .zip(phases)
+        .map(|(view, p)| PhaseRow {
+            view,
+            markup: has_markup(p),
+            log: p.log.as_ref().map(|l| l.rel_path.as_str()),
+        })
+        .collect();
+    let json = serde_json::to_string(&rows).map_err(|e| ReportError::Template {
+        template: "dashboard.html",
+        source: minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string()),
+    })?;
+    let mut out = String::with_capacity(json.len() + json.len() / 64);
+    for c in json.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
 #[derive(Serialize)]
-struct DashboardContext {
-    run: RunView,
+struct DashboardContext<'a> {
+    run: &'a RunView,
     ok: bool,
     /// Failed and timed-out phases, for the box under the header.
-    failures: Vec<PhaseView>,
+    failures: Vec<&'a PhaseView>,
     failures_more: usize,
-    phases: Vec<DashPhase>,
+    phases: Vec<DashPhase<'a>>,
     compact: bool,
     page_size: usize,
+    /// Above `inline_phases`: every phase as data (see [`PhaseRow`]); `phases` then holds
+    /// only those whose element is in the page.
+    data: Option<Value>,
     dag: Option<Layout>,
     dag_summary: Vec<LayerSummary>,
     tests: Option<TestsView>,
@@ -380,17 +460,23 @@ pub(crate) fn dashboard(
 ) -> Result<String, ReportError> {
     let view = RunView::new(record);
     let files = junit::collect(record, run_dir);
-    let phases = dash_phases(record, run_dir, options, &view, &files);
+    let mut phases = dash_phases(record, run_dir, options, &view, &files);
+    let data = if view.phases.len() > options.inline_phases {
+        let data = phase_data(&view, &phases)?;
+        phases.retain(has_markup);
+        Some(Value::from_safe_string(data))
+    } else {
+        None
+    };
     let (dag, dag_summary) = if view.phases.len() <= options.dag_max_phases {
         (Some(dag::layout(&view.phases)), Vec::new())
     } else {
         (None, dag::summary(&view.phases))
     };
-    let mut failures: Vec<PhaseView> = view
+    let mut failures: Vec<&PhaseView> = view
         .phases
         .iter()
         .filter(|p| matches!(p.status, "failed" | "timed_out"))
-        .cloned()
         .collect();
     let failures_more = failures.len().saturating_sub(MAX_FAILURES_LISTED);
     failures.truncate(MAX_FAILURES_LISTED);
@@ -400,8 +486,9 @@ pub(crate) fn dashboard(
         failures_more,
         compact: view.phases.len() > COMPACT_TIMELINE,
         page_size: options.page_size.max(1),
+        data,
         artifacts: view.artifacts(),
-        run: view,
+        run: &view,
         phases,
         dag,
         dag_summary,

@@ -171,6 +171,11 @@ pub struct ReportOptions {
     pub page_size: usize,
     /// Largest graph drawn as SVG; larger ones get a per-column table (default 400).
     pub dag_max_phases: usize,
+    /// Largest run whose dashboard lists every phase as markup (default 1,000). Above it,
+    /// the phase list and the timeline are built by the page's script from one compact
+    /// JSON row per phase, a page at a time; phases with a problem, a log, artifacts or
+    /// tests keep their markup.
+    pub inline_phases: usize,
     /// How long Chromium may take to print the PDF (default 120 s).
     pub pdf_timeout: Duration,
     /// The Chromium to print with (default: the first of [`pdf::CHROMIUM_NAMES`] on `PATH`).
@@ -185,6 +190,7 @@ impl Default for ReportOptions {
             html_log_budget: 2 * 1024 * 1024,
             page_size: 100,
             dag_max_phases: 400,
+            inline_phases: 1000,
             pdf_timeout: Duration::from_secs(120),
             chromium: None,
         }

@@ -25,6 +25,8 @@ pub(crate) struct RunView {
     /// Phases per status, in a fixed order, only statuses that occur.
     pub counts: Vec<CountView>,
     pub total: usize,
+    /// Not given to templates as part of the run (they get the phases they show).
+    #[serde(skip)]
     pub phases: Vec<PhaseView>,
     /// Time axis of the timeline: its length in milliseconds and tick marks.
     pub span_ms: u64,

@@ -195,6 +195,37 @@ fn dashboard_filters_and_pages_in_chromium() {
 }
 
 #[test]
+fn a_large_dashboard_pages_from_its_data_in_chromium() {
+    let Some(chromium) = chromium() else { return };
+    let fx = fixtures::large(250);
+    let mut options = ReportOptions::default();
+    options.inline_phases = 100;
+    options.html_log_budget = 0;
+    let paths = write_reports(
+        &fx.record,
+        &fx.run_dir,
+        &[Format::Html],
+        &fx.run_dir,
+        &options,
+    )
+    .unwrap();
+    // The timeline is drawn from the data; linking to a phase on the third page builds
+    // that page and opens the phase.
+    let url = format!("{}#phase-phase-0230", orch_report::pdf::file_url(&paths[0]));
+    let dom = dump_dom(&chromium, &url);
+    assert_eq!(dom.matches("class=\"tl-bar ").count(), 250);
+    assert!(dom.contains("201–250 of 250"), "pager moved to the phase's page");
+    assert_eq!(dom.matches("<details class=\"phase ").count(), 50);
+    assert!(dom.contains("id=\"phase-phase-0230\" data-id=\"phase-0230\" data-kind=\"command\" data-status=\"succeeded\" data-class=\"succeeded\" data-problem=\"0\" open"));
+    assert!(dom.contains("<code>logs/phase-0230.log</code>"));
+    // The failure of the second page keeps its markup, and its page shows it.
+    let url = format!("{}#phase-phase-0193", orch_report::pdf::file_url(&paths[0]));
+    let dom = dump_dom(&chromium, &url);
+    assert!(dom.contains("101–200 of 250"), "pager moved to the failure's page");
+    assert!(dom.contains("failed, allowed"));
+}
+
+#[test]
 fn compliance_pdf_pages_and_text() {
     let Some(_) = chromium() else { return };
     if !poppler() {

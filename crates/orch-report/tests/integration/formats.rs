@@ -1,7 +1,9 @@
 //! Markdown, JUnit, HTML and JSON of built runs: snapshots and properties.
 
 use orch_core::RunRecord;
-use orch_report::{Format, ReportError, append_step_summary, write_default_reports};
+use orch_report::{
+    Format, ReportError, ReportOptions, append_step_summary, write_default_reports,
+};
 
 use crate::fixtures::{self, Fixture};
 use crate::{html_text, redacted, render_text};
@@ -192,6 +194,14 @@ fn formats_parse_by_name() {
     );
 }
 
+/// The rows of a large run's dashboard (its `phase-data` block).
+fn phase_rows(html: &str) -> Vec<serde_json::Value> {
+    let start = "<script type=\"application/json\" id=\"phase-data\">";
+    let at = html.find(start).expect("a phase-data block") + start.len();
+    let end = at + html[at..].find("</script>").expect("its end");
+    serde_json::from_str(&html[at..end]).expect("JSON rows")
+}
+
 #[test]
 fn large_runs_stay_small_and_paginated() {
     let fx = fixtures::large(2_000);
@@ -202,16 +212,53 @@ fn large_runs_stay_small_and_paginated() {
         "rendered 2000 phases: {} KiB of html in {elapsed:?}",
         html.len() / 1024
     );
-    assert_eq!(html.matches("class=\"tl-bar ").count(), 2_000);
+    // Too many phases for markup: the page's script draws the timeline and builds the
+    // list a page at a time from one row per phase. Phases with something rows do not
+    // carry (a failure, a log inlined within the budget) keep their markup.
+    let rows = phase_rows(&html);
+    assert_eq!(rows.len(), 2_000);
+    assert_eq!(rows[1999][0], "phase-1999");
     assert!(html.contains("timeline compact"));
-    // Only the first page of phases is shown at first.
-    assert_eq!(html.matches("<details class=\"phase ").count(), 2_000);
-    assert_eq!(html.matches("\" hidden>").count(), 1_900);
+    assert_eq!(html.matches("class=\"tl-bar ").count(), 0);
+    let marked = rows.iter().filter(|r| r[12] == 1).count();
+    assert_eq!(html.matches("<details class=\"phase ").count(), marked);
+    assert!((20..1_000).contains(&marked), "{marked} phases with markup");
+    assert_eq!(html.matches("\" hidden>").count(), 0);
     // Too many phases to draw the graph: a table per column instead.
     assert!(!html.contains("<svg class=\"dag\""));
     assert!(html.contains("too many to draw"));
-    assert!(html.len() < 8 * 1024 * 1024, "{} bytes", html.len());
+    assert!(html.len() < 3 * 1024 * 1024, "{} bytes", html.len());
     let md = render_text(&fx, Format::Markdown);
     assert!(md.contains("succeeded or skipped phases are not listed"));
     assert!(md.len() < 256 * 1024);
+}
+
+#[test]
+fn a_large_dashboard_carries_every_phase_as_escaped_data() {
+    let mut fx = fixtures::large(60);
+    let hostile = "</script><script>alert(1)</script><!--";
+    let p = fx.record.phases.get_mut("phase-0005").unwrap();
+    p.reason = Some(hostile.to_owned());
+    p.outputs.insert("k&<>".into(), hostile.into());
+    let small = render_text(&fx, Format::Html);
+    let mut options = ReportOptions::default();
+    options.inline_phases = 50;
+    options.html_log_budget = 0;
+    let html = String::from_utf8(
+        orch_report::render_with(&fx.record, &fx.run_dir, Format::Html, &options).unwrap(),
+    )
+    .unwrap();
+    // The data block and the page's script end; nothing from the record ends either.
+    assert_eq!(html.matches("</script>").count(), 2);
+    assert!(!html.contains("<!--"));
+    let rows = phase_rows(&html);
+    assert_eq!(rows.len(), 60);
+    let r = &rows[5];
+    assert_eq!((r[0].as_str(), r[7].as_str()), (Some("phase-0005"), Some(hostile)));
+    assert_eq!(r[16], serde_json::json!([["k&<>", hostile]]));
+    assert_eq!(r[19], "logs/phase-0005.log");
+    // No failure, and no log inlined with no budget: every phase is data.
+    assert_eq!(rows.iter().filter(|r| r[12] == 1).count(), 0);
+    assert_eq!(html.matches("<details class=\"phase ").count(), 0);
+    assert!(html.len() < small.len() / 2, "{} vs {}", html.len(), small.len());
 }
