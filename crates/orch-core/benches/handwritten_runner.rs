@@ -22,7 +22,10 @@ use std::time::Instant;
 use tokio::task::JoinSet;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let (needs, jobs, program) = match args.as_slice() {
         [] => (lattice(1000, 100), 2, "true".to_owned()),
         [file, jobs, rest @ ..] if rest.len() <= 1 => {

@@ -208,11 +208,7 @@ mod tests {
         assert_eq!(mode(f.path().parent().unwrap()), 0o700);
         assert_eq!(mode(&run.path().join(PRIVATE_DIR)), 0o700);
         let other = OutputFile::create(run.path(), "p", 1).unwrap();
-        assert_ne!(
-            f.path(),
-            other.path(),
-            "each attempt gets its own file"
-        );
+        assert_ne!(f.path(), other.path(), "each attempt gets its own file");
         std::fs::write(f.path(), "k=v\n").unwrap();
         assert_eq!(f.read(&Redactor::default()).unwrap()["k"], "v");
         assert!(other.read(&Redactor::default()).unwrap().is_empty());
@@ -235,7 +231,10 @@ mod tests {
         let long = "x".repeat(5000);
         std::fs::write(f.path(), format!("a=1\nlong={long}\nz=2\n")).unwrap();
         let o = f.read(&Redactor::default()).unwrap();
-        assert_eq!((o["a"].as_str(), o["long"].len(), o["z"].as_str()), ("1", 5000, "2"));
+        assert_eq!(
+            (o["a"].as_str(), o["long"].len(), o["z"].as_str()),
+            ("1", 5000, "2")
+        );
         // Replaced by the phase (a rename onto it): the new file is read, and removed.
         let tmp = run.path().join("tmp");
         std::fs::write(&tmp, "k=new\n").unwrap();

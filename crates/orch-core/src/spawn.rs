@@ -125,8 +125,7 @@ impl Drop for Child {
             return;
         }
         // Still running (its tree guard is killing it): reap it once it is gone.
-        let (Some(fd), Ok(rt)) = (self.pidfd.take(), tokio::runtime::Handle::try_current())
-        else {
+        let (Some(fd), Ok(rt)) = (self.pidfd.take(), tokio::runtime::Handle::try_current()) else {
             return;
         };
         let pid = self.pid;
@@ -599,8 +598,13 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
-        let e = run(&["true"], &[], &dir.path().join("gone")).await.unwrap_err();
-        assert!(e.to_string().starts_with("cannot change directory: "), "{e}");
+        let e = run(&["true"], &[], &dir.path().join("gone"))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("cannot change directory: "),
+            "{e}"
+        );
         // A program found in the child's own PATH.
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
@@ -609,7 +613,9 @@ mod tests {
         std::fs::set_permissions(bin.join("hello"), std::fs::Permissions::from_mode(0o755))
             .unwrap();
         let path = format!("{}:/usr/bin:/bin", bin.display());
-        let (code, out) = run(&["hello"], &[("PATH", &path)], dir.path()).await.unwrap();
+        let (code, out) = run(&["hello"], &[("PATH", &path)], dir.path())
+            .await
+            .unwrap();
         assert_eq!((code, out.as_str()), (0, "hi\n"));
     }
 
@@ -624,8 +630,7 @@ mod tests {
         std::fs::write(a.join("tool"), "#!/bin/sh\n").unwrap();
         std::fs::create_dir(a.join("sub")).unwrap();
         std::fs::write(b.join("tool"), "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(b.join("tool"), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(b.join("tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
         let path = OsString::from(format!("{}:{}", a.display(), b.display()));
         let found = resolve(OsStr::new("tool"), Some(&path), dir.path()).unwrap();
         assert_eq!(found, b.join("tool"));

@@ -214,14 +214,20 @@ fn a_large_dashboard_pages_from_its_data_in_chromium() {
     let url = format!("{}#phase-phase-0230", orch_report::pdf::file_url(&paths[0]));
     let dom = dump_dom(&chromium, &url);
     assert_eq!(dom.matches("class=\"tl-bar ").count(), 250);
-    assert!(dom.contains("201–250 of 250"), "pager moved to the phase's page");
+    assert!(
+        dom.contains("201–250 of 250"),
+        "pager moved to the phase's page"
+    );
     assert_eq!(dom.matches("<details class=\"phase ").count(), 50);
     assert!(dom.contains("id=\"phase-phase-0230\" data-id=\"phase-0230\" data-kind=\"command\" data-status=\"succeeded\" data-class=\"succeeded\" data-problem=\"0\" open"));
     assert!(dom.contains("<code>logs/phase-0230.log</code>"));
     // The failure of the second page keeps its markup, and its page shows it.
     let url = format!("{}#phase-phase-0193", orch_report::pdf::file_url(&paths[0]));
     let dom = dump_dom(&chromium, &url);
-    assert!(dom.contains("101–200 of 250"), "pager moved to the failure's page");
+    assert!(
+        dom.contains("101–200 of 250"),
+        "pager moved to the failure's page"
+    );
     assert!(dom.contains("failed, allowed"));
 }
 
