@@ -18,6 +18,8 @@ use crate::progress::{OutputOptions, Progress, ProgressMode};
 use crate::style::ColorChoice;
 use crate::summary::{Locations, summary};
 
+pub(crate) use orch_core::errors::chain;
+
 /// Runs software-delivery pipelines as a DAG of phases.
 #[derive(Parser, Debug)]
 #[command(
@@ -357,17 +359,6 @@ fn load(file: &FileArgs) -> Result<Pipeline, Failure> {
         }
         other => Failure::invalid(format!("error: {}", chain(&other))),
     })
-}
-
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }
 
 fn validate(a: &FileArgs) -> Result<u8, Failure> {

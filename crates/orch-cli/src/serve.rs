@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use orch_core::errors::chain;
 
 use crate::exit_codes::ExitCodes;
 use crate::output::errln;
@@ -86,15 +87,4 @@ pub fn serve(a: &ServeArgs) -> Result<u8, (String, u8)> {
             .map_err(|e| (format!("error: {}", chain(&e)), ExitCodes::FAILED))?;
         Ok(ExitCodes::OK)
     })
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }

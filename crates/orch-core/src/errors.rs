@@ -164,3 +164,28 @@ pub struct WriteFileError {
     #[source]
     pub source: std::io::Error,
 }
+
+/// An error and its sources in one line, `outer: inner: root`; a source whose text the
+/// line already holds is left out (many errors repeat their source in their message).
+///
+/// ```
+/// let io = std::io::Error::other("disk full");
+/// let e = orch_core::RunError::State { path: "/s/run.json".into(), source: io };
+/// assert_eq!(
+///     orch_core::errors::chain(&e),
+///     format!("{e}: disk full"),
+/// );
+/// ```
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = s.source();
+    }
+    line
+}

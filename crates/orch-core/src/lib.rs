@@ -22,6 +22,7 @@ pub mod ids;
 pub mod input;
 pub mod interpolate;
 pub mod journal;
+pub mod list_output;
 pub mod lock;
 mod orch_output;
 pub mod phase;

@@ -12,6 +12,9 @@ use tokio::sync::OnceCell;
 
 use crate::errors::ConnectError;
 
+/// One line for a bollard error: its message and its sources, without repeats.
+pub(crate) use orch_core::errors::chain as describe;
+
 /// Phases a `docker` agent runs at once when its `capacity` is not set.
 pub const DEFAULT_CAPACITY: usize = 2;
 
@@ -115,21 +118,6 @@ impl std::fmt::Display for Endpoint {
             Self::Tcp(a) => write!(f, "tcp://{a}"),
         }
     }
-}
-
-/// One line for a bollard error: its message and its sources, without repeats.
-pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = s.source();
-    }
-    message
 }
 
 /// The `with` table of a `docker` agent.

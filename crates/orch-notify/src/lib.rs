@@ -535,15 +535,7 @@ async fn deliver(shared: &Shared, t: &Target, client: &reqwest::Client, job: &Jo
 
 /// A request error without its URL (a webhook URL can be a credential).
 fn error_text(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
+    orch_core::errors::chain(&e.without_url())
 }
 
 fn unix(t: SystemTime) -> u64 {

@@ -11,6 +11,7 @@
 //! ```
 
 use orch_core::diagnostics::Diagnostics;
+pub use orch_core::errors::chain;
 use orch_core::{LoadError, RunError};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -106,21 +107,6 @@ impl From<Error> for PyErr {
     fn from(e: Error) -> Self {
         Python::attach(|py| e.into_pyerr(py))
     }
-}
-
-/// The error and its sources, in one line.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 fn path_str(p: &std::path::Path) -> String {

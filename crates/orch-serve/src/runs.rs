@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use orch_core::errors::chain;
 use orch_core::history;
 use orch_core::record::rfc3339;
 use orch_core::{
@@ -94,17 +95,6 @@ pub(crate) struct Manager {
     inner: Mutex<Inner>,
     wake: Notify,
     shutdown: watch::Sender<bool>,
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }
 
 /// `pipeline` loaded with `vars`; errors as text (rendered diagnostics).

@@ -84,17 +84,7 @@ impl PhaseError {
 
     /// A failure from an error, with its whole `source()` chain in one line.
     pub fn from_error(error: &(dyn std::error::Error + 'static)) -> Self {
-        let mut message = error.to_string();
-        let mut source = error.source();
-        while let Some(s) = source {
-            let text = s.to_string();
-            if !message.contains(&text) {
-                message.push_str(": ");
-                message.push_str(&text);
-            }
-            source = s.source();
-        }
-        Self::failed(message)
+        Self::failed(crate::errors::chain(error))
     }
 }
 

@@ -191,13 +191,8 @@ fn load_resume(
             path.display()
         )));
     }
-    let contents = crate::journal::read(&path).map_err(|e| {
-        let mut msg = e.to_string();
-        if let Some(src) = std::error::Error::source(&e) {
-            msg.push_str(&format!(": {src}"));
-        }
-        RunError::Resume(msg)
-    })?;
+    let contents =
+        crate::journal::read(&path).map_err(|e| RunError::Resume(crate::errors::chain(&e)))?;
     if contents.torn > 0 {
         tracing::warn!(
             "journal {} ends with {} bytes of an interrupted write; they are ignored",
