@@ -28,7 +28,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::discover::{ComposeRef, Discovery, Service};
 use crate::errors::ParityError;
-use crate::util;
 
 /// The version of the `discrepancy.json` format written by this build.
 pub const DISCREPANCY_FORMAT_VERSION: u32 = 1;
@@ -751,10 +750,13 @@ impl Phase for ParityPhase {
             ("critical_missing", s.critical_missing.to_string()),
             ("parity_percent", s.parity_percent.clone()),
             ("report", path.clone()),
-            ("missing_modules", util::json_list(report.missing_modules())),
+            (
+                "missing_modules",
+                orch_core::list_output::encode(report.missing_modules()),
+            ),
             (
                 "critical_missing_modules",
-                util::json_list(critical_missing),
+                orch_core::list_output::encode(critical_missing),
             ),
         ]);
         outcome.artifacts.push(Artifact {

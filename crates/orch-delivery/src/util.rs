@@ -78,12 +78,6 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// A list output: JSON array text.
-pub(crate) fn json_list<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
-    let items: Vec<String> = items.into_iter().map(|s| s.as_ref().to_owned()).collect();
-    serde_json::to_string(&items).unwrap_or_else(|_| "[]".to_owned())
-}
-
 /// Removes credentials from every URL in `text`: a password (`user:pass@` becomes
 /// `user:***@`) and, for `http`/`https` and other non-SSH schemes, a user name alone
 /// (`https://TOKEN@host` becomes `https://***@host`: tokens are given that way). SSH user

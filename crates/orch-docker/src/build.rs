@@ -316,7 +316,7 @@ impl Phase for BuildPhase {
         };
         let duration_ms = millis(started.elapsed());
         let tags: Vec<String> = r.tags.iter().map(ToString::to_string).collect();
-        let tags_json = serde_json::to_string(&tags).unwrap_or_else(|_| "[]".into());
+        let tags_json = orch_core::list_output::encode(&tags);
         if !tags.is_empty() {
             ctx.log(format!("tagged {}", tags.join(", ")));
         }

@@ -121,7 +121,9 @@ impl PushPhase {
                 phase: phase.to_owned(),
                 key: "tags".into(),
             };
-            ctx.lookup(&r).ok().map(|v| parse_list(&v))
+            ctx.lookup(&r)
+                .ok()
+                .map(|v| orch_core::list_output::decode(&v))
         };
         let mut all = Vec::new();
         for need in &self.needs {
@@ -239,19 +241,6 @@ pub(crate) fn build_candidates(
     found
 }
 
-/// A list output: a JSON array of strings, or comma-separated text.
-pub(crate) fn parse_list(text: &str) -> Vec<String> {
-    match serde_json::from_str::<Vec<String>>(text) {
-        Ok(v) => v,
-        Err(_) => text
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-    }
-}
-
 /// The digest in a push status line: `1.0: digest: sha256:... size: 528`.
 pub(crate) fn digest_in(status: &str) -> Option<String> {
     let rest = &status[status.find("digest: ")? + "digest: ".len()..];
@@ -323,10 +312,7 @@ impl Phase for PushPhase {
                 "digests",
                 serde_json::to_string(&digests).unwrap_or_else(|_| "{}".into()),
             ),
-            (
-                "tags",
-                serde_json::to_string(&tags).unwrap_or_else(|_| "[]".into()),
-            ),
+            ("tags", orch_core::list_output::encode(&tags)),
         ]);
         outcome.artifacts = artifacts;
         Ok(outcome)
@@ -516,11 +502,5 @@ mod tests {
         assert!(candidates(g, &["lint"]).is_empty());
         // Unknown ids (a context outside a run) find nothing.
         assert!(candidates(&[], &["test"]).is_empty());
-    }
-
-    #[test]
-    fn lists_are_json_or_commas() {
-        assert_eq!(parse_list(r#"["a:1","b:2"]"#), ["a:1", "b:2"]);
-        assert_eq!(parse_list("a:1, b:2,"), ["a:1", "b:2"]);
     }
 }

@@ -100,10 +100,7 @@ impl Phase for InventoryPhase {
                 ("branch", branch),
                 ("detached", flag(detached)),
                 ("dirty", flag(!dirty_files.is_empty())),
-                (
-                    "dirty_files",
-                    serde_json::to_string(&dirty_files).unwrap_or_else(|_| "[]".into()),
-                ),
+                ("dirty_files", orch_core::list_output::encode(&dirty_files)),
                 ("latest_tag", latest_tag),
                 (
                     "remotes",

@@ -171,10 +171,9 @@ impl Phase for ReportPhase {
             outcome.artifacts.push(artifact);
         }
         let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-        outcome.outputs.insert(
-            "paths".to_owned(),
-            serde_json::to_string(&list).unwrap_or_else(|_| "[]".to_owned()),
-        );
+        outcome
+            .outputs
+            .insert("paths".to_owned(), orch_core::list_output::encode(&list));
         Ok(outcome)
     }
 }

@@ -60,27 +60,11 @@ pub(crate) fn junit_paths(phase: &PhaseRecord) -> Vec<String> {
         .filter_map(|a| a.path.clone())
         .collect();
     if let Some(value) = phase.outputs.get("junit") {
-        paths.extend(split_paths(value));
+        paths.extend(orch_core::list_output::decode(value));
     }
     let mut seen = std::collections::BTreeSet::new();
     paths.retain(|p| !p.is_empty() && seen.insert(p.clone()));
     paths
-}
-
-/// Splits an output that lists paths: a JSON array, or comma-separated text.
-pub(crate) fn split_paths(value: &str) -> Vec<String> {
-    let trimmed = value.trim();
-    if trimmed.starts_with('[')
-        && let Ok(list) = serde_json::from_str::<Vec<String>>(trimmed)
-    {
-        return list;
-    }
-    trimmed
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 /// A JSON report a phase wrote (`discover` and `parity` publish its path as `report`),
@@ -266,9 +250,15 @@ mod tests {
 
     #[test]
     fn paths_lists_are_split() {
-        assert_eq!(split_paths("a.xml"), ["a.xml"]);
-        assert_eq!(split_paths(" a.xml, b.xml ,"), ["a.xml", "b.xml"]);
-        assert_eq!(split_paths(r#"["a,1.xml","b.xml"]"#), ["a,1.xml", "b.xml"]);
+        assert_eq!(orch_core::list_output::decode("a.xml"), ["a.xml"]);
+        assert_eq!(
+            orch_core::list_output::decode(" a.xml, b.xml ,"),
+            ["a.xml", "b.xml"]
+        );
+        assert_eq!(
+            orch_core::list_output::decode(r#"["a,1.xml","b.xml"]"#),
+            ["a,1.xml", "b.xml"]
+        );
     }
 
     #[test]

@@ -453,7 +453,6 @@ pub fn write(planned: &[PlannedFile]) -> Result<ScaffoldReport, ScaffoldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scaffold::phase::parse_names;
 
     #[test]
     fn names_and_paths() {
@@ -480,9 +479,6 @@ mod tests {
             assert!(check_rel_path(bad).is_err(), "{bad}");
         }
         assert_eq!(title_of("payments-gateway"), "Payments Gateway");
-        assert_eq!(parse_names("[\"a\",\"b\"]"), ["a", "b"]);
-        assert_eq!(parse_names(" a, b ,"), ["a", "b"]);
-        assert!(parse_names("[]").is_empty());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use orch_core::interpolate::Reference;
+use orch_core::list_output;
 use orch_core::{
     Description, KindError, Phase, PhaseContext, PhaseError, PhaseId, PhaseOutcome, PhaseSpec,
     PlanContext, Registry,
@@ -107,21 +108,6 @@ pub(crate) fn register(r: &mut Registry) {
     );
 }
 
-pub(super) fn parse_names(text: &str) -> Vec<String> {
-    let trimmed = text.trim();
-    if trimmed.starts_with('[')
-        && let Ok(list) = serde_json::from_str::<Vec<String>>(trimmed)
-    {
-        return list;
-    }
-    trimmed
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Missing, non-group modules of a parity report, and the groups left out.
 fn missing_from_report(path: &Path) -> Result<(Vec<ModuleToScaffold>, Vec<String>), ScaffoldError> {
     let bytes = std::fs::read(path).map_err(|source| ScaffoldError::Io {
@@ -185,7 +171,7 @@ impl Phase for ScaffoldPhase {
             Some(ModulesSetting::List(list)) => Some(list.iter().map(|n| ctx.render(n)).collect()),
             Some(ModulesSetting::Text(t)) => {
                 let rendered = ctx.render(t);
-                (!rendered.contains("<phases.")).then(|| parse_names(&rendered))
+                (!rendered.contains("<phases.")).then(|| list_output::decode(&rendered))
             }
             None => None,
         };
@@ -251,7 +237,7 @@ impl Phase for ScaffoldPhase {
                 }
                 out
             }
-            (Some(ModulesSetting::Text(t)), _) => parse_names(&render("modules", t)?)
+            (Some(ModulesSetting::Text(t)), _) => list_output::decode(&render("modules", t)?)
                 .into_iter()
                 .map(|name| ModuleToScaffold {
                     name,
@@ -301,8 +287,8 @@ impl Phase for ScaffoldPhase {
         let mut outcome = PhaseOutcome::with_outputs([
             ("created", result.created.len().to_string()),
             ("skipped", result.skipped.len().to_string()),
-            ("services", util::json_list(&names)),
-            ("files", util::json_list(&files)),
+            ("services", list_output::encode(&names)),
+            ("files", list_output::encode(&files)),
         ]);
         for name in &names {
             outcome.artifacts.push(orch_core::Artifact {

@@ -24,7 +24,7 @@ const PYTHON_FILES: [&str; 10] = [
 ];
 
 fn json_list(text: &str) -> Vec<String> {
-    serde_json::from_str(text).unwrap()
+    orch_core::list_output::decode(text)
 }
 
 /// Skips (or, with ORCH_REQUIRE_SERVICES=1, fails) when a toolchain is missing.
