@@ -343,7 +343,7 @@ fn load(file: &FileArgs) -> Result<Pipeline, Failure> {
     let options = LoadOptions {
         vars: parse_vars(&file.vars)?,
     };
-    Pipeline::load(&file.file, &crate::registry::full(), &options).map_err(|e| match e {
+    Pipeline::load(&file.file, &orch_kinds::registry(), &options).map_err(|e| match e {
         LoadError::Invalid(d) => {
             // `plan`/`run --format json`: the problems as `validate --format json` gives
             // them, on stdout; the rendered ones still go to stderr.
@@ -365,7 +365,7 @@ fn validate(a: &FileArgs) -> Result<u8, Failure> {
     let options = LoadOptions {
         vars: parse_vars(&a.vars)?,
     };
-    match Pipeline::load(&a.file, &crate::registry::full(), &options) {
+    match Pipeline::load(&a.file, &orch_kinds::registry(), &options) {
         Ok(p) => {
             if a.format == OutFormat::Json {
                 outln!(

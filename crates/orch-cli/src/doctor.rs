@@ -44,7 +44,7 @@ pub fn doctor(a: &DoctorArgs) -> Result<u8, (String, u8)> {
                 .state_dir
                 .clone()
                 .unwrap_or_else(|| history::state_dir_of(file));
-            let registry = crate::registry::full();
+            let registry = orch_kinds::registry();
             let mut needs = Needs::of_file(file, state_dir, &registry, &env).map_err(|e| {
                 (
                     format!("error: {}", crate::app::chain(&e)),

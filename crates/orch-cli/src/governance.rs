@@ -55,7 +55,7 @@ pub fn policy(a: &PolicyArgs) -> Outcome {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let p =
-        Pipeline::load(file, &crate::registry::full(), &LoadOptions { vars }).map_err(
+        Pipeline::load(file, &orch_kinds::registry(), &LoadOptions { vars }).map_err(
             |e| match e {
                 orch_core::LoadError::Invalid(d) => invalid(d.render()),
                 other => invalid(format!("error: {}", crate::app::chain(&other))),

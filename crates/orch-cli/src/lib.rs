@@ -13,7 +13,6 @@ mod init;
 mod live;
 mod output;
 mod progress;
-mod registry;
 mod reports;
 mod serve;
 mod stats;

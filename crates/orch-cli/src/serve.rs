@@ -33,7 +33,7 @@ pub struct ServeArgs {
 
 /// Serves until SIGINT or SIGTERM.
 pub fn serve(a: &ServeArgs) -> Result<u8, (String, u8)> {
-    let mut options = orch_serve::ServeOptions::new(&a.file, crate::registry::full());
+    let mut options = orch_serve::ServeOptions::new(&a.file, orch_kinds::registry());
     options.bind = a.bind.clone();
     options.token_file = a.token_file.clone();
     options.state_dir = a.state_dir.clone();

@@ -36,8 +36,8 @@ pub fn registry() -> &'static Registry {
     REGISTRY.get_or_init(full_registry)
 }
 
-/// Builds the full registry, as `orch-cli`'s `registry::full` does: the core kinds
-/// (`command`, `gate`), then delivery, docker, git, quality, report and system.
+/// Builds the full registry: every kind and agent type orch ships ([`orch_kinds`], the
+/// list the `orch` binary loads too).
 ///
 /// ```
 /// let r = orch_py::runtime::full_registry();
@@ -46,12 +46,5 @@ pub fn registry() -> &'static Registry {
 /// }
 /// ```
 pub fn full_registry() -> Registry {
-    let mut r = Registry::with_builtins();
-    orch_delivery::register(&mut r);
-    orch_docker::register(&mut r);
-    orch_git::register(&mut r);
-    orch_quality::register(&mut r);
-    orch_report::register(&mut r);
-    orch_system::register(&mut r);
-    r
+    orch_kinds::registry()
 }
