@@ -12,4 +12,4 @@ TRIALS=${TRIALS:-2000}
 SEED=${SEED:-1000000}
 
 ORCH_TORTURE_TRIALS=$TRIALS ORCH_TORTURE_SEED=$SEED \
-    cargo test -p orch-cli --test durable -- --exact torture::crash_resume_torture --nocapture
+    cargo test -p orch-cli --test cli -- --exact durable::torture::crash_resume_torture --nocapture

@@ -6,6 +6,7 @@
 mod commands;
 mod delivery;
 mod doctor;
+mod durable;
 mod engine;
 mod errors;
 mod governance;

@@ -13,17 +13,7 @@ use crate::support::{Ws, redactions};
 pub fn orch(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_orch"));
     c.args(args).current_dir(dir);
-    for var in [
-        "ORCH_JOBS",
-        "ORCH_STATE_DIR",
-        "ORCH_PROGRESS",
-        "ORCH_COLOR",
-        "ORCH_GRACE",
-        "ORCH_JOURNAL",
-        "ORCH_FAILPOINT",
-        "NO_COLOR",
-        "GITHUB_STEP_SUMMARY",
-    ] {
+    for var in orch_test_utils::SETTINGS {
         c.env_remove(var);
     }
     c

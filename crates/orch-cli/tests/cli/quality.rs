@@ -18,17 +18,6 @@ needs = ["secrets"]
 with = { sarif = ["${{ phases.secrets.outputs.report }}"], coverage = ["cov/lcov.info"], conditions = ["findings.error == 0", "coverage >= 50"], threshold = 50 }
 "#;
 
-fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            files_under(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
 #[test]
 fn a_quality_gate_fails_on_a_committed_token_and_reports_show_it() {
     let ws = Ws::new(PIPELINE);
@@ -85,9 +74,7 @@ fn a_quality_gate_fails_on_a_committed_token_and_reports_show_it() {
 
     assert!(!run.stdout.contains(&token) && !run.stderr.contains(&token));
     assert!(!compliance.stdout.contains(&token));
-    let mut written = Vec::new();
-    files_under(&ws.path().join(".orch"), &mut written);
-    for path in written {
+    for path in orch_test_utils::files_under(&ws.path().join(".orch")) {
         let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
         assert!(!text.contains(&token), "{} holds the token", path.display());
     }

@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use orch_test_utils::files_under;
+
 use crate::support::{Run, Ws};
 
 /// Secret shapes: plain, with quotes and backslashes, with control characters, spanning
@@ -57,24 +59,6 @@ fn revealing_forms(secret: &str) -> Vec<(String, Vec<u8>)> {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Every regular file under `dir`, recursively (symlinks not followed).
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let t = entry.file_type().unwrap();
-            if t.is_dir() {
-                stack.push(entry.path());
-            } else if t.is_file() {
-                out.push(entry.path());
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// The phases of the matrix pipeline: (id, what it does), each one emission form.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::support::{Running, Ws, poll, signal};
+use super::support::{Running, Ws, poll, signal};
 
 /// How a phase's process tries to outlive it. `{T}` is the case's token (a `sleep`
 /// duration) and `{R}` the file it touches once it runs; `{SH}`, `{TOUCH}`, `{SLEEP}`,
@@ -75,7 +75,7 @@ fn holders(token: &str) -> Vec<i32> {
             let pid: i32 = e.file_name().to_str()?.parse().ok()?;
             let argv = std::fs::read(e.path().join("cmdline")).ok()?;
             let argv = String::from_utf8_lossy(&argv);
-            (argv.contains(token) && crate::support::alive(pid)).then_some(pid)
+            (argv.contains(token) && super::support::alive(pid)).then_some(pid)
         })
         .collect()
 }

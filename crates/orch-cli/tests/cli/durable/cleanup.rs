@@ -8,7 +8,7 @@ use nix::sys::signal::Signal;
 use orch_core::RunStatus;
 use orch_core::journal::{self, Entry};
 
-use crate::support::{Ws, assert_all_gone, poll, signal};
+use super::support::{Ws, assert_all_gone, poll, signal};
 
 /// A phase that leaves three kinds of descendants and records their pids.
 const TREE: &str = r#"
@@ -87,10 +87,10 @@ fn interrupted(sig: Signal, twice: bool) {
         // The first signal has landed once the graceful SIGTERM killed the forked child
         // (the one that ignores SIGTERM lives on); the second must skip the 60s grace.
         poll(Duration::from_secs(5), "the graceful SIGTERM", || {
-            (!crate::support::alive(pids[1])).then_some(())
+            (!super::support::alive(pids[1])).then_some(())
         });
         assert!(
-            crate::support::alive(pids[2]),
+            super::support::alive(pids[2]),
             "the TERM-ignoring child waits for SIGKILL"
         );
         signal(child.id(), sig);

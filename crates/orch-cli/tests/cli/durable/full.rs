@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::Ws;
+use super::support::Ws;
 
 /// A tmpfs of `kib` KiB mounted on a fresh directory; unmounted on drop.
 struct Tmpfs {

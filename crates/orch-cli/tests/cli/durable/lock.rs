@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::support::{Ws, alive, poll, signal};
+use super::support::{Ws, alive, poll, signal};
 
 const PIPELINE: &str = r#"
 [pipeline]

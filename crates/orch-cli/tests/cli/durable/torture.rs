@@ -23,7 +23,7 @@ use nix::sys::signal::Signal;
 use orch_core::journal::{self, Entry};
 use orch_core::{PhaseStatus, RunId};
 
-use crate::support::{Running, Ws, signal};
+use super::support::{Running, Ws, signal};
 
 const PHASE_SH: &str = r#"#!/bin/sh
 # phase.sh NAME [flaky|fail]: one torture phase.
@@ -280,7 +280,7 @@ fn trial(crashes: &[Crash]) -> Result<String, String> {
     }
     let mut ws = ws;
     check(&ws).map_err(|e| {
-        ws.dir.disable_cleanup(true);
+        ws.keep();
         format!(
             "{e}\n  story: {story}\n  workspace kept at {}",
             ws.path().display()
@@ -407,7 +407,7 @@ fn check(ws: &Ws) -> Result<(), String> {
     for (id, _) in &chain {
         let left: Vec<i32> = orch_core::process::marked_processes(id, None)
             .into_iter()
-            .filter(|p| crate::support::alive(*p))
+            .filter(|p| super::support::alive(*p))
             .collect();
         if !left.is_empty() {
             return Err(format!("processes of run {id} left: {left:?}"));

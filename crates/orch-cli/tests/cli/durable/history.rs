@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Ws, poll};
+use super::support::{Ws, poll};
 
 const PIPELINE: &str = r#"
 [pipeline]
