@@ -211,9 +211,28 @@ fn is_subreaper() -> bool {
     r == 0 && on != 0
 }
 
+/// Processes started on purpose to outlive the run (a proxy that serves users), which
+/// [`kill_orphans`] leaves alone.
+static KEPT: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Marks a process that an in-process kind started as a daemon meant to outlive the run
+/// (the deployment proxy): when it is re-parented to this process, [`kill_orphans`] does
+/// not kill it. Only code in this process can mark one; a phase's commands cannot.
+pub fn keep_alive(pid: i32) {
+    if let Ok(mut kept) = KEPT.lock()
+        && !kept.contains(&pid)
+    {
+        kept.push(pid);
+    }
+}
+
+fn is_kept(pid: i32) -> bool {
+    KEPT.lock().map(|k| k.contains(&pid)).unwrap_or(false)
+}
+
 /// After a run's phases are all over, in a process that [`adopt_orphans`]: kills and reaps
-/// every child of this process but `keep` (orphans of phases, re-parented here). Returns how
-/// many there were.
+/// every child of this process but `keep` and those marked with [`keep_alive`] (orphans of
+/// phases, re-parented here). Returns how many there were.
 pub fn kill_orphans(keep: &[i32]) -> usize {
     if !is_subreaper() {
         return 0;
@@ -231,7 +250,7 @@ pub fn kill_orphans(keep: &[i32]) -> usize {
         else {
             continue;
         };
-        if keep.contains(&pid) {
+        if keep.contains(&pid) || is_kept(pid) {
             continue;
         }
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {

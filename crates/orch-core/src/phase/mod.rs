@@ -62,6 +62,15 @@ pub enum PhaseError {
         /// Exit code, for processes.
         exit_code: Option<i32>,
     },
+    /// The attempt failed and still has outputs to publish (a deployment that rolled back
+    /// says so in `status`); retried like [`PhaseError::Failed`].
+    #[error("{message}")]
+    FailedWithOutputs {
+        /// What went wrong, one line.
+        message: String,
+        /// Outputs later phases and the record see.
+        outputs: Outputs,
+    },
     /// The phase noticed cancellation and stopped.
     #[error("cancelled")]
     Cancelled,

@@ -379,6 +379,17 @@ impl Engine {
                     },
                 )
             }
+            Outcome::Done(Err(PhaseError::FailedWithOutputs { message, outputs })) => {
+                self.breaker_failure(ai);
+                (
+                    PhaseStatus::Failed,
+                    message,
+                    PhaseOutcome {
+                        outputs,
+                        ..PhaseOutcome::default()
+                    },
+                )
+            }
             Outcome::TimedOut(t) => {
                 self.breaker_failure(ai);
                 (
