@@ -4,7 +4,7 @@
 //!
 //! ```
 //! let r = orch_kinds::registry();
-//! for kind in ["command", "gate", "discover", "docker.build", "git.tag", "quality", "report", "system.check"] {
+//! for kind in ["command", "gate", "discover", "docker.build", "git.tag", "quality", "report", "system.check", "deploy", "http.check"] {
 //!     assert!(r.kind(kind).is_some(), "{kind}");
 //! }
 //! ```
@@ -18,10 +18,11 @@ pub fn registry() -> Registry {
     r
 }
 
-/// Adds every adapter's kinds and agent types to `r`: delivery, docker, git, quality,
-/// report and system.
+/// Adds every adapter's kinds and agent types to `r`: delivery, deploy, docker, git,
+/// quality, report and system.
 pub fn register(r: &mut Registry) {
     orch_delivery::register(r);
+    orch_deploy::register(r);
     orch_docker::register(r);
     orch_git::register(r);
     orch_quality::register(r);

@@ -41,7 +41,7 @@ def test_every_cli_kind_is_registered() -> None:
         "command", "gate", "discover", "parity", "scaffold", "package", "package.verify",
         "docker.build", "docker.push", "docker.run", "git.inventory", "git.snapshot",
         "git.rollback", "git.tag", "git.changelog", "report", "quality", "secrets.scan",
-        "system.check",
+        "system.check", "deploy", "deploy.rollback", "deploy.audit", "http.check",
     ]:
         assert kind in kinds, kind
     assert kinds["docker.build"] == "docker" and kinds["git.tag"] == "git"
