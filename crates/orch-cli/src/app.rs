@@ -78,6 +78,11 @@ enum Command {
     /// What orch and the pipeline need from this machine (engines, git, Chromium, HAProxy,
     /// the state directory, disk, memory, GPU): exit 0 when nothing is missing, 1 otherwise.
     Doctor(crate::doctor::DoctorArgs),
+    /// Switch a deployed service back to its previous version at once (recorded as a run).
+    Rollback(crate::deploy::RollbackArgs),
+    /// Deployed services: `deploy status [SERVICE]` shows what serves, `deploy stop
+    /// SERVICE` ends a service's containers and its proxy.
+    Deploy(crate::deploy::DeployArgs),
     /// Write a commented orch.toml that runs as it is (never overwrites).
     Init(crate::init::InitArgs),
     /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
@@ -302,6 +307,11 @@ pub fn main() -> ExitCode {
         }
         Command::Doctor(a) => {
             crate::doctor::doctor(&a).map_err(|(message, code)| Failure { message, code })
+        }
+        Command::Rollback(a) => crate::deploy::rollback(&a, cli.color)
+            .map_err(|(message, code)| Failure { message, code }),
+        Command::Deploy(a) => {
+            crate::deploy::deploy(&a).map_err(|(message, code)| Failure { message, code })
         }
         Command::Init(a) => {
             crate::init::init(&a).map_err(|(message, code)| Failure { message, code })

@@ -5,6 +5,7 @@
 
 mod app;
 mod completions;
+mod deploy;
 mod doctor;
 mod exit_codes;
 mod governance;

@@ -261,7 +261,23 @@ fn output<'a>(record: &'a serde_json::Value, phase: &str, key: &str) -> &'a str 
 fn is_docker(phase: &serde_json::Value) -> bool {
     phase["kind"]
         .as_str()
-        .is_some_and(|k| k.starts_with("docker."))
+        .is_some_and(|k| k.starts_with("docker.") || k.starts_with("deploy"))
+}
+
+/// A free port on 127.0.0.1.
+fn free_listen() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").to_string()
+}
+
+/// Ends the example's deployed services (their proxies and containers outlive the run).
+fn stop_services(host: &Host) {
+    for service in ["staging", "production"] {
+        let _ = Command::new(env!("CARGO_BIN_EXE_orch"))
+            .args(["deploy", "stop", service])
+            .current_dir(host.example())
+            .output();
+    }
 }
 
 /// The manifest digest the registry itself reports for REPO:TAG (HEAD on the v2 API).
@@ -329,11 +345,19 @@ fn the_delivery_example_runs_end_to_end_with_docker_and_a_registry() {
     {
         return;
     }
+    if !available(
+        "haproxy is not installed",
+        succeeds("haproxy", &["-v"]),
+        "run scripts/install/haproxy.sh",
+    ) {
+        return;
+    }
     let Some((registry, user, password)) = registry() else {
         return;
     };
     let host = Host::new();
     let before = host.state();
+    let (staging, production) = (free_listen(), free_listen());
     let (code, out) = host.run(
         &[
             "--var",
@@ -342,9 +366,14 @@ fn the_delivery_example_runs_end_to_end_with_docker_and_a_registry() {
             &format!("registry_user={user}"),
             "--var",
             "push=true",
+            "--var",
+            &format!("staging_listen={staging}"),
+            "--var",
+            &format!("production_listen={production}"),
         ],
         &[("ORCH_REGISTRY_PASSWORD", password.as_str())],
     );
+    stop_services(&host);
     assert_eq!(code, 0, "orch run failed:\n{out}");
     let rec = host.record();
     assert_eq!(rec["status"], "succeeded");
@@ -358,9 +387,24 @@ fn the_delivery_example_runs_end_to_end_with_docker_and_a_registry() {
     assert!(not_ok.is_empty(), "phases that did not succeed: {not_ok:?}");
     assert_eq!(
         phases(&rec).values().filter(|p| is_docker(p)).count(),
-        8,
-        "base, five builds, the smoke test and the push"
+        11,
+        "base, five builds, the smoke test, the push, two deployments and their audit"
     );
+
+    // The gateway went to staging (blue-green), passed its smoke test, and went to
+    // production by canary, behind orch's proxies; the audit found no drift.
+    let gateway = format!("{registry}/orch-delivery/gateway:1.0.0");
+    assert_eq!(output(&rec, "staging", "status"), "deployed");
+    assert_eq!(output(&rec, "staging", "version"), gateway);
+    assert_eq!(output(&rec, "staging", "url"), format!("http://{staging}/"));
+    assert_eq!(output(&rec, "smoke", "status"), "200");
+    assert_eq!(output(&rec, "production", "status"), "deployed");
+    assert_eq!(output(&rec, "production", "strategy"), "canary");
+    assert_eq!(
+        output(&rec, "production", "url"),
+        format!("http://{production}/")
+    );
+    assert_eq!(output(&rec, "deployed", "drift"), "0");
 
     // Discovery, parity and the gate: the numbers the example is built to give.
     assert_eq!(output(&rec, "discover", "services"), "5");
@@ -442,6 +486,8 @@ fn the_delivery_example_runs_end_to_end_with_docker_and_a_registry() {
         &std::fs::read_to_string(reports.join("compliance.html")).expect("compliance.html"),
     );
     for needle in [
+        "7. Deployments",
+        "Service <code>production</code> (canary",
         "Discovery",
         "Parity",
         "41.7",
@@ -491,7 +537,17 @@ fn without_an_engine_the_docker_phases_are_skipped_and_everything_else_runs() {
     assert_eq!(rec["status"], "succeeded");
     let mut skipped = Vec::new();
     for (id, p) in phases(&rec) {
-        if is_docker(p) {
+        if id == "smoke" || id == "traffic" {
+            // They need a deployment: `when` says there is none.
+            assert_eq!(p["status"], "skipped", "{id}: {p}");
+            assert!(
+                p["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("`when` is false"),
+                "{id}: {p}"
+            );
+        } else if is_docker(p) {
             assert_eq!(p["status"], "skipped", "{id}: {p}");
             let reason = p["reason"].as_str().unwrap_or_default();
             assert!(
@@ -513,7 +569,10 @@ fn without_an_engine_the_docker_phases_are_skipped_and_everything_else_runs() {
             "image-payments-ledger",
             "image-email-worker",
             "smoke-gateway",
-            "push"
+            "push",
+            "staging",
+            "production",
+            "deployed"
         ]
     );
     // Visibly: the run's summary says why.

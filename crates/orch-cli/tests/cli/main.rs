@@ -5,6 +5,7 @@
 
 mod commands;
 mod delivery;
+mod deploy;
 mod doctor;
 mod durable;
 mod engine;
