@@ -528,6 +528,7 @@ struct ComplianceContext {
     tag: Option<String>,
     policy: Vec<PolicyRow>,
     audit: Option<orch_core::record::AuditHead>,
+    deployments: Vec<crate::deploy::DeploymentView>,
     version: &'static str,
 }
 
@@ -597,6 +598,7 @@ pub(crate) fn compliance(record: &RunRecord, run_dir: &Path) -> Result<String, R
         checksums: checksums(record),
         policy: policy_rows(record),
         audit: record.audit.clone(),
+        deployments: crate::deploy::sections(record, run_dir),
         run: view,
         version: env!("CARGO_PKG_VERSION"),
     };

@@ -62,6 +62,7 @@ use std::time::Duration;
 use orch_core::RunRecord;
 
 mod dag;
+mod deploy;
 pub mod errors;
 mod html;
 mod junit;

@@ -305,7 +305,7 @@ fn compliance_pdf_pages_and_text() {
         assert!(all.contains(needle), "the pdf lacks {needle:?}:\n{all}");
     }
     let last = text(pages.len(), pages.len());
-    assert!(last.contains("9. Sign-off"), "{last}");
+    assert!(last.contains("10. Sign-off"), "{last}");
     assert!(last.contains("Release manager"));
     assert!(!text(1, pages.len() - 1).contains("Release manager"));
 }
