@@ -12,7 +12,8 @@ use orch_core::{
 
 use crate::exit_codes::ExitCodes;
 use crate::output::{err, out, outln};
-use crate::progress::{ColorChoice, OutputOptions, Progress, ProgressMode};
+use crate::progress::{OutputOptions, Progress, ProgressMode};
+use crate::style::ColorChoice;
 use crate::summary::{Locations, summary};
 
 type Outcome = Result<u8, (String, u8)>;

@@ -77,4 +77,8 @@ pub fn register(registry: &mut Registry) {
     ops::register(registry);
     audit::register(registry);
     check::register(registry);
+    // `rolling` runs on a `swarm` agent; a rollback or audit of such a service may name it.
+    for kind in ["deploy", "deploy.rollback", "deploy.audit"] {
+        registry.allow_agent_type(kind, "swarm");
+    }
 }
