@@ -12,6 +12,7 @@
 #
 #   benches/deploy_switch.sh           # N=10
 #   FORCE=1 benches/deploy_switch.sh   # a smoke run: N=2
+#   ORCH=target/debug/orch ...         # use that binary instead of building a release one
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,8 +22,11 @@ if [[ -n ${FORCE:-} ]]; then N=2; fi
 bash "$ROOT/scripts/install/docker.sh" >/dev/null
 bash "$ROOT/scripts/install/haproxy.sh" >/dev/null
 bash "$ROOT/scripts/services/docker.sh" start 2>/dev/null
-(cd "$ROOT" && cargo build -q --release -p orch-cli)
-ORCH="$ROOT/target/release/orch"
+if [[ -z ${ORCH:-} ]]; then
+  (cd "$ROOT" && cargo build -q --release -p orch-cli)
+  ORCH="$ROOT/target/release/orch"
+fi
+ORCH=$(cd "$(dirname "$ORCH")" && pwd)/$(basename "$ORCH")
 
 WORK=$(mktemp -d /tmp/orch-bench-deploy.XXXXXX)
 CLIENT_PID=
@@ -124,6 +128,6 @@ kill "$CLIENT_PID" 2>/dev/null || true
 CLIENT_PID=
 
 echo "deploy_switch (N=$N, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
-printf '  blue-green, healthy -> all traffic:    %s' "$(printf '%s\n' "${switches[@]}" | median)"
+printf '  blue-green, healthy -> all traffic:    %s\n' "$(printf '%s\n' "${switches[@]}" | median)"
 echo "  client requests that failed during the blue-green deployments: $bg_failed"
-printf '  canary, bad step -> all traffic back:  %s' "$(printf '%s\n' "${rollbacks[@]}" | median)"
+printf '  canary, bad step -> all traffic back:  %s\n' "$(printf '%s\n' "${rollbacks[@]}" | median)"
