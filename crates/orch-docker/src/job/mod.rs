@@ -21,23 +21,18 @@
 //!    are removed; Swarm then removes the task's container on its node.
 
 use std::collections::HashMap;
-use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use bollard::Docker;
-use bollard::container::LogOutput;
 use bollard::models::{
     EndpointSpec, EndpointSpecModeEnum, Limit, Mount as SwarmMount, MountType,
-    NetworkAttachmentConfig, NodeState, ResourceObject, SecretSpec, ServiceSpec, ServiceSpecMode,
+    NetworkAttachmentConfig, ResourceObject, SecretSpec, ServiceSpec, ServiceSpecMode,
     ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecFile,
     TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
-    TaskSpecRestartPolicyConditionEnum, TaskState,
+    TaskSpecRestartPolicyConditionEnum,
 };
-use bollard::query_parameters::{ListNodesOptions, ListTasksOptionsBuilder, LogsOptionsBuilder};
-use futures_util::{Stream as FutStream, StreamExt};
-use orch_core::{PhaseContext, PhaseError, PhaseOutcome, Stream};
-use serde::Deserialize;
+use orch_core::{PhaseContext, PhaseError, PhaseOutcome};
 
 use crate::agent::Endpoint;
 use crate::cleanup::{PHASE_LABEL, RUN_LABEL};
@@ -65,110 +60,11 @@ const MANAGER_SILENCE_LIMIT: Duration = Duration::from_secs(15);
 /// How long a drop (a timeout) waits for the service's removal.
 const DROP_REMOVAL_LIMIT: Duration = Duration::from_secs(30);
 
-/// `resources` of a swarm phase: reservations (what Swarm needs free on a node to place the
-/// task) and limits (what the container may use).
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Resources {
-    /// CPUs reserved (and the limit unless `limit_cpus` is set): `0.5`, `2`.
-    #[serde(default)]
-    pub cpus: Option<f64>,
-    /// Memory reserved (and the limit unless `limit_memory` is set): `"256MiB"`, `"1G"`.
-    #[serde(default)]
-    pub memory: Option<String>,
-    /// CPU limit above the reservation.
-    #[serde(default)]
-    pub limit_cpus: Option<f64>,
-    /// Memory limit above the reservation.
-    #[serde(default)]
-    pub limit_memory: Option<String>,
-}
+mod resources;
+mod watch;
 
-/// [`Resources`] in Swarm's units (nano-CPUs, bytes), checked.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ResourceSpec {
-    /// Reserved nano-CPUs.
-    pub reserve_nano_cpus: Option<i64>,
-    /// Reserved bytes.
-    pub reserve_memory: Option<i64>,
-    /// Limit in nano-CPUs.
-    pub limit_nano_cpus: Option<i64>,
-    /// Limit in bytes.
-    pub limit_memory: Option<i64>,
-}
-
-impl Resources {
-    /// Checks the values and converts them.
-    pub fn to_spec(&self) -> Result<ResourceSpec, String> {
-        let cpus = |key: &str, v: Option<f64>| -> Result<Option<i64>, String> {
-            match v {
-                None => Ok(None),
-                Some(c) if c.is_finite() && c > 0.0 && c <= 1024.0 => {
-                    Ok(Some((c * 1e9).round() as i64))
-                }
-                Some(c) => Err(format!(
-                    "`resources.{key} = {c}`: expected a number of CPUs above 0 (0.5, 2)"
-                )),
-            }
-        };
-        let memory = |key: &str, v: &Option<String>| -> Result<Option<i64>, String> {
-            v.as_deref()
-                .map(|m| parse_memory(m).map_err(|e| format!("`resources.{key}`: {e}")))
-                .transpose()
-        };
-        let spec = ResourceSpec {
-            reserve_nano_cpus: cpus("cpus", self.cpus)?,
-            reserve_memory: memory("memory", &self.memory)?,
-            limit_nano_cpus: cpus("limit_cpus", self.limit_cpus)?,
-            limit_memory: memory("limit_memory", &self.limit_memory)?,
-        };
-        for (key, reserve, limit) in [
-            ("cpus", spec.reserve_nano_cpus, spec.limit_nano_cpus),
-            ("memory", spec.reserve_memory, spec.limit_memory),
-        ] {
-            if let (Some(r), Some(l)) = (reserve, limit)
-                && l < r
-            {
-                return Err(format!(
-                    "`resources.limit_{key}` is below `resources.{key}` (the reservation)"
-                ));
-            }
-        }
-        Ok(spec)
-    }
-}
-
-/// Parses `"256MiB"`, `"1GiB"`, `"512MB"`, `"64m"` (a single letter is binary, as in
-/// `docker run --memory`), `"1048576"` (bytes).
-pub fn parse_memory(text: &str) -> Result<i64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size (`256MiB`, `1GiB`, `512MB`)"))?;
-    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kib" => 1024.0,
-        "m" | "mib" => 1024.0 * 1024.0,
-        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        "kb" => 1e3,
-        "mb" => 1e6,
-        "gb" => 1e9,
-        other => {
-            return Err(format!(
-                "`{text}`: unknown unit `{other}` (B, KiB, MiB, GiB, KB, MB, GB, k, m, g)"
-            ));
-        }
-    };
-    let bytes = (value * factor).round();
-    if !(1.0..9.0e18).contains(&bytes) {
-        return Err(format!("`{text}` is out of range"));
-    }
-    Ok(bytes as i64)
-}
+pub use resources::{ResourceSpec, Resources, parse_memory};
+use watch::{Watch, WatchStop, node_name};
 
 /// A mount on a swarm: a named volume (a host path means nothing on another node).
 fn volume_mounts(phase: &RunPhase) -> Result<Vec<SwarmMount>, String> {
@@ -696,264 +592,9 @@ pub(crate) async fn run(
     }
 }
 
-/// The hostname of a node, or its id when several nodes share that hostname.
-async fn node_name(docker: &Docker, id: &str) -> String {
-    let Ok(nodes) = docker.list_nodes(None::<ListNodesOptions>).await else {
-        return id.to_owned();
-    };
-    let host_of = |n: &bollard::models::Node| {
-        n.description
-            .as_ref()
-            .and_then(|d| d.hostname.clone())
-            .unwrap_or_default()
-    };
-    let Some(host) = nodes
-        .iter()
-        .find(|n| n.id.as_deref() == Some(id))
-        .map(host_of)
-        .filter(|h| !h.is_empty())
-    else {
-        return id.to_owned();
-    };
-    if nodes.iter().filter(|n| host_of(n) == host).count() > 1 {
-        id.to_owned()
-    } else {
-        host
-    }
-}
-
-/// Why watching stopped early.
-enum WatchStop {
-    Cancelled,
-    Manager(String),
-}
-
-type LogStream = Pin<Box<dyn FutStream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
-
-/// Follows one service's task.
-struct Watch<'a> {
-    docker: &'a Docker,
-    service: &'a str,
-    ctx: &'a PhaseContext,
-    filter: OutputLines,
-    /// Log frames forwarded so far, stdout and stderr.
-    frames: [usize; 2],
-}
-
-impl Watch<'_> {
-    fn logs(&self, follow: bool) -> LogStream {
-        let options = LogsOptionsBuilder::default()
-            .follow(follow)
-            .stdout(true)
-            .stderr(true)
-            .build();
-        Box::pin(self.docker.service_logs(self.service, Some(options)))
-    }
-
-    /// Forwards a log frame; `skip` counts frames already forwarded (for the final read).
-    fn frame(&mut self, log: LogOutput, skip: &mut [usize; 2]) {
-        let (stream, message) = match log {
-            LogOutput::StdErr { message } => (Stream::Stderr, message),
-            LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                (Stream::Stdout, message)
-            }
-            LogOutput::StdIn { .. } => return,
-        };
-        let i = usize::from(stream == Stream::Stderr);
-        if skip[i] > 0 {
-            skip[i] -= 1;
-            return;
-        }
-        self.frames[i] += 1;
-        self.filter.push(self.ctx, stream, &message);
-    }
-
-    /// Watches the task until it ends; returns how, its id and its node.
-    async fn until_end(
-        &mut self,
-        placement_limit: Duration,
-    ) -> Result<(End, String, Option<String>), WatchStop> {
-        let start = Instant::now();
-        let filters = HashMap::from([("service", vec![self.service])]);
-        let options = ListTasksOptionsBuilder::default().filters(&filters).build();
-        let mut poll = tokio::time::interval(Duration::from_millis(100));
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut logs: Option<LogStream> = None;
-        let mut logs_started = false;
-        let mut task_id = String::new();
-        let mut node_id: Option<String> = None;
-        let mut last_answer = Instant::now();
-        let mut last_node_check = Instant::now();
-        let mut reason = String::new();
-        let mut no_skip = [0usize; 2];
-        loop {
-            tokio::select! {
-                biased;
-                () = self.ctx.cancelled().cancelled() => return Err(WatchStop::Cancelled),
-                item = async {
-                    match logs.as_mut() {
-                        Some(l) => l.next().await,
-                        None => std::future::pending().await,
-                    }
-                } => match item {
-                    Some(Ok(log)) => self.frame(log, &mut no_skip),
-                    Some(Err(_)) | None => logs = None,
-                },
-                _ = poll.tick() => {
-                    let tasks = match self.docker.list_tasks(Some(options.clone())).await {
-                        Ok(t) => {
-                            last_answer = Instant::now();
-                            t
-                        }
-                        Err(e) if last_answer.elapsed() > MANAGER_SILENCE_LIMIT => {
-                            return Err(WatchStop::Manager(call_error(
-                                &format!("follow the task of swarm service {}", self.service),
-                                &e,
-                            )));
-                        }
-                        Err(_) => continue,
-                    };
-                    let Some(task) = tasks.into_iter().max_by_key(|t| {
-                        t.version.as_ref().and_then(|v| v.index).unwrap_or(0)
-                    }) else {
-                        if start.elapsed() > placement_limit {
-                            return Ok((End::Unplaced("Swarm made no task for the service".into()), task_id, None));
-                        }
-                        continue;
-                    };
-                    task_id = task.id.clone().unwrap_or_default();
-                    let status = task.status.clone().unwrap_or_default();
-                    let state = status.state.unwrap_or(TaskState::NEW);
-                    let said = status
-                        .err
-                        .clone()
-                        .filter(|e| !e.is_empty())
-                        .or_else(|| status.message.clone())
-                        .unwrap_or_default();
-                    if task.node_id.as_deref().is_some_and(|n| !n.is_empty()) {
-                        node_id = task.node_id.clone();
-                    }
-                    match state {
-                        TaskState::NEW | TaskState::ALLOCATED | TaskState::PENDING => {
-                            if !said.is_empty() {
-                                reason = said;
-                            }
-                            if start.elapsed() > placement_limit {
-                                let why = if reason.is_empty() { format!("the task is still `{state}`") } else { reason.clone() };
-                                return Ok((End::Unplaced(why), task_id, None));
-                            }
-                        }
-                        TaskState::COMPLETE => {
-                            let code = status.container_status.and_then(|c| c.exit_code).unwrap_or(0);
-                            return Ok((End::Exited(code), task_id, node_id));
-                        }
-                        TaskState::FAILED => {
-                            match status.container_status.and_then(|c| c.exit_code) {
-                                Some(code) if code != 0 => return Ok((End::Exited(code), task_id, node_id)),
-                                _ => return Ok((End::Failed(said), task_id, node_id)),
-                            }
-                        }
-                        TaskState::REJECTED => {
-                            return Ok((End::Failed(format!("Swarm rejected it: {said}")), task_id, node_id));
-                        }
-                        TaskState::SHUTDOWN | TaskState::REMOVE | TaskState::ORPHANED => {
-                            return Ok((End::Failed(format!("Swarm ended it (`{state}`): {said}")), task_id, node_id));
-                        }
-                        _ => {
-                            // Assigned to a node: follow its logs, and watch the node.
-                            if !logs_started {
-                                logs = Some(self.logs(true));
-                                logs_started = true;
-                            }
-                            if let Some(n) = &node_id
-                                && last_node_check.elapsed() >= Duration::from_millis(500)
-                            {
-                                last_node_check = Instant::now();
-                                if let Ok(node) = self.docker.inspect_node(n).await {
-                                    let st = node.status.unwrap_or_default();
-                                    if st.state == Some(NodeState::DOWN) {
-                                        let why = st.message.filter(|m| !m.is_empty()).unwrap_or_else(|| "node state `down`".into());
-                                        return Ok((End::NodeDown(why), task_id, node_id));
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// After the task ended: reads its whole log once and forwards what the live stream
-    /// had not delivered yet (Swarm's followed stream does not end with the task).
-    async fn drain(&mut self) {
-        let mut skip = self.frames;
-        let mut all = self.logs(false);
-        let read = async {
-            while let Some(item) = all.next().await {
-                match item {
-                    Ok(log) => self.frame(log, &mut skip),
-                    Err(_) => break,
-                }
-            }
-        };
-        if tokio::time::timeout(LOG_DRAIN_LIMIT, read).await.is_err() {
-            self.ctx.log(format!(
-                "the task's log did not end within {}s after the task",
-                LOG_DRAIN_LIMIT.as_secs()
-            ));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn memory_sizes_parse() {
-        for (text, bytes) in [
-            ("256MiB", 256 << 20),
-            ("1GiB", 1 << 30),
-            ("64m", 64 << 20),
-            ("512MB", 512_000_000),
-            ("1048576", 1_048_576),
-            ("1.5g", 3 << 29),
-        ] {
-            assert_eq!(parse_memory(text), Ok(bytes), "{text}");
-        }
-        for bad in ["", "MiB", "12 parsecs", "-1m", "0"] {
-            assert!(parse_memory(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn resources_check_their_values() {
-        let r = Resources {
-            cpus: Some(0.5),
-            memory: Some("256MiB".into()),
-            ..Resources::default()
-        };
-        assert_eq!(
-            r.to_spec(),
-            Ok(ResourceSpec {
-                reserve_nano_cpus: Some(500_000_000),
-                reserve_memory: Some(256 << 20),
-                ..ResourceSpec::default()
-            })
-        );
-        let low = Resources {
-            memory: Some("1GiB".into()),
-            limit_memory: Some("512MiB".into()),
-            ..Resources::default()
-        };
-        assert!(low.to_spec().unwrap_err().contains("below"));
-        let zero = Resources {
-            cpus: Some(0.0),
-            ..Resources::default()
-        };
-        assert!(zero.to_spec().unwrap_err().contains("resources.cpus"));
-    }
 
     #[test]
     fn the_secret_prelude_keeps_values_exact() {
