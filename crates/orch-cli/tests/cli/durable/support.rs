@@ -4,8 +4,8 @@
 
 use std::ops::{Deref, DerefMut};
 
-pub use orch_test_utils::process::{alive, assert_all_gone, poll, signal};
 pub use orch_test_utils::Running;
+pub use orch_test_utils::process::{alive, assert_all_gone, poll, signal};
 
 use orch_test_utils::Workspace;
 
