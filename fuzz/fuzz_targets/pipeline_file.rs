@@ -11,7 +11,7 @@ fn registry() -> &'static Registry {
     static R: OnceLock<Registry> = OnceLock::new();
     R.get_or_init(|| {
         let mut r = Registry::with_builtins();
-        orch_delivery::register(&mut r);
+        orch_delivery::register(&mut r).expect("delivery kinds register once");
         r
     })
 }

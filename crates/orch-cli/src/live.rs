@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
-use orch_core::{EventSink, PhaseStatus, Pipeline, RunEvent, Stream};
+use orch_core::{EventSink, PhaseStatus, Pipeline, Reason, RunEvent, Stream};
 
 use crate::style::{
     Style, finished_line, fmt_duration, is_unselected, one_line, unicode_locale, warning_line,
@@ -71,7 +71,7 @@ impl LiveProgress {
         let retries: HashMap<String, u32> = pipeline
             .nodes()
             .iter()
-            .map(|n| (n.spec.id.to_string(), n.spec.retries))
+            .map(|n| (n.spec.id.to_string(), n.spec.retry_limit()))
             .collect();
         let id_width = pipeline
             .nodes()
@@ -213,6 +213,7 @@ impl EventSink for LiveProgress {
                 attempts,
                 duration,
                 reason,
+                cause,
                 allowed_failure,
                 warnings,
                 ..
@@ -222,11 +223,9 @@ impl EventSink for LiveProgress {
                     let line = warning_line(style, phase.as_str(), w);
                     st.pending.push(line);
                 }
-                let unselected = is_unselected(*status, *duration, reason.as_deref());
+                let unselected = is_unselected(*status, *duration, cause.as_ref());
                 let resumed = *status == PhaseStatus::Skipped
-                    && reason
-                        .as_deref()
-                        .is_some_and(|r| r.starts_with("done in run"));
+                    && cause.as_ref().and_then(Reason::done_in).is_some();
                 if !unselected && !resumed {
                     st.done += 1;
                     st.total = st.total.max(st.done);

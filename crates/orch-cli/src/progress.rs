@@ -174,6 +174,7 @@ impl EventSink for PlainProgress {
                 attempts,
                 duration,
                 reason,
+                cause,
                 allowed_failure,
                 warnings,
                 ..
@@ -186,7 +187,7 @@ impl EventSink for PlainProgress {
                 if self.quiet && !failure {
                     return;
                 }
-                if !self.verbose && is_unselected(*status, *duration, reason.as_deref()) {
+                if !self.verbose && is_unselected(*status, *duration, cause.as_ref()) {
                     return;
                 }
                 writeln!(

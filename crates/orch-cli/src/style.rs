@@ -7,7 +7,7 @@ use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use clap::ValueEnum;
-use orch_core::PhaseStatus;
+use orch_core::{PhaseStatus, Reason};
 
 /// `--color`: whether status words are coloured.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -203,12 +203,10 @@ pub fn one_line(text: &str, keep_ansi: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Skips of phases that were never in play (left out by `--only`/`--skip`/`--from`): not
-/// worth a line.
-pub fn is_unselected(status: PhaseStatus, duration: Duration, reason: Option<&str>) -> bool {
-    status == PhaseStatus::Skipped
-        && duration.is_zero()
-        && reason.is_some_and(|r| r.starts_with("not selected") || r.starts_with("before --from"))
+/// Skips of phases that were never in play (left out by `--only`/`--from`): not worth a
+/// line.
+pub fn is_unselected(status: PhaseStatus, duration: Duration, cause: Option<&Reason>) -> bool {
+    status == PhaseStatus::Skipped && duration.is_zero() && cause.is_some_and(Reason::is_unselected)
 }
 
 /// The one-line result of a finished phase, as the plain printer and the live view show it.

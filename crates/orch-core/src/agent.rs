@@ -8,8 +8,11 @@ use async_trait::async_trait;
 use crate::errors::AgentError;
 
 /// A named executor of phases.
+///
+/// An agent is [`Any`]: a phase that needs its concrete type gets it with
+/// [`crate::PhaseContext::agent_as`].
 #[async_trait]
-pub trait Agent: Send + Sync + 'static {
+pub trait Agent: Any + Send + Sync {
     /// The agent's name.
     fn name(&self) -> &str;
     /// Its type (`local`, `docker`, `git`, `python`, ...).
@@ -20,13 +23,17 @@ pub trait Agent: Send + Sync + 'static {
     fn endpoint(&self) -> String {
         self.agent_type().to_owned()
     }
+    /// Whether the engine checks [`Agent::health`] before it sends the agent work (the
+    /// default). An agent that is always there, as the local one, says no and saves the
+    /// check.
+    fn needs_health_check(&self) -> bool {
+        true
+    }
     /// Checks that it can take work. Called before the first phase is sent to it and when
     /// its circuit breaker half-opens.
     async fn health(&self) -> Result<(), AgentError> {
         Ok(())
     }
-    /// For phases that need the concrete agent ([`crate::PhaseContext::agent_as`]).
-    fn as_any(&self) -> &dyn Any;
 }
 
 /// Runs phases as local processes or in-process code.
@@ -37,6 +44,10 @@ pub struct LocalAgent {
 }
 
 impl LocalAgent {
+    /// The agent type of local agents, which run the built-in kinds and phases made in
+    /// code.
+    pub const TYPE: &'static str = "local";
+
     /// A local agent with a capacity.
     pub fn new(name: impl Into<String>, capacity: usize) -> Self {
         Self {
@@ -52,7 +63,7 @@ impl Agent for LocalAgent {
         &self.name
     }
     fn agent_type(&self) -> &str {
-        "local"
+        Self::TYPE
     }
     fn capacity(&self) -> usize {
         self.capacity
@@ -60,7 +71,7 @@ impl Agent for LocalAgent {
     fn endpoint(&self) -> String {
         "this machine".to_owned()
     }
-    fn as_any(&self) -> &dyn Any {
-        self
+    fn needs_health_check(&self) -> bool {
+        false
     }
 }

@@ -2,32 +2,27 @@
 
 use std::ffi::OsString;
 use std::process::{ExitStatus, Stdio};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::errors::KindError;
+use crate::errors::{KindError, RegistryError};
 use crate::events::Stream;
 use crate::orch_output::OutputFile;
 use crate::phase::{Description, Phase, PhaseContext, PhaseError, PhaseOutcome, PlanContext};
 use crate::process::TreeGuard;
-use crate::registry::Registry;
+use crate::registry::{Kind, Registry};
 use crate::spawn::Spec;
 use crate::spec::{PhaseSpec, RunSpec};
 
-pub(crate) fn register(r: &mut Registry) {
-    r.register_kind(
-        "command",
-        "local",
-        "run a shell script or an argv",
-        Arc::new(|spec: &PhaseSpec| {
-            if !spec.with.table().is_empty() {
-                return Err(KindError {
-                    message: "`command` phases take no `with` settings; use `run`, `env` and `cwd`"
-                        .into(),
-                    span: spec.with.span(),
-                });
+pub(crate) fn register(r: &mut Registry) -> Result<(), RegistryError> {
+    r.add_kind(
+        Kind::new("command", "run a shell script or an argv"),
+        |spec: &PhaseSpec, with: toml::Table| {
+            if !with.is_empty() {
+                return Err(spec.with.error(
+                    "`command` phases take no `with` settings; use `run`, `env` and `cwd`",
+                ));
             }
             let run = spec
                 .run
@@ -38,9 +33,9 @@ pub(crate) fn register(r: &mut Registry) {
             {
                 return Err(KindError::new("`run` is an empty array"));
             }
-            Ok(Arc::new(CommandPhase { run }) as Arc<dyn Phase>)
-        }),
-    );
+            Ok(CommandPhase { run })
+        },
+    )
 }
 
 /// Runs a process: `sh -c SCRIPT` or an argv.

@@ -35,6 +35,23 @@ impl KindError {
     }
 }
 
+/// A registration the [`crate::Registry`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// Two kinds under one name: the second would silently replace the first.
+    #[error("phase kind `{kind}` is registered twice")]
+    DuplicateKind {
+        /// The kind's name.
+        kind: String,
+    },
+    /// Two agent types under one name.
+    #[error("agent type `{agent_type}` is registered twice")]
+    DuplicateAgentType {
+        /// The type's name.
+        agent_type: String,
+    },
+}
+
 /// A `${{ ... }}` template that cannot be rendered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InterpolationError {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::ids::{PhaseId, RunId};
-use crate::record::{Outputs, PhaseStatus, PolicyVerdict, RunStatus};
+use crate::record::{Outputs, PhaseStatus, PolicyVerdict, Reason, RunStatus};
 
 /// Which stream an output line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -91,8 +91,10 @@ pub enum RunEvent {
         duration: Duration,
         /// Exit code of the last attempt, for processes.
         exit_code: Option<i32>,
-        /// Why (error, skip reason, blocking phase).
+        /// Why, in words (error, skip reason, blocking phase): the text of `cause`.
         reason: Option<String>,
+        /// Why, as data: decide from this, never from the words.
+        cause: Option<Reason>,
         /// Failed, but allowed to.
         allowed_failure: bool,
         /// What it published.

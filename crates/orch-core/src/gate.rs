@@ -1,39 +1,34 @@
 //! The `gate` kind: CEL assertions over vars and phase outputs; the gate fails naming the
 //! first false expression and the values it saw.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 
-use crate::errors::KindError;
+use crate::errors::{KindError, RegistryError};
 use crate::expr;
 use crate::phase::{Description, Phase, PhaseContext, PhaseError, PhaseOutcome, PlanContext};
-use crate::registry::Registry;
+use crate::registry::{Kind, Registry};
 use crate::spec::PhaseSpec;
 
-pub(crate) fn register(r: &mut Registry) {
-    r.register_kind(
-        "gate",
-        "local",
-        "check CEL assertions over vars and outputs",
-        Arc::new(|spec: &PhaseSpec| {
+pub(crate) fn register(r: &mut Registry) -> Result<(), RegistryError> {
+    r.add_kind(
+        Kind::new("gate", "check CEL assertions over vars and outputs"),
+        |spec: &PhaseSpec, with: toml::Table| {
             if spec.assert.is_empty() {
                 return Err(KindError::new("a `gate` phase needs `assert`"));
             }
-            if !spec.with.table().is_empty() {
-                return Err(KindError {
-                    message: "`gate` phases take no `with` settings; use `assert`".into(),
-                    span: spec.with.span(),
-                });
+            if !with.is_empty() {
+                return Err(spec
+                    .with
+                    .error("`gate` phases take no `with` settings; use `assert`"));
             }
             for a in &spec.assert {
                 expr::check(a).map_err(|e| KindError::new(e.to_string()))?;
             }
-            Ok(Arc::new(GatePhase {
+            Ok(GatePhase {
                 asserts: spec.assert.clone(),
-            }) as Arc<dyn Phase>)
-        }),
-    );
+            })
+        },
+    )
 }
 
 /// Checks assertions.

@@ -12,7 +12,9 @@ use serde::Serialize;
 use crate::errors::RunError;
 use crate::ids::RunId;
 use crate::journal::{Entry, JOURNAL_FILE};
-use crate::record::{PhaseRecord, PhaseStatus, RECORD_FORMAT_VERSION, RunRecord, RunStatus};
+use crate::record::{
+    PhaseRecord, PhaseStatus, RECORD_FORMAT_VERSION, Reason, RunRecord, RunStatus,
+};
 
 /// One line of `orch runs`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -232,6 +234,7 @@ fn from_journal(
                         finished_at: None,
                         duration_ms: None,
                         reason: None,
+                        cause: None,
                         allowed_failure: false,
                         outputs: BTreeMap::new(),
                         artifacts: Vec::new(),
@@ -243,13 +246,14 @@ fn from_journal(
                         warnings: Vec::new(),
                     });
                 p.attempts = *attempt;
-                if live {
-                    p.status = PhaseStatus::Running;
-                    p.reason = None;
+                let cause = (!live).then_some(Reason::RunEnded);
+                p.status = if live {
+                    PhaseStatus::Running
                 } else {
-                    p.status = PhaseStatus::Cancelled;
-                    p.reason = Some("interrupted: the run ended while this phase ran".into());
-                }
+                    PhaseStatus::Cancelled
+                };
+                p.reason = cause.as_ref().map(ToString::to_string);
+                p.cause = cause;
             }
             Entry::Finished(f) => {
                 let rec = PhaseRecord {
@@ -260,7 +264,16 @@ fn from_journal(
                     started_at: f.started_at.clone(),
                     finished_at: f.started_at.as_ref().map(|_| f.finished_at.clone()),
                     duration_ms: f.duration_ms,
-                    reason: f.reason.clone(),
+                    reason: f
+                        .reason
+                        .clone()
+                        .or_else(|| f.cause.as_ref().map(ToString::to_string)),
+                    // Journals written before causes were recorded have the words only.
+                    cause: f.cause.clone().or_else(|| {
+                        f.reason
+                            .as_deref()
+                            .and_then(|r| Reason::from_v1_words(f.status, r))
+                    }),
                     allowed_failure: f.allowed_failure,
                     outputs: f.outputs.clone(),
                     artifacts: f.artifacts.clone(),
@@ -300,7 +313,7 @@ fn from_journal(
 /// run has its log there: that one is returned. `Ok(None)`: the phase wrote no log.
 pub fn log_path(state_dir: &Path, id: &str, phase: &str) -> Result<Option<PathBuf>, RunError> {
     let mut run = resolve(state_dir, id)?;
-    // Follow "done in run X" (bounded, in case of a loop in hand-edited records).
+    // Follow the runs it was done in (bounded, in case of a loop in hand-edited records).
     for _ in 0..64 {
         let record = load_id(state_dir, &run)?;
         let run_dir = state_dir.join("runs").join(run.as_str());
@@ -314,13 +327,8 @@ pub fn log_path(state_dir: &Path, id: &str, phase: &str) -> Result<Option<PathBu
         if path.exists() {
             return Ok(Some(path));
         }
-        match p
-            .reason
-            .as_deref()
-            .and_then(|r| r.strip_prefix("done in run "))
-            .and_then(|r| RunId::parse(r).ok())
-        {
-            Some(earlier) if p.status == PhaseStatus::Skipped => run = earlier,
+        match p.cause.as_ref().and_then(Reason::done_in) {
+            Some(earlier) if p.status == PhaseStatus::Skipped => run = earlier.clone(),
             _ => return Ok(None),
         }
     }

@@ -43,7 +43,9 @@ pub use ids::{PhaseId, RunId};
 pub use phase::{
     Description, Phase, PhaseContext, PhaseError, PhaseOutcome, PlanContext, WrittenFile,
 };
-pub use record::{Artifact, Outputs, PhaseRecord, PhaseStatus, RecordError, RunRecord, RunStatus};
+pub use record::{
+    Artifact, Outputs, PhaseRecord, PhaseStatus, Reason, RecordError, RunRecord, RunStatus, Stop,
+};
 pub use registry::Registry;
 pub use spec::{AgentSpec, PhaseSpec, PipelineSpec, RunSpec, WithTable};
 pub mod file;

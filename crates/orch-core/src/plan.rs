@@ -105,8 +105,8 @@ impl Plan {
         let mut waves: Vec<Vec<PlannedPhase>> = vec![Vec::new(); max_level + 1];
         let mut not_selected = Vec::new();
         for (i, n) in nodes.iter().enumerate() {
-            if let Some(r) = reasons[i] {
-                not_selected.push((n.spec.id.to_string(), r.to_owned()));
+            if let Some(r) = &reasons[i] {
+                not_selected.push((n.spec.id.to_string(), r.to_string()));
                 continue;
             }
             let base = &pipeline.spec().base_dir;
@@ -145,7 +145,7 @@ impl Plan {
                 env: n.spec.env.keys().cloned().collect(),
                 secrets: n.spec.secrets.clone(),
                 timeout: n.spec.timeout,
-                retries: n.spec.retries,
+                retries: n.spec.retry_limit(),
                 needs: n.spec.needs.iter().map(ToString::to_string).collect(),
                 when: n.spec.when.clone(),
                 allow_failure: n.spec.allow_failure,

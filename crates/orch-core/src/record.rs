@@ -12,8 +12,12 @@ use serde::{Deserialize, Serialize};
 use crate::errors::RunError;
 use crate::ids::RunId;
 
-/// The version of the `run.json` format written by this build.
-pub const RECORD_FORMAT_VERSION: u32 = 1;
+/// The version of the `run.json` format written by this build. Version 2 added
+/// [`PhaseRecord::cause`]; records of version 1 (without it) are read as well.
+pub const RECORD_FORMAT_VERSION: u32 = 2;
+
+/// The oldest `run.json` format this build reads.
+pub const OLDEST_RECORD_FORMAT_VERSION: u32 = 1;
 
 /// Outputs of a phase: string keys to string values.
 pub type Outputs = BTreeMap<String, String>;
@@ -101,6 +105,173 @@ impl std::fmt::Display for RunStatus {
     }
 }
 
+/// Why a phase ended as it did, as data: what [`PhaseRecord::reason`] says in words
+/// (`Display` gives exactly that text). Readers decide from this, never from the text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reason {
+    /// Left out by `--only` (`skipped`).
+    NotSelected,
+    /// Left out by `--skip` (`skipped`).
+    SkippedBySelection,
+    /// Declared before the phase `--from` starts at (`skipped`).
+    BeforeFrom,
+    /// Its `when` condition was false (`skipped`).
+    WhenFalse {
+        /// The condition.
+        condition: String,
+    },
+    /// Done in an earlier run, which this one resumes (`skipped`, its outputs restored).
+    DoneInRun {
+        /// That run.
+        run: RunId,
+    },
+    /// A phase it needs did not succeed (`blocked`).
+    Blocked {
+        /// That phase.
+        by: String,
+    },
+    /// The run stopped before the phase started (`cancelled`).
+    NotStarted {
+        /// Why the run stopped.
+        stop: Stop,
+    },
+    /// The run stopped while the phase ran (`cancelled`).
+    Stopped {
+        /// Why the run stopped.
+        stop: Stop,
+    },
+    /// An attempt failed, and the run stopped before the next one (the failure's status).
+    NotRetried {
+        /// The last attempt's error.
+        error: String,
+        /// Why the run stopped.
+        stop: Stop,
+    },
+    /// The run ended while the phase ran, without recording its end (a record rebuilt
+    /// from the journal of a run that died).
+    RunEnded,
+    /// Cancelled without a known cause.
+    Cancelled,
+    /// The phase (or its agent) decided to skip itself, with its words (`skipped`).
+    Skipped {
+        /// Why.
+        message: String,
+    },
+    /// It failed: the error (`failed`, `timed_out`).
+    Error {
+        /// The error, redacted.
+        message: String,
+    },
+}
+
+/// Why a run stopped scheduling phases.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Stop {
+    /// Interrupted (SIGINT, SIGTERM, [`crate::RunControl::stop`]).
+    Interrupted,
+    /// A phase failed or timed out and the run does not keep going (no `--keep-going`).
+    FailFast {
+        /// That phase.
+        after: String,
+        /// Whether it timed out (else it failed).
+        timed_out: bool,
+    },
+    /// The journal could not be written: nothing more would be durable.
+    JournalFailure {
+        /// The error.
+        message: String,
+    },
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Interrupted => f.write_str("the run was interrupted"),
+            Self::FailFast { after, timed_out } => write!(
+                f,
+                "the run stopped after `{after}` {}",
+                if *timed_out { "timed out" } else { "failed" }
+            ),
+            Self::JournalFailure { message } => f.write_str(message),
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotSelected => f.write_str("not selected by --only"),
+            Self::SkippedBySelection => f.write_str("skipped by --skip"),
+            Self::BeforeFrom => f.write_str("before --from"),
+            Self::WhenFalse { condition } => write!(f, "`when` is false: {condition}"),
+            Self::DoneInRun { run } => write!(f, "done in run {run}"),
+            Self::Blocked { by } => write!(f, "needs `{by}`, which did not succeed"),
+            Self::NotStarted { stop } => write!(f, "not started: {stop}"),
+            Self::Stopped { stop } => write!(f, "{stop}"),
+            Self::NotRetried { error, stop } => write!(f, "{error}; not retried: {stop}"),
+            Self::RunEnded => f.write_str("interrupted: the run ended while this phase ran"),
+            Self::Cancelled => f.write_str("cancelled"),
+            Self::Skipped { message } | Self::Error { message } => f.write_str(message),
+        }
+    }
+}
+
+impl Reason {
+    /// The cause a format-1 record's words stand for (see [`RunRecord::upgrade`]).
+    pub(crate) fn from_v1_words(status: PhaseStatus, words: &str) -> Option<Self> {
+        let fixed = [
+            Self::NotSelected,
+            Self::SkippedBySelection,
+            Self::BeforeFrom,
+            Self::RunEnded,
+            Self::Cancelled,
+        ];
+        if let Some(r) = fixed.into_iter().find(|r| r.to_string() == words) {
+            return Some(r);
+        }
+        if let Some(run) = words.strip_prefix("done in run ") {
+            return RunId::parse(run).ok().map(|run| Self::DoneInRun { run });
+        }
+        if let Some(by) = words
+            .strip_prefix("needs `")
+            .and_then(|w| w.strip_suffix("`, which did not succeed"))
+        {
+            return Some(Self::Blocked { by: by.to_owned() });
+        }
+        if let Some(condition) = words.strip_prefix("`when` is false: ") {
+            return Some(Self::WhenFalse {
+                condition: condition.to_owned(),
+            });
+        }
+        Some(match status {
+            PhaseStatus::Failed | PhaseStatus::TimedOut => Self::Error {
+                message: words.to_owned(),
+            },
+            PhaseStatus::Skipped => Self::Skipped {
+                message: words.to_owned(),
+            },
+            // Blocked and cancelled reasons name phases and stops in words only.
+            _ => return None,
+        })
+    }
+
+    /// Whether the selection left the phase out without naming it (`--only`, `--from`):
+    /// it was never in play. A phase `--skip` names is not: the user named it.
+    pub fn is_unselected(&self) -> bool {
+        matches!(self, Self::NotSelected | Self::BeforeFrom)
+    }
+
+    /// The run it was done in, for a phase a resumed run did not run again.
+    pub fn done_in(&self) -> Option<&RunId> {
+        match self {
+            Self::DoneInRun { run } => Some(run),
+            _ => None,
+        }
+    }
+}
+
 /// Something a phase produced: an image, an archive, a report file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Artifact {
@@ -157,9 +328,13 @@ pub struct PhaseRecord {
     /// Wall time from the first start to the end, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
-    /// Why it ended this way (error message, skip reason, blocking phase).
+    /// Why it ended this way, in words (error message, skip reason, blocking phase): the
+    /// text of [`PhaseRecord::cause`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Why it ended this way, as data (since format version 2; absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Reason>,
     /// It failed, but `allow_failure` kept the run going.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allowed_failure: bool,
@@ -287,16 +462,43 @@ pub struct AuditHead {
 }
 
 impl RunRecord {
-    /// Reads a `run.json`.
+    /// Reads a `run.json` of any format version this build knows: a record of version 1
+    /// gets the [`PhaseRecord::cause`] its words stand for (see [`RunRecord::upgrade`]).
     pub fn load(path: &Path) -> Result<Self, RunError> {
-        let text = std::fs::read_to_string(path).map_err(|e| RunError::Record {
+        let fail = |message: String| RunError::Record {
             path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        serde_json::from_str(&text).map_err(|e| RunError::Record {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let mut record: Self = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        if !(OLDEST_RECORD_FORMAT_VERSION..=RECORD_FORMAT_VERSION).contains(&record.format_version)
+        {
+            return Err(fail(format!(
+                "format version {} is not one this build reads ({OLDEST_RECORD_FORMAT_VERSION} to {RECORD_FORMAT_VERSION})",
+                record.format_version
+            )));
+        }
+        record.upgrade();
+        Ok(record)
+    }
+
+    /// Brings a record of an older format version to this one. Version 1 had no
+    /// [`PhaseRecord::cause`]: the engine's own fixed words stand for theirs (`not selected
+    /// by --only`, `done in run X`, ...), any other reason of a failure is its error. This
+    /// is the only place a reason is read back from its words.
+    pub fn upgrade(&mut self) {
+        if self.format_version >= 2 {
+            return;
+        }
+        for p in self.phases.values_mut() {
+            if p.cause.is_none() {
+                p.cause = p
+                    .reason
+                    .as_deref()
+                    .and_then(|r| Reason::from_v1_words(p.status, r));
+            }
+        }
+        self.format_version = RECORD_FORMAT_VERSION;
     }
 
     /// Counts phases by status.
@@ -397,6 +599,60 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
+
+    #[test]
+    fn a_format_1_record_is_read_with_the_causes_its_words_stand_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.json");
+        let phase = |status: &str, reason: &str| serde_json::json!({"status": status, "kind": "command", "attempts": 0, "reason": reason});
+        let v1 = serde_json::json!({
+            "format_version": 1, "run_id": "20250101T000000Z-aaaa", "pipeline": "p",
+            "status": "failed", "started_at": "2025-01-01T00:00:00.000Z", "vars": {},
+            "phases": {
+                "only": phase("skipped", "not selected by --only"),
+                "from": phase("skipped", "before --from"),
+                "when": phase("skipped", "`when` is false: vars.x == \"1\""),
+                "done": phase("skipped", "done in run 20241231T000000Z-bbbb"),
+                "blocked": phase("blocked", "needs `build`, which did not succeed"),
+                "failed": phase("failed", "exit status 2"),
+                "cancelled": phase("cancelled", "not started: the run was interrupted"),
+            }
+        });
+        std::fs::write(&path, v1.to_string()).unwrap();
+        let r = RunRecord::load(&path).unwrap();
+        assert_eq!(r.format_version, RECORD_FORMAT_VERSION);
+        let causes: Vec<_> = r.phases.values().map(|p| p.cause.clone()).collect();
+        assert_eq!(
+            causes,
+            [
+                Some(Reason::NotSelected),
+                Some(Reason::BeforeFrom),
+                Some(Reason::WhenFalse {
+                    condition: "vars.x == \"1\"".into()
+                }),
+                Some(Reason::DoneInRun {
+                    run: RunId::parse("20241231T000000Z-bbbb").unwrap()
+                }),
+                Some(Reason::Blocked { by: "build".into() }),
+                Some(Reason::Error {
+                    message: "exit status 2".into()
+                }),
+                None,
+            ]
+        );
+        // The words are kept as they were, and each cause says them again.
+        for p in r.phases.values() {
+            if let Some(c) = &p.cause {
+                assert_eq!(p.reason.as_deref(), Some(c.to_string().as_str()));
+            }
+        }
+        // A format from the future is refused, with its number.
+        let mut v9 = v1;
+        v9["format_version"] = 9.into();
+        std::fs::write(&path, v9.to_string()).unwrap();
+        let e = RunRecord::load(&path).unwrap_err().to_string();
+        assert!(e.contains("format version 9"), "{e}");
+    }
 
     #[test]
     fn rfc3339_matches_humantime() {

@@ -310,7 +310,7 @@ mod tests {
         with_env.env.insert("A".into(), "1".into());
         assert_ne!(base, fingerprint(&with_env, &[], &s));
         let mut policy = spec("echo ${{ vars.v }}");
-        policy.retries = 3;
+        policy.retries = Some(3);
         policy.tags.push("t".into());
         assert_eq!(base, fingerprint(&policy, &[], &s));
     }
@@ -368,6 +368,7 @@ mod tests {
             attempts: 1,
             exit_code: None,
             reason: None,
+            cause: None,
             allowed_failure: false,
             outputs: BTreeMap::new(),
             artifacts: Vec::new(),

@@ -2,6 +2,7 @@
 
 use crate::errors::RunError;
 use crate::pipeline::Pipeline;
+use crate::record::Reason;
 
 /// One selector: a phase id or `tag:T`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,9 +69,9 @@ impl Selection {
     }
 
     /// For each phase, `None` when selected, or why not.
-    pub fn apply(&self, p: &Pipeline) -> Result<Vec<Option<&'static str>>, RunError> {
+    pub fn apply(&self, p: &Pipeline) -> Result<Vec<Option<Reason>>, RunError> {
         let n = p.len();
-        let mut reason: Vec<Option<&'static str>> = vec![None; n];
+        let mut reason: Vec<Option<Reason>> = vec![None; n];
         if !self.only.is_empty() {
             let mut keep = vec![false; n];
             let mut stack = Vec::new();
@@ -84,7 +85,7 @@ impl Selection {
             }
             for i in 0..n {
                 if !keep[i] {
-                    reason[i] = Some("not selected by --only");
+                    reason[i] = Some(Reason::NotSelected);
                 }
             }
         }
@@ -101,13 +102,13 @@ impl Selection {
             }
             for i in 0..n {
                 if !keep[i] && reason[i].is_none() {
-                    reason[i] = Some("before --from");
+                    reason[i] = Some(Reason::BeforeFrom);
                 }
             }
         }
         for s in &self.skip {
             for i in self.matches(p, s)? {
-                reason[i] = Some("skipped by --skip");
+                reason[i] = Some(Reason::SkippedBySelection);
             }
         }
         Ok(reason)

@@ -116,6 +116,15 @@ impl WithTable {
         self.source.as_ref().map(|s| s.span.clone())
     }
 
+    /// An error about these settings that points at the table in the file (a check that
+    /// deserializing cannot make, such as two settings that exclude each other).
+    pub fn error(&self, message: impl Into<String>) -> KindError {
+        KindError {
+            message: message.into(),
+            span: self.span(),
+        }
+    }
+
     /// Deserializes the table into a kind's settings type.
     ///
     /// Use `#[serde(deny_unknown_fields)]` on `T`: errors then name the unknown key and,
@@ -166,12 +175,14 @@ pub struct PhaseSpec {
     pub env: IndexMap<String, String>,
     /// Working directory, relative to the pipeline's directory.
     pub cwd: Option<String>,
-    /// Limit for one attempt.
+    /// Limit for one attempt; `None` takes `[defaults]`, else no limit.
     pub timeout: Option<Duration>,
-    /// Extra attempts after a failure.
-    pub retries: u32,
-    /// Delay between attempts.
-    pub backoff: Backoff,
+    /// Extra attempts after a failure; `None` takes `[defaults]`, else 0 (see
+    /// [`PhaseSpec::retry_limit`]).
+    pub retries: Option<u32>,
+    /// Delay between attempts; `None` takes `[defaults]`, else [`Backoff::default`] (see
+    /// [`PhaseSpec::retry_backoff`]).
+    pub backoff: Option<Backoff>,
     /// A failure is recorded but does not fail the run or block dependents.
     pub allow_failure: bool,
     /// Labels for selection and reports.
@@ -200,8 +211,8 @@ impl PhaseSpec {
             env: IndexMap::new(),
             cwd: None,
             timeout: None,
-            retries: 0,
-            backoff: Backoff::default(),
+            retries: None,
+            backoff: None,
             allow_failure: false,
             tags: Vec::new(),
             secrets: Vec::new(),
@@ -223,6 +234,48 @@ impl PhaseSpec {
     pub fn needs(mut self, needs: impl IntoIterator<Item = PhaseId>) -> Self {
         self.needs.extend(needs);
         self
+    }
+
+    /// Extra attempts after a failure: its own `retries`, else 0. A validated pipeline's
+    /// phases have `[defaults]` applied already.
+    pub fn retry_limit(&self) -> u32 {
+        self.retries.unwrap_or(0)
+    }
+
+    /// Delay between attempts: its own `backoff`, else [`Backoff::default`].
+    pub fn retry_backoff(&self) -> Backoff {
+        self.backoff.unwrap_or_default()
+    }
+
+    /// Fills what the phase leaves unset from `defaults`: `timeout`, `retries` and
+    /// `backoff` always; `agent` and `env` (merged under the phase's own) when `declared`,
+    /// that is when the phase is of a registered kind. A phase with its own implementation
+    /// (added in code) runs in-process where it is, so the defaults' agent and environment
+    /// are not its. Applying the same defaults twice changes nothing.
+    ///
+    /// This is the one place `[defaults]` are applied: validation calls it for every phase,
+    /// whether it came from a file or from code.
+    pub fn apply_defaults(&mut self, defaults: &Defaults, declared: bool) {
+        if self.timeout.is_none() {
+            self.timeout = defaults.timeout;
+        }
+        if self.retries.is_none() {
+            self.retries = defaults.retries;
+        }
+        if self.backoff.is_none() {
+            self.backoff = defaults.backoff;
+        }
+        if !declared {
+            return;
+        }
+        if self.agent.is_none() {
+            self.agent.clone_from(&defaults.agent);
+        }
+        if !defaults.env.is_empty() {
+            let mut env = defaults.env.clone();
+            env.extend(std::mem::take(&mut self.env));
+            self.env = env;
+        }
     }
 }
 
@@ -255,8 +308,9 @@ pub struct AgentSpec {
     pub capacity: Option<usize>,
     /// Type-specific settings.
     pub with: WithTable,
-    /// Circuit breaker.
-    pub breaker: BreakerSpec,
+    /// Circuit breaker; `None` takes the agent type's (see
+    /// [`crate::registry::AgentTypeDefaults`]). A validated pipeline's agents have it set.
+    pub breaker: Option<BreakerSpec>,
     /// What happens to phases sent to it when its health check fails.
     pub unavailable: Unavailable,
 }
@@ -312,8 +366,8 @@ pub struct PipelineSpec {
     pub base_dir: PathBuf,
     /// The file this came from, if any.
     pub source_path: Option<PathBuf>,
-    /// `[defaults]` as declared. A file's phases have them applied already; they are kept
-    /// for phases added to the pipeline later (in code).
+    /// `[defaults]` as declared. Validation applies them to every phase (see
+    /// [`PhaseSpec::apply_defaults`]); they are kept for phases added later (in code).
     pub defaults: Defaults,
     /// `[policy]`, when declared: which phases may start.
     pub policy: Option<crate::policy::PolicySpec>,
@@ -418,5 +472,57 @@ mod tests {
             let d = b.delay_jittered(2);
             assert!(d >= b.delay(2) / 2 && d <= b.delay(2), "{d:?}");
         }
+    }
+
+    fn defaults() -> Defaults {
+        Defaults {
+            timeout: Some(Duration::from_secs(7)),
+            retries: Some(2),
+            backoff: Some(Backoff {
+                initial: Duration::from_millis(10),
+                ..Backoff::default()
+            }),
+            env: [("STAGE".to_owned(), "ci".to_owned())]
+                .into_iter()
+                .collect(),
+            agent: Some("serial".into()),
+        }
+    }
+
+    #[test]
+    fn defaults_fill_what_a_phase_leaves_unset_and_only_that() {
+        let d = defaults();
+        let mut p = PhaseSpec::command(PhaseId::new("a").unwrap(), RunSpec::Shell("x".into()));
+        p.retries = Some(0);
+        p.env.insert("STAGE".into(), "mine".into());
+        p.env.insert("OWN".into(), "1".into());
+        p.apply_defaults(&d, true);
+        assert_eq!(p.timeout, d.timeout);
+        assert_eq!((p.retries, p.retry_limit()), (Some(0), 0));
+        assert_eq!(p.retry_backoff(), d.backoff.unwrap());
+        assert_eq!(p.agent.as_deref(), Some("serial"));
+        let env: Vec<_> = p.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(env, ["STAGE=mine", "OWN=1"]);
+        // Twice is once.
+        let before = format!("{p:?}");
+        p.apply_defaults(&d, true);
+        assert_eq!(format!("{p:?}"), before);
+    }
+
+    #[test]
+    fn a_phase_with_its_own_implementation_takes_no_agent_or_env_from_defaults() {
+        let mut p = PhaseSpec::new(PhaseId::new("f").unwrap(), "python");
+        p.apply_defaults(&defaults(), false);
+        assert_eq!(
+            (p.retry_limit(), p.timeout),
+            (2, Some(Duration::from_secs(7)))
+        );
+        assert_eq!(p.agent, None);
+        assert!(p.env.is_empty());
+        let unset = PhaseSpec::new(PhaseId::new("g").unwrap(), "python");
+        assert_eq!(
+            (unset.retry_limit(), unset.retry_backoff()),
+            (0, Backoff::default())
+        );
     }
 }

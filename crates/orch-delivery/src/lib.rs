@@ -13,7 +13,7 @@
 //!
 //! ```
 //! let mut registry = orch_core::Registry::with_builtins();
-//! orch_delivery::register(&mut registry);
+//! orch_delivery::register(&mut registry).unwrap();
 //! assert_eq!(registry.kind("discover").unwrap().agent_type, "local");
 //! ```
 //!
@@ -33,7 +33,7 @@
 //! std::fs::write(project.path().join("api/Dockerfile"), "FROM scratch\nEXPOSE 8080\n").unwrap();
 //!
 //! let mut registry = Registry::with_builtins();
-//! orch_delivery::register(&mut registry);
+//! orch_delivery::register(&mut registry).unwrap();
 //! let mut spec = PhaseSpec::new(PhaseId::new("discover").unwrap(), "discover");
 //! spec.with = WithTable::new(toml::from_str("ignore = [\"tmp/\"]").unwrap());
 //! let phase = registry.build_phase(&spec).unwrap();
@@ -62,10 +62,12 @@ pub use verify::{VerifyReport, verify_archive};
 
 /// Registers `discover`, `parity`, `scaffold`, `package` and `package.verify`, all served
 /// by agents of type `local`.
-pub fn register(registry: &mut orch_core::Registry) {
-    discover::register(registry);
-    parity::register(registry);
-    scaffold::register(registry);
-    package::register(registry);
-    verify::register(registry);
+pub fn register(
+    registry: &mut orch_core::Registry,
+) -> Result<(), orch_core::errors::RegistryError> {
+    discover::register(registry)?;
+    parity::register(registry)?;
+    scaffold::register(registry)?;
+    package::register(registry)?;
+    verify::register(registry)
 }

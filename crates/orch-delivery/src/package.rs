@@ -14,9 +14,10 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use async_trait::async_trait;
+use orch_core::errors::RegistryError;
+use orch_core::registry::Kind;
 use orch_core::{
     Artifact, Description, Phase, PhaseContext, PhaseError, PhaseOutcome, PhaseSpec, PlanContext,
     Registry,
@@ -452,22 +453,21 @@ pub struct PackagePhase {
     settings: PackageSettings,
 }
 
-pub(crate) fn register(r: &mut Registry) {
-    r.register_kind(
-        "package",
-        "local",
-        "write a deterministic tar.gz with a sha256 manifest",
-        Arc::new(|spec: &PhaseSpec| {
-            let settings: PackageSettings = spec.with.parse()?;
+pub(crate) fn register(r: &mut Registry) -> Result<(), RegistryError> {
+    r.add_kind(
+        Kind::new(
+            "package",
+            "write a deterministic tar.gz with a sha256 manifest",
+        ),
+        |spec: &PhaseSpec, settings: PackageSettings| {
             if settings.paths.is_empty() {
-                return Err(orch_core::KindError {
-                    message: "`paths` is empty: name the files and directories to package".into(),
-                    span: spec.with.span(),
-                });
+                return Err(spec
+                    .with
+                    .error("`paths` is empty: name the files and directories to package"));
             }
-            Ok(Arc::new(PackagePhase { settings }) as Arc<dyn Phase>)
-        }),
-    );
+            Ok(PackagePhase { settings })
+        },
+    )
 }
 
 fn source_date_epoch(ctx: &PhaseContext) -> Result<u64, PackageError> {

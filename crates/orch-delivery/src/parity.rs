@@ -16,13 +16,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use async_trait::async_trait;
+use orch_core::errors::RegistryError;
 use orch_core::interpolate::Reference;
+use orch_core::registry::Kind;
 use orch_core::{
-    Artifact, Description, KindError, Phase, PhaseContext, PhaseError, PhaseId, PhaseOutcome,
-    PhaseSpec, PlanContext, Registry,
+    Artifact, Description, Phase, PhaseContext, PhaseError, PhaseId, PhaseOutcome, PhaseSpec,
+    PlanContext, Registry,
 };
 use serde::{Deserialize, Serialize};
 
@@ -616,26 +617,24 @@ pub struct ParityPhase {
     needs: Vec<PhaseId>,
 }
 
-pub(crate) fn register(r: &mut Registry) {
-    r.register_kind(
-        "parity",
-        "local",
-        "check discovered services against a spec of required modules",
-        Arc::new(|spec: &PhaseSpec| {
-            let settings: ParitySettings = spec.with.parse()?;
+pub(crate) fn register(r: &mut Registry) -> Result<(), RegistryError> {
+    r.add_kind(
+        Kind::new(
+            "parity",
+            "check discovered services against a spec of required modules",
+        ),
+        |spec: &PhaseSpec, settings: ParitySettings| {
             if settings.discovery.is_none() && spec.needs.is_empty() {
-                return Err(KindError {
-                    message: "`parity` needs a `discovery` file or a `discover` phase in `needs`"
-                        .into(),
-                    span: spec.with.span(),
-                });
+                return Err(spec
+                    .with
+                    .error("`parity` needs a `discovery` file or a `discover` phase in `needs`"));
             }
-            Ok(Arc::new(ParityPhase {
+            Ok(ParityPhase {
                 settings,
                 needs: spec.needs.clone(),
-            }) as Arc<dyn Phase>)
-        }),
-    );
+            })
+        },
+    )
 }
 
 impl ParityPhase {

@@ -4,9 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use async_trait::async_trait;
+use orch_core::errors::RegistryError;
+use orch_core::registry::Kind;
 use orch_core::{
     Description, Phase, PhaseContext, PhaseError, PhaseOutcome, PhaseSpec, PlanContext, Registry,
 };
@@ -539,16 +540,14 @@ pub struct VerifyPhase {
     settings: VerifySettings,
 }
 
-pub(crate) fn register(r: &mut Registry) {
-    r.register_kind(
-        "package.verify",
-        "local",
-        "check an archive against its sha256 manifest without extracting it",
-        Arc::new(|spec: &PhaseSpec| {
-            let settings: VerifySettings = spec.with.parse()?;
-            Ok(Arc::new(VerifyPhase { settings }) as Arc<dyn Phase>)
-        }),
-    );
+pub(crate) fn register(r: &mut Registry) -> Result<(), RegistryError> {
+    r.add_kind(
+        Kind::new(
+            "package.verify",
+            "check an archive against its sha256 manifest without extracting it",
+        ),
+        |_: &PhaseSpec, settings: VerifySettings| Ok(VerifyPhase { settings }),
+    )
 }
 
 #[async_trait]

@@ -2,8 +2,6 @@
 //! deployed (containers, image ids, published ports, health, weights). Every difference is
 //! one line of drift.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use bollard::Docker;
 use orch_core::{
@@ -236,11 +234,16 @@ impl Phase for AuditPhase {
 }
 
 /// Registers `deploy.audit`.
-pub(crate) fn register(registry: &mut orch_core::Registry) {
-    registry.register_kind(
-        "deploy.audit",
-        "docker",
-        "compare a deployed service with what runs (containers, images, ports, health)",
-        Arc::new(|spec: &PhaseSpec| Ok(Arc::new(AuditPhase::from_spec(spec)?) as Arc<dyn Phase>)),
-    );
+pub(crate) fn register(
+    registry: &mut orch_core::Registry,
+) -> Result<(), orch_core::errors::RegistryError> {
+    registry.add_kind(
+        orch_core::registry::Kind::new(
+            "deploy.audit",
+            "compare a deployed service with what runs (containers, images, ports, health)",
+        )
+        .agent_type("docker"),
+        // `from_spec` reads the `with` table into its settings type itself.
+        |spec: &PhaseSpec, _: serde::de::IgnoredAny| AuditPhase::from_spec(spec),
+    )
 }

@@ -1,7 +1,6 @@
 //! The `http.check` kind: smoke tests over HTTP. Each URL must answer the expected status
 //! (and contain the expected text, when given) within its retries.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -209,11 +208,15 @@ pub(crate) mod duration {
 }
 
 /// Registers `http.check`.
-pub(crate) fn register(registry: &mut orch_core::Registry) {
-    registry.register_kind(
-        "http.check",
-        "local",
-        "probe URLs: expected status and body, with retries",
-        Arc::new(|spec: &PhaseSpec| Ok(Arc::new(CheckPhase::from_spec(spec)?) as Arc<dyn Phase>)),
-    );
+pub(crate) fn register(
+    registry: &mut orch_core::Registry,
+) -> Result<(), orch_core::errors::RegistryError> {
+    registry.add_kind(
+        orch_core::registry::Kind::new(
+            "http.check",
+            "probe URLs: expected status and body, with retries",
+        ),
+        // `from_spec` reads the `with` table into its settings type itself.
+        |spec: &PhaseSpec, _: serde::de::IgnoredAny| CheckPhase::from_spec(spec),
+    )
 }

@@ -24,7 +24,7 @@
 //! use orch_core::{PhaseId, PhaseSpec, Registry, WithTable};
 //!
 //! let mut registry = Registry::with_builtins();
-//! orch_deploy::register(&mut registry);
+//! orch_deploy::register(&mut registry).unwrap();
 //!
 //! let mut spec = PhaseSpec::new(PhaseId::new("deploy")?, "deploy");
 //! spec.with = WithTable::new(toml::toml! {
@@ -52,9 +52,7 @@ pub mod rolling;
 pub mod settings;
 pub mod state;
 
-use std::sync::Arc;
-
-use orch_core::{Phase, PhaseSpec, Registry};
+use orch_core::{PhaseSpec, Registry};
 
 pub use audit::AuditPhase;
 pub use check::CheckPhase;
@@ -65,20 +63,24 @@ pub use settings::{DeployPlan, Strategy};
 pub use state::{ServiceDir, ServiceState};
 
 /// Registers `deploy`, `deploy.rollback`, `deploy.audit` and `http.check`.
-pub fn register(registry: &mut Registry) {
-    registry.register_kind(
-        "deploy",
-        "docker",
-        "deploy an image: blue-green or canary behind a proxy, or a rolling Swarm update",
-        Arc::new(|spec: &PhaseSpec| {
-            Ok(Arc::new(DeployPhase::new(DeployPlan::from_spec(spec)?)) as Arc<dyn Phase>)
-        }),
-    );
-    ops::register(registry);
-    audit::register(registry);
-    check::register(registry);
+pub fn register(registry: &mut Registry) -> Result<(), orch_core::errors::RegistryError> {
+    registry.add_kind(
+        orch_core::registry::Kind::new(
+            "deploy",
+            "deploy an image: blue-green or canary behind a proxy, or a rolling Swarm update",
+        )
+        .agent_type("docker"),
+        // `from_spec` reads the `with` table into its settings type itself.
+        |spec: &PhaseSpec, _: serde::de::IgnoredAny| {
+            Ok(DeployPhase::new(DeployPlan::from_spec(spec)?))
+        },
+    )?;
+    ops::register(registry)?;
+    audit::register(registry)?;
+    check::register(registry)?;
     // `rolling` runs on a `swarm` agent; a rollback or audit of such a service may name it.
     for kind in ["deploy", "deploy.rollback", "deploy.audit"] {
         registry.allow_agent_type(kind, "swarm");
     }
+    Ok(())
 }

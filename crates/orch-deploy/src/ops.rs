@@ -4,7 +4,6 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -324,13 +323,16 @@ pub async fn stop(state_dir: &Path, service: &str) -> Result<Vec<String>, String
 }
 
 /// Registers `deploy.rollback`.
-pub(crate) fn register(registry: &mut orch_core::Registry) {
-    registry.register_kind(
-        "deploy.rollback",
-        "docker",
-        "switch a deployed service back to its previous version",
-        Arc::new(
-            |spec: &PhaseSpec| Ok(Arc::new(RollbackPhase::from_spec(spec)?) as Arc<dyn Phase>),
-        ),
-    );
+pub(crate) fn register(
+    registry: &mut orch_core::Registry,
+) -> Result<(), orch_core::errors::RegistryError> {
+    registry.add_kind(
+        orch_core::registry::Kind::new(
+            "deploy.rollback",
+            "switch a deployed service back to its previous version",
+        )
+        .agent_type("docker"),
+        // `from_spec` reads the `with` table into its settings type itself.
+        |spec: &PhaseSpec, _: serde::de::IgnoredAny| RollbackPhase::from_spec(spec),
+    )
 }

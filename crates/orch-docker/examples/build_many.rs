@@ -36,7 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let mut registry = Registry::with_builtins();
-    orch_docker::register(&mut registry);
+    orch_docker::register(&mut registry)?;
     let agent = Arc::new(DockerAgent::from_env("docker")?);
     let limit = Arc::new(Semaphore::new(jobs.max(1)));
     let started = Instant::now();

@@ -1,6 +1,5 @@
 //! The `docker` agent: one Docker engine, reached over a Unix socket or TCP.
 
-use std::any::Any;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -233,10 +232,6 @@ impl Agent for DockerAgent {
                 HANDSHAKE_TIMEOUT.as_secs()
             ))),
         }
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -1,14 +1,15 @@
 //! `docker.build`: builds an image from a context directory.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::query_parameters::{BuildImageOptions, TagImageOptionsBuilder};
 use futures_util::StreamExt;
+use orch_core::errors::RegistryError;
 use orch_core::interpolate::Reference;
+use orch_core::registry::Kind;
 use orch_core::{
     Artifact, Description, KindError, Phase, PhaseContext, PhaseError, PhaseOutcome, PhaseSpec,
     PlanContext, Stream,
@@ -81,9 +82,8 @@ impl BuildPhase {
         Self { settings }
     }
 
-    /// Checks a declaration (no I/O).
-    pub fn from_spec(spec: &PhaseSpec) -> Result<Self, KindError> {
-        let settings: BuildSettings = spec.with.parse()?;
+    /// Checks a declaration and its parsed `with` settings (no I/O).
+    pub fn from_settings(spec: &PhaseSpec, settings: BuildSettings) -> Result<Self, KindError> {
         let bad = |message: String| KindError {
             message: format!("phase `{}`: {message}", spec.id),
             span: spec.with.span(),
@@ -548,11 +548,13 @@ async fn tag(
 }
 
 /// Registers `docker.build`.
-pub(crate) fn register(registry: &mut orch_core::Registry) {
-    registry.register_kind(
-        "docker.build",
-        "docker",
-        "build an image from a context directory (skipped when up to date)",
-        Arc::new(|spec: &PhaseSpec| Ok(Arc::new(BuildPhase::from_spec(spec)?) as Arc<dyn Phase>)),
-    );
+pub(crate) fn register(registry: &mut orch_core::Registry) -> Result<(), RegistryError> {
+    registry.add_kind(
+        Kind::new(
+            "docker.build",
+            "build an image from a context directory (skipped when up to date)",
+        )
+        .agent_type("docker"),
+        BuildPhase::from_settings,
+    )
 }

@@ -37,7 +37,7 @@
 //! use orch_core::{InterpolationError, PhaseId, PhaseSpec, PlanContext, Registry, WithTable};
 //!
 //! let mut registry = Registry::with_builtins();
-//! orch_docker::register(&mut registry);
+//! orch_docker::register(&mut registry).unwrap();
 //!
 //! let mut spec = PhaseSpec::new(PhaseId::new("build")?, "docker.build");
 //! spec.with = WithTable::new(toml::toml! {
@@ -102,21 +102,22 @@ pub use swarm::{DEFAULT_SWARM_CAPACITY, SESSION_LABEL, SwarmAgent};
 
 /// Registers the `docker` and `swarm` agent types and the `docker.build`, `docker.push`
 /// and `docker.run` kinds (`docker.run` also runs on `swarm` agents).
-pub fn register(registry: &mut Registry) {
+pub fn register(registry: &mut Registry) -> Result<(), orch_core::errors::RegistryError> {
     registry.register_agent_type(
         "docker",
         Arc::new(|spec: &AgentSpec, _jobs: usize| {
             Ok(Arc::new(DockerAgent::from_spec(spec)?) as Arc<dyn Agent>)
         }),
-    );
+    )?;
     registry.register_agent_type(
         "swarm",
         Arc::new(|spec: &AgentSpec, _jobs: usize| {
             Ok(Arc::new(SwarmAgent::from_spec(spec)?) as Arc<dyn Agent>)
         }),
-    );
-    build::register(registry);
-    push::register(registry);
-    run::register(registry);
+    )?;
+    build::register(registry)?;
+    push::register(registry)?;
+    run::register(registry)?;
     registry.allow_agent_type("docker.run", "swarm");
+    Ok(())
 }

@@ -2,13 +2,14 @@
 //! returned.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::query_parameters::PushImageOptionsBuilder;
 use futures_util::StreamExt;
+use orch_core::errors::RegistryError;
 use orch_core::interpolate::Reference;
+use orch_core::registry::Kind;
 use orch_core::{
     Artifact, Description, KindError, Phase, PhaseContext, PhaseError, PhaseId, PhaseOutcome,
     PhaseSpec, PlanContext,
@@ -54,9 +55,8 @@ impl PushPhase {
         Self { settings, needs }
     }
 
-    /// Checks a declaration (no I/O).
-    pub fn from_spec(spec: &PhaseSpec) -> Result<Self, KindError> {
-        let settings: PushSettings = spec.with.parse()?;
+    /// Checks a declaration and its parsed `with` settings (no I/O).
+    pub fn from_settings(spec: &PhaseSpec, settings: PushSettings) -> Result<Self, KindError> {
         let bad = |message: String| KindError {
             message: format!("phase `{}`: {message}", spec.id),
             span: spec.with.span(),
@@ -429,13 +429,15 @@ async fn push_one(
 }
 
 /// Registers `docker.push`.
-pub(crate) fn register(registry: &mut orch_core::Registry) {
-    registry.register_kind(
-        "docker.push",
-        "docker",
-        "push image tags to their registries and record the digests",
-        Arc::new(|spec: &PhaseSpec| Ok(Arc::new(PushPhase::from_spec(spec)?) as Arc<dyn Phase>)),
-    );
+pub(crate) fn register(registry: &mut orch_core::Registry) -> Result<(), RegistryError> {
+    registry.add_kind(
+        Kind::new(
+            "docker.push",
+            "push image tags to their registries and record the digests",
+        )
+        .agent_type("docker"),
+        PushPhase::from_settings,
+    )
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! `docker.run`: runs a container as a phase; its exit code decides the status.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,6 +13,8 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use orch_core::command::shell_quote;
+use orch_core::errors::RegistryError;
+use orch_core::registry::Kind;
 use orch_core::{
     Description, KindError, Phase, PhaseContext, PhaseError, PhaseOutcome, PhaseSpec, PlanContext,
     Stream,
@@ -208,9 +209,8 @@ impl RunPhase {
         }
     }
 
-    /// Checks a declaration (no I/O).
-    pub fn from_spec(spec: &PhaseSpec) -> Result<Self, KindError> {
-        let settings: RunSettings = spec.with.parse()?;
+    /// Checks a declaration and its parsed `with` settings (no I/O).
+    pub fn from_settings(spec: &PhaseSpec, settings: RunSettings) -> Result<Self, KindError> {
         Self::new(settings).map_err(|message| KindError {
             message: format!("phase `{}`: {message}", spec.id),
             span: spec.with.span(),
@@ -586,13 +586,15 @@ async fn pull(
 }
 
 /// Registers `docker.run`.
-pub(crate) fn register(registry: &mut orch_core::Registry) {
-    registry.register_kind(
-        "docker.run",
-        "docker",
-        "run a container; its exit code decides the status",
-        Arc::new(|spec: &PhaseSpec| Ok(Arc::new(RunPhase::from_spec(spec)?) as Arc<dyn Phase>)),
-    );
+pub(crate) fn register(registry: &mut orch_core::Registry) -> Result<(), RegistryError> {
+    registry.add_kind(
+        Kind::new(
+            "docker.run",
+            "run a container; its exit code decides the status",
+        )
+        .agent_type("docker"),
+        RunPhase::from_settings,
+    )
 }
 
 #[cfg(test)]

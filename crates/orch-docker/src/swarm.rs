@@ -4,7 +4,6 @@
 //! [`crate::job`]); Swarm places it on a node, pulls the image there and runs it. orch keeps
 //! the DAG, retries, timeouts, outputs, the journal and the reports.
 
-use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -337,10 +336,6 @@ impl Agent for SwarmAgent {
                 HEALTH_TIMEOUT.as_secs()
             ))),
         }
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

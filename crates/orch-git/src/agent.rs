@@ -1,6 +1,5 @@
 //! The `git` agent type: who runs git phases.
 
-use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -113,9 +112,5 @@ impl Agent for GitAgent {
             endpoint: self.endpoint(),
             message: format!("cannot open the repository: {message}"),
         })
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }

@@ -5,7 +5,6 @@
 //! they can be used without a repository.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use orch_core::{
@@ -14,7 +13,7 @@ use orch_core::{
 };
 use serde::Deserialize;
 
-use crate::common::{parse_with, plan_repo, render, render_opt, repo_path};
+use crate::common::{plan_repo, render, render_opt, repo_path};
 use crate::errors::GitError;
 use crate::exec::{RepoLock, run_blocking};
 use crate::repo;
@@ -232,26 +231,25 @@ pub fn render_markdown(title: &str, since: Option<&str>, entries: &[Entry]) -> S
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Settings {
+pub(crate) struct Settings {
     repo: Option<String>,
     since: Option<String>,
     output: Option<String>,
     title: Option<String>,
 }
 
-pub(crate) fn factory(spec: &PhaseSpec) -> Result<Arc<dyn Phase>, KindError> {
-    let s: Settings = parse_with(spec)?;
-    Ok(Arc::new(ChangelogPhase {
+pub(crate) fn factory(_: &PhaseSpec, s: Settings) -> Result<ChangelogPhase, KindError> {
+    Ok(ChangelogPhase {
         repo: s.repo,
         since: s.since,
         output: s.output,
         title: s.title,
-    }))
+    })
 }
 
 /// Writes release notes.
 #[derive(Debug, Clone)]
-struct ChangelogPhase {
+pub(crate) struct ChangelogPhase {
     repo: Option<String>,
     since: Option<String>,
     output: Option<String>,

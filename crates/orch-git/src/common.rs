@@ -3,17 +3,11 @@
 use std::path::PathBuf;
 
 use orch_core::{KindError, PhaseContext, PhaseError, PhaseSpec, PlanContext};
-use serde::de::DeserializeOwned;
 
 use crate::agent::GitAgent;
 use crate::errors::GitError;
 use crate::exec::phase_error;
 use crate::sanitize::{Sanitizer, sanitize_url};
-
-/// Parses a phase's `with` table.
-pub(crate) fn parse_with<T: DeserializeOwned>(spec: &PhaseSpec) -> Result<T, KindError> {
-    spec.with.parse()
-}
 
 /// A load-time error pointing at the `with` table.
 pub(crate) fn with_error(spec: &PhaseSpec, message: impl Into<String>) -> KindError {

@@ -1,7 +1,6 @@
 //! `git.inventory`: reads the state of a repository; changes nothing.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use orch_core::{
@@ -9,25 +8,24 @@ use orch_core::{
 };
 use serde::Deserialize;
 
-use crate::common::{flag, parse_with, plan_repo, repo_path, state_dir};
+use crate::common::{flag, plan_repo, repo_path, state_dir};
 use crate::exec::{RepoLock, run_blocking};
 use crate::repo::{self, HeadRef};
 use crate::sanitize::sanitize_url;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Settings {
+pub(crate) struct Settings {
     repo: Option<String>,
 }
 
-pub(crate) fn factory(spec: &PhaseSpec) -> Result<Arc<dyn Phase>, KindError> {
-    let s: Settings = parse_with(spec)?;
-    Ok(Arc::new(InventoryPhase { repo: s.repo }))
+pub(crate) fn factory(_: &PhaseSpec, s: Settings) -> Result<InventoryPhase, KindError> {
+    Ok(InventoryPhase { repo: s.repo })
 }
 
 /// Reads HEAD, the branch, the dirty state, the latest tag and the remotes.
 #[derive(Debug, Clone)]
-struct InventoryPhase {
+pub(crate) struct InventoryPhase {
     repo: Option<String>,
 }
 

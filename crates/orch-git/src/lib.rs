@@ -40,7 +40,7 @@
 //!
 //! // Register the kinds and build a phase as the engine would.
 //! let mut registry = Registry::with_builtins();
-//! orch_git::register(&mut registry);
+//! orch_git::register(&mut registry).unwrap();
 //! let mut spec = PhaseSpec::new(PhaseId::new("facts")?, "git.inventory");
 //! spec.with = WithTable::new(toml::toml! { repo = "." });
 //! let phase = registry.build_phase(&spec)?;
@@ -56,6 +56,7 @@
 use std::sync::Arc;
 
 use orch_core::Registry;
+use orch_core::registry::Kind;
 
 mod agent;
 pub mod changelog;
@@ -76,36 +77,42 @@ pub use sanitize::{Sanitizer, sanitize_url};
 
 /// Registers the `git` agent type and the kinds `git.inventory`, `git.snapshot`,
 /// `git.rollback`, `git.tag` and `git.changelog`.
-pub fn register(registry: &mut Registry) {
-    registry.register_agent_type("git", Arc::new(agent::factory));
-    registry.register_kind(
-        "git.inventory",
-        "git",
-        "read HEAD, branch, uncommitted changes, latest tag and remotes of a repository",
-        Arc::new(inventory::factory),
-    );
-    registry.register_kind(
-        "git.snapshot",
-        "git",
-        "record the working tree (untracked files included) as a commit under refs/orch/snapshots/",
-        Arc::new(snapshot::factory),
-    );
-    registry.register_kind(
-        "git.rollback",
-        "git",
-        "restore the working tree and HEAD to a snapshot, commit or tag, after a backup snapshot",
-        Arc::new(rollback::factory),
-    );
-    registry.register_kind(
-        "git.tag",
-        "git",
-        "create an annotated tag at HEAD, move a branch to it, and push them",
-        Arc::new(tag::factory),
-    );
-    registry.register_kind(
-        "git.changelog",
-        "git",
-        "write Markdown release notes from the conventional commits since the previous tag",
-        Arc::new(changelog::factory),
-    );
+pub fn register(registry: &mut Registry) -> Result<(), orch_core::errors::RegistryError> {
+    registry.register_agent_type("git", Arc::new(agent::factory))?;
+    let git = |name: &str, summary: &str| Kind::new(name, summary).agent_type("git");
+    registry.add_kind(
+        git(
+            "git.inventory",
+            "read HEAD, branch, uncommitted changes, latest tag and remotes of a repository",
+        ),
+        inventory::factory,
+    )?;
+    registry.add_kind(
+        git(
+            "git.snapshot",
+            "record the working tree (untracked files included) as a commit under refs/orch/snapshots/",
+        ),
+        snapshot::factory,
+    )?;
+    registry.add_kind(
+        git(
+            "git.rollback",
+            "restore the working tree and HEAD to a snapshot, commit or tag, after a backup snapshot",
+        ),
+        rollback::factory,
+    )?;
+    registry.add_kind(
+        git(
+            "git.tag",
+            "create an annotated tag at HEAD, move a branch to it, and push them",
+        ),
+        tag::factory,
+    )?;
+    registry.add_kind(
+        git(
+            "git.changelog",
+            "write Markdown release notes from the conventional commits since the previous tag",
+        ),
+        changelog::factory,
+    )
 }

@@ -1,8 +1,6 @@
 //! `git.rollback`: restores the working tree and HEAD to a snapshot, a commit or a tag,
 //! after taking a backup snapshot of the current state.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use orch_core::{
     Description, KindError, Phase, PhaseContext, PhaseError, PhaseOutcome, PhaseSpec, PlanContext,
@@ -10,7 +8,7 @@ use orch_core::{
 use serde::Deserialize;
 
 use crate::common::{
-    flag, parse_with, plan_head, plan_open, plan_repo, render, repo_path, state_dir, with_error,
+    flag, plan_head, plan_open, plan_repo, render, repo_path, state_dir, with_error,
 };
 use crate::errors::{GitError, Libgit2Error};
 use crate::exec::{RepoLock, run_blocking};
@@ -19,31 +17,30 @@ use crate::snapshot::plan_snapshot_ref;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Settings {
+pub(crate) struct Settings {
     repo: Option<String>,
     to: String,
     #[serde(default)]
     force: bool,
 }
 
-pub(crate) fn factory(spec: &PhaseSpec) -> Result<Arc<dyn Phase>, KindError> {
-    let s: Settings = parse_with(spec)?;
+pub(crate) fn factory(spec: &PhaseSpec, s: Settings) -> Result<RollbackPhase, KindError> {
     if s.to.trim().is_empty() {
         return Err(with_error(
             spec,
             "`to` is empty: give a snapshot commit id, a snapshot ref, a tag or a commit",
         ));
     }
-    Ok(Arc::new(RollbackPhase {
+    Ok(RollbackPhase {
         repo: s.repo,
         to: s.to,
         force: s.force,
-    }))
+    })
 }
 
 /// Rolls a repository back.
 #[derive(Debug, Clone)]
-struct RollbackPhase {
+pub(crate) struct RollbackPhase {
     repo: Option<String>,
     to: String,
     force: bool,

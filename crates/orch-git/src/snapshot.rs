@@ -1,32 +1,29 @@
 //! `git.snapshot`: records the working tree as a commit under `refs/orch/snapshots/`,
 //! touching nothing else.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use orch_core::{
     Description, KindError, Phase, PhaseContext, PhaseError, PhaseOutcome, PhaseSpec, PlanContext,
 };
 use serde::Deserialize;
 
-use crate::common::{parse_with, plan_head, plan_open, plan_repo, repo_path, state_dir};
+use crate::common::{plan_head, plan_open, plan_repo, repo_path, state_dir};
 use crate::exec::{RepoLock, run_blocking};
 use crate::repo;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Settings {
+pub(crate) struct Settings {
     repo: Option<String>,
 }
 
-pub(crate) fn factory(spec: &PhaseSpec) -> Result<Arc<dyn Phase>, KindError> {
-    let s: Settings = parse_with(spec)?;
-    Ok(Arc::new(SnapshotPhase { repo: s.repo }))
+pub(crate) fn factory(_: &PhaseSpec, s: Settings) -> Result<SnapshotPhase, KindError> {
+    Ok(SnapshotPhase { repo: s.repo })
 }
 
 /// Takes a snapshot.
 #[derive(Debug, Clone)]
-struct SnapshotPhase {
+pub(crate) struct SnapshotPhase {
     repo: Option<String>,
 }
 

@@ -4,7 +4,6 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use git2::{Cred, CredentialType, Direction, Oid, PushOptions, RemoteCallbacks, Repository};
@@ -15,8 +14,8 @@ use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor};
 
 use crate::common::{
-    flag, is_template, parse_with, plan_head, plan_open, plan_remote_url, plan_repo, render,
-    render_opt, repo_path, state_dir, with_error,
+    flag, is_template, plan_head, plan_open, plan_remote_url, plan_repo, render, render_opt,
+    repo_path, state_dir, with_error,
 };
 use crate::errors::{GitError, Libgit2Error};
 use crate::exec::{Job, RepoLock, phase_error, run_blocking};
@@ -86,7 +85,7 @@ impl<'de> Deserialize<'de> for PushSpec {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Settings {
+pub(crate) struct Settings {
     repo: Option<String>,
     tag: String,
     branch: Option<String>,
@@ -98,8 +97,7 @@ struct Settings {
     username: Option<String>,
 }
 
-pub(crate) fn factory(spec: &PhaseSpec) -> Result<Arc<dyn Phase>, KindError> {
-    let s: Settings = parse_with(spec)?;
+pub(crate) fn factory(spec: &PhaseSpec, s: Settings) -> Result<TagPhase, KindError> {
     if s.tag.trim().is_empty() {
         return Err(with_error(spec, "`tag` is empty"));
     }
@@ -136,7 +134,7 @@ pub(crate) fn factory(spec: &PhaseSpec) -> Result<Arc<dyn Phase>, KindError> {
             return Err(with_error(spec, "`token_secret` is set but `push` is not"));
         }
     }
-    Ok(Arc::new(TagPhase {
+    Ok(TagPhase {
         repo: s.repo,
         tag: s.tag,
         branch: s.branch,
@@ -145,7 +143,7 @@ pub(crate) fn factory(spec: &PhaseSpec) -> Result<Arc<dyn Phase>, KindError> {
         push: s.push,
         token_secret: s.token_secret,
         username: s.username,
-    }))
+    })
 }
 
 fn check_name(what: &'static str, name: &str) -> Result<(), GitError> {
@@ -165,7 +163,7 @@ fn check_name(what: &'static str, name: &str) -> Result<(), GitError> {
 
 /// Tags HEAD.
 #[derive(Debug, Clone)]
-struct TagPhase {
+pub(crate) struct TagPhase {
     repo: Option<String>,
     tag: String,
     branch: Option<String>,

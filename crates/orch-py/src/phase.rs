@@ -222,7 +222,9 @@ pub(crate) struct ContextData {
     pub(crate) shared: Option<Arc<RunShared>>,
     pub(crate) phase_id: PhaseId,
     pub(crate) attempt: u32,
-    pub(crate) needs: Arc<[PhaseId]>,
+    /// The outputs of the phases this one needs, as the engine provides them (restored
+    /// ones included, in a resumed run), in the order of `needs`.
+    pub(crate) outputs: Vec<(PhaseId, Option<Outputs>)>,
     pub(crate) completion: Arc<Completion>,
     pub(crate) cancel: CancellationToken,
     /// The phase's working directory when it is not the pipeline's.
@@ -272,16 +274,12 @@ impl Context {
     #[getter]
     fn outputs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        if let Some(s) = &self.data.shared {
-            for need in self.data.needs.iter() {
-                let inner = PyDict::new(py);
-                if let Some(o) = s.outputs_of(need.as_str()) {
-                    for (k, v) in o.iter() {
-                        inner.set_item(k, v)?;
-                    }
-                }
-                d.set_item(need.as_str(), inner)?;
+        for (need, outputs) in &self.data.outputs {
+            let inner = PyDict::new(py);
+            for (k, v) in outputs.iter().flatten() {
+                inner.set_item(k, v)?;
             }
+            d.set_item(need.as_str(), inner)?;
         }
         Ok(d)
     }
@@ -634,7 +632,11 @@ impl Phase for PyPhase {
             shared: shared.clone(),
             phase_id: ctx.phase_id().clone(),
             attempt: ctx.attempt(),
-            needs: self.needs.clone(),
+            outputs: self
+                .needs
+                .iter()
+                .map(|n| (n.clone(), ctx.outputs_of(n.as_str())))
+                .collect(),
             completion: completion.clone(),
             cancel: ctx.cancelled().clone(),
             workdir,
@@ -696,18 +698,10 @@ impl Phase for PyPhase {
         };
         guard.armed = false;
         match result {
-            CallResult::Ok(outputs) => {
-                let outputs = outputs.unwrap_or_default();
-                if let Some(s) = &shared
-                    && !outputs.is_empty()
-                {
-                    s.set_outputs(ctx.phase_id().as_str(), Arc::new(outputs.clone()));
-                }
-                Ok(PhaseOutcome {
-                    outputs,
-                    ..PhaseOutcome::default()
-                })
-            }
+            CallResult::Ok(outputs) => Ok(PhaseOutcome {
+                outputs: outputs.unwrap_or_default(),
+                ..PhaseOutcome::default()
+            }),
             CallResult::Failed { message, traceback } => {
                 for line in traceback.lines() {
                     ctx.log(line);
@@ -726,42 +720,5 @@ impl Phase for PyPhase {
                 Err(PhaseError::Cancelled)
             }
         }
-    }
-}
-
-/// Wraps a phase of another kind in a pipeline with Python phases, to record what it
-/// publishes for the Python phases that need it (`ctx.outputs`): the engine hands
-/// outputs to templates, but has no API to list a phase's outputs, and its
-/// `PhaseFinished` event may come later than the dependents start (it waits for the
-/// journal).
-pub struct OutputTap {
-    inner: Arc<dyn Phase>,
-}
-
-impl OutputTap {
-    /// Wraps `inner`.
-    pub fn new(inner: Arc<dyn Phase>) -> Self {
-        Self { inner }
-    }
-}
-
-#[async_trait]
-impl Phase for OutputTap {
-    fn describe(&self, ctx: &PlanContext<'_>) -> Description {
-        self.inner.describe(ctx)
-    }
-
-    fn is_light(&self) -> bool {
-        self.inner.is_light()
-    }
-
-    async fn run(&self, ctx: &PhaseContext) -> Result<PhaseOutcome, PhaseError> {
-        let outcome = self.inner.run(ctx).await?;
-        if !outcome.outputs.is_empty()
-            && let Some(s) = crate::runs::get(ctx.run_id().as_str())
-        {
-            s.set_outputs(ctx.phase_id().as_str(), Arc::new(outcome.outputs.clone()));
-        }
-        Ok(outcome)
     }
 }

@@ -8,32 +8,25 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 use orch_core::diagnostics::did_you_mean;
-use orch_core::spec::{Backoff, BreakerSpec, Unavailable};
+use orch_core::spec::Backoff;
 use orch_core::{
-    AgentSpec, LoadOptions, Phase, PhaseId, PhaseSpec, Pipeline, Plan, ResumeFrom, RunControl,
-    RunId, RunOptions, RunSpec, Runner, Selection, Selector, WithTable,
+    LoadOptions, Phase, PhaseId, PhaseSpec, Pipeline, Plan, ResumeFrom, RunControl, RunId,
+    RunOptions, RunSpec, Runner, Selection, Selector, WithTable,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
 
 use crate::errors::Error;
-use crate::phase::{OutputTap, PyPhase};
+use crate::phase::PyPhase;
 use crate::runs::{self, Inbox, RunHandle, RunShared, Sink};
 use crate::runtime::registry;
 
 /// A phase added in code.
 struct Extra {
     spec: PhaseSpec,
-    /// Its implementation: a Python phase, or a registry kind's phase wrapped in an
-    /// [`OutputTap`].
-    phase: Arc<dyn Phase>,
-    /// A Python phase.
-    python: bool,
-    /// The agent type a registry kind needs, when not `local`.
-    agent_type: Option<String>,
-    /// Retries and backoff were given (else a loaded file's `[defaults]` apply).
-    retries_set: bool,
-    backoff_set: bool,
+    /// A Python phase's implementation; `None` for a registry kind, which the engine
+    /// builds (and places on an agent) like a phase from a file.
+    python: Option<Arc<dyn Phase>>,
 }
 
 /// The core of `orch.Pipeline`.
@@ -100,14 +93,12 @@ impl Common {
             .iter()
             .map(|n| phase_id(n))
             .collect::<Result<_, _>>()?;
-        spec.retries = self.retries.unwrap_or(0);
+        spec.retries = self.retries;
         spec.timeout = duration(self.timeout, "timeout")?;
-        if let Some(initial) = duration(self.backoff, "backoff")? {
-            spec.backoff = Backoff {
-                initial,
-                ..Backoff::default()
-            };
-        }
+        spec.backoff = duration(self.backoff, "backoff")?.map(|initial| Backoff {
+            initial,
+            ..Backoff::default()
+        });
         spec.tags = self.tags;
         spec.description = self.description;
         spec.allow_failure = self.allow_failure;
@@ -179,20 +170,13 @@ impl CorePipeline {
                 for a in s.agents.values() {
                     b = b.agent(a.clone());
                 }
-                // The file's `[policy]` governs phases added in code too.
+                // The file's `[policy]` and `[defaults]` govern phases added in code too.
                 if let Some(policy) = f.policy() {
                     b = b.policy(policy.clone());
                 }
-                let tap = self.extra.iter().any(|e| e.python);
+                b = b.defaults(s.defaults.clone());
                 for n in f.nodes() {
-                    b = if tap {
-                        // Same implementation, same agent; outputs recorded for Python.
-                        let mut spec = n.spec.clone();
-                        spec.agent = Some(f.agents()[n.agent].name.clone());
-                        b.custom(spec, Arc::new(OutputTap::new(n.phase.clone())))
-                    } else {
-                        b.phase(n.spec.clone())
-                    };
+                    b = b.phase(n.spec.clone());
                 }
                 b
             }
@@ -214,50 +198,11 @@ impl CorePipeline {
         for (k, v) in vars {
             b = b.var(k.clone(), v.clone());
         }
-        let mut declared: HashSet<String> = match &self.file {
-            Some(f) => f.agents().iter().map(|a| a.name.clone()).collect(),
-            None => HashSet::new(),
-        };
-        let defaults = self.file.as_ref().map(|f| &f.spec().defaults);
         for e in &self.extra {
-            let mut spec = e.spec.clone();
-            if let Some(d) = defaults {
-                // A loaded file's `[defaults]`, for what the phase does not set (its agent
-                // excepted: Python phases run here, kinds on an agent of their type).
-                if spec.timeout.is_none() {
-                    spec.timeout = d.timeout;
-                }
-                if !e.retries_set {
-                    spec.retries = d.retries.unwrap_or(0);
-                }
-                if !e.backoff_set
-                    && let Some(b) = d.backoff
-                {
-                    spec.backoff = b;
-                }
-                if !e.python && !d.env.is_empty() {
-                    let mut env = d.env.clone();
-                    env.extend(std::mem::take(&mut spec.env));
-                    spec.env = env;
-                }
-            }
-            if let Some(t) = &e.agent_type
-                && spec.agent.is_none()
-            {
-                // What the engine does for kinds it builds: an agent of their type.
-                let existing = self
-                    .file
-                    .iter()
-                    .flat_map(|f| f.agents())
-                    .find(|a| &a.agent_type == t)
-                    .map(|a| a.name.clone());
-                let name = existing.unwrap_or_else(|| t.clone());
-                if declared.insert(name.clone()) {
-                    b = b.agent(implied_agent(t));
-                }
-                spec.agent = Some(name);
-            }
-            b = b.custom(spec, e.phase.clone());
+            b = match &e.python {
+                Some(phase) => b.custom(e.spec.clone(), phase.clone()),
+                None => b.phase(e.spec.clone()),
+            };
         }
         b
     }
@@ -447,11 +392,9 @@ impl CorePipeline {
         let is_async = crate::phase::is_coroutine_function(&func)?;
         let mut spec = PhaseSpec::new(id.clone(), "python");
         spec.needs = settings.needs.to_vec();
-        spec.retries = settings.retries.unwrap_or(0);
+        spec.retries = settings.retries;
         spec.timeout = settings.timeout;
-        if let Some(b) = &settings.backoff {
-            spec.backoff = *b;
-        }
+        spec.backoff = settings.backoff;
         spec.tags = settings.tags.clone();
         spec.description = description;
         spec.allow_failure = settings.allow_failure;
@@ -464,11 +407,7 @@ impl CorePipeline {
         );
         self.add(Extra {
             spec,
-            phase: Arc::new(phase),
-            python: true,
-            agent_type: None,
-            retries_set: settings.retries.is_some(),
-            backoff_set: settings.backoff.is_some(),
+            python: Some(Arc::new(phase)),
         })
         .map_err(|e| e.into_pyerr(py))?;
         // Functions take attributes; other callables may not, which is fine.
@@ -664,10 +603,8 @@ impl CorePipeline {
                 })?;
                 spec.with = WithTable::new(table);
             }
-            let retries_set = common.retries.is_some();
-            let backoff_set = common.backoff.is_some();
             common.apply(&mut spec)?;
-            let Some(entry) = registry().kind(&spec.kind) else {
+            if registry().kind(&spec.kind).is_none() {
                 let kinds: Vec<&str> = registry().kinds().map(|(k, _)| k).collect();
                 let help = did_you_mean(&spec.kind, kinds.iter().copied())
                     .unwrap_or_else(|| format!("known kinds: {}", kinds.join(", ")));
@@ -675,20 +612,13 @@ impl CorePipeline {
                     "phase `{id}` has unknown kind `{}` ({help})",
                     spec.kind
                 )));
-            };
-            // Built now, so its settings are checked where they are written.
-            let inner = registry().build_phase(&spec).map_err(|e| {
+            }
+            // Built now, so its settings are checked where they are written (the pipeline
+            // builds it again: kinds do no I/O when built).
+            registry().build_phase(&spec).map_err(|e| {
                 Error::invalid(format!("phase `{id}` ({}): {}", spec.kind, e.message))
             })?;
-            let agent_type = (entry.agent_type != "local").then(|| entry.agent_type.clone());
-            self.add(Extra {
-                spec,
-                phase: Arc::new(OutputTap::new(inner)),
-                python: false,
-                agent_type,
-                retries_set,
-                backoff_set,
-            })
+            self.add(Extra { spec, python: None })
         };
         go().map_err(|e| e.into_pyerr(py))
     }
@@ -760,7 +690,6 @@ impl CorePipeline {
             };
             let vars = pipeline.spec().vars.clone();
             let base_dir = pipeline.spec().base_dir.display().to_string();
-            let resume_from = options.resume.clone();
             let mut runner = Runner::new(pipeline, options);
             let state_dir = absolute(&runner.state_dir());
             let shared = Arc::new(RunShared::new(
@@ -776,13 +705,9 @@ impl CorePipeline {
                 event_loop,
             ));
             runner.subscribe(Arc::new(Sink {
-                shared: shared.clone(),
                 inbox: inbox.clone(),
                 collect: collect_events,
             }));
-            if let Some(from) = &resume_from {
-                restore_outputs(&shared, &state_dir, from);
-            }
             runs::register(run_id.as_str(), shared.clone());
             runs::spawn(runner, control.clone(), run_id.to_string(), inbox.clone())?;
             Ok(RunHandle {
@@ -813,45 +738,6 @@ fn resume_from(value: Option<&Bound<'_, PyAny>>) -> Result<Option<ResumeFrom>, E
         Err(_) => Err(Error::invalid(
             "`resume` takes True (the latest run) or a run id",
         )),
-    }
-}
-
-/// Outputs of the phases a resumed run will not run again, for `ctx.outputs`: the engine
-/// restores them for templates, but gives phases no way to list them. Read from the
-/// journal of the run being resumed (before the engine moves `runs/latest`); problems are
-/// left to the engine, which reports them.
-fn restore_outputs(shared: &RunShared, state_dir: &Path, from: &ResumeFrom) {
-    let id = match from {
-        ResumeFrom::Latest => orch_core::run::latest_run(state_dir),
-        ResumeFrom::Run(id) => Some(id.clone()),
-    };
-    let Some(id) = id else { return };
-    let path = state_dir
-        .join("runs")
-        .join(id.as_str())
-        .join(orch_core::journal::JOURNAL_FILE);
-    let Ok(contents) = orch_core::journal::read(&path) else {
-        return;
-    };
-    let state = orch_core::resume::ResumeState::from_entries(&contents.entries);
-    for (phase, resume) in state.phases {
-        if let Some(done) = resume.done
-            && !done.outputs.is_empty()
-        {
-            shared.set_outputs(&phase, Arc::new(done.outputs));
-        }
-    }
-}
-
-/// The agent the engine implies for a kind of `agent_type` when none is declared.
-fn implied_agent(agent_type: &str) -> AgentSpec {
-    AgentSpec {
-        name: agent_type.to_owned(),
-        agent_type: agent_type.to_owned(),
-        capacity: None,
-        with: WithTable::default(),
-        breaker: BreakerSpec::default(),
-        unavailable: Unavailable::Fail,
     }
 }
 
@@ -889,15 +775,5 @@ mod tests {
         );
         assert_eq!(s.skip, [Selector::Id("lint".into())]);
         assert_eq!(s.from, ["test"]);
-    }
-
-    #[test]
-    fn implied_agents_look_like_the_engines() {
-        let a = implied_agent("docker");
-        assert_eq!(
-            (a.name.as_str(), a.agent_type.as_str()),
-            ("docker", "docker")
-        );
-        assert_eq!(a.breaker, BreakerSpec::default());
     }
 }

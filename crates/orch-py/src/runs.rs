@@ -1,9 +1,8 @@
 //! Runs in progress: what their Python phases share, the event inbox the waiting Python
 //! thread drains, and the handle Python holds.
 //!
-//! The engine never calls into Python: its event sink only stores outputs (for
-//! `ctx.outputs`) and, when the caller passed `on_event`, appends events to an inbox
-//! guarded by a plain mutex. The thread that waits in `run()` takes them from there and
+//! The engine never calls into Python: its event sink only appends events to an inbox
+//! guarded by a plain mutex (when the caller passed `on_event`). The thread that waits in `run()` takes them from there and
 //! calls `on_event` itself, so callbacks never hold an engine lock and phases running
 //! in other threads never wait for a callback.
 
@@ -14,7 +13,7 @@ use std::sync::{Arc, Condvar, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
-use orch_core::{EventSink, Outputs, RunControl, RunEvent, RunRecord};
+use orch_core::{EventSink, RunControl, RunEvent, RunRecord};
 use pyo3::prelude::*;
 
 use crate::errors::{Error, chain};
@@ -30,7 +29,6 @@ pub struct RunShared {
     pub(crate) base_dir: String,
     /// The pipeline's variables.
     pub(crate) vars: Arc<IndexMap<String, String>>,
-    outputs: Mutex<HashMap<String, Arc<Outputs>>>,
     inflight: Mutex<Inflights>,
     idle: Condvar,
     interrupted: AtomicBool,
@@ -53,30 +51,12 @@ impl RunShared {
             run_dir,
             base_dir,
             vars: Arc::new(vars),
-            outputs: Mutex::new(HashMap::new()),
             inflight: Mutex::new(Inflights::default()),
             idle: Condvar::new(),
             interrupted: AtomicBool::new(false),
             control,
             event_loop: event_loop.map(Arc::new),
         }
-    }
-
-    /// Outputs a finished phase published.
-    pub(crate) fn outputs_of(&self, phase: &str) -> Option<Arc<Outputs>> {
-        self.outputs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(phase)
-            .cloned()
-    }
-
-    /// Records what a phase published (for `ctx.outputs` of the phases that need it).
-    pub(crate) fn set_outputs(&self, phase: &str, outputs: Arc<Outputs>) {
-        self.outputs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(phase.to_owned(), outputs);
     }
 
     /// Counts a Python call until the returned guard drops.
@@ -202,25 +182,12 @@ impl Inbox {
 
 /// The engine's event consumer for a Python run.
 pub(crate) struct Sink {
-    pub(crate) shared: Arc<RunShared>,
     pub(crate) inbox: Arc<Inbox>,
     pub(crate) collect: bool,
 }
 
 impl EventSink for Sink {
     fn on_event(&self, event: &RunEvent) {
-        // Outputs normally come from the phases themselves (see `phase::OutputTap`); the
-        // event also covers phases that did not run here (done in a resumed run).
-        if let RunEvent::PhaseFinished { phase, outputs, .. } = event
-            && !outputs.is_empty()
-        {
-            self.shared
-                .outputs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(phase.to_string())
-                .or_insert_with(|| outputs.clone());
-        }
         if self.collect
             && let Some(e) = Event::from_run_event(event)
         {

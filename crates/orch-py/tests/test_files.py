@@ -230,3 +230,34 @@ def test_phases_added_in_code_take_the_files_defaults(write: Write) -> None:
     assert calls == [1, 2, 3]
     assert "stage=ci other=x" in r.phases["show"].log_text()
     assert "stage=mine" in r.phases["own"].log_text()
+
+
+def test_phases_added_in_code_take_the_files_agent_as_its_phases_do(write: Write) -> None:
+    path = write(
+        "orch.toml",
+        """
+        [pipeline]
+        name = "agents"
+
+        [agents.serial]
+        type = "local"
+        capacity = 1
+
+        [defaults]
+        agent = "serial"
+
+        [phases.build]
+        run = "true"
+        """,
+    )
+    p = orch.Pipeline.load(path)
+
+    @p.phase(needs=["build"])
+    def check(ctx: orch.Context) -> None:
+        pass
+
+    p.command("show", "true")
+    waves = {ph["id"]: ph["agent"] for wave in p.plan().waves for ph in wave}
+    # Kinds follow `[defaults] agent` wherever they were declared; a Python function runs
+    # in this process, on the local agent.
+    assert waves == {"build": "serial", "show": "serial", "check": "local"}

@@ -15,7 +15,7 @@
 //!
 //! ```
 //! let mut registry = orch_core::Registry::with_builtins();
-//! orch_quality::register(&mut registry);
+//! orch_quality::register(&mut registry).unwrap();
 //! assert_eq!(registry.kind("quality").unwrap().agent_type, "local");
 //! assert_eq!(registry.kind("secrets.scan").unwrap().agent_type, "local");
 //! ```
@@ -54,7 +54,9 @@ pub use errors::{InputError, QualityError, SecretsError};
 pub use measure::{QUALITY_FORMAT_VERSION, QualityReport};
 
 /// Registers `quality` and `secrets.scan`, both served by agents of type `local`.
-pub fn register(registry: &mut orch_core::Registry) {
-    quality::register(registry);
-    secrets::register(registry);
+pub fn register(
+    registry: &mut orch_core::Registry,
+) -> Result<(), orch_core::errors::RegistryError> {
+    quality::register(registry)?;
+    secrets::register(registry)
 }

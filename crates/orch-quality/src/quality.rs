@@ -4,12 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use async_trait::async_trait;
+use orch_core::errors::RegistryError;
+use orch_core::registry::Kind;
 use orch_core::{
-    Description, KindError, Phase, PhaseContext, PhaseError, PhaseOutcome, PhaseSpec, PlanContext,
-    Registry,
+    Description, Phase, PhaseContext, PhaseError, PhaseOutcome, PhaseSpec, PlanContext, Registry,
 };
 use serde::{Deserialize, Serialize};
 
@@ -279,17 +279,14 @@ pub struct QualityPhase {
     settings: QualitySettings,
 }
 
-pub(crate) fn register(r: &mut Registry) {
-    r.register_kind(
-        "quality",
-        "local",
-        "gate on SARIF findings, coverage and tests: conditions and a 0-100 score",
-        Arc::new(|spec: &PhaseSpec| {
-            let settings: QualitySettings = spec.with.parse()?;
-            let at = |message: String| KindError {
-                message,
-                span: spec.with.span(),
-            };
+pub(crate) fn register(r: &mut Registry) -> Result<(), RegistryError> {
+    r.add_kind(
+        Kind::new(
+            "quality",
+            "gate on SARIF findings, coverage and tests: conditions and a 0-100 score",
+        ),
+        |spec: &PhaseSpec, settings: QualitySettings| {
+            let at = |message: String| spec.with.error(message);
             if matches!(settings.sarif, Patterns::None)
                 && matches!(settings.coverage, Patterns::None)
                 && matches!(settings.junit, Patterns::None)
@@ -304,9 +301,9 @@ pub(crate) fn register(r: &mut Registry) {
             {
                 return Err(at(format!("`threshold` is {t}, not between 0 and 100")));
             }
-            Ok(Arc::new(QualityPhase { settings }) as Arc<dyn Phase>)
-        }),
-    );
+            Ok(QualityPhase { settings })
+        },
+    )
 }
 
 impl QualityPhase {

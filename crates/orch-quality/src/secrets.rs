@@ -14,12 +14,13 @@
 //! by `.gitignore` or the `ignore` list, binary files and files over 2 MiB.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use async_trait::async_trait;
+use orch_core::errors::RegistryError;
+use orch_core::registry::Kind;
 use orch_core::{
-    Description, KindError, Phase, PhaseContext, PhaseError, PhaseOutcome, PhaseSpec, PlanContext,
-    Registry,
+    Description, Phase, PhaseContext, PhaseError, PhaseOutcome, PhaseSpec, PlanContext, Registry,
 };
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -566,23 +567,23 @@ pub struct SecretsPhase {
     settings: SecretsSettings,
 }
 
-pub(crate) fn register(r: &mut Registry) {
-    r.register_kind(
-        "secrets.scan",
-        "local",
-        "find committed credentials in a tree (offline) and write SARIF",
-        Arc::new(|spec: &PhaseSpec| {
-            let settings: SecretsSettings = spec.with.parse()?;
+pub(crate) fn register(r: &mut Registry) -> Result<(), RegistryError> {
+    r.add_kind(
+        Kind::new(
+            "secrets.scan",
+            "find committed credentials in a tree (offline) and write SARIF",
+        ),
+        |spec: &PhaseSpec, settings: SecretsSettings| {
             let mut gi = ignore::gitignore::GitignoreBuilder::new("/");
             for p in &settings.ignore {
-                gi.add_line(None, p).map_err(|e| KindError {
-                    message: format!("`ignore` pattern `{p}` is not valid: {e}"),
-                    span: spec.with.span(),
+                gi.add_line(None, p).map_err(|e| {
+                    spec.with
+                        .error(format!("`ignore` pattern `{p}` is not valid: {e}"))
                 })?;
             }
-            Ok(Arc::new(SecretsPhase { settings }) as Arc<dyn Phase>)
-        }),
-    );
+            Ok(SecretsPhase { settings })
+        },
+    )
 }
 
 /// The state directory of a run (`STATE_DIR` of `STATE_DIR/runs/RUN_ID`), kept out of scans.

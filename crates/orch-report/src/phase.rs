@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
+use orch_core::errors::RegistryError;
+use orch_core::registry::Kind;
 use orch_core::{
-    Artifact, Description, KindError, Phase, PhaseContext, PhaseError, PhaseOutcome, PhaseSpec,
-    PlanContext, Registry,
+    Artifact, Description, Phase, PhaseContext, PhaseError, PhaseOutcome, PhaseSpec, PlanContext,
+    Registry,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -27,30 +29,27 @@ struct Settings {
 }
 
 /// Registers the `report` kind (served by `local` agents).
-pub fn register(registry: &mut Registry) {
-    registry.register_kind(
-        "report",
-        "local",
-        "render reports (md, junit, html, json, compliance, pdf) of the run so far",
-        Arc::new(|spec: &PhaseSpec| -> Result<Arc<dyn Phase>, KindError> {
-            let settings: Settings = spec.with.parse()?;
+pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
+    registry.add_kind(
+        Kind::new(
+            "report",
+            "render reports (md, junit, html, json, compliance, pdf) of the run so far",
+        ),
+        |spec: &PhaseSpec, settings: Settings| {
             let formats = match settings.formats {
                 None => DEFAULT_PHASE_FORMATS.to_vec(),
                 Some(names) => {
                     if names.is_empty() {
-                        return Err(KindError {
-                            message: "`formats` is empty: name at least one of md, junit, html, \
-                                      json, compliance, pdf"
-                                .into(),
-                            span: spec.with.span(),
-                        });
+                        return Err(spec.with.error(
+                            "`formats` is empty: name at least one of md, junit, html, json, \
+                             compliance, pdf",
+                        ));
                     }
                     let mut formats = Vec::new();
                     for name in &names {
-                        let f = name.parse::<Format>().map_err(|e| KindError {
-                            message: e.to_string(),
-                            span: spec.with.span(),
-                        })?;
+                        let f = name
+                            .parse::<Format>()
+                            .map_err(|e| spec.with.error(e.to_string()))?;
                         if !formats.contains(&f) {
                             formats.push(f);
                         }
@@ -58,12 +57,12 @@ pub fn register(registry: &mut Registry) {
                     formats
                 }
             };
-            Ok(Arc::new(ReportPhase {
+            Ok(ReportPhase {
                 formats,
                 output: settings.output,
-            }) as Arc<dyn Phase>)
-        }),
-    );
+            })
+        },
+    )
 }
 
 /// Renders reports of the run so far (the phases finished before it) into a directory.
@@ -104,6 +103,10 @@ fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
 
 #[async_trait]
 impl Phase for ReportPhase {
+    fn wants_run_snapshot(&self) -> bool {
+        true
+    }
+
     fn describe(&self, ctx: &PlanContext<'_>) -> Description {
         let dir = self.output.as_deref().map_or_else(
             || "RUN_DIR".to_owned(),

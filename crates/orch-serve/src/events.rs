@@ -62,6 +62,7 @@ pub(crate) fn to_json(e: &RunEvent) -> Option<Value> {
             duration,
             exit_code,
             reason,
+            cause,
             allowed_failure,
             outputs,
             warnings,
@@ -69,7 +70,8 @@ pub(crate) fn to_json(e: &RunEvent) -> Option<Value> {
         } => json!({
             "type": "phase_finished", "phase": phase, "status": status, "attempts": attempts,
             "duration_ms": duration.as_millis() as u64, "exit_code": exit_code,
-            "reason": reason, "allowed_failure": allowed_failure, "outputs": &**outputs,
+            "reason": reason, "cause": cause, "allowed_failure": allowed_failure,
+            "outputs": &**outputs,
             "warnings": warnings, "at": rfc3339(*at),
         }),
         RunEvent::RunFinished {
@@ -151,7 +153,8 @@ pub(crate) fn from_record(record: &RunRecord, run_dir: &Path) -> Vec<String> {
         out.push(json!({
             "type": "phase_finished", "phase": id, "status": p.status, "attempts": p.attempts,
             "duration_ms": p.duration_ms.unwrap_or(0), "exit_code": p.exit_code,
-            "reason": p.reason, "allowed_failure": p.allowed_failure, "outputs": p.outputs,
+            "reason": p.reason, "cause": p.cause, "allowed_failure": p.allowed_failure,
+            "outputs": p.outputs,
             "at": p.finished_at.as_deref().unwrap_or(&record.started_at),
         }));
     }

@@ -24,12 +24,10 @@
 //! missing item and how to get it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use orch_core::{
-    Description, KindError, Phase, PhaseContext, PhaseError, PhaseOutcome, PhaseSpec, PlanContext,
-    Registry,
+    Description, Phase, PhaseContext, PhaseError, PhaseOutcome, PhaseSpec, PlanContext, Registry,
 };
 use serde::Deserialize;
 
@@ -278,26 +276,25 @@ impl CheckPhase {
 }
 
 /// Registers `system.check`, served by agents of type `local`.
-pub fn register(r: &mut Registry) {
-    r.register_kind(
-        KIND,
-        "local",
-        "check the machine: commands, memory, disk, a Docker engine, a GPU",
-        Arc::new(|spec: &PhaseSpec| {
-            let settings: CheckSettings = spec.with.parse()?;
+pub fn register(r: &mut Registry) -> Result<(), orch_core::errors::RegistryError> {
+    r.add_kind(
+        orch_core::registry::Kind::new(
+            KIND,
+            "check the machine: commands, memory, disk, a Docker engine, a GPU",
+        ),
+        |spec: &PhaseSpec, settings: CheckSettings| {
             if let Some(bad) = settings
                 .commands
                 .iter()
                 .find(|c| c.trim().is_empty() || c.contains('\0'))
             {
-                return Err(KindError {
-                    message: format!("`commands` holds `{bad}`, which is not a command name"),
-                    span: spec.with.span(),
-                });
+                return Err(spec.with.error(format!(
+                    "`commands` holds `{bad}`, which is not a command name"
+                )));
             }
-            Ok(Arc::new(CheckPhase { settings }) as Arc<dyn Phase>)
-        }),
-    );
+            Ok(CheckPhase { settings })
+        },
+    )
 }
 
 #[async_trait]

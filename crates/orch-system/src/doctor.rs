@@ -602,7 +602,7 @@ mod tests {
     fn needs(text: &str) -> Needs {
         let doc: toml::Table = text.parse().expect("toml");
         let mut r = Registry::with_builtins();
-        crate::register(&mut r);
+        crate::register(&mut r).expect("the kinds register once");
         Needs::of_table(
             Path::new("orch.toml"),
             &doc,

@@ -12,7 +12,7 @@
 //!
 //! ```
 //! let mut registry = orch_core::Registry::with_builtins();
-//! orch_system::register(&mut registry);
+//! orch_system::register(&mut registry).unwrap();
 //! assert_eq!(registry.kind("system.check").unwrap().agent_type, "local");
 //! ```
 //!
@@ -43,6 +43,8 @@ pub mod size;
 pub use errors::{DoctorError, SizeError};
 
 /// Registers `system.check`, served by agents of type `local`.
-pub fn register(registry: &mut orch_core::Registry) {
-    check::register(registry);
+pub fn register(
+    registry: &mut orch_core::Registry,
+) -> Result<(), orch_core::errors::RegistryError> {
+    check::register(registry)
 }

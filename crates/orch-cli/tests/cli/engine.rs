@@ -21,7 +21,7 @@ needs = ["build"]
     assert_eq!(r.code, 0, "{}", r.stderr);
     let rec = ws.record();
     assert_eq!(rec["status"], "succeeded");
-    assert_eq!(rec["format_version"], 1);
+    assert_eq!(rec["format_version"], 2);
     assert_eq!(statuses(&rec), ["build=succeeded", "deploy=succeeded"]);
     assert_eq!(
         rec["phases"]["build"]["outputs"]["artifact"],

@@ -17,8 +17,8 @@ use toml::de::{DeTable, DeValue};
 use crate::diagnostics::Diagnostic;
 use crate::ids::PhaseId;
 use crate::spec::{
-    AgentSpec, Backoff, BreakerSpec, Defaults, MAX_JOBS, MAX_RETRIES, PhaseSpec, PipelineSpec,
-    RunSpec, Unavailable, WithTable,
+    AgentSpec, BreakerSpec, Defaults, MAX_JOBS, MAX_RETRIES, PhaseSpec, PipelineSpec, RunSpec,
+    Unavailable, WithTable,
 };
 
 mod notify;
@@ -121,7 +121,6 @@ pub(crate) fn parse(
     let mut defaults = Defaults::default();
     let mut saw_pipeline = false;
     let mut saw_phases = false;
-    let mut unset = Vec::new();
 
     for (key, value) in root.get_ref() {
         match key.get_ref().as_ref() {
@@ -237,10 +236,9 @@ pub(crate) fn parse(
                             continue;
                         }
                     };
-                    if let Some((phase, ps, u)) = parse_phase(&mut w, phase_id, id.span(), v) {
+                    if let Some((phase, ps)) = parse_phase(&mut w, phase_id, id.span(), v) {
                         spec.phases.push(phase);
                         spans.phases.push(ps);
-                        unset.push(u);
                     }
                 }
             }
@@ -313,7 +311,7 @@ pub(crate) fn parse(
                 .with_help("add a phase: `[phases.hello]` with `run = \"echo hello\"`"),
         );
     }
-    apply_defaults(&mut spec, &defaults, unset);
+    // Validation applies them (the section may come after the phases).
     spec.defaults = defaults;
     Ok((spec, spans, w.diags))
 }
@@ -325,10 +323,9 @@ fn parse_agent(w: &mut Walker, name: &Key<'_>, v: &Value<'_>) -> Option<AgentSpe
         agent_type: String::new(),
         capacity: None,
         with: WithTable::default(),
-        breaker: BreakerSpec::default(),
+        breaker: None,
         unavailable: Unavailable::Fail,
     };
-    let mut breaker_set = false;
     let where_ = format!("[agents.{}]", name.get_ref());
     for (k, val) in t {
         match k.get_ref().as_ref() {
@@ -353,20 +350,20 @@ fn parse_agent(w: &mut Walker, name: &Key<'_>, v: &Value<'_>) -> Option<AgentSpe
                 }
             }
             "breaker" => {
-                breaker_set = true;
+                let breaker = agent.breaker.insert(BreakerSpec::default());
                 if let Some(bt) = w.table(val, "`breaker`") {
                     for (bk, bv) in bt {
                         match bk.get_ref().as_ref() {
                             "failures" => {
-                                agent.breaker.failures = w
+                                breaker.failures = w
                                     .integer_in(bv, "`breaker.failures`", 0, u32::MAX.into())
                                     .map(|n| n as u32)
                                     .unwrap_or(5)
                             }
                             "cooldown" => {
-                                agent.breaker.cooldown = w
+                                breaker.cooldown = w
                                     .duration(bv, "`breaker.cooldown`")
-                                    .unwrap_or(agent.breaker.cooldown)
+                                    .unwrap_or(breaker.cooldown)
                             }
                             _ => w.unknown_key(bk, "`breaker`", BREAKER_KEYS),
                         }
@@ -392,9 +389,6 @@ fn parse_agent(w: &mut Walker, name: &Key<'_>, v: &Value<'_>) -> Option<AgentSpe
         );
         return None;
     }
-    if !breaker_set && agent.agent_type == "local" {
-        agent.breaker.failures = 0;
-    }
     Some(agent)
 }
 
@@ -403,7 +397,7 @@ fn parse_phase(
     id: PhaseId,
     id_span: Span,
     v: &Value<'_>,
-) -> Option<(PhaseSpec, PhaseSpans, Unset)> {
+) -> Option<(PhaseSpec, PhaseSpans)> {
     let where_ = format!("[phases.{id}]");
     let t = w.table(v, &where_)?;
     let mut p = PhaseSpec::new(id, String::new());
@@ -411,9 +405,7 @@ fn parse_phase(
         id: Some(id_span),
         ..PhaseSpans::default()
     };
-    let mut retries = None;
     let mut timeout = None;
-    let mut backoff = None;
     let mut kind = None;
     let mut agent = None;
     for (k, val) in t {
@@ -473,11 +465,11 @@ fn parse_phase(
             }
             "timeout" => timeout = w.duration(val, "`timeout`"),
             "retries" => {
-                retries = w
+                p.retries = w
                     .integer_in(val, "`retries`", 0, i64::from(MAX_RETRIES))
                     .map(|n| n as u32)
             }
-            "backoff" => backoff = w.backoff(val),
+            "backoff" => p.backoff = w.backoff(val),
             "allow_failure" => p.allow_failure = w.boolean(val, "`allow_failure`").unwrap_or(false),
             "tags" => {
                 p.tags = w
@@ -550,14 +542,7 @@ fn parse_phase(
     }
     p.agent = agent;
     p.timeout = timeout;
-    Some((p, spans, Unset { retries, backoff }))
-}
-
-/// The fields of a phase that take `[defaults]` when the phase leaves them out (the
-/// defaults may come later in the file, so they are applied after the walk).
-struct Unset {
-    retries: Option<u32>,
-    backoff: Option<Backoff>,
+    Some((p, spans))
 }
 
 /// Whether a `state_dir` names the pipeline's own directory (`""`, `"."`, `"a/.."`).
@@ -578,24 +563,6 @@ fn names_the_base_dir(state_dir: &str) -> bool {
         }
     }
     depth == 0
-}
-
-fn apply_defaults(spec: &mut PipelineSpec, d: &Defaults, unset: Vec<Unset>) {
-    for (p, u) in spec.phases.iter_mut().zip(unset) {
-        if p.timeout.is_none() {
-            p.timeout = d.timeout;
-        }
-        p.retries = u.retries.or(d.retries).unwrap_or(0);
-        p.backoff = u.backoff.or(d.backoff).unwrap_or_default();
-        if p.agent.is_none() {
-            p.agent.clone_from(&d.agent);
-        }
-        if !d.env.is_empty() {
-            let mut env = d.env.clone();
-            env.extend(std::mem::take(&mut p.env));
-            p.env = env;
-        }
-    }
 }
 
 /// Whether `name` is `[A-Za-z_][A-Za-z0-9_]*`.

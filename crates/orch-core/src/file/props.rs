@@ -82,7 +82,7 @@ proptest! {
         prop_assert_eq!(p.len(), phases.len());
         for (i, (node, want)) in p.nodes().iter().zip(&phases).enumerate() {
             prop_assert_eq!(node.spec.id.as_str(), format!("p{i}"));
-            prop_assert_eq!(node.spec.retries, want.retries.or(defaults).unwrap_or(0));
+            prop_assert_eq!(node.spec.retry_limit(), want.retries.or(defaults).unwrap_or(0));
             let needs: Vec<usize> = node.needs.iter().map(|&k| k as usize).collect();
             prop_assert_eq!(needs, want.needs.clone());
         }
@@ -109,7 +109,7 @@ proptest! {
         match (load(&text), parsed) {
             (Ok(p), Some(n)) => {
                 prop_assert!((0..=100).contains(&n), "{value} accepted");
-                prop_assert_eq!(i128::from(p.nodes()[0].spec.retries), n);
+                prop_assert_eq!(i128::from(p.nodes()[0].spec.retry_limit()), n);
             }
             (Err(LoadError::Invalid(d)), _) => {
                 let rendered = d.render();

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::RunId;
-use crate::record::{Artifact, Outputs, PhaseStatus, PolicyVerdict, RunStatus};
+use crate::record::{Artifact, Outputs, PhaseStatus, PolicyVerdict, Reason, RunStatus};
 
 /// One journal record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -116,9 +116,12 @@ pub struct Finished {
     /// Exit code of the last attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    /// Why it ended this way.
+    /// Why it ended this way, in words (journals written before [`Finished::cause`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Why it ended this way, as data; its `Display` is the reason's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Reason>,
     /// Failed, but allowed to.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allowed_failure: bool,
@@ -171,9 +174,9 @@ pub struct FinishedRef<'a> {
     /// Exit code of the last attempt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    /// Why it ended this way.
+    /// Why it ended this way (the words are its `Display`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'a str>,
+    pub cause: Option<&'a Reason>,
     /// Failed, but allowed to.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub allowed_failure: bool,
@@ -246,7 +249,10 @@ mod tests {
             status: PhaseStatus::Skipped,
             attempts: 2,
             exit_code: Some(3),
-            reason: Some("why".into()),
+            reason: None,
+            cause: Some(Reason::Skipped {
+                message: "why".into(),
+            }),
             allowed_failure: true,
             outputs,
             artifacts: vec![Artifact::new("file", "f")],
@@ -263,7 +269,7 @@ mod tests {
                 status: f.status,
                 attempts: f.attempts,
                 exit_code: f.exit_code,
-                reason: f.reason.as_deref(),
+                cause: f.cause.as_ref(),
                 allowed_failure: f.allowed_failure,
                 outputs: &f.outputs,
                 artifacts: &f.artifacts,
@@ -278,6 +284,7 @@ mod tests {
         let bare = Finished {
             exit_code: None,
             reason: None,
+            cause: None,
             allowed_failure: false,
             outputs: Outputs::new(),
             artifacts: Vec::new(),

@@ -178,7 +178,7 @@ impl JournalWriter {
         }
         self.buf.clear();
         if !self.raw {
-            failpoint::hit("after-journal-append");
+            failpoint::hit(failpoint::Failpoint::AfterJournalAppend);
         }
         self.written = self.seq;
         match &self.tx {
@@ -337,7 +337,7 @@ fn sync_loop(
         };
         last = Some(std::time::Instant::now());
         if points {
-            failpoint::hit("before-fsync");
+            failpoint::hit(failpoint::Failpoint::BeforeFsync);
         }
         if let Err(e) = handle.sync() {
             let mut s = shared.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -345,7 +345,7 @@ fn sync_loop(
             return;
         }
         if points {
-            failpoint::hit("after-fsync");
+            failpoint::hit(failpoint::Failpoint::AfterFsync);
         }
         synced = target;
         tx.send_replace(synced);

@@ -153,6 +153,13 @@ pub trait Phase: Send + Sync + 'static {
     fn is_light(&self) -> bool {
         false
     }
+
+    /// Whether the phase reads the run as it stands ([`PhaseContext::run_snapshot`]), as
+    /// a report of the run it is part of does. The engine builds the snapshot function
+    /// only for phases that say so.
+    fn wants_run_snapshot(&self) -> bool {
+        false
+    }
 }
 
 /// The values a plan can know: vars, the run id placeholder, and placeholders for outputs.
@@ -353,6 +360,14 @@ impl PhaseContext {
         Ok(self.base_dir.join(self.render(path)?))
     }
 
+    /// Every output phase `id` published, once it has finished: in this run, or, in a
+    /// resumed run, in the run that did it (restored from its journal). `None` while it has
+    /// not finished or when it published nothing. Phases that read outputs by key use
+    /// templates (`${{ phases.ID.outputs.KEY }}`); this is for code that lists them.
+    pub fn outputs_of(&self, id: &str) -> Option<Outputs> {
+        self.scope.phase_outputs(id)
+    }
+
     /// Looks up one reference (`vars.X`, an output).
     pub fn lookup(&self, r: &Reference) -> Result<Cow<'_, str>, InterpolationError> {
         self.scope.lookup(r)
@@ -375,7 +390,8 @@ impl PhaseContext {
 
     /// The agent as its concrete type.
     pub fn agent_as<T: Any>(&self) -> Option<&T> {
-        self.agent.as_any().downcast_ref::<T>()
+        let agent: &dyn Any = &*self.agent;
+        agent.downcast_ref::<T>()
     }
 
     /// The run record as it stands: the phases finished so far, with their outputs and

@@ -17,7 +17,7 @@ use crate::ids::PhaseId;
 use crate::phase::Phase;
 use crate::policy::{Policy, PolicyError};
 use crate::registry::Registry;
-use crate::spec::{AgentSpec, PhaseSpec, PipelineSpec};
+use crate::spec::{AgentSpec, Defaults, PhaseSpec, PipelineSpec};
 
 mod validate;
 
@@ -280,14 +280,23 @@ impl PipelineBuilder {
         self
     }
 
-    /// Adds a phase of a registered kind.
+    /// Sets the `[defaults]` that phases leave to them (applied when the pipeline is
+    /// built, to every phase: see [`PhaseSpec::apply_defaults`]).
+    pub fn defaults(mut self, defaults: Defaults) -> Self {
+        self.spec.defaults = defaults;
+        self
+    }
+
+    /// Adds a phase of a registered kind: the registry builds it, and it runs on the agent
+    /// it names, else the one its kind's agent type implies.
     pub fn phase(mut self, spec: PhaseSpec) -> Self {
         self.spec.phases.push(spec);
         self
     }
 
     /// Adds a phase with its own implementation; `spec.kind` is free-form (shown in plans
-    /// and records) and the phase runs on `spec.agent` or the local agent.
+    /// and records) and the phase runs on `spec.agent` or the local agent. Of `[defaults]`
+    /// it takes `timeout`, `retries` and `backoff`, not `agent` or `env`.
     pub fn custom(mut self, spec: PhaseSpec, phase: Arc<dyn Phase>) -> Self {
         self.custom.insert(spec.id.clone(), phase);
         self.spec.phases.push(spec);

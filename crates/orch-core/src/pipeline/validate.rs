@@ -7,15 +7,13 @@ use std::sync::Arc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use super::{IdMap, Node, Pipeline, default_jobs};
+use crate::agent::LocalAgent;
 use crate::diagnostics::{Diagnostic, did_you_mean};
 use crate::file::{FileSpans, PhaseSpans};
 use crate::interpolate::Reference;
 use crate::phase::Phase;
 use crate::registry::Registry;
-use crate::spec::{
-    AgentSpec, BreakerSpec, MAX_JOBS, MAX_RETRIES, PhaseSpec, PipelineSpec, RunSpec, Unavailable,
-    WithTable,
-};
+use crate::spec::{AgentSpec, MAX_JOBS, MAX_RETRIES, PhaseSpec, PipelineSpec, RunSpec};
 use crate::{expr, interpolate};
 
 fn span_of(
@@ -72,13 +70,20 @@ pub(super) fn validate(
             format!("`jobs` must be between 1 and {MAX_JOBS}, not {j}"),
         ));
     }
+    // `[defaults]`, applied here and nowhere else, to phases from a file and from code.
+    for p in &mut spec.phases {
+        let declared = !custom.contains_key(&p.id);
+        p.apply_defaults(&spec.defaults, declared);
+    }
     for (i, p) in spec.phases.iter().enumerate() {
-        if p.retries > MAX_RETRIES {
+        if let Some(retries) = p.retries
+            && retries > MAX_RETRIES
+        {
             diags.push(Diagnostic::at(
                 span_of(spans, i, |s| s.id.clone()),
                 format!(
-                    "phase `{}`: `retries` must be at most {MAX_RETRIES}, not {}",
-                    p.id, p.retries
+                    "phase `{}`: `retries` must be at most {MAX_RETRIES}, not {retries}",
+                    p.id
                 ),
             ));
         }
@@ -97,6 +102,10 @@ pub(super) fn validate(
     // Agents: declared ones, then implied ones per type.
     let jobs = spec.jobs.unwrap_or_else(default_jobs);
     let mut agents: Vec<AgentSpec> = spec.agents.values().cloned().collect();
+    for a in &mut agents {
+        a.breaker
+            .get_or_insert_with(|| registry.agent_type_defaults(&a.agent_type).breaker);
+    }
     for a in &agents {
         if !registry.has_agent_type(&a.agent_type) {
             let span = spans
@@ -196,7 +205,7 @@ pub(super) fn validate(
         let agent_type = kind_entry
             .filter(|_| custom_phase.is_none())
             .map(|k| k.agent_type.clone())
-            .unwrap_or_else(|| "local".into());
+            .unwrap_or_else(|| LocalAgent::TYPE.into());
         let agent = match &p.agent {
             Some(name) => match agents.iter().position(|a| &a.name == name) {
                 Some(ai)
@@ -229,33 +238,14 @@ pub(super) fn validate(
                     None
                 }
             },
-            // The implicit `local` agent serves local kinds unless one is declared under
-            // that name; other types go to the first declared agent of their type.
-            None => Some(
-                match agents.iter().position(|a| {
-                    a.agent_type == agent_type && (agent_type != "local" || a.name == "local")
-                }) {
-                    Some(ai) => ai,
-                    None => {
-                        agents.push(AgentSpec {
-                            name: agent_type.clone(),
-                            agent_type: agent_type.clone(),
-                            capacity: None,
-                            with: WithTable::default(),
-                            breaker: if agent_type == "local" {
-                                BreakerSpec {
-                                    failures: 0,
-                                    ..BreakerSpec::default()
-                                }
-                            } else {
-                                BreakerSpec::default()
-                            },
-                            unavailable: Unavailable::Fail,
-                        });
-                        agents.len() - 1
-                    }
-                },
-            ),
+            // The agent type decides which declared agent serves the phase, or implies one.
+            None => Some(match registry.serving_agent(&agents, &agent_type) {
+                Some(ai) => ai,
+                None => {
+                    agents.push(registry.implied_agent(&agent_type));
+                    agents.len() - 1
+                }
+            }),
         };
         phase_agents.push(agent.unwrap_or(0));
 

@@ -18,7 +18,7 @@ use crate::expr;
 use crate::journal::{Entry, StartedRef};
 use crate::phase::{EnvParts, LogPath, PhaseContext, PhaseLog, PhaseOutcome, SnapshotFn};
 use crate::policy::PhaseInput;
-use crate::record::{AuditHead, PhaseStatus, PolicyVerdict, RunStatus, Stamp};
+use crate::record::{AuditHead, PhaseStatus, PolicyVerdict, Reason, RunStatus, Stamp};
 
 impl Engine {
     pub(super) fn dispatch(&mut self, i: usize) {
@@ -29,7 +29,9 @@ impl Engine {
             match expr::eval(cond, &*self.scope) {
                 Ok(v) if v.value => {}
                 Ok(_) => {
-                    let reason = format!("`when` is false: {cond}");
+                    let reason = Reason::WhenFalse {
+                        condition: cond.clone(),
+                    };
                     self.finish(
                         i,
                         PhaseStatus::Skipped,
@@ -60,7 +62,9 @@ impl Engine {
             if self.done[i].as_ref().is_some_and(|d| d.fingerprint == *fp)
                 && let Some(done) = self.done[i].take()
             {
-                let reason = format!("done in run {}", done.run);
+                let reason = Reason::DoneInRun {
+                    run: done.run.clone(),
+                };
                 let outcome = PhaseOutcome {
                     outputs: done.outputs,
                     artifacts: done.artifacts,
@@ -190,7 +194,7 @@ impl Engine {
                 ))
             })
             .clone();
-        let snapshot: Option<SnapshotFn> = (node.spec.kind == "report").then(|| {
+        let snapshot: Option<SnapshotFn> = node.phase.wants_run_snapshot().then(|| {
             let records = self.records.clone();
             let mut base = self.record_header(RunStatus::Running);
             // The audit chain as far as it goes when the report starts.
@@ -259,7 +263,7 @@ impl Engine {
         let abort = self.control.abort.clone();
         let agent = self.agents[ai].agent.clone();
         let health = self.agents[ai].health.clone();
-        let check_health = agent.agent_type() != "local";
+        let check_health = agent.needs_health_check();
         let attempt_fut = async move {
             if check_health
                 && let Err(e) = health.get_or_init(|| async { agent.health().await }).await

@@ -10,7 +10,7 @@ use crate::audit::Event as AuditEvent;
 use crate::failpoint;
 use crate::ids::RunId;
 use crate::journal::{Entry, JOURNAL_FILE};
-use crate::record::RecordError;
+use crate::record::{RecordError, Stop};
 
 impl Engine {
     /// Waits until every journal record written so far is durable.
@@ -91,7 +91,7 @@ impl Engine {
         self.durable_rx = None;
         self.failed = true;
         if self.stopping.is_none() {
-            self.stopping = Some(message);
+            self.stopping = Some(Stop::JournalFailure { message });
         }
     }
 
@@ -117,7 +117,7 @@ impl Engine {
     }
 
     pub(super) fn publish(&mut self, p: Pending) {
-        failpoint::hit("before-publish");
+        failpoint::hit(failpoint::Failpoint::BeforePublish);
         self.bus.emit(&p.event);
     }
 }

@@ -31,7 +31,9 @@ use crate::lock::WorkspaceLock;
 use crate::phase::{PhaseError, PhaseLog, PhaseOutcome};
 use crate::pipeline::Pipeline;
 use crate::policy::{Evaluator, GitInput, RunInput};
-use crate::record::{Outputs, PhaseRecord, PhaseStatus, PolicyVerdict, RecordError, RunStatus};
+use crate::record::{
+    Outputs, PhaseRecord, PhaseStatus, PolicyVerdict, Reason, RecordError, RunStatus, Stop,
+};
 use crate::redact::Redactor;
 use crate::scope::{OutputStore, RunScope};
 use crate::select::Selection;
@@ -50,7 +52,7 @@ pub(super) enum Outcome {
 pub(super) struct Ending {
     pub(super) status: PhaseStatus,
     /// Why it ended this way (none for a success).
-    pub(super) reason: Option<String>,
+    pub(super) cause: Option<Reason>,
     /// What it produced.
     pub(super) outcome: PhaseOutcome,
     /// It failed and may (`allow_failure`): its dependents run all the same.
@@ -61,10 +63,10 @@ pub(super) struct Ending {
 
 impl Ending {
     /// An ending that is not an allowed failure and not done in an earlier run.
-    pub(super) fn new(status: PhaseStatus, reason: Option<String>, outcome: PhaseOutcome) -> Self {
+    pub(super) fn new(status: PhaseStatus, cause: Option<Reason>, outcome: PhaseOutcome) -> Self {
         Self {
             status,
-            reason,
+            cause,
             outcome,
             allowed: false,
             done_in: None,
@@ -146,7 +148,7 @@ pub(super) struct Engine {
     pub(super) started: (SystemTime, Instant),
     pub(super) running: usize,
     pub(super) backoffs: usize,
-    pub(super) stopping: Option<String>,
+    pub(super) stopping: Option<Stop>,
     pub(super) failed: bool,
     pub(super) tasks: JoinSet<Msg>,
     /// Pending attempts of light phases ([`Phase::is_light`]), polled by the engine loop.
@@ -241,15 +243,16 @@ impl Engine {
             let agent = p.registry().build_agent(spec, jobs).map_err(|e| {
                 RunError::Selection(format!("agent `{}`: {}", spec.name, e.message))
             })?;
+            let breaker = spec.breaker.unwrap_or_default();
             agents.push(AgentState {
                 capacity: agent.capacity().max(1),
                 agent,
                 running: 0,
                 ready: BinaryHeap::new(),
                 breaker: Breaker {
-                    failures: spec.breaker.failures,
+                    failures: breaker.failures,
                     consecutive: 0,
-                    cooldown: spec.breaker.cooldown,
+                    cooldown: breaker.cooldown,
                     open_until: None,
                     probing: false,
                 },
@@ -373,12 +376,12 @@ impl Engine {
             at: now.0,
             resumed_from: e.resumed_from.clone(),
         });
-        for (i, reason) in reasons.iter().enumerate() {
+        for (i, reason) in reasons.into_iter().enumerate() {
             if let Some(reason) = reason {
                 e.finish(
                     i,
                     PhaseStatus::Skipped,
-                    Some((*reason).to_owned()),
+                    Some(reason),
                     PhaseOutcome::default(),
                 );
             }

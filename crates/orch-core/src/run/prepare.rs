@@ -57,7 +57,7 @@ impl Runner {
         self.options.selection.apply(&self.pipeline)?;
         let state_dir = self.state_dir();
         let mut lock = WorkspaceLock::acquire(&state_dir)?;
-        failpoint::hit("after-lock");
+        failpoint::hit(failpoint::Failpoint::AfterLock);
         if let Some(stale) = lock.stale() {
             // A run died holding the workspace: nothing it started may outlive it, and
             // nothing of it may run beside this run.
@@ -120,7 +120,7 @@ impl Runner {
                 path: path.clone(),
                 source: std::io::Error::other(e),
             })?;
-            failpoint::hit("after-journal-header");
+            failpoint::hit(failpoint::Failpoint::AfterJournalHeader);
             Some(j)
         };
         let settings = self

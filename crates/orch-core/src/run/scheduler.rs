@@ -20,7 +20,8 @@ use crate::failpoint;
 use crate::journal::{Entry, FinishedRef, JournalWriter};
 use crate::phase::{PhaseError, PhaseOutcome};
 use crate::record::{
-    AuditHead, Outputs, PhaseRecord, PhaseStatus, RecordError, RunRecord, RunStatus, rfc3339,
+    AuditHead, Outputs, PhaseRecord, PhaseStatus, Reason, RecordError, RunRecord, RunStatus, Stop,
+    rfc3339,
 };
 use crate::spec::Unavailable;
 
@@ -60,7 +61,7 @@ impl Engine {
                 // Interrupted before the loop could see it (e.g. while taking the lock).
                 stop_seen = true;
                 if self.stopping.is_none() {
-                    self.stopping = Some("the run was interrupted".into());
+                    self.stopping = Some(Stop::Interrupted);
                 }
             }
             if self.stopping.is_none() {
@@ -91,7 +92,7 @@ impl Engine {
                 () = self.control.stop.cancelled(), if !stop_seen => {
                     stop_seen = true;
                     if self.stopping.is_none() {
-                        self.stopping = Some("the run was interrupted".into());
+                        self.stopping = Some(Stop::Interrupted);
                     }
                     continue;
                 }
@@ -146,8 +147,10 @@ impl Engine {
                 && let Some((status, error)) = self.states[i].last_error.take()
             {
                 // It ran and failed; the stop only kept it from retrying.
-                let stop = self.stopping.clone().unwrap_or_default();
-                let reason = format!("{error}; not retried: {stop}");
+                let reason = match self.stopping.clone() {
+                    Some(stop) => Reason::NotRetried { error, stop },
+                    None => Reason::Error { message: error },
+                };
                 let allowed = self.p.nodes()[i].spec.allow_failure;
                 self.finish_inner(
                     i,
@@ -158,7 +161,10 @@ impl Engine {
                 );
                 self.failed |= !allowed;
             } else if self.states[i].st != St::Done {
-                let reason = self.stopping.clone().map(|s| format!("not started: {s}"));
+                let reason = self
+                    .stopping
+                    .clone()
+                    .map(|stop| Reason::NotStarted { stop });
                 self.finish(i, PhaseStatus::Cancelled, reason, PhaseOutcome::default());
             }
         }
@@ -222,7 +228,7 @@ impl Engine {
         let mut record = self.record(status);
         record.audit = audit_head;
         if self.opts.write_files {
-            failpoint::hit("before-run-record");
+            failpoint::hit(failpoint::Failpoint::BeforeRunRecord);
             // The run happened: a record that cannot be written is reported with it (the
             // caller still gets every result), never in its place.
             if let Err(e) = write_record(&self.run_dir, &record) {
@@ -234,7 +240,7 @@ impl Engine {
                     .record_errors
                     .push(RecordError::new(e.file(&self.run_dir), message));
             }
-            failpoint::hit("after-run-record");
+            failpoint::hit(failpoint::Failpoint::AfterRunRecord);
         }
         self.bus.emit(&RunEvent::RunFinished {
             run_id: self.run_id.clone(),
@@ -260,12 +266,8 @@ impl Engine {
                 let ai = self.p.nodes()[s.i].agent;
                 self.running -= 1;
                 self.agents[ai].running -= 1;
-                self.finish(
-                    s.i,
-                    PhaseStatus::Cancelled,
-                    self.stopping.clone(),
-                    PhaseOutcome::default(),
-                );
+                let reason = self.stopping.clone().map(|stop| Reason::Stopped { stop });
+                self.finish(s.i, PhaseStatus::Cancelled, reason, PhaseOutcome::default());
             }
             return;
         }
@@ -300,7 +302,7 @@ impl Engine {
                     self.tasks.spawn(fut);
                 }
             }
-            failpoint::hit("after-phase-start");
+            failpoint::hit(failpoint::Failpoint::AfterPhaseStart);
         }
         // The buffer is kept for the next turn.
         self.starting = starting;
@@ -311,7 +313,7 @@ impl Engine {
             Msg::Retry(i) => {
                 self.backoffs -= 1;
                 if self.stopping.is_some() {
-                    let reason = self.stopping.clone();
+                    let reason = self.stopping.clone().map(|stop| Reason::Stopped { stop });
                     self.finish(i, PhaseStatus::Cancelled, reason, PhaseOutcome::default());
                 } else {
                     self.make_ready(i);
@@ -340,13 +342,16 @@ impl Engine {
                 self.finish(
                     i,
                     PhaseStatus::Skipped,
-                    Some(reason),
+                    Some(Reason::Skipped { message: reason }),
                     PhaseOutcome::default(),
                 );
                 return;
             }
             Outcome::Done(Err(PhaseError::Cancelled)) | Outcome::Aborted => {
-                let reason = self.stopping.clone().unwrap_or_else(|| "cancelled".into());
+                let reason = self
+                    .stopping
+                    .clone()
+                    .map_or(Reason::Cancelled, |stop| Reason::Stopped { stop });
                 self.finish(
                     i,
                     PhaseStatus::Cancelled,
@@ -360,7 +365,9 @@ impl Engine {
                     self.finish(
                         i,
                         PhaseStatus::Skipped,
-                        Some(e.to_string()),
+                        Some(Reason::Skipped {
+                            message: e.to_string(),
+                        }),
                         PhaseOutcome::default(),
                     );
                     return;
@@ -404,8 +411,8 @@ impl Engine {
         let attempt = self.states[i].attempts;
         self.states[i].failures = self.states[i].failures.saturating_add(1);
         let failures = self.states[i].failures;
-        if failures <= node.spec.retries && self.stopping.is_none() {
-            let delay = node.spec.backoff.delay_jittered(failures);
+        if failures <= node.spec.retry_limit() && self.stopping.is_none() {
+            let delay = node.spec.retry_backoff().delay_jittered(failures);
             // Written with the next turn's records (before the retry starts).
             if let Some(j) = &mut self.journal {
                 j.queue(&Entry::AttemptFailed {
@@ -455,7 +462,7 @@ impl Engine {
             i,
             Ending {
                 allowed,
-                ..Ending::new(status, Some(message), outcome)
+                ..Ending::new(status, Some(Reason::Error { message }), outcome)
             },
         );
         if allowed {
@@ -463,14 +470,10 @@ impl Engine {
         }
         self.failed = true;
         if !self.opts.keep_going && self.stopping.is_none() {
-            self.stopping = Some(format!(
-                "the run stopped after `{id}` {}",
-                if status == PhaseStatus::TimedOut {
-                    "timed out"
-                } else {
-                    "failed"
-                }
-            ));
+            self.stopping = Some(Stop::FailFast {
+                after: id.to_string(),
+                timed_out: status == PhaseStatus::TimedOut,
+            });
         }
         // Block everything downstream that has not started.
         let mut stack: Vec<(usize, usize)> = self.p.nodes()[i]
@@ -482,10 +485,9 @@ impl Engine {
             if self.states[d].st == St::Done || self.states[d].st == St::Running {
                 continue;
             }
-            let reason = format!(
-                "needs `{}`, which did not succeed",
-                self.p.nodes()[via].spec.id
-            );
+            let reason = Reason::Blocked {
+                by: self.p.nodes()[via].spec.id.to_string(),
+            };
             self.finish_inner(
                 d,
                 Ending::new(PhaseStatus::Blocked, Some(reason), PhaseOutcome::default()),
@@ -503,10 +505,10 @@ impl Engine {
         &mut self,
         i: usize,
         status: PhaseStatus,
-        reason: Option<String>,
+        cause: Option<Reason>,
         outcome: PhaseOutcome,
     ) {
-        self.finish_inner(i, Ending::new(status, reason, outcome));
+        self.finish_inner(i, Ending::new(status, cause, outcome));
     }
 
     /// Records how phase `i` ended (once: a phase that is done stays as it was), journals
@@ -514,7 +516,7 @@ impl Engine {
     pub(super) fn finish_inner(&mut self, i: usize, end: Ending) {
         let Ending {
             status,
-            reason,
+            cause,
             outcome,
             allowed,
             done_in,
@@ -575,6 +577,7 @@ impl Engine {
             self.outputs.set(i, outputs.clone());
         }
         let finished_at = rfc3339(now);
+        let reason = cause.as_ref().map(ToString::to_string);
         let mut record = PhaseRecord {
             status,
             kind: node.spec.kind.clone(),
@@ -584,6 +587,7 @@ impl Engine {
             finished_at: None,
             duration_ms: started.map(|_| duration.as_millis() as u64),
             reason: reason.clone(),
+            cause: cause.clone(),
             allowed_failure,
             outputs: (*outputs).clone(),
             artifacts,
@@ -606,7 +610,8 @@ impl Engine {
                     status,
                     attempts: record.attempts,
                     exit_code: record.exit_code,
-                    reason: record.reason.as_deref(),
+                    // The words are the cause's: the journal keeps the cause only.
+                    cause: record.cause.as_ref(),
                     allowed_failure,
                     outputs: &record.outputs,
                     artifacts: &record.artifacts,
@@ -640,6 +645,7 @@ impl Engine {
             duration,
             exit_code: outcome.exit_code,
             reason,
+            cause,
             allowed_failure,
             outputs,
             warnings,

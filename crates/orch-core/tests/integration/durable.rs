@@ -418,7 +418,7 @@ async fn a_changed_definition_or_input_runs_again() {
     assert_eq!(r.phases["e"].status, PhaseStatus::Skipped);
     // Policy is not definition: retries and tags do not make a phase run again.
     let (_, ran) = resume(|s| {
-        s.retries = 5;
+        s.retries = Some(5);
         s.tags.push("x".into());
     })
     .await;
@@ -596,7 +596,7 @@ async fn a_forged_failure_count_saturates() {
         &journal_of(&[run_header("R0"), Entry::Inherited { phases: inherited }]),
     );
     let mut spec = PhaseSpec::new(PhaseId::new("only").unwrap(), "fails");
-    spec.retries = 3;
+    spec.retries = Some(3);
     let p = Arc::new(
         Pipeline::builder("durable", dir.path())
             .custom(spec, Arc::new(Fails))

@@ -86,7 +86,7 @@ fn diamond(dir: &std::path::Path, hang: &[&str], dropped: &Arc<AtomicUsize>) -> 
         spec.env.insert("IN".into(), input.join(","));
         if hang.contains(id) {
             spec.timeout = Some(Duration::from_millis(100));
-            spec.retries = 1;
+            spec.retries = Some(1);
         }
         let phase = Remote {
             hang: hang.contains(id),

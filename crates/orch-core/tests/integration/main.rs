@@ -3,3 +3,4 @@
 
 mod durable;
 mod light;
+mod scheduling;

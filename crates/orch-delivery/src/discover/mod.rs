@@ -13,12 +13,13 @@ mod walk;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 
 use async_trait::async_trait;
+use orch_core::errors::RegistryError;
+use orch_core::registry::Kind;
 use orch_core::{
-    Artifact, Description, KindError, Phase, PhaseContext, PhaseError, PhaseOutcome, PhaseSpec,
-    PlanContext, Registry,
+    Artifact, Description, Phase, PhaseContext, PhaseError, PhaseOutcome, PhaseSpec, PlanContext,
+    Registry,
 };
 use serde::Deserialize;
 
@@ -369,26 +370,23 @@ fn read_files(
     Ok(())
 }
 
-fn register_discover(r: &mut Registry) {
-    r.register_kind(
-        "discover",
-        "local",
-        "inventory services, Compose files, env var names and problems of a tree",
-        Arc::new(|spec: &PhaseSpec| {
-            let settings: DiscoverSettings = spec.with.parse()?;
+fn register_discover(r: &mut Registry) -> Result<(), RegistryError> {
+    r.add_kind(
+        Kind::new(
+            "discover",
+            "inventory services, Compose files, env var names and problems of a tree",
+        ),
+        |spec: &PhaseSpec, settings: DiscoverSettings| {
             if settings.root.is_some() && settings.roots.is_some() {
-                return Err(KindError {
-                    message: "set `root` or `roots`, not both".into(),
-                    span: spec.with.span(),
-                });
+                return Err(spec.with.error("set `root` or `roots`, not both"));
             }
-            Ok(Arc::new(DiscoverPhase { settings }) as Arc<dyn Phase>)
-        }),
-    );
+            Ok(DiscoverPhase { settings })
+        },
+    )
 }
 
-pub(crate) fn register(r: &mut Registry) {
-    register_discover(r);
+pub(crate) fn register(r: &mut Registry) -> Result<(), RegistryError> {
+    register_discover(r)
 }
 
 /// The `with` table of `discover`.

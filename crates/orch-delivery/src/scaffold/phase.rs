@@ -3,14 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use async_trait::async_trait;
+use orch_core::errors::RegistryError;
 use orch_core::interpolate::Reference;
 use orch_core::list_output;
+use orch_core::registry::Kind;
 use orch_core::{
-    Description, KindError, Phase, PhaseContext, PhaseError, PhaseId, PhaseOutcome, PhaseSpec,
-    PlanContext, Registry,
+    Description, Phase, PhaseContext, PhaseError, PhaseId, PhaseOutcome, PhaseSpec, PlanContext,
+    Registry,
 };
 use serde::Deserialize;
 
@@ -61,17 +62,14 @@ pub struct ScaffoldPhase {
     from: Option<PhaseId>,
 }
 
-pub(crate) fn register(r: &mut Registry) {
-    r.register_kind(
-        "scaffold",
-        "local",
-        "render services for missing modules from a template",
-        Arc::new(|spec: &PhaseSpec| {
-            let settings: ScaffoldSettings = spec.with.parse()?;
-            let err = |message: String| KindError {
-                message,
-                span: spec.with.span(),
-            };
+pub(crate) fn register(r: &mut Registry) -> Result<(), RegistryError> {
+    r.add_kind(
+        Kind::new(
+            "scaffold",
+            "render services for missing modules from a template",
+        ),
+        |spec: &PhaseSpec, settings: ScaffoldSettings| {
+            let err = |message: String| spec.with.error(message);
             let from = match (&settings.modules, &settings.from) {
                 (Some(_), Some(_)) => return Err(err("set `modules` or `from`, not both".into())),
                 (None, None) => {
@@ -103,9 +101,9 @@ pub(crate) fn register(r: &mut Registry) {
                     "unknown template `{t}`: use `python-fastapi`, `node-express` or a directory path (`./my-template`)"
                 )));
             }
-            Ok(Arc::new(ScaffoldPhase { settings, from }) as Arc<dyn Phase>)
-        }),
-    );
+            Ok(ScaffoldPhase { settings, from })
+        },
+    )
 }
 
 /// Missing, non-group modules of a parity report, and the groups left out.

@@ -34,7 +34,7 @@ pub fn write(root: &Path, rel: &str, text: &str) {
 
 pub fn registry() -> Registry {
     let mut r = Registry::with_builtins();
-    orch_delivery::register(&mut r);
+    orch_delivery::register(&mut r).expect("the kinds register once");
     r
 }
 

@@ -12,7 +12,7 @@ async fn agent_negotiates_the_api_version_and_is_healthy() {
     let Some(docker) = engine().await else { return };
     let endpoint = Endpoint::from_env().unwrap();
     let mut registry = orch_core::Registry::with_builtins();
-    orch_docker::register(&mut registry);
+    orch_docker::register(&mut registry).expect("the kinds register once");
     let spec = AgentSpec {
         name: "builder".into(),
         agent_type: "docker".into(),
@@ -27,7 +27,8 @@ async fn agent_negotiates_the_api_version_and_is_healthy() {
     assert_eq!(agent.endpoint(), endpoint.to_string());
     agent.health().await.unwrap();
 
-    let docker_agent = agent.as_any().downcast_ref::<DockerAgent>().unwrap();
+    let any: &dyn std::any::Any = &*agent;
+    let docker_agent = any.downcast_ref::<DockerAgent>().unwrap();
     let client = docker_agent.client().await.unwrap();
     let server = docker.version().await.unwrap();
     let server_api = server.api_version.unwrap();

@@ -36,7 +36,7 @@ async fn example_pipeline_builds_tests_and_pushes_with_a_manifest() {
     let version = format!("0.0.0-{}", nonce());
 
     let mut registry_of_kinds = orch_core::Registry::with_builtins();
-    orch_docker::register(&mut registry_of_kinds);
+    orch_docker::register(&mut registry_of_kinds).expect("the kinds register once");
     let file = work.path().join("orch.toml");
     let options = LoadOptions {
         vars: vec![
@@ -146,7 +146,7 @@ with = {{ docker_config = "{}" }}
         config.path().display()
     );
     let mut kinds = orch_core::Registry::with_builtins();
-    orch_docker::register(&mut kinds);
+    orch_docker::register(&mut kinds).expect("the kinds register once");
     let pipeline = Pipeline::from_str(
         &text,
         &work.path().join("orch.toml"),

@@ -166,7 +166,7 @@ pub fn phase_with(
     secrets: &[&str],
 ) -> Arc<dyn orch_core::Phase> {
     let mut registry = orch_core::Registry::with_builtins();
-    orch_docker::register(&mut registry);
+    orch_docker::register(&mut registry).expect("the kinds register once");
     let mut spec = orch_core::PhaseSpec::new(PhaseId::new("p").unwrap(), kind);
     spec.with = orch_core::WithTable::new(toml::from_str(with).unwrap());
     spec.needs = needs.iter().map(|n| PhaseId::new(n).unwrap()).collect();

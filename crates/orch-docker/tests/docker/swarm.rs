@@ -169,7 +169,7 @@ impl TestRun {
         let file = dir.path().join("orch.toml");
         std::fs::write(&file, text).unwrap();
         let mut registry = orch_core::Registry::with_builtins();
-        orch_docker::register(&mut registry);
+        orch_docker::register(&mut registry).expect("the kinds register once");
         let p = Pipeline::load(&file, &registry, &LoadOptions::default())
             .unwrap_or_else(|e| panic!("{e}"));
         let options = RunOptions {

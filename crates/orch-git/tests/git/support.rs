@@ -345,7 +345,7 @@ impl Ran {
 /// A registry with the built-ins and this crate's kinds.
 pub fn registry() -> Registry {
     let mut r = Registry::with_builtins();
-    orch_git::register(&mut r);
+    orch_git::register(&mut r).expect("the kinds register once");
     r
 }
 

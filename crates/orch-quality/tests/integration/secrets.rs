@@ -281,7 +281,7 @@ fn every_rule_finds_its_plant_and_no_near_miss() {
 
 fn registry() -> Registry {
     let mut r = Registry::with_builtins();
-    orch_quality::register(&mut r);
+    orch_quality::register(&mut r).expect("the kinds register once");
     r
 }
 

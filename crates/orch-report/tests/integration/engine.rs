@@ -12,7 +12,7 @@ use orch_report::{Format, render, write_default_reports};
 
 fn registry() -> Registry {
     let mut r = Registry::with_builtins();
-    orch_report::register(&mut r);
+    orch_report::register(&mut r).expect("the kinds register once");
     r
 }
 

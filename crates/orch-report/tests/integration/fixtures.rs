@@ -94,6 +94,7 @@ impl Builder {
                 finished_at: None,
                 duration_ms: None,
                 reason: None,
+                cause: None,
                 allowed_failure: false,
                 outputs: Default::default(),
                 artifacts: Vec::new(),

@@ -12,7 +12,7 @@ fn spec(with: &str) -> PhaseSpec {
 
 fn registry() -> Registry {
     let mut r = Registry::with_builtins();
-    orch_report::register(&mut r);
+    orch_report::register(&mut r).expect("the kinds register once");
     r
 }
 

@@ -14,7 +14,7 @@ use orch_core::{
 
 fn registry() -> Registry {
     let mut r = Registry::with_builtins();
-    orch_system::register(&mut r);
+    orch_system::register(&mut r).expect("the kinds register once");
     r
 }
 

@@ -473,7 +473,8 @@ fn crash_resume_torture() {
 #[test]
 fn every_failpoint_crash_resumes_consistently() {
     expected();
-    for name in orch_core::failpoint::NAMES {
+    for point in orch_core::failpoint::Failpoint::ALL {
+        let name = point.name();
         for n in [1, 4, 19] {
             let story = trial(&[Crash::Failpoint(name, n)])
                 .unwrap_or_else(|e| panic!("failpoint {name}:{n}: {e}"));

@@ -1,0 +1,361 @@
+//! The scheduler's rules, in process and on paused tokio time: declaration order, blocking,
+//! fail-fast and keep-going, retries with their backoff, the circuit breaker and timeouts.
+//! Phases are in-process; time only moves when every task waits, so a backoff of minutes
+//! or a phase that would hang for an hour takes no real time, and every instant is exact.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use orch_core::spec::{Backoff, BreakerSpec, Unavailable};
+use orch_core::{
+    AgentSpec, Description, Phase, PhaseContext, PhaseError, PhaseId, PhaseOutcome, PhaseSpec,
+    PhaseStatus, Pipeline, PlanContext, Reason, RunControl, RunOptions, RunRecord, RunStatus,
+    Runner, Stop, WithTable,
+};
+use tokio::time::Instant;
+
+/// What the phases of one run saw: `(phase, attempt, started at, in whole seconds since the
+/// run began)`, in start order.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<(String, u32, u64)>>>);
+
+impl Log {
+    fn starts(&self) -> Vec<(String, u32, u64)> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn order(&self) -> Vec<String> {
+        self.starts().into_iter().map(|(p, _, _)| p).collect()
+    }
+}
+
+/// An in-process phase: works for `work` (virtual time), then fails its first `fails`
+/// attempts.
+struct Step {
+    log: Log,
+    epoch: Instant,
+    work: Duration,
+    fails: u32,
+}
+
+#[async_trait]
+impl Phase for Step {
+    fn describe(&self, _: &PlanContext<'_>) -> Description {
+        Description::new("step")
+    }
+
+    async fn run(&self, ctx: &PhaseContext) -> Result<PhaseOutcome, PhaseError> {
+        let at = self.epoch.elapsed().as_secs();
+        self.log
+            .0
+            .lock()
+            .unwrap()
+            .push((ctx.phase_id().to_string(), ctx.attempt(), at));
+        tokio::time::sleep(self.work).await;
+        if ctx.attempt() <= self.fails {
+            return Err(PhaseError::failed(format!(
+                "attempt {} broke",
+                ctx.attempt()
+            )));
+        }
+        Ok(PhaseOutcome::default())
+    }
+}
+
+/// A pipeline built phase by phase: `(id, needs, fails)`, each working for a second.
+struct Shape {
+    log: Log,
+    epoch: Instant,
+    builder: Option<orch_core::PipelineBuilder>,
+}
+
+impl Shape {
+    fn new(jobs: usize) -> Self {
+        Self {
+            log: Log::default(),
+            epoch: Instant::now(),
+            builder: Some(Pipeline::builder("scheduling", ".").jobs(jobs)),
+        }
+    }
+
+    fn phase(self, id: &str, needs: &[&str], fails: u32) -> Self {
+        self.with(id, needs, fails, |_| {})
+    }
+
+    fn with(self, id: &str, needs: &[&str], fails: u32, edit: impl FnOnce(&mut PhaseSpec)) -> Self {
+        self.working(id, needs, fails, Duration::from_secs(1), edit)
+    }
+
+    fn working(
+        mut self,
+        id: &str,
+        needs: &[&str],
+        fails: u32,
+        work: Duration,
+        edit: impl FnOnce(&mut PhaseSpec),
+    ) -> Self {
+        let mut spec = PhaseSpec::new(PhaseId::new(id).unwrap(), "step")
+            .needs(needs.iter().map(|n| PhaseId::new(n).unwrap()));
+        edit(&mut spec);
+        let step = Step {
+            log: self.log.clone(),
+            epoch: self.epoch,
+            work,
+            fails,
+        };
+        self.builder = self.builder.map(|b| b.custom(spec, Arc::new(step)));
+        self
+    }
+
+    fn agent(mut self, agent: AgentSpec) -> Self {
+        self.builder = self.builder.map(|b| b.agent(agent));
+        self
+    }
+
+    async fn run(mut self, keep_going: bool) -> (RunRecord, Log) {
+        let p = Arc::new(self.builder.take().unwrap().build().unwrap());
+        let options = RunOptions {
+            keep_going,
+            write_files: false,
+            ..RunOptions::default()
+        };
+        let record = Runner::new(p, options)
+            .run(RunControl::new())
+            .await
+            .unwrap();
+        (record, self.log)
+    }
+}
+
+fn status(r: &RunRecord, id: &str) -> (PhaseStatus, Option<Reason>) {
+    let p = &r.phases[id];
+    (p.status, p.cause.clone())
+}
+
+#[tokio::test(start_paused = true)]
+async fn ready_phases_start_in_declaration_order() {
+    // Declared z, a, m (no needs), then b needing z: with one job the order is the
+    // file's, whatever the ids.
+    let (r, log) = Shape::new(1)
+        .phase("z", &[], 0)
+        .phase("a", &[], 0)
+        .phase("b", &["z"], 0)
+        .phase("m", &[], 0)
+        .run(false)
+        .await;
+    assert_eq!(r.status, RunStatus::Succeeded);
+    assert_eq!(log.order(), ["z", "a", "b", "m"]);
+    // One at a time, a second each.
+    let at: Vec<u64> = log.starts().iter().map(|s| s.2).collect();
+    assert_eq!(at, [0, 1, 2, 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_phase_starts_once_everything_it_needs_succeeded() {
+    let (r, log) = Shape::new(4)
+        .phase("a", &[], 0)
+        .phase("b", &[], 0)
+        .phase("c", &["a", "b"], 0)
+        .run(false)
+        .await;
+    assert_eq!(r.status, RunStatus::Succeeded);
+    assert_eq!(
+        log.starts(),
+        [("a".into(), 1, 0), ("b".into(), 1, 0), ("c".into(), 1, 1)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_blocks_its_dependents_and_stops_the_run() {
+    let (r, log) = Shape::new(1)
+        .phase("a", &[], 1)
+        .phase("b", &["a"], 0)
+        .phase("c", &["b"], 0)
+        .phase("d", &[], 0)
+        .run(false)
+        .await;
+    assert_eq!(r.status, RunStatus::Failed);
+    assert_eq!(log.order(), ["a"]);
+    assert_eq!(
+        status(&r, "a"),
+        (
+            PhaseStatus::Failed,
+            Some(Reason::Error {
+                message: "attempt 1 broke".into()
+            })
+        )
+    );
+    // Blocked transitively, each naming the phase it needs.
+    assert_eq!(
+        status(&r, "b"),
+        (
+            PhaseStatus::Blocked,
+            Some(Reason::Blocked { by: "a".into() })
+        )
+    );
+    assert_eq!(
+        status(&r, "c"),
+        (
+            PhaseStatus::Blocked,
+            Some(Reason::Blocked { by: "b".into() })
+        )
+    );
+    // Fail-fast: what does not depend on it never starts.
+    let fail_fast = Stop::FailFast {
+        after: "a".into(),
+        timed_out: false,
+    };
+    assert_eq!(
+        status(&r, "d"),
+        (
+            PhaseStatus::Cancelled,
+            Some(Reason::NotStarted { stop: fail_fast })
+        )
+    );
+    assert_eq!(
+        r.phases["d"].reason.as_deref(),
+        Some("not started: the run stopped after `a` failed")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_going_runs_what_does_not_depend_on_a_failure() {
+    let (r, log) = Shape::new(1)
+        .phase("a", &[], 1)
+        .phase("b", &["a"], 0)
+        .phase("d", &[], 0)
+        .run(true)
+        .await;
+    assert_eq!(r.status, RunStatus::Failed);
+    assert_eq!(log.order(), ["a", "d"]);
+    assert_eq!(status(&r, "b").0, PhaseStatus::Blocked);
+    assert_eq!(status(&r, "d"), (PhaseStatus::Succeeded, None));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_wait_their_backoff() {
+    // 10 s, then 20 s (factor 2), capped at 25 s: attempts at 0, 1+10, 12+20, 33+25.
+    let backoff = Backoff {
+        initial: Duration::from_secs(10),
+        factor: 2.0,
+        max: Duration::from_secs(25),
+        jitter: false,
+    };
+    let (r, log) = Shape::new(1)
+        .with("a", &[], 3, |s| {
+            s.retries = Some(3);
+            s.backoff = Some(backoff);
+        })
+        .run(false)
+        .await;
+    assert_eq!(r.status, RunStatus::Succeeded);
+    assert_eq!(r.phases["a"].attempts, 4);
+    let starts: Vec<(u32, u64)> = log.starts().iter().map(|s| (s.1, s.2)).collect();
+    assert_eq!(starts, [(1, 0), (2, 11), (3, 32), (4, 58)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_phase_out_of_retries_fails_with_its_last_error() {
+    let (r, log) = Shape::new(1)
+        .with("a", &[], 5, |s| {
+            s.retries = Some(1);
+            s.backoff = Some(Backoff {
+                initial: Duration::from_secs(1),
+                ..Backoff::default()
+            });
+        })
+        .run(false)
+        .await;
+    assert_eq!(log.order(), ["a", "a"]);
+    assert_eq!(
+        status(&r, "a"),
+        (
+            PhaseStatus::Failed,
+            Some(Reason::Error {
+                message: "attempt 2 broke".into()
+            })
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_past_its_timeout_is_dropped_and_retried() {
+    let (r, log) = Shape::new(1)
+        .with("slow", &[], 0, |s| {
+            // Each attempt works for a second; the limit is half of that.
+            s.timeout = Some(Duration::from_millis(500));
+            s.retries = Some(1);
+            s.backoff = Some(Backoff {
+                initial: Duration::from_secs(2),
+                ..Backoff::default()
+            });
+        })
+        .phase("after", &["slow"], 0)
+        .run(true)
+        .await;
+    let starts: Vec<(u32, u64)> = log.starts().iter().map(|s| (s.1, s.2)).collect();
+    // The second attempt starts 0.5 s (timeout) + 2 s (backoff) after the first.
+    assert_eq!(starts, [(1, 0), (2, 2)]);
+    assert_eq!(status(&r, "slow").0, PhaseStatus::TimedOut);
+    assert_eq!(r.phases["slow"].attempts, 2);
+    assert_eq!(
+        status(&r, "after"),
+        (
+            PhaseStatus::Blocked,
+            Some(Reason::Blocked { by: "slow".into() })
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_breaker_opens_after_consecutive_failures_and_half_opens_after_its_cooldown() {
+    let agent = AgentSpec {
+        name: "flaky".into(),
+        agent_type: "local".into(),
+        capacity: Some(1),
+        with: WithTable::default(),
+        breaker: Some(BreakerSpec {
+            failures: 2,
+            cooldown: Duration::from_secs(60),
+        }),
+        unavailable: Unavailable::Fail,
+    };
+    let on_flaky = |s: &mut PhaseSpec| s.agent = Some("flaky".into());
+    let (r, log) = Shape::new(1)
+        .agent(agent)
+        .with("a", &[], 1, on_flaky)
+        .with("b", &[], 1, on_flaky)
+        // Refused at once: the breaker is open.
+        .with("c", &[], 0, on_flaky)
+        // Seventy seconds of other work let the cooldown pass; then one phase goes
+        // through (half-open), succeeds and closes the breaker for the next.
+        .working("pause", &[], 0, Duration::from_secs(70), |_| {})
+        .with("d", &["pause"], 0, on_flaky)
+        .with("e", &["d"], 0, on_flaky)
+        .run(true)
+        .await;
+    assert_eq!(
+        log.starts(),
+        [
+            ("a".into(), 1, 0),
+            ("b".into(), 1, 1),
+            ("pause".into(), 1, 2),
+            ("d".into(), 1, 72),
+            ("e".into(), 1, 73)
+        ]
+    );
+    let c = &r.phases["c"];
+    assert_eq!(c.status, PhaseStatus::Failed);
+    assert_eq!(c.attempts, 0);
+    assert!(
+        c.reason
+            .as_deref()
+            .is_some_and(|m| m.contains("circuit breaker opened after 2 consecutive failures")),
+        "{:?}",
+        c.reason
+    );
+    assert_eq!(status(&r, "d"), (PhaseStatus::Succeeded, None));
+    assert_eq!(status(&r, "e"), (PhaseStatus::Succeeded, None));
+}
