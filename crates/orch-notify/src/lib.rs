@@ -153,16 +153,23 @@ impl Notifier {
             .unwrap_or_default();
         *lock(&self.shared.deadline) = Some(Instant::now() + grace);
         lock(&self.senders).clear();
-        let workers = std::mem::take(&mut *lock(&self.workers));
-        let aborts: Vec<_> = workers.iter().map(JoinHandle::abort_handle).collect();
+        let mut workers = std::mem::take(&mut *lock(&self.workers));
+        let mut done = 0;
         let all = async {
-            for w in workers {
+            while let Some(w) = workers.get_mut(done) {
                 let _ = w.await;
+                done += 1;
             }
         };
         if tokio::time::timeout(grace, all).await.is_err() {
-            for a in aborts {
-                a.abort();
+            // Stopped at their next await; a worker writing its record finishes the line
+            // first, so nothing is cut short when the process exits.
+            let rest = workers.split_off(done);
+            for w in &rest {
+                w.abort();
+            }
+            for w in rest {
+                let _ = w.await;
             }
             let msg = format!("given up at the run's end after {}", humanize(grace));
             for t in &self.shared.targets {
@@ -405,7 +412,8 @@ impl Shared {
                 .create(true)
                 .append(true)
                 .open(dir.join(RECORDS_FILE))?;
-            writeln!(f, "{line}")
+            // One write(2) of the whole line: O_APPEND keeps lines whole for readers.
+            f.write_all(format!("{line}\n").as_bytes())
         });
         if let Err(e) = written {
             eprintln!(
