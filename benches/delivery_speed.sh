@@ -131,8 +131,11 @@ print(f"{t1 - t0:.4f} {(utime + stime) / hz:.3f} {(cutime + cstime) / hz:.3f} "
 PY
 
 load1() { cut -d' ' -f1 /proc/loadavg; }
-# A build tool that runs or waits (not one stopped with SIGSTOP: it takes no CPU).
-busy() { pgrep -r R,S,D -x 'cargo|rustc|cc|cc1|cc1plus|ld|ld.lld|ld.gold|clang|gcc|make|ninja|maturin|rustdoc' >/dev/null; }
+# A build tool that runs or waits (not one stopped with SIGSTOP: it takes no CPU). `ps`,
+# not `pgrep -x`: pgrep matches nothing with a pattern longer than 15 characters.
+busy() {
+    ps -eo stat=,comm= | awk '$1 !~ /^T/ && $2 ~ /^(cargo|rustc|cc|cc1|cc1plus|ld|ld\.lld|ld\.gold|clang|gcc|make|ninja|maturin|rustdoc)$/ { f = 1 } END { exit !f }'
+}
 wait_quiet() {
     [ "$FORCE" = 1 ] && return 0
     local waited=0
