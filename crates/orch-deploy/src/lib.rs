@@ -41,8 +41,10 @@
 //! ```
 
 pub mod audit;
+mod canary;
 pub mod check;
 pub mod deploy;
+mod deployment;
 pub mod engine;
 pub mod errors;
 pub mod health;
@@ -51,6 +53,7 @@ pub mod proxy;
 pub mod rolling;
 pub mod settings;
 pub mod state;
+pub mod traffic;
 
 use orch_core::{PhaseSpec, Registry};
 

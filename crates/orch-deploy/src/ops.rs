@@ -12,12 +12,13 @@ use orch_core::{
     Description, KindError, Phase, PhaseContext, PhaseError, PhaseOutcome, PhaseSpec, PlanContext,
 };
 
-use crate::deploy::{endpoint_of, ensure_proxy, split, state_dir_of};
+use crate::deploy::{endpoint_of, state_dir_of};
 use crate::engine;
 use crate::errors::StateError;
 use crate::proxy::{self, Runtime, backend};
 use crate::settings::{ServiceSettings, check_service_name};
 use crate::state::{ServiceDir, ServiceState, services};
+use crate::traffic::{ensure_proxy, split};
 
 /// Loads a service's state, or says which services exist.
 pub fn load_service(state_dir: &Path, service: &str) -> Result<(ServiceDir, ServiceState), String> {
