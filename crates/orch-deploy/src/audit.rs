@@ -11,7 +11,7 @@ use orch_core::{
 use crate::deploy::{endpoint_of, state_dir_of};
 use crate::engine;
 use crate::proxy::{Runtime, backend, server_weight};
-use crate::settings::{ServiceSettings, check_service_name};
+use crate::settings::{AuditSettings, check_service_name};
 use crate::state::{ServiceDir, ServiceState};
 
 /// Compares a proxy-fronted service with its state; returns the drift, one line each.
@@ -125,13 +125,9 @@ pub struct AuditPhase {
 }
 
 impl AuditPhase {
-    /// Checks a declaration.
-    pub fn from_spec(spec: &PhaseSpec) -> Result<Self, KindError> {
-        let s: ServiceSettings = spec.with.parse()?;
-        check_service_name(&s.service).map_err(|message| KindError {
-            message: format!("phase `{}`: {message}", spec.id),
-            span: spec.with.span(),
-        })?;
+    /// Checks the settings of a declaration; an error points at its `with` table.
+    pub fn from_settings(spec: &PhaseSpec, s: AuditSettings) -> Result<Self, KindError> {
+        check_service_name(&s.service).map_err(|message| spec.with.error(message))?;
         Ok(Self {
             service: s.service,
             fail_on_drift: s.fail_on_drift.unwrap_or(true),
@@ -243,7 +239,6 @@ pub(crate) fn register(
             "compare a deployed service with what runs (containers, images, ports, health)",
         )
         .agent_type("docker"),
-        // `from_spec` reads the `with` table into its settings type itself.
-        |spec: &PhaseSpec, _: serde::de::IgnoredAny| AuditPhase::from_spec(spec),
+        AuditPhase::from_settings,
     )
 }

@@ -57,13 +57,9 @@ pub struct CheckPhase {
 }
 
 impl CheckPhase {
-    /// Checks a declaration.
-    pub fn from_spec(spec: &PhaseSpec) -> Result<Self, KindError> {
-        let s: CheckSettings = spec.with.parse()?;
-        let bad = |message: String| KindError {
-            message: format!("phase `{}`: {message}", spec.id),
-            span: spec.with.span(),
-        };
+    /// Checks the settings of a declaration; an error points at its `with` table.
+    pub fn from_settings(spec: &PhaseSpec, s: CheckSettings) -> Result<Self, KindError> {
+        let bad = |message: String| spec.with.error(message);
         let urls = match s.urls {
             Urls::One(u) => vec![u],
             Urls::Many(v) => v,
@@ -216,7 +212,6 @@ pub(crate) fn register(
             "http.check",
             "probe URLs: expected status and body, with retries",
         ),
-        // `from_spec` reads the `with` table into its settings type itself.
-        |spec: &PhaseSpec, _: serde::de::IgnoredAny| CheckPhase::from_spec(spec),
+        CheckPhase::from_settings,
     )
 }

@@ -73,9 +73,8 @@ pub fn register(registry: &mut Registry) -> Result<(), orch_core::errors::Regist
             "deploy an image: blue-green or canary behind a proxy, or a rolling Swarm update",
         )
         .agent_type("docker"),
-        // `from_spec` reads the `with` table into its settings type itself.
-        |spec: &PhaseSpec, _: serde::de::IgnoredAny| {
-            Ok(DeployPhase::new(DeployPlan::from_spec(spec)?))
+        |spec: &PhaseSpec, settings| {
+            DeployPlan::from_settings(spec, settings).map(DeployPhase::new)
         },
     )?;
     ops::register(registry)?;
@@ -86,4 +85,104 @@ pub fn register(registry: &mut Registry) -> Result<(), orch_core::errors::Regist
         registry.allow_agent_type(kind, "swarm");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use orch_core::{PhaseId, PhaseSpec, Registry, WithTable};
+
+    /// The error a declaration of `kind` with `with` gets when the pipeline loads.
+    fn error_of(kind: &str, with: toml::Table) -> String {
+        let mut registry = Registry::with_builtins();
+        super::register(&mut registry).unwrap();
+        let mut spec = PhaseSpec::new(PhaseId::new("p").unwrap(), kind);
+        spec.with = WithTable::new(with);
+        match registry.build_phase(&spec) {
+            Ok(_) => panic!("{kind} with {:?} was accepted", spec.with),
+            Err(e) => e.message,
+        }
+    }
+
+    #[test]
+    fn each_kind_parses_its_own_settings_and_names_the_key_at_fault() {
+        let deploy = |extra: toml::Table| {
+            let mut t = toml::toml! {
+                service = "web"
+                image = "web:1"
+                strategy = "blue-green"
+                listen = "127.0.0.1:8080"
+                port = 8080
+            };
+            t.extend(extra);
+            t
+        };
+        for (kind, with, expected) in [
+            (
+                "deploy",
+                deploy(toml::toml! { colour = "blue" }),
+                "unknown field `colour`, expected one of `service`, `image`, `strategy`, `listen`, `port`, `replicas`, `health`, `steps`, `analysis`, `drain`, `env`, `parallelism`, `monitor`, `published_port`",
+            ),
+            (
+                "deploy",
+                deploy(toml::toml! { port = "8080" }),
+                "invalid type: string \"8080\", expected u16",
+            ),
+            (
+                "deploy",
+                deploy(toml::toml! { health = { path = "/h", intervall = "1s" } }),
+                "unknown field `intervall`, expected one of `path`, `interval`, `timeout`, `healthy`, `unhealthy`, `within`",
+            ),
+            (
+                "deploy",
+                deploy(toml::toml! { drain = "soon" }),
+                "`soon` is not a duration like \"500ms\", \"2s\" or \"1m\": expected number at 0",
+            ),
+            (
+                "deploy",
+                deploy(toml::toml! { strategy = "big-bang" }),
+                "unknown variant `big-bang`, expected one of `blue-green`, `canary`, `rolling`",
+            ),
+            (
+                "deploy",
+                deploy(toml::toml! { steps = [10, 100] }),
+                "`steps` is for strategy `canary`, not `blue-green`",
+            ),
+            (
+                "deploy.rollback",
+                toml::toml! { service = "web"
+                fail_on_drift = true },
+                "unknown field `fail_on_drift`, expected `service`",
+            ),
+            (
+                "deploy.rollback",
+                toml::toml! { service = "Web" },
+                "service `Web` must be 1 to 48 characters of a-z, 0-9, `-` and `_`, starting with a letter or digit",
+            ),
+            (
+                "deploy.audit",
+                toml::toml! { service = "web"
+                fail_on_drift = "yes" },
+                "invalid type: string \"yes\", expected a boolean",
+            ),
+            (
+                "deploy.audit",
+                toml::Table::new(),
+                "missing field `service`",
+            ),
+            (
+                "http.check",
+                toml::toml! { urls = "http://127.0.0.1/"
+                retries = "3" },
+                "invalid type: string \"3\", expected u32",
+            ),
+            (
+                "http.check",
+                toml::toml! { urls = "http://127.0.0.1/"
+                status = 700 },
+                "`status` = 700 is not an HTTP status",
+            ),
+        ] {
+            assert_eq!(error_of(kind, with.clone()), expected, "{kind} with {with}");
+        }
+    }
 }

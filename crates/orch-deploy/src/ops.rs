@@ -16,7 +16,7 @@ use crate::deploy::{endpoint_of, state_dir_of};
 use crate::engine;
 use crate::errors::StateError;
 use crate::proxy::{self, Runtime, backend};
-use crate::settings::{ServiceSettings, check_service_name};
+use crate::settings::{RollbackSettings, check_service_name};
 use crate::state::{ServiceDir, ServiceState, services};
 use crate::traffic::{ensure_proxy, split};
 
@@ -146,19 +146,9 @@ impl RollbackPhase {
         }
     }
 
-    /// Checks a declaration.
-    pub fn from_spec(spec: &PhaseSpec) -> Result<Self, KindError> {
-        let s: ServiceSettings = spec.with.parse()?;
-        check_service_name(&s.service).map_err(|message| KindError {
-            message: format!("phase `{}`: {message}", spec.id),
-            span: spec.with.span(),
-        })?;
-        if s.fail_on_drift.is_some() {
-            return Err(KindError {
-                message: format!("phase `{}`: `fail_on_drift` is for `deploy.audit`", spec.id),
-                span: spec.with.span(),
-            });
-        }
+    /// Checks the settings of a declaration; an error points at its `with` table.
+    pub fn from_settings(spec: &PhaseSpec, s: RollbackSettings) -> Result<Self, KindError> {
+        check_service_name(&s.service).map_err(|message| spec.with.error(message))?;
         Ok(Self::new(s.service))
     }
 }
@@ -333,7 +323,6 @@ pub(crate) fn register(
             "switch a deployed service back to its previous version",
         )
         .agent_type("docker"),
-        // `from_spec` reads the `with` table into its settings type itself.
-        |spec: &PhaseSpec, _: serde::de::IgnoredAny| RollbackPhase::from_spec(spec),
+        RollbackPhase::from_settings,
     )
 }

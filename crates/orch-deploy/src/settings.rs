@@ -1,5 +1,7 @@
 //! The `with` tables of `deploy`, `deploy.audit` and `deploy.rollback`, checked at load time
-//! (no I/O).
+//! (no I/O). Each kind's table is a serde type that refuses unknown keys; the registry
+//! parses it (errors name the key and point at it) and the kind checks what parses but
+//! makes no sense.
 
 use std::time::Duration;
 
@@ -248,13 +250,9 @@ pub fn check_service_name(name: &str) -> Result<(), String> {
 }
 
 impl DeployPlan {
-    /// Checks a declaration.
-    pub fn from_spec(spec: &PhaseSpec) -> Result<Self, KindError> {
-        let settings: DeploySettings = spec.with.parse()?;
-        Self::new(settings).map_err(|message| KindError {
-            message: format!("phase `{}`: {message}", spec.id),
-            span: spec.with.span(),
-        })
+    /// Checks the settings of a declaration; an error points at its `with` table.
+    pub fn from_settings(spec: &PhaseSpec, settings: DeploySettings) -> Result<Self, KindError> {
+        Self::new(settings).map_err(|message| spec.with.error(message))
     }
 
     /// Checks settings.
@@ -430,15 +428,23 @@ pub fn check_steps(steps: &[i64]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// The `with` table of `deploy.audit` and `deploy.rollback`.
+/// The `with` table of `deploy.audit`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServiceSettings {
+pub struct AuditSettings {
     /// The service.
     pub service: String,
-    /// `deploy.audit`: fail the phase when drift is found (default true).
+    /// Fail the phase when drift is found (default true).
     #[serde(default)]
     pub fail_on_drift: Option<bool>,
+}
+
+/// The `with` table of `deploy.rollback`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackSettings {
+    /// The service switched back.
+    pub service: String,
 }
 
 mod opt_duration {

@@ -60,6 +60,50 @@ x = 1
 }
 
 #[test]
+fn deploy_kinds_settings_mistakes_are_located() {
+    // Each deployment kind parses its own `with` table: unknown keys and wrong types point
+    // at the key, checks past parsing at the table, and the phase is named once.
+    let (code, out) = validate(
+        r#"[pipeline]
+name = "deploys"
+
+[phases.steps]
+kind = "deploy"
+with = { service = "web", image = "web:1", strategy = "canary", listen = "127.0.0.1:8080", port = 8080, steps = [50, 20, 100] }
+
+[phases.port]
+kind = "deploy"
+with = { service = "web", image = "web:1", strategy = "blue-green", listen = "127.0.0.1:8080", port = "8080" }
+
+[phases.health]
+kind = "deploy"
+[phases.health.with]
+service = "web"
+image = "web:1"
+strategy = "blue-green"
+listen = "127.0.0.1:8080"
+port = 8080
+health = { path = "/health", intervall = "1s" }
+
+[phases.back]
+kind = "deploy.rollback"
+with = { service = "web", fail_on_drift = true }
+
+[phases.audit]
+kind = "deploy.audit"
+with = { service = "Web" }
+
+[phases.smoke]
+kind = "http.check"
+with = { urls = "http://127.0.0.1:8080/", retries = "3" }
+"#,
+        &[],
+    );
+    assert_eq!(code, 2);
+    insta::assert_snapshot!(out);
+}
+
+#[test]
 fn unknown_vars_on_the_command_line_are_errors() {
     let (code, out) = validate(
         "[pipeline]\nname = \"v\"\n[vars]\nversion = \"1\"\n[phases.a]\nrun = \"true\"\n",
