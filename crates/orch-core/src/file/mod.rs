@@ -32,19 +32,45 @@ type Span = Range<usize>;
 type Value<'a> = Spanned<DeValue<'a>>;
 type Key<'a> = Spanned<std::borrow::Cow<'a, str>>;
 
+/// A byte span in the pipeline file, in half the room of a `Range<usize>` (the file is at
+/// most [`crate::input::MAX_PIPELINE_FILE`] bytes): a file of 100k phases keeps a dozen of
+/// them per phase until it is validated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct At {
+    start: u32,
+    end: u32,
+}
+
+impl At {
+    /// The span as a range of bytes.
+    pub fn range(self) -> Span {
+        self.start as usize..self.end as usize
+    }
+}
+
+impl From<Span> for At {
+    fn from(r: Span) -> Self {
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Self {
+            start: clamp(r.start),
+            end: clamp(r.end),
+        }
+    }
+}
+
 /// Where each part of a phase stood in the file, for later diagnostics.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PhaseSpans {
-    pub id: Option<Span>,
-    pub kind: Option<Span>,
-    pub needs: Vec<Span>,
-    pub agent: Option<Span>,
-    pub with: Option<Span>,
-    pub run: Option<Span>,
-    pub cwd: Option<Span>,
-    pub env: Option<Span>,
-    pub when: Option<Span>,
-    pub assert: Option<Span>,
+    pub id: Option<At>,
+    pub kind: Option<At>,
+    pub needs: Vec<At>,
+    pub agent: Option<At>,
+    pub with: Option<At>,
+    pub run: Option<At>,
+    pub cwd: Option<At>,
+    pub env: Option<At>,
+    pub when: Option<At>,
+    pub assert: Option<At>,
 }
 
 /// Spans of a parsed file.
@@ -93,8 +119,11 @@ pub const PHASE_KEYS: &[&str] = &[
 /// Structural problems come back with the spec of everything that could be read, so the
 /// semantic checks can still run and the user sees every problem at once. A TOML syntax
 /// error gives no spec.
+///
+/// The TOML tree is consumed as it is read: each phase's table is freed once its phase is
+/// built, so the tree and the spec are never both whole in memory.
 pub(crate) fn parse(
-    text: &str,
+    text: &Arc<str>,
     path: &Path,
 ) -> Result<(PipelineSpec, FileSpans, Vec<Diagnostic>), Vec<Diagnostic>> {
     let root = match DeTable::parse(text) {
@@ -108,7 +137,7 @@ pub(crate) fn parse(
     };
     let mut w = Walker {
         diags: Vec::new(),
-        text: Arc::from(text),
+        text: text.clone(),
     };
     let base_dir = path
         .parent()
@@ -122,11 +151,12 @@ pub(crate) fn parse(
     let mut saw_pipeline = false;
     let mut saw_phases = false;
 
-    for (key, value) in root.get_ref() {
+    for (key, value) in root.into_inner() {
+        let key = &key;
         match key.get_ref().as_ref() {
             "pipeline" => {
                 saw_pipeline = true;
-                let Some(t) = w.table(value, "[pipeline]") else {
+                let Some(t) = w.table(&value, "[pipeline]") else {
                     continue;
                 };
                 let mut saw_name = false;
@@ -180,10 +210,10 @@ pub(crate) fn parse(
             }
             "vars" => {
                 spans.vars = Some(key.span());
-                spec.vars = w.string_map(value, "[vars]");
+                spec.vars = w.string_map(&value, "[vars]");
             }
             "defaults" => {
-                let Some(t) = w.table(value, "[defaults]") else {
+                let Some(t) = w.table(&value, "[defaults]") else {
                     continue;
                 };
                 for (k, v) in t {
@@ -202,7 +232,7 @@ pub(crate) fn parse(
                 }
             }
             "agents" => {
-                let Some(t) = w.table(value, "[agents]") else {
+                let Some(t) = w.table(&value, "[agents]") else {
                     continue;
                 };
                 for (name, v) in t {
@@ -225,10 +255,16 @@ pub(crate) fn parse(
             }
             "phases" => {
                 saw_phases = true;
-                let Some(t) = w.table(value, "[phases]") else {
+                if w.table(&value, "[phases]").is_none() {
+                    continue;
+                }
+                let DeValue::Table(t) = value.into_inner() else {
                     continue;
                 };
+                spec.phases.reserve_exact(t.len());
+                spans.phases.reserve_exact(t.len());
                 for (id, v) in t {
+                    let (id, v) = (&id, &v);
                     let phase_id = match PhaseId::new(id.get_ref().as_ref()) {
                         Ok(p) => p,
                         Err(e) => {
@@ -243,7 +279,7 @@ pub(crate) fn parse(
                 }
             }
             "policy" => {
-                let Some(t) = w.table(value, "[policy]") else {
+                let Some(t) = w.table(&value, "[policy]") else {
                     continue;
                 };
                 let mut policy = crate::policy::PolicySpec {
@@ -277,7 +313,7 @@ pub(crate) fn parse(
                 spec.policy = Some(policy);
             }
             "notify" => {
-                let Some(t) = w.table(value, "[notify]") else {
+                let Some(t) = w.table(&value, "[notify]") else {
                     continue;
                 };
                 for (name, v) in t {
@@ -402,7 +438,7 @@ fn parse_phase(
     let t = w.table(v, &where_)?;
     let mut p = PhaseSpec::new(id, String::new());
     let mut spans = PhaseSpans {
-        id: Some(id_span),
+        id: Some(id_span.into()),
         ..PhaseSpans::default()
     };
     let mut timeout = None;
@@ -411,11 +447,11 @@ fn parse_phase(
     for (k, val) in t {
         match k.get_ref().as_ref() {
             "kind" => {
-                spans.kind = Some(val.span());
+                spans.kind = Some(val.span().into());
                 kind = w.string(val, "`kind`");
             }
             "run" => {
-                spans.run = Some(val.span());
+                spans.run = Some(val.span().into());
                 p.run = match val.get_ref() {
                     DeValue::String(s) => Some(RunSpec::Shell(s.to_string())),
                     DeValue::Array(_) => w
@@ -432,7 +468,7 @@ fn parse_phase(
                     for n in needs {
                         match PhaseId::new(n.get_ref()) {
                             Ok(nid) => {
-                                spans.needs.push(n.span());
+                                spans.needs.push(n.span().into());
                                 p.needs.push(nid);
                             }
                             Err(e) => w.err(n.span(), e.to_string()),
@@ -441,7 +477,7 @@ fn parse_phase(
                 }
             }
             "with" => {
-                spans.with = Some(val.span());
+                spans.with = Some(val.span().into());
                 if let Some(tbl) = w.table(val, "`with`") {
                     let table = tbl
                         .iter()
@@ -456,11 +492,11 @@ fn parse_phase(
                 }
             }
             "env" => {
-                spans.env = Some(val.span());
+                spans.env = Some(val.span().into());
                 p.env = w.env_map(val, "`env`");
             }
             "cwd" => {
-                spans.cwd = Some(val.span());
+                spans.cwd = Some(val.span().into());
                 p.cwd = w.string(val, "`cwd`");
             }
             "timeout" => timeout = w.duration(val, "`timeout`"),
@@ -500,16 +536,16 @@ fn parse_phase(
                 }
             }
             "agent" => {
-                spans.agent = Some(val.span());
+                spans.agent = Some(val.span().into());
                 agent = w.string(val, "`agent`");
             }
             "description" => p.description = w.string(val, "`description`"),
             "when" => {
-                spans.when = Some(val.span());
+                spans.when = Some(val.span().into());
                 p.when = w.string(val, "`when`");
             }
             "assert" => {
-                spans.assert = Some(val.span());
+                spans.assert = Some(val.span().into());
                 p.assert = w
                     .strings(val, "`assert`")
                     .map(|v| v.into_iter().map(Spanned::into_inner).collect())
@@ -526,7 +562,7 @@ fn parse_phase(
         (None, None) => {
             w.diags.push(
                 Diagnostic::at(
-                    spans.id.clone(),
+                    spans.id.map(At::range),
                     format!("{where_} has neither `kind` nor `run`"),
                 )
                 .with_help("add `run = \"...\"` for a command, or `kind = \"...\"`"),
@@ -536,7 +572,7 @@ fn parse_phase(
     };
     if p.run.is_some() && p.kind != "command" {
         w.err(
-            spans.run.clone().unwrap_or(0..0),
+            spans.run.map_or(0..0, At::range),
             format!("`run` is for `command` phases; this phase is `{}`", p.kind),
         );
     }

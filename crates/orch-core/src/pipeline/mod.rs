@@ -77,7 +77,8 @@ impl Pipeline {
                 source,
             },
         )?;
-        Self::from_str(&text, path, registry, options)
+        // One copy of the text, shared by the parse and the diagnostics.
+        Self::from_text(Arc::from(text), path, registry, options)
     }
 
     /// Validates pipeline text as if read from `path`.
@@ -87,11 +88,20 @@ impl Pipeline {
         registry: &Registry,
         options: &LoadOptions,
     ) -> Result<Self, LoadError> {
+        Self::from_text(Arc::from(text), path, registry, options)
+    }
+
+    fn from_text(
+        text: Arc<str>,
+        path: &Path,
+        registry: &Registry,
+        options: &LoadOptions,
+    ) -> Result<Self, LoadError> {
         let source = Source {
             path: path.to_owned(),
-            text: Arc::from(text),
+            text,
         };
-        let (mut spec, spans, mut diags) = match file::parse(text, path) {
+        let (mut spec, spans, mut diags) = match file::parse(&source.text, path) {
             Ok(parsed) => parsed,
             Err(diags) => return Err(LoadError::Invalid(Diagnostics::new(Some(source), diags))),
         };

@@ -9,7 +9,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use super::{IdMap, Node, Pipeline, default_jobs};
 use crate::agent::LocalAgent;
 use crate::diagnostics::{Diagnostic, did_you_mean};
-use crate::file::{FileSpans, PhaseSpans};
+use crate::file::{At, FileSpans, PhaseSpans};
 use crate::interpolate::Reference;
 use crate::phase::Phase;
 use crate::registry::Registry;
@@ -19,9 +19,12 @@ use crate::{expr, interpolate};
 fn span_of(
     spans: Option<&FileSpans>,
     i: usize,
-    f: impl Fn(&PhaseSpans) -> Option<std::ops::Range<usize>>,
+    f: impl Fn(&PhaseSpans) -> Option<At>,
 ) -> Option<std::ops::Range<usize>> {
-    spans.and_then(|s| s.phases.get(i)).and_then(f)
+    spans
+        .and_then(|s| s.phases.get(i))
+        .and_then(f)
+        .map(At::range)
 }
 
 /// Every template string of a phase, with where it stands.
@@ -80,7 +83,7 @@ pub(super) fn validate(
             && retries > MAX_RETRIES
         {
             diags.push(Diagnostic::at(
-                span_of(spans, i, |s| s.id.clone()),
+                span_of(spans, i, |s| s.id),
                 format!(
                     "phase `{}`: `retries` must be at most {MAX_RETRIES}, not {retries}",
                     p.id
@@ -92,7 +95,7 @@ pub(super) fn validate(
     for (i, p) in spec.phases.iter().enumerate() {
         if index.insert(p.id.clone(), i).is_some() {
             diags.push(Diagnostic::at(
-                span_of(spans, i, |s| s.id.clone()),
+                span_of(spans, i, |s| s.id),
                 format!("phase `{}` is declared twice", p.id),
             ));
         }
@@ -140,13 +143,13 @@ pub(super) fn validate(
         for (j, n) in p.needs.iter().enumerate() {
             match index.get(n) {
                 Some(&k) if k == i => diags.push(Diagnostic::at(
-                    span_of(spans, i, |s| s.needs.get(j).cloned()),
+                    span_of(spans, i, |s| s.needs.get(j).copied()),
                     format!("phase `{}` needs itself", p.id),
                 )),
                 Some(&k) => needs.push(k as u32),
                 None => {
                     let mut d = Diagnostic::at(
-                        span_of(spans, i, |s| s.needs.get(j).cloned()),
+                        span_of(spans, i, |s| s.needs.get(j).copied()),
                         format!("phase `{}` needs `{n}`, which is not a phase", p.id),
                     );
                     if let Some(h) = did_you_mean(n.as_str(), ids.iter().copied()) {
@@ -166,7 +169,7 @@ pub(super) fn validate(
             _ if custom_phase.is_some() => custom_phase.cloned(),
             None => {
                 let mut d = Diagnostic::at(
-                    span_of(spans, i, |s| s.kind.clone().or_else(|| s.id.clone())),
+                    span_of(spans, i, |s| s.kind.or(s.id)),
                     format!("phase `{}` has unknown kind `{}`", p.id, p.kind),
                 );
                 let kinds: Vec<&str> = registry
@@ -184,14 +187,10 @@ pub(super) fn validate(
             Some(_) => match registry.build_phase(p) {
                 Ok(ph) => Some(ph),
                 Err(e) => {
-                    let span = e.span.clone().or_else(|| {
-                        span_of(spans, i, |s| {
-                            s.with
-                                .clone()
-                                .or_else(|| s.run.clone())
-                                .or_else(|| s.id.clone())
-                        })
-                    });
+                    let span = e
+                        .span
+                        .clone()
+                        .or_else(|| span_of(spans, i, |s| s.with.or(s.run).or(s.id)));
                     diags.push(Diagnostic::at(
                         span,
                         format!("phase `{}` ({}): {}", p.id, p.kind, e.message),
@@ -218,14 +217,14 @@ pub(super) fn validate(
                 }
                 Some(ai) => {
                     diags.push(Diagnostic::at(
-                        span_of(spans, i, |s| s.agent.clone()),
+                        span_of(spans, i, |s| s.agent),
                         format!("phase `{}` ({}) runs on {agent_type} agents, but agent `{name}` is a {} agent", p.id, p.kind, agents[ai].agent_type),
                     ));
                     None
                 }
                 None => {
                     let mut d = Diagnostic::at(
-                        span_of(spans, i, |s| s.agent.clone()),
+                        span_of(spans, i, |s| s.agent),
                         format!(
                             "phase `{}` names agent `{name}`, which is not declared",
                             p.id
@@ -254,13 +253,13 @@ pub(super) fn validate(
             && let Err(e) = expr::check(w)
         {
             diags.push(Diagnostic::at(
-                span_of(spans, i, |s| s.when.clone()),
+                span_of(spans, i, |s| s.when),
                 format!("phase `{}`: {e}", p.id),
             ));
         }
         if !p.assert.is_empty() && p.kind != "gate" {
             diags.push(Diagnostic::at(
-                span_of(spans, i, |s| s.assert.clone()),
+                span_of(spans, i, |s| s.assert),
                 format!("phase `{}`: `assert` is for `gate` phases", p.id),
             ));
         }
@@ -307,9 +306,7 @@ pub(super) fn validate(
             .iter()
             .position(|n| n.as_str() == nodes[cycle[1 % cycle.len()]].spec.id.as_str());
         let span = span_of(spans, first, |s| {
-            need_pos
-                .and_then(|j| s.needs.get(j).cloned())
-                .or_else(|| s.id.clone())
+            need_pos.and_then(|j| s.needs.get(j).copied()).or(s.id)
         });
         // The DAG edge is need -> dependent; print the cycle in "needs" direction.
         diags.push(
@@ -338,13 +335,7 @@ pub(super) fn validate(
             text,
         ) {
             Err(e) => diags.push(Diagnostic::at(
-                span_of(spans, i, |s| {
-                    s.run
-                        .clone()
-                        .or_else(|| s.with.clone())
-                        .or_else(|| s.env.clone())
-                        .or_else(|| s.id.clone())
-                }),
+                span_of(spans, i, |s| s.run.or(s.with).or(s.env).or(s.id)),
                 format!("phase `{}`: {e}", p.id),
             )),
             Ok(refs) => {
@@ -352,13 +343,7 @@ pub(super) fn validate(
                     match &r {
                         Reference::Var(k) if !spec.vars.contains_key(k) => {
                             let mut d = Diagnostic::at(
-                                span_of(spans, i, |s| {
-                                    s.run
-                                        .clone()
-                                        .or_else(|| s.with.clone())
-                                        .or_else(|| s.env.clone())
-                                        .or_else(|| s.id.clone())
-                                }),
+                                span_of(spans, i, |s| s.run.or(s.with).or(s.env).or(s.id)),
                                 format!(
                                     "phase `{}` reads `${{{{ vars.{k} }}}}`, but [vars] has no `{k}`",
                                     p.id
@@ -372,12 +357,7 @@ pub(super) fn validate(
                         Reference::Output { phase, .. } => match index.get(phase.as_str()) {
                             None => {
                                 let mut d = Diagnostic::at(
-                                    span_of(spans, i, |s| {
-                                        s.run
-                                            .clone()
-                                            .or_else(|| s.with.clone())
-                                            .or_else(|| s.id.clone())
-                                    }),
+                                    span_of(spans, i, |s| s.run.or(s.with).or(s.id)),
                                     format!(
                                         "phase `{}` reads outputs of `{phase}`, which is not a phase",
                                         p.id
@@ -391,7 +371,7 @@ pub(super) fn validate(
                             Some(&k) => {
                                 let anc = ancestors.get_or_insert_with(|| ancestors_of(i));
                                 if !anc[k] {
-                                    diags.push(Diagnostic::at(span_of(spans, i, |s| s.run.clone().or_else(|| s.with.clone()).or_else(|| s.id.clone())), format!("phase `{}` reads outputs of `{phase}` but does not need it", p.id)).with_help(format!("add \"{phase}\" to its `needs`")));
+                                    diags.push(Diagnostic::at(span_of(spans, i, |s| s.run.or(s.with).or(s.id)), format!("phase `{}` reads outputs of `{phase}` but does not need it", p.id)).with_help(format!("add \"{phase}\" to its `needs`")));
                                 }
                             }
                         },
@@ -407,11 +387,11 @@ pub(super) fn validate(
         let exprs = p
             .when
             .iter()
-            .map(|w| (w, span_of(spans, i, |s| s.when.clone())))
+            .map(|w| (w, span_of(spans, i, |s| s.when)))
             .chain(
                 p.assert
                     .iter()
-                    .map(|a| (a, span_of(spans, i, |s| s.assert.clone()))),
+                    .map(|a| (a, span_of(spans, i, |s| s.assert))),
             );
         for (text, span) in exprs {
             for id in expr::phase_refs(text) {
