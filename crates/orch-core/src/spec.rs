@@ -70,8 +70,13 @@ impl Backoff {
 }
 
 /// A kind-specific `with` table, kept with its source location when it came from a file.
+///
+/// One pointer wide while it is empty and came from no file (most phases have no `with`).
 #[derive(Clone, Debug, Default)]
-pub struct WithTable {
+pub struct WithTable(Option<Box<WithInner>>);
+
+#[derive(Clone, Debug)]
+struct WithInner {
     table: toml::Table,
     source: Option<WithSource>,
 }
@@ -83,13 +88,19 @@ struct WithSource {
     path: Vec<String>,
 }
 
+/// What [`WithTable::table`] gives for a table that holds nothing.
+static EMPTY_TABLE: std::sync::LazyLock<toml::Table> = std::sync::LazyLock::new(toml::Table::new);
+
 impl WithTable {
     /// A table built in code (no source location).
     pub fn new(table: toml::Table) -> Self {
-        Self {
+        if table.is_empty() {
+            return Self(None);
+        }
+        Self(Some(Box::new(WithInner {
             table,
             source: None,
-        }
+        })))
     }
 
     /// A table from a file: `path` is its key path (`phases`, `ID`, `with`), `span` where
@@ -100,20 +111,24 @@ impl WithTable {
         span: Range<usize>,
         path: Vec<String>,
     ) -> Self {
-        Self {
+        Self(Some(Box::new(WithInner {
             table,
             source: Some(WithSource { text, span, path }),
-        }
+        })))
     }
 
     /// The table's values.
     pub fn table(&self) -> &toml::Table {
-        &self.table
+        self.0.as_ref().map_or(&EMPTY_TABLE, |w| &w.table)
+    }
+
+    fn source(&self) -> Option<&WithSource> {
+        self.0.as_ref().and_then(|w| w.source.as_ref())
     }
 
     /// Byte span of the table in the pipeline file, when it came from one.
     pub fn span(&self) -> Option<Range<usize>> {
-        self.source.as_ref().map(|s| s.span.clone())
+        self.source().map(|s| s.span.clone())
     }
 
     /// An error about these settings that points at the table in the file (a check that
@@ -130,7 +145,7 @@ impl WithTable {
     /// Use `#[serde(deny_unknown_fields)]` on `T`: errors then name the unknown key and,
     /// for tables from a file, point at it.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, KindError> {
-        match &self.source {
+        match self.source() {
             Some(src) => {
                 let to_kind = |e: toml::de::Error, offset: usize| KindError {
                     message: e.message().trim_end().to_owned(),
@@ -150,10 +165,12 @@ impl WithTable {
                 let node = node.ok_or_else(|| KindError::new("`with` table not found"))?;
                 T::deserialize(toml::de::ValueDeserializer::from(node)).map_err(|e| to_kind(e, 0))
             }
-            None => T::deserialize(toml::Value::Table(self.table.clone())).map_err(|e| KindError {
-                message: e.message().to_owned(),
-                span: None,
-            }),
+            None => {
+                T::deserialize(toml::Value::Table(self.table().clone())).map_err(|e| KindError {
+                    message: e.message().to_owned(),
+                    span: None,
+                })
+            }
         }
     }
 }
