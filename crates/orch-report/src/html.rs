@@ -453,11 +453,14 @@ struct DashboardContext<'a> {
 }
 
 /// Renders the dashboard.
+/// Renders the dashboard into `out`, as it is rendered (a dashboard of 10k phases is some
+/// MB of text).
 pub(crate) fn dashboard(
     record: &RunRecord,
     run_dir: &Path,
     options: &ReportOptions,
-) -> Result<String, ReportError> {
+    out: &mut dyn std::io::Write,
+) -> Result<(), ReportError> {
     let view = RunView::new(record);
     let files = junit::collect(record, run_dir);
     let mut phases = dash_phases(record, run_dir, options, &view, &files);
@@ -506,6 +509,7 @@ pub(crate) fn dashboard(
         Value::from(Serde(&ctx)),
         DASHBOARD_CSS,
         Some(DASHBOARD_JS),
+        out,
     )
 }
 
@@ -562,8 +566,12 @@ fn policy_rows(record: &RunRecord) -> Vec<PolicyRow> {
         .collect()
 }
 
-/// Renders the compliance report.
-pub(crate) fn compliance(record: &RunRecord, run_dir: &Path) -> Result<String, ReportError> {
+/// Renders the compliance report into `out`.
+pub(crate) fn compliance(
+    record: &RunRecord,
+    run_dir: &Path,
+    out: &mut dyn std::io::Write,
+) -> Result<(), ReportError> {
     let view = RunView::new(record);
     let files = junit::collect(record, run_dir);
     let git = git_facts(record);
@@ -607,6 +615,7 @@ pub(crate) fn compliance(record: &RunRecord, run_dir: &Path) -> Result<String, R
         Value::from(Serde(&ctx)),
         COMPLIANCE_CSS,
         None,
+        out,
     )
 }
 
@@ -615,7 +624,8 @@ fn render_template(
     ctx: Value,
     css: &str,
     script: Option<&str>,
-) -> Result<String, ReportError> {
+    out: &mut dyn std::io::Write,
+) -> Result<(), ReportError> {
     let env = environment()?;
     let template = env
         .get_template(name)
@@ -639,7 +649,8 @@ fn render_template(
         ..ctx
     };
     template
-        .render(full)
+        .render_captured_to(full, out)
+        .map(drop)
         .map_err(|source| ReportError::Template {
             template: name,
             source,

@@ -480,10 +480,11 @@ pub(crate) fn render(
     record: &RunRecord,
     run_dir: &Path,
     options: &ReportOptions,
-) -> Result<String, ReportError> {
+    out: &mut dyn std::io::Write,
+) -> Result<(), ReportError> {
     let files = collect(record, run_dir);
     build(record, run_dir, options, &files)
-        .to_string()
+        .serialize(out)
         .map_err(|source| ReportError::Junit { source })
 }
 
@@ -503,7 +504,9 @@ mod tests {
         }))
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let xml = render(&record, dir.path(), &ReportOptions::default()).unwrap();
+        let mut xml = Vec::new();
+        render(&record, dir.path(), &ReportOptions::default(), &mut xml).unwrap();
+        let xml = String::from_utf8(xml).unwrap();
         assert_eq!(
             xml.matches("<rerunFailure").count(),
             RERUNS_LISTED as usize,

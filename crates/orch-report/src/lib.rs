@@ -218,16 +218,6 @@ pub fn render_with(
     options: &ReportOptions,
 ) -> Result<Vec<u8>, ReportError> {
     match format {
-        Format::Markdown => Ok(markdown::render(record, run_dir, options).into_bytes()),
-        Format::Junit => Ok(junit::render(record, run_dir, options)?.into_bytes()),
-        Format::Html => Ok(html::dashboard(record, run_dir, options)?.into_bytes()),
-        Format::ComplianceHtml => Ok(html::compliance(record, run_dir)?.into_bytes()),
-        Format::Json => {
-            let mut bytes =
-                serde_json::to_vec_pretty(record).map_err(|source| ReportError::Json { source })?;
-            bytes.push(b'\n');
-            Ok(bytes)
-        }
         Format::Pdf => {
             let dir = tempfile::Builder::new()
                 .prefix("orch-report-")
@@ -238,7 +228,7 @@ pub fn render_with(
                 })?;
             let html_path = dir.path().join(Format::ComplianceHtml.file_name());
             let pdf_path = dir.path().join(Format::Pdf.file_name());
-            write_file(&html_path, html::compliance(record, run_dir)?.as_bytes())?;
+            write_file_with(&html_path, |out| html::compliance(record, run_dir, out))?;
             pdf::print_pdf_cancellable(
                 options.chromium.as_deref(),
                 &html_path,
@@ -257,6 +247,41 @@ pub fn render_with(
                 path: pdf_path,
                 source,
             })
+        }
+        _ => {
+            let mut bytes = Vec::new();
+            render_into(record, run_dir, format, options, &mut bytes)?;
+            Ok(bytes)
+        }
+    }
+}
+
+/// Renders one report (any but [`Format::Pdf`], which is printed from a file) into `out`
+/// as it is rendered: the reports of a large run are some MB each, and are never whole in
+/// memory on their way to a file.
+fn render_into(
+    record: &RunRecord,
+    run_dir: &Path,
+    format: Format,
+    options: &ReportOptions,
+    out: &mut dyn std::io::Write,
+) -> Result<(), ReportError> {
+    let io_err = |source| ReportError::Write {
+        path: PathBuf::new(),
+        source,
+    };
+    match format {
+        Format::Markdown => out
+            .write_all(markdown::render(record, run_dir, options).as_bytes())
+            .map_err(io_err),
+        Format::Junit => junit::render(record, run_dir, options, out),
+        Format::Html => html::dashboard(record, run_dir, options, out),
+        // A PDF is printed from this page (see `render_with`).
+        Format::ComplianceHtml | Format::Pdf => html::compliance(record, run_dir, out),
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, record)
+                .map_err(|source| ReportError::Json { source })?;
+            out.write_all(b"\n").map_err(io_err)
         }
     }
 }
@@ -284,6 +309,77 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
             let _ = std::fs::remove_file(&tmp);
             err(e)
         })
+}
+
+/// Writes what `render` writes to `path`, whole or not at all (as [`write_file`]), through
+/// a buffer: the text is never whole in memory. A write that fails is reported as
+/// [`ReportError::Write`] of `path`, whatever the renderer made of it.
+fn write_file_with(
+    path: &Path,
+    render: impl FnOnce(&mut dyn std::io::Write) -> Result<(), ReportError>,
+) -> Result<(), ReportError> {
+    let err = |source| ReportError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(err)?;
+    }
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    let result = (|| {
+        let file = std::fs::File::create(&tmp).map_err(err)?;
+        let mut out = Tracked {
+            inner: std::io::BufWriter::with_capacity(64 * 1024, file),
+            failed: None,
+        };
+        let rendered = render(&mut out);
+        if let Some(e) = out.failed.take() {
+            return Err(err(e));
+        }
+        rendered?;
+        out.inner
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)
+            .map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)
+    })();
+    if result.is_err() {
+        // Nothing half-written stays behind (see `write_file`).
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A writer that keeps the first error it met, for [`write_file_with`] to report as the
+/// file's (renderers wrap I/O errors in their own).
+struct Tracked<W> {
+    inner: W,
+    failed: Option<std::io::Error>,
+}
+
+impl<W: std::io::Write> Tracked<W> {
+    fn keep<T>(&mut self, r: std::io::Result<T>) -> std::io::Result<T> {
+        r.inspect_err(|e| {
+            if self.failed.is_none() {
+                self.failed = Some(std::io::Error::new(e.kind(), e.to_string()));
+            }
+        })
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Tracked<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.inner.write(buf);
+        self.keep(r)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.inner.flush();
+        self.keep(r)
+    }
 }
 
 /// Writes reports of a run into `out_dir` under their [`Format::file_name`]s and returns
@@ -335,10 +431,12 @@ pub(crate) fn write_reports_cancellable(
     let mut written = Vec::new();
     for format in ordered {
         let path = out_dir.join(format.file_name());
-        let bytes = render_with(record, run_dir, format, options)?;
         if redactor.is_empty() {
-            write_file(&path, &bytes)?;
+            write_file_with(&path, |out| {
+                render_into(record, run_dir, format, options, out)
+            })?;
         } else {
+            let bytes = render_with(record, run_dir, format, options)?;
             write_file(&path, &redactor.redact_bytes(&bytes))?;
         }
         written.push(path);
