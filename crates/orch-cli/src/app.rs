@@ -497,6 +497,8 @@ fn run(mut a: RunArgs, color: ColorChoice) -> Result<u8, Failure> {
         let control = RunControl::new();
         spawn_signal_handler(control.clone(), progress.clone());
         let result = runner.run(control).await;
+        // The run is over: its pipeline's memory goes to the reports.
+        drop(p);
         progress.finish();
         if let Some(n) = notifier {
             n.finish().await;
