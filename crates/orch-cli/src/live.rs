@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
-use orch_core::{EventSink, PhaseStatus, Pipeline, Reason, RunEvent, Stream};
+use orch_core::{Event, EventSink, PhaseStatus, Pipeline, Reason, RunEvent, Stream};
 
 use crate::style::{
     Style, finished_line, fmt_duration, is_unselected, one_line, unicode_locale, warning_line,
@@ -143,10 +143,10 @@ impl Drop for LiveProgress {
 }
 
 impl EventSink for LiveProgress {
-    fn on_event(&self, event: &RunEvent) {
+    fn on_event(&self, event: &Event) {
         let style = self.shared.style;
         let mut st = self.shared.lock();
-        match event {
+        match &event.kind {
             RunEvent::RunStarted {
                 run_id,
                 pipeline,

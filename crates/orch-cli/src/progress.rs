@@ -7,7 +7,7 @@ use std::io::{IsTerminal as _, Write};
 use std::sync::{Arc, Mutex};
 
 use clap::ValueEnum;
-use orch_core::{EventSink, PhaseStatus, Pipeline, RunEvent, Stream};
+use orch_core::{Event, EventSink, PhaseStatus, Pipeline, RunEvent, Stream};
 
 use crate::live::LiveProgress;
 use crate::style::{
@@ -132,9 +132,9 @@ impl PlainProgress {
 }
 
 impl EventSink for PlainProgress {
-    fn on_event(&self, event: &RunEvent) {
+    fn on_event(&self, event: &Event) {
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = match event {
+        let _ = match &event.kind {
             RunEvent::RunStarted {
                 run_id,
                 pipeline,

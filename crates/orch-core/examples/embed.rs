@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use orch_core::{
-    Description, Phase, PhaseContext, PhaseError, PhaseId, PhaseOutcome, PhaseSpec, Pipeline,
-    PlanContext, RunControl, RunEvent, RunOptions, RunSpec, Runner,
+    Description, Event, Phase, PhaseContext, PhaseError, PhaseId, PhaseOutcome, PhaseSpec,
+    Pipeline, PlanContext, RunControl, RunEvent, RunOptions, RunSpec, Runner,
 };
 
 /// Counts the lines of a file named by a var.
@@ -55,7 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
 
     let mut runner = Runner::new(Arc::new(pipeline), RunOptions::default());
-    runner.subscribe(Arc::new(|e: &RunEvent| match e {
+    runner.subscribe(Arc::new(|e: &Event| match &e.kind {
         RunEvent::PhaseOutput { phase, line, .. } => println!("[{phase}] {line}"),
         RunEvent::PhaseFinished { phase, status, .. } => println!("{phase}: {status}"),
         _ => {}

@@ -38,7 +38,7 @@ pub mod watchdog;
 
 pub use agent::{Agent, LocalAgent};
 pub use errors::{AgentError, InterpolationError, KindError, LoadError, RunError, WriteFileError};
-pub use events::{EventSink, RunEvent, Stream};
+pub use events::{Event, EventSink, RunEvent, Stream};
 pub use ids::{PhaseId, RunId};
 pub use phase::{
     Description, Phase, PhaseContext, PhaseError, PhaseOutcome, PlanContext, WrittenFile,

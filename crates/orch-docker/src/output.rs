@@ -132,8 +132,8 @@ mod tests {
     struct Lines(Mutex<Vec<String>>);
 
     impl EventSink for Lines {
-        fn on_event(&self, event: &RunEvent) {
-            if let RunEvent::PhaseOutput { line, .. } = event {
+        fn on_event(&self, event: &orch_core::Event) {
+            if let RunEvent::PhaseOutput { line, .. } = &event.kind {
                 self.0.lock().unwrap().push(line.clone());
             }
         }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use orch_core::redact::Redactor;
 use orch_core::spec::{NotifyFormat, NotifyTarget, NotifyUrl};
-use orch_core::{EventSink, PhaseStatus, PipelineSpec, RunEvent, RunStatus};
+use orch_core::{Event, EventSink, PhaseStatus, PipelineSpec, RunEvent, RunStatus};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -221,9 +221,10 @@ impl Notifier {
 }
 
 impl EventSink for Notifier {
-    fn on_event(&self, event: &RunEvent) {
+    fn on_event(&self, event: &Event) {
         let s = &self.shared;
-        match event {
+        let at = event.at;
+        match &event.kind {
             RunEvent::RunStarted {
                 run_id, pipeline, ..
             } => {
@@ -237,19 +238,19 @@ impl EventSink for Notifier {
                 self.enqueue("run.started", |f| match f {
                     NotifyFormat::Json => json!({
                         "event": "run.started", "run_id": run_id, "pipeline": pipeline,
-                        "at": unix(SystemTime::now()),
+                        "at": unix(at),
                     }),
                     NotifyFormat::Slack => json!({
                         "text": format!("orch: run {run_id} of {pipeline} started"),
                     }),
                 });
             }
-            RunEvent::PhaseStarted { phase, attempt, at } => {
+            RunEvent::PhaseStarted { phase, attempt } => {
                 let run_id = s.run_id();
                 self.enqueue("phase.started", |f| match f {
                     NotifyFormat::Json => json!({
                         "event": "phase.started", "run_id": run_id, "pipeline": s.pipeline,
-                        "phase": phase.as_str(), "attempt": attempt, "at": unix(*at),
+                        "phase": phase.as_str(), "attempt": attempt, "at": unix(at),
                     }),
                     NotifyFormat::Slack => json!({
                         "text": format!("orch: phase {phase} of {} (run {run_id}) started, attempt {attempt}", s.pipeline),
@@ -282,7 +283,6 @@ impl EventSink for Notifier {
                 exit_code,
                 reason,
                 allowed_failure,
-                at,
                 ..
             } => {
                 let failed = matches!(status, PhaseStatus::Failed | PhaseStatus::TimedOut)
@@ -297,7 +297,7 @@ impl EventSink for Notifier {
                         "phase": phase.as_str(), "status": status.as_str(),
                         "attempts": attempts, "duration_ms": duration.as_millis() as u64,
                         "exit_code": exit_code, "reason": reason,
-                        "allowed_failure": allowed_failure, "at": unix(*at),
+                        "allowed_failure": allowed_failure, "at": unix(at),
                     }),
                     NotifyFormat::Slack => {
                         let mut text = format!(
@@ -323,7 +323,6 @@ impl EventSink for Notifier {
                 run_id,
                 status,
                 duration,
-                at,
             } => {
                 let failed = lock(&s.run).failed.clone();
                 let run_id = run_id.to_string();
@@ -331,7 +330,7 @@ impl EventSink for Notifier {
                     NotifyFormat::Json => json!({
                         "event": event, "run_id": run_id, "pipeline": s.pipeline,
                         "status": status.as_str(), "duration_ms": duration.as_millis() as u64,
-                        "failed_phases": failed, "at": unix(*at),
+                        "failed_phases": failed, "at": unix(at),
                     }),
                     NotifyFormat::Slack => {
                         let mut text = format!(

@@ -66,20 +66,19 @@ pub struct Event {
     phases: Option<usize>,
     /// Phases that will run (`run_started`).
     to_run: Option<usize>,
-    /// Unix time of the event, when the engine stamps one.
+    /// Unix time of the event (every event has one).
     at: Option<f64>,
 }
 
 impl Event {
     /// The Python view of an engine event (`None` for kinds this module does not know).
-    pub(crate) fn from_run_event(e: &RunEvent) -> Option<Self> {
-        Some(match e {
+    pub(crate) fn from_run_event(e: &orch_core::Event) -> Option<Self> {
+        let event = match &e.kind {
             RunEvent::RunStarted {
                 run_id,
                 pipeline,
                 phases,
                 to_run,
-                at,
                 ..
             } => Self {
                 kind: "run_started",
@@ -87,14 +86,12 @@ impl Event {
                 pipeline: Some(pipeline.clone()),
                 phases: Some(*phases),
                 to_run: Some(*to_run),
-                at: Some(unix(*at)),
                 ..Self::default()
             },
-            RunEvent::PhaseStarted { phase, attempt, at } => Self {
+            RunEvent::PhaseStarted { phase, attempt } => Self {
                 kind: "phase_started",
                 phase: Some(phase.to_string()),
                 attempt: Some(*attempt),
-                at: Some(unix(*at)),
                 ..Self::default()
             },
             RunEvent::PhaseOutput {
@@ -133,7 +130,6 @@ impl Event {
                 exit_code,
                 reason,
                 outputs,
-                at,
                 ..
             } => Self {
                 kind: "phase_finished",
@@ -144,36 +140,35 @@ impl Event {
                 exit_code: *exit_code,
                 reason: reason.clone(),
                 outputs: Some((**outputs).clone()),
-                at: Some(unix(*at)),
                 ..Self::default()
             },
             RunEvent::PolicyDecision {
                 phase,
                 verdict,
                 reason,
-                at,
             } => Self {
                 kind: "policy_decision",
                 phase: Some(phase.to_string()),
                 status: Some(if verdict.allowed { "allowed" } else { "denied" }),
                 reason: reason.clone(),
-                at: Some(unix(*at)),
                 ..Self::default()
             },
             RunEvent::RunFinished {
                 run_id,
                 status,
                 duration,
-                at,
             } => Self {
                 kind: "run_finished",
                 run_id: Some(run_id.to_string()),
                 status: Some(status.as_str()),
                 duration: Some(secs(*duration)),
-                at: Some(unix(*at)),
                 ..Self::default()
             },
             _ => return None,
+        };
+        Some(Self {
+            at: Some(unix(e.at)),
+            ..event
         })
     }
 }

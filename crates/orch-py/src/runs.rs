@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
-use orch_core::{EventSink, RunControl, RunEvent, RunRecord};
+use orch_core::{EventSink, RunControl, RunRecord};
 use pyo3::prelude::*;
 
 use crate::errors::{Error, chain};
@@ -187,7 +187,7 @@ pub(crate) struct Sink {
 }
 
 impl EventSink for Sink {
-    fn on_event(&self, event: &RunEvent) {
+    fn on_event(&self, event: &orch_core::Event) {
         if self.collect
             && let Some(e) = Event::from_run_event(event)
         {

@@ -8,38 +8,39 @@
 use std::path::Path;
 
 use orch_core::record::rfc3339;
-use orch_core::{RunEvent, RunRecord};
+use orch_core::{Event, RunEvent, RunRecord};
 use serde_json::{Value, json};
 
 /// File in a run directory holding the events the server streamed, one JSON object a line.
 pub const EVENTS_FILE: &str = "events.jsonl";
 
 /// The JSON form of an engine event (without its `id`), or `None` for kinds this version
-/// does not know.
-pub(crate) fn to_json(e: &RunEvent) -> Option<Value> {
-    Some(match e {
+/// does not know. The envelope's time is the `at` of every kind but output lines and
+/// retries.
+pub(crate) fn to_json(e: &Event) -> Option<Value> {
+    // Formatted only for the kinds that print it (not for every output line).
+    let at = || rfc3339(e.at);
+    Some(match &e.kind {
         RunEvent::RunStarted {
             run_id,
             pipeline,
             phases,
             to_run,
-            at,
             resumed_from,
         } => json!({
             "type": "run_started", "run_id": run_id, "pipeline": pipeline, "phases": phases,
-            "to_run": to_run, "at": rfc3339(*at), "resumed_from": resumed_from,
+            "to_run": to_run, "at": at(), "resumed_from": resumed_from,
         }),
         RunEvent::PolicyDecision {
             phase,
             verdict,
             reason,
-            at,
         } => json!({
             "type": "policy_decision", "phase": phase, "allowed": verdict.allowed,
-            "deny": verdict.deny, "error": verdict.error, "reason": reason, "at": rfc3339(*at),
+            "deny": verdict.deny, "error": verdict.error, "reason": reason, "at": at(),
         }),
-        RunEvent::PhaseStarted { phase, attempt, at } => json!({
-            "type": "phase_started", "phase": phase, "attempt": attempt, "at": rfc3339(*at),
+        RunEvent::PhaseStarted { phase, attempt } => json!({
+            "type": "phase_started", "phase": phase, "attempt": attempt, "at": at(),
         }),
         RunEvent::PhaseOutput {
             phase,
@@ -66,22 +67,20 @@ pub(crate) fn to_json(e: &RunEvent) -> Option<Value> {
             allowed_failure,
             outputs,
             warnings,
-            at,
         } => json!({
             "type": "phase_finished", "phase": phase, "status": status, "attempts": attempts,
             "duration_ms": duration.as_millis() as u64, "exit_code": exit_code,
             "reason": reason, "cause": cause, "allowed_failure": allowed_failure,
             "outputs": &**outputs,
-            "warnings": warnings, "at": rfc3339(*at),
+            "warnings": warnings, "at": at(),
         }),
         RunEvent::RunFinished {
             run_id,
             status,
             duration,
-            at,
         } => json!({
             "type": "run_finished", "run_id": run_id, "status": status,
-            "duration_ms": duration.as_millis() as u64, "at": rfc3339(*at),
+            "duration_ms": duration.as_millis() as u64, "at": at(),
         }),
         _ => return None,
     })
@@ -167,4 +166,46 @@ pub(crate) fn from_record(record: &RunRecord, run_dir: &Path) -> Vec<String> {
         .enumerate()
         .map(|(i, e)| with_id(i as u64 + 1, e))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use orch_core::events::EventBus;
+    use orch_core::{PhaseId, Stream};
+
+    use super::*;
+
+    #[test]
+    fn the_envelope_time_is_the_at_of_the_kinds_that_print_one() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_790_000_000_123);
+        let bus = EventBus::default();
+        let phase = PhaseId::new("build").unwrap();
+        let started = to_json(&bus.stamp_at(
+            at,
+            RunEvent::PhaseStarted {
+                phase: phase.clone(),
+                attempt: 2,
+            },
+        ))
+        .unwrap();
+        assert_eq!(
+            started.to_string(),
+            r#"{"type":"phase_started","phase":"build","attempt":2,"at":"2026-09-21T14:13:20.123Z"}"#
+        );
+        let line = to_json(&bus.stamp_at(
+            at,
+            RunEvent::PhaseOutput {
+                phase,
+                stream: Stream::Stdout,
+                line: "hi".into(),
+            },
+        ))
+        .unwrap();
+        assert_eq!(
+            line.to_string(),
+            r#"{"type":"phase_output","phase":"build","stream":"stdout","line":"hi"}"#
+        );
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use orch_core::{EventSink, Pipeline, RunControl, RunEvent, RunId};
+use orch_core::{Event, EventSink, Pipeline, RunControl, RunEvent, RunId};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
@@ -265,11 +265,12 @@ impl LiveRun {
 pub(crate) struct LiveSink(pub(crate) Arc<LiveRun>);
 
 impl EventSink for LiveSink {
-    fn on_event(&self, event: &RunEvent) {
+    fn on_event(&self, event: &Event) {
         let Some(json) = events::to_json(event) else {
             return;
         };
         let run = &self.0;
+        let event = &event.kind;
         match event {
             RunEvent::PhaseOutput { .. } => {
                 run.metrics.output_lines.fetch_add(1, Ordering::Relaxed);

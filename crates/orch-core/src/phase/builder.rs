@@ -144,8 +144,9 @@ impl ContextBuilder {
         self
     }
 
-    /// Builds the context.
-    pub fn build(self) -> PhaseContext {
+    /// Builds the context. Its events' `elapsed` counts from now.
+    pub fn build(mut self) -> PhaseContext {
+        self.bus.start(std::time::SystemTime::now());
         let redactor = Redactor::new(self.secrets.iter().map(|(_, v)| v.as_str()));
         let mut extra = self.env;
         extra.extend(self.secrets);

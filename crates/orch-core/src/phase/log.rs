@@ -191,7 +191,7 @@ impl PhaseLog {
                 lost.lines += 1;
             }
             if !self.bus.is_empty() {
-                self.bus.emit(&RunEvent::PhaseOutput {
+                self.bus.emit(RunEvent::PhaseOutput {
                     phase: self.phase.clone(),
                     stream,
                     line,

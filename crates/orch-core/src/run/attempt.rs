@@ -354,11 +354,10 @@ impl Engine {
                 verdict: &verdict,
             });
         }
-        self.bus.emit(&RunEvent::PolicyDecision {
+        self.bus.emit(RunEvent::PolicyDecision {
             phase: id.clone(),
             verdict: verdict.clone(),
             reason: reason.clone(),
-            at: SystemTime::now(),
         });
         gate.verdicts[i] = Some(verdict);
         match reason {

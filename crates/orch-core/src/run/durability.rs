@@ -118,7 +118,7 @@ impl Engine {
 
     pub(super) fn publish(&mut self, p: Pending) {
         failpoint::hit(failpoint::Failpoint::BeforePublish);
-        self.bus.emit(&p.event);
+        self.bus.send(&p.event);
     }
 }
 

@@ -24,7 +24,7 @@ use super::{MIN_SECRET_LEN, RunControl, RunOptions, Runner};
 use crate::agent::Agent;
 use crate::audit::AuditWriter;
 use crate::errors::{AgentError, RunError};
-use crate::events::{EventBus, RunEvent};
+use crate::events::{Event, EventBus, RunEvent};
 use crate::ids::RunId;
 use crate::journal::{Done, JournalWriter};
 use crate::lock::WorkspaceLock;
@@ -126,7 +126,7 @@ pub(super) type LightAttempt =
 /// A `PhaseFinished` event waiting for its journal record to be durable.
 pub(super) struct Pending {
     pub(super) seq: u64,
-    pub(super) event: RunEvent,
+    pub(super) event: Event,
 }
 
 pub(super) struct Engine {
@@ -294,11 +294,13 @@ impl Engine {
             })
             .collect();
         let now = (started_at, Instant::now());
+        let mut bus = r.bus;
+        bus.start(started_at);
         let mut e = Self {
             cgroup: prep.cgroup,
             watchdog: prep.watchdog,
             opts: r.options,
-            bus: r.bus,
+            bus,
             control,
             run_dir,
             jobs,
@@ -368,14 +370,16 @@ impl Engine {
             .zip(&e.done)
             .filter(|(r, d)| r.is_none() && d.is_none())
             .count();
-        e.bus.emit(&RunEvent::RunStarted {
-            run_id: e.run_id.clone(),
-            pipeline: e.p.name().to_owned(),
-            phases: n,
-            to_run,
-            at: now.0,
-            resumed_from: e.resumed_from.clone(),
-        });
+        e.bus.emit_at(
+            e.started.0,
+            RunEvent::RunStarted {
+                run_id: e.run_id.clone(),
+                pipeline: e.p.name().to_owned(),
+                phases: n,
+                to_run,
+                resumed_from: e.resumed_from.clone(),
+            },
+        );
         for (i, reason) in reasons.into_iter().enumerate() {
             if let Some(reason) = reason {
                 e.finish(

@@ -242,11 +242,10 @@ impl Engine {
             }
             failpoint::hit(failpoint::Failpoint::AfterRunRecord);
         }
-        self.bus.emit(&RunEvent::RunFinished {
+        self.bus.emit(RunEvent::RunFinished {
             run_id: self.run_id.clone(),
             status,
             duration: self.started.1.elapsed(),
-            at: SystemTime::now(),
         });
         Ok(record)
     }
@@ -281,11 +280,13 @@ impl Engine {
         }
         let mut starting = std::mem::take(&mut self.starting);
         for s in starting.drain(..) {
-            self.bus.emit(&RunEvent::PhaseStarted {
-                phase: self.p.nodes()[s.i].spec.id.clone(),
-                attempt: s.attempt,
-                at: s.at,
-            });
+            self.bus.emit_at(
+                s.at,
+                RunEvent::PhaseStarted {
+                    phase: self.p.nodes()[s.i].spec.id.clone(),
+                    attempt: s.attempt,
+                },
+            );
             // Poll once here: an attempt that finishes at once (in-process phases, a failed
             // spawn) is handled without a task and without waking another thread. One that
             // is pending moves to a task, whose first poll registers the real wakers.
@@ -422,7 +423,7 @@ impl Engine {
                 });
             }
             let node = &self.p.nodes()[i];
-            self.bus.emit(&RunEvent::PhaseRetrying {
+            self.bus.emit(RunEvent::PhaseRetrying {
                 phase: node.spec.id.clone(),
                 attempt,
                 error: message.clone(),
@@ -638,19 +639,21 @@ impl Engine {
             record.finished_at = Some(finished_at);
         }
         self.records.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(record);
-        let event = RunEvent::PhaseFinished {
-            phase: node.spec.id.clone(),
-            status,
-            attempts: self.states[i].attempts,
-            duration,
-            exit_code: outcome.exit_code,
-            reason,
-            cause,
-            allowed_failure,
-            outputs,
-            warnings,
-            at: now,
-        };
+        let event = self.bus.stamp_at(
+            now,
+            RunEvent::PhaseFinished {
+                phase: node.spec.id.clone(),
+                status,
+                attempts: self.states[i].attempts,
+                duration,
+                exit_code: outcome.exit_code,
+                reason,
+                cause,
+                allowed_failure,
+                outputs,
+                warnings,
+            },
+        );
         // Reported once its record is durable. Scheduling does not wait for the disk:
         // dependents are released now, and since their records come after this one in
         // the journal, no crash can keep a dependent's and lose this one's.

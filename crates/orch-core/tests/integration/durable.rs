@@ -13,9 +13,9 @@ use orch_core::journal::{
 };
 use orch_core::resume::ResumeState;
 use orch_core::{
-    Description, Phase, PhaseContext, PhaseError, PhaseId, PhaseOutcome, PhaseSpec, PhaseStatus,
-    Pipeline, PlanContext, ResumeFrom, RunControl, RunError, RunEvent, RunId, RunOptions,
-    RunRecord, RunStatus, Runner,
+    Description, Event, Phase, PhaseContext, PhaseError, PhaseId, PhaseOutcome, PhaseSpec,
+    PhaseStatus, Pipeline, PlanContext, ResumeFrom, RunControl, RunError, RunEvent, RunId,
+    RunOptions, RunRecord, RunStatus, Runner,
 };
 
 /// Records each attempt (phase id, attempt) and publishes `v = ID<IN>`, where `IN` is
@@ -155,8 +155,8 @@ async fn phases_are_reported_only_once_their_record_is_durable() {
     {
         let mem = mem.clone();
         let checked = checked.clone();
-        runner.subscribe(Arc::new(move |e: &RunEvent| {
-            if let RunEvent::PhaseFinished { phase, status, .. } = e {
+        runner.subscribe(Arc::new(move |e: &Event| {
+            if let RunEvent::PhaseFinished { phase, status, .. } = &e.kind {
                 // What a power cut now would leave: only synced bytes.
                 let durable = journal::parse(&mem.durable(), Path::new("mem")).unwrap();
                 let found = durable.entries.iter().any(|x| {

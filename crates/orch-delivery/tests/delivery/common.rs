@@ -97,8 +97,8 @@ pub async fn run_phase_env(
     let sink_log = Arc::clone(&log);
     let mut builder = PhaseContext::builder(PhaseId::new("p").unwrap(), base)
         .run_dir(run_dir)
-        .sink(Arc::new(move |e: &RunEvent| {
-            if let RunEvent::PhaseOutput { line, .. } = e {
+        .sink(Arc::new(move |e: &orch_core::Event| {
+            if let RunEvent::PhaseOutput { line, .. } = &e.kind {
                 sink_log.lock().unwrap().push(line.clone());
             }
         }));

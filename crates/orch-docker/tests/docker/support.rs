@@ -207,8 +207,8 @@ impl TestCtx {
             .run_dir(state.path().join("run"))
             .log_path(&log_path)
             .agent(Arc::new(agent))
-            .sink(Arc::new(move |e: &RunEvent| {
-                sink.lock().unwrap().push(e.clone())
+            .sink(Arc::new(move |e: &orch_core::Event| {
+                sink.lock().unwrap().push(e.kind.clone())
             }));
         let ctx = f(b).build();
         Self {

@@ -187,8 +187,8 @@ impl TestRun {
     pub async fn run(&self, control: RunControl) -> RunRecord {
         let mut runner = Runner::new(self.pipeline.clone(), self.options.clone());
         let sink = self.events.clone();
-        runner.subscribe(Arc::new(move |e: &RunEvent| {
-            sink.lock().unwrap().push(e.clone())
+        runner.subscribe(Arc::new(move |e: &orch_core::Event| {
+            sink.lock().unwrap().push(e.kind.clone())
         }));
         runner.run(control).await.unwrap()
     }

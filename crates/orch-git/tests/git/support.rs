@@ -255,8 +255,8 @@ impl<'a> Run<'a> {
         let mut builder = PhaseContext::builder(PhaseId::new(self.id)?, self.base)
             .run_id(RunId::parse(self.run_id)?)
             .run_dir(self.base.join(".orch").join("runs").join(self.run_id))
-            .sink(Arc::new(move |e: &RunEvent| {
-                if let RunEvent::PhaseOutput { line, .. } = e {
+            .sink(Arc::new(move |e: &orch_core::Event| {
+                if let RunEvent::PhaseOutput { line, .. } = &e.kind {
                     sink_lines
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())

@@ -96,7 +96,8 @@ class Event:
     @property
     def to_run(self) -> Optional[int]: ...
     @property
-    def at(self) -> Optional[float]: ...
+    def at(self) -> Optional[float]:
+        """Unix time of the event (every event has one)."""
     def to_dict(self) -> Dict[str, Any]:
         """The event as a dict (fields that do not apply are left out)."""
 
