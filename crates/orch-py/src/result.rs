@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use orch_core::{PhaseRecord, RunEvent, RunRecord, Stream};
+use orch_core::{PhaseRecord, Reason, RunEvent, RunRecord, Stream};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
@@ -29,45 +29,65 @@ fn json_loads<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
 /// `phase_retrying`, `phase_finished`, `run_finished`; fields that do not apply to the kind
 /// are `None`. A `policy_decision` has `status` `allowed` or `denied` and, when denied,
 /// the `reason`.
-#[pyclass(module = "orch._orch", name = "Event", frozen, get_all)]
+#[pyclass(module = "orch._orch", name = "Event", frozen)]
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Event {
     /// What happened.
+    #[pyo3(get)]
     kind: &'static str,
     /// The run (`run_started`, `run_finished`).
+    #[pyo3(get)]
     run_id: Option<String>,
     /// The pipeline's name (`run_started`).
+    #[pyo3(get)]
     pipeline: Option<String>,
     /// The phase (`phase_*`).
+    #[pyo3(get)]
     phase: Option<String>,
     /// The attempt, from 1 (`phase_started`, `phase_retrying`; attempts made for
     /// `phase_finished`).
+    #[pyo3(get)]
     attempt: Option<u32>,
     /// Final status (`phase_finished`, `run_finished`; `allowed` or `denied` for
     /// `policy_decision`).
+    #[pyo3(get)]
     status: Option<&'static str>,
     /// `stdout`, `stderr` or `log` (`phase_output`).
+    #[pyo3(get)]
     stream: Option<&'static str>,
     /// One line of output (`phase_output`).
+    #[pyo3(get)]
     line: Option<String>,
     /// Why the attempt failed (`phase_retrying`).
+    #[pyo3(get)]
     error: Option<String>,
     /// Why the phase ended so (`phase_finished`).
+    #[pyo3(get)]
     reason: Option<String>,
     /// Seconds (`phase_finished`, `run_finished`).
+    #[pyo3(get)]
     duration: Option<f64>,
     /// Seconds before the next attempt (`phase_retrying`).
+    #[pyo3(get)]
     delay: Option<f64>,
     /// Exit code of a process (`phase_finished`).
+    #[pyo3(get)]
     exit_code: Option<i32>,
     /// Outputs published (`phase_finished`).
+    #[pyo3(get)]
     outputs: Option<BTreeMap<String, String>>,
     /// Phases in the pipeline (`run_started`).
+    #[pyo3(get)]
     phases: Option<usize>,
     /// Phases that will run (`run_started`).
+    #[pyo3(get)]
     to_run: Option<usize>,
     /// Unix time of the event (every event has one).
+    #[pyo3(get)]
     at: Option<f64>,
+    /// Why the phase ended so, as data (`phase_finished`): the `cause` of `run.json` and of
+    /// the server's events, e.g. `{"type": "blocked", "by": "build"}`. Read by its getter.
+    cause: Option<Reason>,
 }
 
 impl Event {
@@ -129,10 +149,12 @@ impl Event {
                 duration,
                 exit_code,
                 reason,
+                cause,
                 outputs,
                 ..
             } => Self {
                 kind: "phase_finished",
+                cause: cause.clone(),
                 phase: Some(phase.to_string()),
                 status: Some(status.as_str()),
                 attempt: Some(*attempts),
@@ -173,8 +195,31 @@ impl Event {
     }
 }
 
+/// A reason as Python data (a dict with its `type`), as the JSON of events and records
+/// gives it.
+fn cause_to_py<'py>(
+    py: Python<'py>,
+    cause: Option<&Reason>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let Some(cause) = cause else {
+        return Ok(None);
+    };
+    let text = serde_json::to_string(cause)
+        .map_err(|e| crate::errors::internal(format!("cannot serialize a cause: {e}")))?;
+    json_loads(py, &text).map(Some)
+}
+
 #[pymethods]
 impl Event {
+    /// Why the phase ended so, as data (`phase_finished`; `None` otherwise): a dict with a
+    /// `type` (`not_selected`, `before_from`, `when_false`, `done_in_run`, `blocked`,
+    /// `not_started`, `stopped`, `not_retried`, `skipped`, `error`, ...) and its fields;
+    /// a run's stop is under `stop` (`interrupted`, `fail_fast`, `journal_failure`).
+    #[getter]
+    fn cause<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        cause_to_py(py, self.cause.as_ref())
+    }
+
     /// The event as a dict (fields that do not apply are left out).
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let mut v = serde_json::to_value(self)
@@ -257,6 +302,13 @@ impl PhaseResult {
     #[getter]
     fn reason(&self) -> Option<&str> {
         self.record.reason.as_deref()
+    }
+
+    /// Why it ended so, as data: a dict with a `type` and its fields, as `run.json`'s
+    /// `cause` (see `Event.cause`); `None` when it succeeded.
+    #[getter]
+    fn cause<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        cause_to_py(py, self.record.cause.as_ref())
     }
 
     /// When its first attempt started (RFC 3339).

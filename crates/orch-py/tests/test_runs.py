@@ -52,6 +52,69 @@ def test_events_arrive_in_order_in_the_calling_thread(pipeline: orch.Pipeline) -
     assert "line" not in fin.to_dict()
 
 
+def test_events_and_results_carry_why_a_phase_ended_as_data(pipeline: orch.Pipeline) -> None:
+    """`cause` is the structured reason of `run.json` and of the server's events."""
+
+    @pipeline.phase
+    def broken(ctx: orch.Context) -> None:
+        raise ValueError("nope")
+
+    @pipeline.phase(needs=[broken])
+    def after(ctx: orch.Context) -> None:
+        pass
+
+    @pipeline.phase(when="1 == 2")
+    def gated(ctx: orch.Context) -> None:
+        pass
+
+    @pipeline.phase
+    def fine(ctx: orch.Context) -> None:
+        pass
+
+    events: List[orch.Event] = []
+    r = pipeline.run(keep_going=True, check=False, on_event=events.append)
+    finished = {e.phase: e for e in events if e.kind == "phase_finished"}
+    assert finished["broken"].cause == {"type": "error", "message": "ValueError: nope"}
+    assert finished["after"].cause == {"type": "blocked", "by": "broken"}
+    assert finished["gated"].cause == {"type": "when_false", "condition": "1 == 2"}
+    assert finished["fine"].cause is None
+    # The words stay the cause's text.
+    assert finished["after"].reason == r.phases["after"].reason
+    for phase, e in finished.items():
+        assert phase is not None
+        assert r.phases[phase].cause == e.cause
+        assert r.phases[phase].to_dict().get("cause") == e.cause
+        if e.cause is None:
+            assert "cause" not in e.to_dict()
+        else:
+            assert e.to_dict()["cause"] == e.cause
+    # Not a phase's end: no cause.
+    assert all(e.cause is None for e in events if e.kind != "phase_finished")
+
+
+def test_a_stopped_run_says_why_in_the_cause_of_what_it_cancelled(
+    pipeline: orch.Pipeline,
+) -> None:
+    @pipeline.phase
+    def first(ctx: orch.Context) -> None:
+        raise RuntimeError("boom")
+
+    @pipeline.phase
+    def later(ctx: orch.Context) -> None:
+        pass
+
+    events: List[orch.Event] = []
+    # One at a time, in declaration order: `later` has not started when `first` fails.
+    r = pipeline.run(jobs=1, check=False, on_event=events.append)
+    assert not r.ok
+    causes = {e.phase: e.cause for e in events if e.kind == "phase_finished"}
+    assert causes["first"] == {"type": "error", "message": "RuntimeError: boom"}
+    stop = {"type": "fail_fast", "after": "first", "timed_out": False}
+    assert causes["later"] == {"type": "not_started", "stop": stop}
+    assert r.phases["later"].status == "cancelled"
+    assert r.phases["later"].cause == causes["later"]
+
+
 def test_callbacks_and_parallel_phases_do_not_deadlock(pipeline: orch.Pipeline) -> None:
     """jobs=4 phases that log a lot while on_event (holding the GIL) is slow and also
     touches a lock the phases use."""

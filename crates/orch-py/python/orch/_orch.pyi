@@ -98,6 +98,11 @@ class Event:
     @property
     def at(self) -> Optional[float]:
         """Unix time of the event (every event has one)."""
+    @property
+    def cause(self) -> Optional[Dict[str, Any]]:
+        """Why the phase ended so, as data (``phase_finished``): a dict with a ``type``
+        (``blocked``, ``when_false``, ``stopped``, ``error``, ...) and its fields, as the
+        ``cause`` of ``run.json``."""
     def to_dict(self) -> Dict[str, Any]:
         """The event as a dict (fields that do not apply are left out)."""
 
@@ -122,6 +127,9 @@ class PhaseResult:
     def exit_code(self) -> Optional[int]: ...
     @property
     def reason(self) -> Optional[str]: ...
+    @property
+    def cause(self) -> Optional[Dict[str, Any]]:
+        """Why it ended so, as data (see :attr:`Event.cause`); ``None`` when it succeeded."""
     @property
     def started_at(self) -> Optional[str]: ...
     @property
