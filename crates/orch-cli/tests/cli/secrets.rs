@@ -144,35 +144,14 @@ fn compose_file(secret: &str) -> String {
 /// the run list, the record and every phase's log, stops the server; every response and
 /// what the server printed, as runs to scan.
 fn served(ws: &Ws, env: &[(&str, &str)]) -> Vec<(String, Run)> {
-    use std::io::{BufRead as _, BufReader};
-    use std::process::{Command, Stdio};
-
-    use crate::serve::http;
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orch"))
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .current_dir(ws.path())
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("orch serve");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let first = lines.next().expect("a line").expect("utf-8");
-    let addr = first
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{first}"))
-        .to_owned();
-    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let server = ws.serve(env);
     let as_run = |code: u16, body: String| Run {
         code: i32::from(code),
         stdout: body,
         stderr: String::new(),
     };
     let mut out = Vec::new();
-    let (code, body) = http(&addr, "POST", "/api/runs", Some("{}"));
+    let (code, body) = server.http("POST", "/api/runs", Some("{}"));
     assert_eq!(code, 202, "{body}");
     let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["run_id"]
         .as_str()
@@ -187,30 +166,10 @@ fn served(ws: &Ws, env: &[(&str, &str)]) -> Vec<(String, Run)> {
         paths.push(format!("/api/runs/{id}/logs/{phase}"));
     }
     for path in paths {
-        let (code, body) = http(&addr, "GET", &path, None);
+        let (code, body) = server.http("GET", &path, None);
         out.push((format!("serve GET {path}"), as_run(code, body)));
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
-    let status = child.wait().unwrap();
-    let mut stderr = first;
-    for l in rest.join().unwrap() {
-        stderr.push('\n');
-        stderr.push_str(&l);
-    }
-    out.push((
-        "serve".to_owned(),
-        Run {
-            code: status.code().unwrap_or(-1),
-            stdout,
-            stderr,
-        },
-    ));
+    out.push(("serve".to_owned(), server.stop()));
     out
 }
 
