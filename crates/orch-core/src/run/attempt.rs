@@ -214,8 +214,8 @@ impl Engine {
             Arc::new(move || {
                 let mut r = base.clone();
                 let recs = records.lock().unwrap_or_else(|p| p.into_inner());
-                for (id, rec) in ids.iter().zip(recs.iter()) {
-                    if let Some(rec) = rec {
+                for id in &ids {
+                    if let Some(rec) = recs.get(id) {
                         r.phases.insert(id.clone(), rec.clone());
                     }
                 }

@@ -107,7 +107,8 @@ pub(super) struct PhaseState {
     pub(super) failures: u32,
     pub(super) first_start: Option<(SystemTime, Instant)>,
     /// Why the last attempt failed, while the phase waits to retry.
-    pub(super) last_error: Option<(PhaseStatus, String)>,
+    /// Boxed: few phases ever wait to retry, and every phase has a state.
+    pub(super) last_error: Option<Box<(PhaseStatus, String)>>,
 }
 
 /// An attempt whose `Started` record is queued: it starts once the record is written.
@@ -122,6 +123,9 @@ pub(super) struct Starting {
 /// like one in a task).
 pub(super) type LightAttempt =
     CatchUnwind<AssertUnwindSafe<Pin<Box<dyn Future<Output = Msg> + Send>>>>;
+
+/// The records of the phases that ended, keyed by phase id (the run record's `phases`).
+pub(super) type PhaseRecords = indexmap::IndexMap<String, PhaseRecord>;
 
 /// A `PhaseFinished` event waiting for its journal record to be durable.
 pub(super) struct Pending {
@@ -139,7 +143,9 @@ pub(super) struct Engine {
     pub(super) jobs: usize,
     pub(super) agents: Vec<AgentState>,
     pub(super) states: Vec<PhaseState>,
-    pub(super) records: Arc<Mutex<Vec<Option<PhaseRecord>>>>,
+    /// The records of the phases that ended, by id, in the order they ended: they go into
+    /// the run record as they are (sorted into declaration order), never copied.
+    pub(super) records: Arc<Mutex<PhaseRecords>>,
     pub(super) logs: Vec<Option<Arc<PhaseLog>>>,
     pub(super) scope: Arc<RunScope>,
     pub(super) outputs: Arc<OutputStore>,
@@ -166,7 +172,8 @@ pub(super) struct Engine {
     pub(super) pending: VecDeque<Pending>,
     pub(super) resumed_from: Option<RunId>,
     /// Per phase: its journaled success in an earlier run, when resuming.
-    pub(super) done: Vec<Option<Done>>,
+    /// Boxed: a run that resumes none has a pointer per phase.
+    pub(super) done: Vec<Option<Box<Done>>>,
     /// Per phase: the fingerprint of the attempt that runs (when journaling).
     pub(super) fingerprints: Vec<Option<String>>,
     /// The run's cgroup, where cgroups are used (see [`crate::cgroup`]).
@@ -282,7 +289,7 @@ impl Engine {
             .iter()
             .map(|node| {
                 let k = known(node);
-                done.push(k.done);
+                done.push(k.done.map(Box::new));
                 PhaseState {
                     st: St::Waiting,
                     remaining: node.needs.len() as u32,
@@ -306,7 +313,7 @@ impl Engine {
             jobs,
             agents,
             states,
-            records: Arc::new(Mutex::new(vec![None; n])),
+            records: Arc::new(Mutex::new(PhaseRecords::with_capacity(n))),
             logs: vec![None; n],
             scope,
             outputs,
@@ -323,11 +330,16 @@ impl Engine {
             starting: Vec::new(),
             no_outputs: Arc::new(Outputs::new()),
             base_dir: Arc::from(p.spec().base_dir.as_path()),
+            // Read and written only when journaling.
+            fingerprints: if journal.is_some() {
+                vec![None; n]
+            } else {
+                Vec::new()
+            },
             durable_rx: journal.as_ref().map(JournalWriter::subscribe),
             journal,
             pending: VecDeque::new(),
             resumed_from,
-            fingerprints: vec![None; n],
             record_errors: Vec::new(),
             done,
             policy: None,

@@ -40,13 +40,10 @@ impl Engine {
         let mut r = self.record_header(status);
         r.finished_at = Some(rfc3339(SystemTime::now()));
         r.duration_ms = Some(self.started.1.elapsed().as_millis() as u64);
-        let mut recs = self.records.lock().unwrap_or_else(|p| p.into_inner());
-        r.phases.reserve(recs.len());
-        for (n, rec) in self.p.nodes().iter().zip(recs.iter_mut()) {
-            if let Some(rec) = rec.take() {
-                r.phases.insert(n.spec.id.to_string(), rec);
-            }
-        }
+        let mut recs = std::mem::take(&mut *self.records.lock().unwrap_or_else(|p| p.into_inner()));
+        // In the order the phases are declared, as they were ended in the order they ran.
+        recs.sort_by_cached_key(|id, _| self.p.index_of(id));
+        r.phases = recs;
         r.record_errors = self.record_errors.clone();
         r
     }

@@ -144,7 +144,7 @@ impl Engine {
         let interrupted = self.control.is_stopped();
         for i in 0..self.p.len() {
             if self.states[i].st == St::Backoff
-                && let Some((status, error)) = self.states[i].last_error.take()
+                && let Some((status, error)) = self.states[i].last_error.take().map(|e| *e)
             {
                 // It ran and failed; the stop only kept it from retrying.
                 let reason = match self.stopping.clone() {
@@ -437,7 +437,7 @@ impl Engine {
                 log.push_log(&line);
             }
             self.states[i].st = St::Backoff;
-            self.states[i].last_error = Some((status, message.clone()));
+            self.states[i].last_error = Some(Box::new((status, message.clone())));
             self.backoffs += 1;
             self.tasks.spawn(async move {
                 tokio::time::sleep(delay).await;
@@ -638,7 +638,10 @@ impl Engine {
         if started.is_some() {
             record.finished_at = Some(finished_at);
         }
-        self.records.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(record);
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node.spec.id.to_string(), record);
         let event = self.bus.stamp_at(
             now,
             RunEvent::PhaseFinished {
