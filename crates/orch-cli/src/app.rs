@@ -459,7 +459,7 @@ fn run(mut a: RunArgs, color: ColorChoice) -> Result<u8, Failure> {
     let p = Arc::new(load(&a.file)?);
     // Without cgroups, orphans of phases are re-parented here, where the run end finds them.
     if orch_core::cgroup::own_cgroup().is_none() {
-        orch_core::process::adopt_orphans();
+        orch_core::adopt_orphans();
     }
     let options = RunOptions {
         jobs: a.select.jobs,

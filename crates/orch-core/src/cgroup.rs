@@ -6,7 +6,7 @@
 //! The hierarchy is found from `/proc/self/mountinfo` and `/proc/self/cgroup`. Where no
 //! writable cgroup v2 hierarchy exists (no `cgroup2` mount, or not ours to write), nothing
 //! here is used and processes are found by their `ORCH_RUN_ID`/`ORCH_PHASE_ID` marks
-//! instead (see [`crate::process`]).
+//! instead (see `process.rs`).
 //!
 //! Layout: `OWN_CGROUP/orch-RUN_ID/N`. An attempt's cgroup that is empty once the attempt is
 //! over (its main process exited and whatever it left was killed) goes back to its run and

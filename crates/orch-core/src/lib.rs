@@ -23,11 +23,11 @@ pub mod input;
 pub mod interpolate;
 pub mod journal;
 pub mod list_output;
-pub mod lock;
+mod lock;
 mod orch_output;
 pub mod phase;
 pub mod policy;
-pub mod process;
+mod process;
 pub mod record;
 pub mod redact;
 pub mod registry;
@@ -35,6 +35,18 @@ pub mod resume;
 pub mod spec;
 pub mod stats;
 pub mod watchdog;
+
+// The surface of the private modules (`lock`, `process`): what other crates use, and
+// nothing else.
+pub use lock::{LockHolder, holder as lock_holder};
+pub use process::{adopt_orphans, keep_alive};
+
+/// What tests outside this crate need of the engine's internals (feature `test-support`;
+/// `orch-test-utils` turns it on).
+#[cfg(feature = "test-support")]
+pub mod test_support {
+    pub use crate::process::{marked_processes, signal_marked};
+}
 
 pub use agent::{Agent, LocalAgent};
 pub use errors::{AgentError, InterpolationError, KindError, LoadError, RunError, WriteFileError};

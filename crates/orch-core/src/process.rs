@@ -186,7 +186,8 @@ impl Drop for TreeGuard {
 
 /// Makes this process the reaper of orphans of its descendants (`PR_SET_CHILD_SUBREAPER`):
 /// a phase's process whose parent exits is re-parented to this process instead of init, so
-/// [`kill_orphans`] can find it even when it left its group and cleared its environment.
+/// the run's end (`kill_orphans`) can find it even when it left its group and cleared its
+/// environment.
 /// For a program whose only children are orch's (the `orch` binary), where cgroups are not
 /// available; a host process that starts other children should not call it.
 #[allow(unsafe_code)]
@@ -216,8 +217,9 @@ fn is_subreaper() -> bool {
 static KEPT: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
 
 /// Marks a process that an in-process kind started as a daemon meant to outlive the run
-/// (the deployment proxy): when it is re-parented to this process, [`kill_orphans`] does
-/// not kill it. Only code in this process can mark one; a phase's commands cannot.
+/// (the deployment proxy): when it is re-parented to this process, the run's end
+/// (`kill_orphans`) does not kill it. Only code in this process can mark one; a phase's
+/// commands cannot.
 pub fn keep_alive(pid: i32) {
     if let Ok(mut kept) = KEPT.lock()
         && !kept.contains(&pid)

@@ -4,7 +4,7 @@
 //!
 //! The proxy serves users, so it outlives the run that started it: it runs as a daemon
 //! (its own session, no `ORCH_*` marks, kept out of the run's orphan sweep through
-//! [`orch_core::process::keep_alive`]). Its config, socket and pid file live beside the
+//! [`orch_core::keep_alive`]). Its config, socket and pid file live beside the
 //! service's state; a later run finds it there, and one that finds it dead starts it again
 //! from the state.
 
@@ -214,7 +214,7 @@ pub async fn start(sd: &ServiceDir, state: &ServiceState) -> Result<i32, ProxyEr
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    orch_core::process::keep_alive(pid);
+    orch_core::keep_alive(pid);
     let api = Runtime::new(sock);
     loop {
         match api.command("show info").await {

@@ -23,7 +23,7 @@ pub(crate) async fn ensure_proxy(
     let api = Runtime::new(sd.socket());
     if let Some(pid) = proxy::running_pid(sd) {
         if api.command("show info").await.is_ok() {
-            orch_core::process::keep_alive(pid);
+            orch_core::keep_alive(pid);
             state.proxy_pid = Some(pid);
             return Ok(api);
         }

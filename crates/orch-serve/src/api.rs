@@ -260,7 +260,7 @@ async fn get_run(State(app): Shared, Path(raw): Path<String>) -> Result<Response
             Refused::new(if not_found { 404 } else { 500 }, e.to_string())
         })?;
         let mut v = serde_json::to_value(&record).map_err(|e| Refused::new(500, e.to_string()))?;
-        let live = orch_core::lock::holder(&m.state_dir).is_some_and(|h| h.run_id == id.as_str());
+        let live = orch_core::lock_holder(&m.state_dir).is_some_and(|h| h.run_id == id.as_str());
         v["live"] = json!(live);
         Ok(Json(v).into_response())
     })

@@ -369,7 +369,7 @@ impl Manager {
         if self.live(id).is_some() {
             return Err(Refused::new(409, format!("run {id} is not running")));
         }
-        if let Some(h) = orch_core::lock::holder(&self.state_dir)
+        if let Some(h) = orch_core::lock_holder(&self.state_dir)
             && h.run_id == id.as_str()
         {
             return Err(Refused::new(
@@ -419,7 +419,7 @@ impl Manager {
                 continue;
             };
             // One run per workspace: while `orch run` holds it, wait.
-            if let Some(h) = orch_core::lock::holder(&self.state_dir) {
+            if let Some(h) = orch_core::lock_holder(&self.state_dir) {
                 if let Some(r) = self.live(&next.run_id) {
                     r.set(&[(
                         "waiting_for",

@@ -71,7 +71,7 @@ pub fn assert_all_gone(pids: &[i32], run_id: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let live: Vec<i32> = pids.iter().copied().filter(|p| alive(*p)).collect();
-        let marked: Vec<i32> = orch_core::process::marked_processes(run_id, None)
+        let marked: Vec<i32> = orch_core::test_support::marked_processes(run_id, None)
             .into_iter()
             .filter(|p| alive(*p))
             .collect();

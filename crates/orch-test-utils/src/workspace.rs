@@ -189,7 +189,7 @@ impl Drop for Workspace {
         };
         for e in dir.flatten() {
             if let Some(id) = e.file_name().to_str() {
-                orch_core::process::signal_marked(id, None, nix::sys::signal::Signal::SIGKILL);
+                orch_core::test_support::signal_marked(id, None, nix::sys::signal::Signal::SIGKILL);
             }
         }
     }

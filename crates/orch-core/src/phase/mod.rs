@@ -322,7 +322,7 @@ impl PhaseContext {
 
     /// A new cgroup for processes this attempt starts (see [`crate::cgroup`]), when the run
     /// has one: start them in it with [`crate::cgroup::enter`] in a `pre_exec` hook, and
-    /// guard it with [`crate::process::TreeGuard::with_cgroup`]. `None` where cgroups are
+    /// guard it with the engine's process-tree guard (`TreeGuard::with_cgroup`). `None` where cgroups are
     /// not available (processes are then found by their marks).
     pub fn process_cgroup(&self) -> Option<crate::cgroup::PhaseCgroup> {
         self.cgroup

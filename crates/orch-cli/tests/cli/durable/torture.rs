@@ -405,7 +405,7 @@ fn check(ws: &Ws) -> Result<(), String> {
     }
     // Nothing of any run is left running.
     for (id, _) in &chain {
-        let left: Vec<i32> = orch_core::process::marked_processes(id, None)
+        let left: Vec<i32> = orch_core::test_support::marked_processes(id, None)
             .into_iter()
             .filter(|p| super::support::alive(*p))
             .collect();
