@@ -22,6 +22,7 @@ use crate::spec::{
 };
 
 mod notify;
+mod pieces;
 pub mod schema;
 mod walker;
 
@@ -122,19 +123,46 @@ pub const PHASE_KEYS: &[&str] = &[
 ///
 /// The TOML tree is consumed as it is read: each phase's table is freed once its phase is
 /// built, so the tree and the spec are never both whole in memory.
+///
+/// A large file is parsed in pieces (see [`pieces`]), each walked and freed before the
+/// next is parsed; the result is the same as parsing it whole.
 pub(crate) fn parse(
     text: &Arc<str>,
     path: &Path,
 ) -> Result<(PipelineSpec, FileSpans, Vec<Diagnostic>), Vec<Diagnostic>> {
-    let root = match DeTable::parse(text) {
-        Ok(t) => t,
-        Err(e) => {
-            return Err(vec![Diagnostic::at(
-                e.span(),
-                format!("invalid TOML: {}", e.message().trim_end()),
-            )]);
+    if let Some((cuts, phases)) = pieces::split(text) {
+        let mut trees = pieces::Trees::new(text, cuts);
+        let parsed = walk(text, path, &mut trees, phases);
+        if !trees.failed {
+            return Ok(parsed);
         }
-    };
+    }
+    parse_whole(text, path)
+}
+
+/// [`parse`], in one piece.
+fn parse_whole(
+    text: &Arc<str>,
+    path: &Path,
+) -> Result<(PipelineSpec, FileSpans, Vec<Diagnostic>), Vec<Diagnostic>> {
+    match DeTable::parse(text) {
+        Ok(root) => Ok(walk(text, path, std::iter::once(root.into_inner()), 0)),
+        Err(e) => Err(vec![Diagnostic::at(
+            e.span(),
+            format!("invalid TOML: {}", e.message().trim_end()),
+        )]),
+    }
+}
+
+/// Reads the file's tables from `roots`, the trees of its pieces in order (a file parsed
+/// whole is one piece), consuming each as it goes. `phases` is how many phases to make
+/// room for at once (0 when unknown).
+fn walk<'i>(
+    text: &Arc<str>,
+    path: &Path,
+    roots: impl IntoIterator<Item = DeTable<'i>>,
+    phases: usize,
+) -> (PipelineSpec, FileSpans, Vec<Diagnostic>) {
     let mut w = Walker {
         diags: Vec::new(),
         text: text.clone(),
@@ -150,8 +178,10 @@ pub(crate) fn parse(
     let mut defaults = Defaults::default();
     let mut saw_pipeline = false;
     let mut saw_phases = false;
+    spec.phases.reserve_exact(phases);
+    spans.phases.reserve_exact(phases);
 
-    for (key, value) in root.into_inner() {
+    for (key, value) in roots.into_iter().flatten() {
         let key = &key;
         match key.get_ref().as_ref() {
             "pipeline" => {
@@ -349,7 +379,7 @@ pub(crate) fn parse(
     }
     // Validation applies them (the section may come after the phases).
     spec.defaults = defaults;
-    Ok((spec, spans, w.diags))
+    (spec, spans, w.diags)
 }
 
 fn parse_agent(w: &mut Walker, name: &Key<'_>, v: &Value<'_>) -> Option<AgentSpec> {
