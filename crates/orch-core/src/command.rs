@@ -78,6 +78,12 @@ impl Phase for CommandPhase {
         Description::new(summary)
     }
 
+    /// An attempt waits for its process and copies what it prints to the run's sinks:
+    /// the engine polls it in its own loop, with no task and no wake-up of another thread.
+    fn is_light(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: &PhaseContext) -> Result<PhaseOutcome, PhaseError> {
         let mut env: Vec<(OsString, OsString)> = Vec::new();
         let argv: Vec<OsString> = match &self.run {
@@ -104,7 +110,7 @@ impl Phase for CommandPhase {
             }
         };
         // Private to this attempt, and removed when this future ends or is dropped.
-        let output_file =
+        let mut output_file =
             OutputFile::create(ctx.run_dir(), ctx.phase_id().as_str(), ctx.attempt())?;
         // The phase's variables, then the script's values, then ORCH_OUTPUT (the last
         // value of a name is the one the process sees).

@@ -1,17 +1,19 @@
 //! The `ORCH_OUTPUT` file of one attempt: where a process writes `key=value` lines that
 //! become the phase's outputs.
 //!
-//! What a phase writes there may hold secrets, so the file is private to the attempt: it
-//! is created empty with mode 0600 and a random name in the run's private directory
-//! (`RUN_DIR/private/`, mode 0700, made by the first attempt that needs it), read once when
-//! the attempt ends, and removed whatever the attempt's end (success, failure, timeout,
-//! cancellation: the removal runs when the [`OutputFile`] is dropped). Whatever else a
-//! phase leaves in the private directory goes with it when the run ends. What is read is
-//! redacted before it is parsed, so no form of a secret (not even one line of a multi-line
-//! secret) reaches an output or an error message.
+//! What a phase writes there may hold secrets, so the file is private to the attempt: its
+//! path has a random name in the run's private directory (`RUN_DIR/private/`, mode 0700,
+//! made by the first attempt that needs it, so no other user can open, list or replace
+//! what is in it whatever the process's umask), it is read once when the attempt ends, and
+//! removed whatever the attempt's end (success, failure, timeout, cancellation: the removal
+//! runs when the [`OutputFile`] is dropped). Whatever else a phase leaves in the private
+//! directory goes with it when the run ends. What is read is redacted before it is parsed,
+//! so no form of a secret (not even one line of a multi-line secret) reaches an output or
+//! an error message.
 //!
-//! An attempt costs two system calls to create its file and four to read and remove it: a
-//! phase that writes no outputs pays little for the possibility.
+//! The file is the process's to create: most phases write no outputs, and for them an
+//! attempt costs two system calls that find nothing (the open that reads it, the removal)
+//! instead of creating, reading and removing an empty file on disk.
 
 use std::borrow::Cow;
 use std::io::Read;
@@ -32,41 +34,38 @@ pub(crate) const PRIVATE_DIR: &str = "private";
 #[derive(Debug)]
 pub(crate) struct OutputFile {
     path: PathBuf,
+    /// Seen missing when read: nothing to remove.
+    absent: bool,
 }
 
 impl OutputFile {
-    /// Creates `RUN_DIR/private/PHASE.ATTEMPT.RANDOM`, empty and mode 0600; the directory
-    /// (mode 0700) is made when it is missing.
+    /// Names `RUN_DIR/private/PHASE.ATTEMPT.RANDOM` for an attempt, and makes the private
+    /// directory (mode 0700) when it is missing.
     pub(crate) fn create(run_dir: &Path, phase: &str, attempt: u32) -> Result<Self, PhaseError> {
         let parent = run_dir.join(PRIVATE_DIR);
-        let fail = |what: &Path, e: std::io::Error| {
-            PhaseError::failed(format!("cannot create {}: {e}", what.display()))
+        let made = std::fs::DirBuilder::new().mode(0o700).create(&parent);
+        let made = match made {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&parent),
+            other => other,
         };
-        let mut tries = 0;
-        let mut made_dir = false;
-        loop {
-            let path = parent.join(format!("{phase}.{attempt}.{:016x}", fastrand::u64(..)));
-            let created = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path);
-            match created {
-                Ok(_) => return Ok(Self { path }),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 8 => {
-                    tries += 1;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !made_dir => {
-                    made_dir = true;
-                    std::fs::DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o700)
-                        .create(&parent)
-                        .map_err(|e| fail(&parent, e))?;
-                }
-                Err(e) => return Err(fail(&path, e)),
+        match made {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(PhaseError::failed(format!(
+                    "cannot create {}: {e}",
+                    parent.display()
+                )));
             }
         }
+        let path = parent.join(format!("{phase}.{attempt}.{:016x}", fastrand::u64(..)));
+        Ok(Self {
+            path,
+            absent: false,
+        })
     }
 
     /// The file's path (the value of `ORCH_OUTPUT`).
@@ -75,11 +74,14 @@ impl OutputFile {
     }
 
     /// Reads the file, masks every secret in it, and parses its lines into outputs.
-    pub(crate) fn read(&self, redactor: &Redactor) -> Result<Outputs, PhaseError> {
+    pub(crate) fn read(&mut self, redactor: &Redactor) -> Result<Outputs, PhaseError> {
         let bytes = match read_limited(&self.path) {
             Ok(b) => b,
-            // The phase may have removed it: no outputs.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Outputs::new()),
+            // The phase wrote nothing (or removed it): no outputs.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.absent = true;
+                return Ok(Outputs::new());
+            }
             Err(e) => {
                 return Err(PhaseError::failed(format!("cannot read ORCH_OUTPUT: {e}")));
             }
@@ -97,6 +99,9 @@ impl OutputFile {
 
 impl Drop for OutputFile {
     fn drop(&mut self) {
+        if self.absent {
+            return;
+        }
         if let Err(e) = std::fs::remove_file(&self.path)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -203,19 +208,23 @@ mod tests {
     #[test]
     fn the_file_is_private_and_removed_when_dropped() {
         let run = tempfile::tempdir().unwrap();
-        let f = OutputFile::create(run.path(), "p", 1).unwrap();
-        assert_eq!(mode(f.path()), 0o600);
+        let mut f = OutputFile::create(run.path(), "p", 1).unwrap();
         assert_eq!(mode(f.path().parent().unwrap()), 0o700);
         assert_eq!(mode(&run.path().join(PRIVATE_DIR)), 0o700);
-        let other = OutputFile::create(run.path(), "p", 1).unwrap();
+        assert!(!f.path().exists(), "the process creates it if it has outputs");
+        let mut other = OutputFile::create(run.path(), "p", 1).unwrap();
         assert_ne!(f.path(), other.path(), "each attempt gets its own file");
         std::fs::write(f.path(), "k=v\n").unwrap();
+        std::fs::write(other.path(), "").unwrap();
         assert_eq!(f.read(&Redactor::default()).unwrap()["k"], "v");
         assert!(other.read(&Redactor::default()).unwrap().is_empty());
+        let mut never = OutputFile::create(run.path(), "p", 1).unwrap();
+        assert!(never.read(&Redactor::default()).unwrap().is_empty());
         let path = f.path().to_owned();
         drop(f);
         assert!(!path.exists());
         drop(other);
+        drop(never);
         assert_eq!(
             std::fs::read_dir(run.path().join(PRIVATE_DIR))
                 .unwrap()
@@ -225,9 +234,20 @@ mod tests {
     }
 
     #[test]
-    fn a_file_longer_than_the_first_read_is_read_whole() {
+    fn a_file_never_read_is_removed_all_the_same() {
+        // Dropped without a read (a failed or cancelled attempt): removed all the same.
         let run = tempfile::tempdir().unwrap();
         let f = OutputFile::create(run.path(), "p", 1).unwrap();
+        std::fs::write(f.path(), "k=v\n").unwrap();
+        let path = f.path().to_owned();
+        drop(f);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_file_longer_than_the_first_read_is_read_whole() {
+        let run = tempfile::tempdir().unwrap();
+        let mut f = OutputFile::create(run.path(), "p", 1).unwrap();
         let long = "x".repeat(5000);
         std::fs::write(f.path(), format!("a=1\nlong={long}\nz=2\n")).unwrap();
         let o = f.read(&Redactor::default()).unwrap();
@@ -256,7 +276,7 @@ mod tests {
         ] {
             let r = Redactor::new([secret]);
             for text in [format!("{secret}\n"), format!("bad key {secret}=1\n")] {
-                let f = OutputFile::create(run.path(), "p", 1).unwrap();
+                let mut f = OutputFile::create(run.path(), "p", 1).unwrap();
                 std::fs::write(f.path(), &text).unwrap();
                 let message = f.read(&r).unwrap_err().to_string();
                 assert!(message.contains("***"), "{message}");
@@ -271,7 +291,7 @@ mod tests {
     #[test]
     fn a_secret_spanning_lines_is_masked_whole_in_values() {
         let run = tempfile::tempdir().unwrap();
-        let f = OutputFile::create(run.path(), "p", 1).unwrap();
+        let mut f = OutputFile::create(run.path(), "p", 1).unwrap();
         std::fs::write(f.path(), "v=line-one\nk=line-two\n").unwrap();
         let o = f.read(&Redactor::new(["line-one\nk=line-two"])).unwrap();
         assert_eq!(o.len(), 1);

@@ -283,14 +283,14 @@ impl Drop for JournalWriter {
     }
 }
 
-/// The least time between the starts of two syncs (`ORCH_JOURNAL_SYNC_MS`, default 10):
+/// The least time between the starts of two syncs (`ORCH_JOURNAL_SYNC_MS`, default 50):
 /// records written meanwhile share the next sync. Only reporting waits for it, never
 /// scheduling, so it bounds how late a finished phase is reported, not the run's pace.
 fn sync_interval() -> std::time::Duration {
     let ms = std::env::var("ORCH_JOURNAL_SYNC_MS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+        .unwrap_or(50);
     std::time::Duration::from_millis(ms)
 }
 
