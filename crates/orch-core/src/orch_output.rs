@@ -17,7 +17,7 @@
 
 use std::borrow::Cow;
 use std::io::Read;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::phase::PhaseError;
