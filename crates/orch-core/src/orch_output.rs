@@ -211,7 +211,10 @@ mod tests {
         let mut f = OutputFile::create(run.path(), "p", 1).unwrap();
         assert_eq!(mode(f.path().parent().unwrap()), 0o700);
         assert_eq!(mode(&run.path().join(PRIVATE_DIR)), 0o700);
-        assert!(!f.path().exists(), "the process creates it if it has outputs");
+        assert!(
+            !f.path().exists(),
+            "the process creates it if it has outputs"
+        );
         let mut other = OutputFile::create(run.path(), "p", 1).unwrap();
         assert_ne!(f.path(), other.path(), "each attempt gets its own file");
         std::fs::write(f.path(), "k=v\n").unwrap();

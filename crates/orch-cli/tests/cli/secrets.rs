@@ -408,7 +408,11 @@ run = "cat \"$(dirname \"$ORCH_OUTPUT\")\"/* \"$(dirname \"$ORCH_OUTPUT\")\"/../
     assert_eq!(ws.record()["phases"]["thief"]["status"], "succeeded");
     // The process creates the file (with its own umask) in a directory only the user who
     // runs orch can enter.
-    assert!(ws.read("ok.mode").trim_end().ends_with(" root"), "{}", ws.read("ok.mode"));
+    assert!(
+        ws.read("ok.mode").trim_end().ends_with(" root"),
+        "{}",
+        ws.read("ok.mode")
+    );
     assert_eq!(ws.read("ok.dirmode").trim_end(), "700");
     assert!(
         !ws.read("stolen.txt").contains("0utput-s3cret-9"),
