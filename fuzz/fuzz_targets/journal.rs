@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use orch_core::journal;
+use orch_core::test_support::journal;
 
 fn main() {
     afl::fuzz!(|data: &[u8]| {

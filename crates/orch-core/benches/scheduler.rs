@@ -24,10 +24,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use orch_core::journal::JournalMode;
 use orch_core::{
-    Description, Phase, PhaseContext, PhaseError, PhaseId, PhaseOutcome, PhaseSpec, Pipeline,
-    PlanContext, RunControl, RunOptions, Runner,
+    Description, JournalMode, Phase, PhaseContext, PhaseError, PhaseId, PhaseOutcome, PhaseSpec,
+    Pipeline, PlanContext, RunControl, RunOptions, Runner,
 };
 
 struct Counting;

@@ -21,7 +21,7 @@ pub mod history;
 pub mod ids;
 pub mod input;
 pub mod interpolate;
-pub mod journal;
+mod journal;
 pub mod list_output;
 mod lock;
 mod orch_output;
@@ -36,8 +36,9 @@ pub mod spec;
 pub mod stats;
 pub mod watchdog;
 
-// The surface of the private modules (`lock`, `process`): what other crates use, and
-// nothing else.
+// The surface of the private modules (`journal`, `lock`, `process`): what other crates
+// use, and nothing else.
+pub use journal::{JournalMode, MemStorage, Storage, StorageFactory, SyncHandle};
 pub use lock::{LockHolder, holder as lock_holder};
 pub use process::{adopt_orphans, keep_alive};
 
@@ -46,6 +47,14 @@ pub use process::{adopt_orphans, keep_alive};
 #[cfg(feature = "test-support")]
 pub mod test_support {
     pub use crate::process::{marked_processes, signal_marked};
+
+    /// The journal's format: reading journals back, writing and damaging them.
+    pub mod journal {
+        pub use crate::journal::{
+            Contents, Entry, Finished, JournalError, MAX_ATTEMPT, PhaseResume, encode, header,
+            parse, read,
+        };
+    }
 }
 
 pub use agent::{Agent, LocalAgent};

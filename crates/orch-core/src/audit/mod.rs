@@ -21,7 +21,7 @@
 //! # Writing
 //! The engine queues entries in the turns of its loop and writes them with the journal's
 //! discipline (one `write(2)` per turn, group-committed `fdatasync(2)` on a sync thread;
-//! see [`crate::journal`]). A crash can only cut the file: a last line without its newline
+//! see the `journal` module). A crash can only cut the file: a last line without its newline
 //! is a *torn tail*, reported as such by [`verify`] and not as tampering. The next run
 //! that appends cuts the torn bytes off and records that it did (a `torn_tail` entry with
 //! their length and digest), so the chain stays whole.

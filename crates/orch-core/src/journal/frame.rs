@@ -77,6 +77,7 @@ pub fn header() -> [u8; HEADER_LEN] {
 }
 
 /// Appends the framed record of `entry` to `buf`.
+#[cfg(any(test, feature = "test-support"))]
 pub fn encode(entry: &Entry, buf: &mut Vec<u8>) {
     encode_record(entry, buf);
 }

@@ -42,10 +42,15 @@ mod writer;
 
 use std::path::PathBuf;
 
-pub use entry::{Done, Entry, Finished, FinishedRef, MAX_ATTEMPT, PhaseResume, StartedRef};
-pub use frame::{Contents, encode, encode_record, header, parse, read};
+pub use entry::{Done, Entry, FinishedRef, MAX_ATTEMPT, PhaseResume, StartedRef};
+pub use frame::read;
 pub use storage::{FileStorage, MemStorage, Storage, StorageFactory, SyncHandle};
 pub use writer::{JournalMode, JournalWriter};
+// What only tests (`orch_core::test_support::journal`) and the fuzz target read.
+#[cfg(feature = "test-support")]
+pub use entry::Finished;
+#[cfg(feature = "test-support")]
+pub use frame::{Contents, encode, header, parse};
 
 /// The version of the journal format written by this build.
 pub const JOURNAL_FORMAT_VERSION: u32 = 1;

@@ -199,6 +199,7 @@ impl JournalWriter {
     }
 
     /// The sequence number of the last record written (queued records not counted).
+    #[cfg(test)]
     pub fn last_seq(&self) -> u64 {
         self.written
     }
@@ -209,6 +210,7 @@ impl JournalWriter {
     }
 
     /// The highest sequence number known durable.
+    #[cfg(test)]
     pub fn durable(&self) -> u64 {
         *self.rx.borrow()
     }

@@ -8,15 +8,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use orch_core::journal::{
-    self, Entry, JournalMode, MemStorage, PhaseResume, StorageFactory, encode, header,
-};
 use orch_core::resume::ResumeState;
+use orch_core::test_support::journal::{self, Entry, PhaseResume, encode, header};
 use orch_core::{
     Description, Event, Phase, PhaseContext, PhaseError, PhaseId, PhaseOutcome, PhaseSpec,
     PhaseStatus, Pipeline, PlanContext, ResumeFrom, RunControl, RunError, RunEvent, RunId,
     RunOptions, RunRecord, RunStatus, Runner,
 };
+use orch_core::{JournalMode, MemStorage, StorageFactory};
 
 /// Records each attempt (phase id, attempt) and publishes `v = ID<IN>`, where `IN` is
 /// rendered from the outputs of the phases it needs.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use orch_core::RunStatus;
-use orch_core::journal::{self, Entry};
+use orch_core::test_support::journal::{self, Entry};
 
 use super::support::{Ws, assert_all_gone, poll, signal};
 

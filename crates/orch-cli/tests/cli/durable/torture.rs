@@ -20,7 +20,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use orch_core::journal::{self, Entry};
+use orch_core::test_support::journal::{self, Entry};
 use orch_core::{PhaseStatus, RunId};
 
 use super::support::{Running, Ws, signal};
