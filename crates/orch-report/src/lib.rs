@@ -290,25 +290,11 @@ fn render_into(
 /// never see half a file; when that fails (a full disk), the partial temporary file is
 /// removed and an earlier file at `path` stays as it was.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let err = |source| ReportError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(err)?;
-    }
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            // Nothing half-written stays behind. The error reported is `e`: a temporary
-            // file that cannot be removed either is on the same broken disk.
-            let _ = std::fs::remove_file(&tmp);
-            err(e)
-        })
+    // A failed write is kept by the writer and reported as the file's.
+    write_file_with(path, |out| {
+        let _ = out.write_all(bytes);
+        Ok(())
+    })
 }
 
 /// Writes what `render` writes to `path`, whole or not at all (as [`write_file`]), through
@@ -347,7 +333,8 @@ fn write_file_with(
         std::fs::rename(&tmp, path).map_err(err)
     })();
     if result.is_err() {
-        // Nothing half-written stays behind (see `write_file`).
+        // Nothing half-written stays behind. The error reported is the first one: a
+        // temporary file that cannot be removed either is on the same broken disk.
         let _ = std::fs::remove_file(&tmp);
     }
     result

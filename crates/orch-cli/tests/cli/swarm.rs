@@ -397,8 +397,17 @@ fn the_delivery_example_runs_its_test_containers_on_the_swarm() {
         );
     }
     let registry = format!("registry={}", vars["ORCH_SWARM_REGISTRY"]);
+    // Its own repositories in the shared registry: the delivery example's test pushes the
+    // same service names at the same time, and a tag moved under it changes its digests.
     let out = Command::new(env!("CARGO_BIN_EXE_orch"))
-        .args(["run", "swarm.toml", "--var", &registry])
+        .args([
+            "run",
+            "swarm.toml",
+            "--var",
+            &registry,
+            "--var",
+            "image_prefix=orch-delivery-swarm-test",
+        ])
         .current_dir(work.path())
         .env("DOCKER_HOST", &vars["ORCH_SWARM_HOST"])
         .env("DOCKER_CONFIG", &vars["ORCH_SWARM_DOCKER_CONFIG"])
