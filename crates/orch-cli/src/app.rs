@@ -494,7 +494,7 @@ fn run(mut a: RunArgs, color: ColorChoice) -> Result<u8, Failure> {
         let state_dir = runner.state_dir();
         runner.subscribe(progress.sink());
         // Notifications (`[notify]`) follow the same events; they never hold the run.
-        let notifier = orch_notify::Notifier::new(p.spec(), &state_dir);
+        let notifier = orch_notify::Notifier::new(&p, &state_dir);
         if let Some(n) = &notifier {
             runner.subscribe(n.clone());
         }

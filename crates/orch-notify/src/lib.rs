@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use orch_core::redact::Redactor;
 use orch_core::spec::{NotifyFormat, NotifyTarget, NotifyUrl};
-use orch_core::{Event, EventSink, PhaseStatus, PipelineSpec, RunEvent, RunStatus};
+use orch_core::{Event, EventSink, PhaseStatus, Pipeline, RunEvent, RunStatus};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -74,18 +74,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Notifier {
-    /// A notifier for `spec`'s targets, recording into `state_dir/runs/RUN_ID/`; `None`
-    /// when the pipeline has none. URLs from `url_env` and HMAC keys are read from the
+    /// A notifier for `pipeline`'s targets, recording into `state_dir/runs/RUN_ID/`;
+    /// `None` when the pipeline has none. URLs from `url_env`, HMAC keys and the values of
+    /// the phases' secrets (masked in everything it sends or records) are read from the
     /// environment now. Must be called inside a Tokio runtime (it spawns one task per
     /// target).
-    pub fn new(spec: &PipelineSpec, state_dir: &Path) -> Option<Arc<Self>> {
+    pub fn new(pipeline: &Pipeline, state_dir: &Path) -> Option<Arc<Self>> {
+        let spec = pipeline.spec();
         if spec.notify.is_empty() {
             return None;
         }
-        let mut secret_values: Vec<String> = spec
-            .phases
+        // The phases' declarations are in the nodes once the pipeline is validated.
+        let mut secret_values: Vec<String> = pipeline
+            .nodes()
             .iter()
-            .flat_map(|p| p.secrets.iter())
+            .flat_map(|n| n.spec.secrets.iter())
             .filter_map(|n| std::env::var(n).ok())
             .collect();
         let mut targets = Vec::new();
@@ -554,5 +557,43 @@ fn humanize(d: Duration) -> String {
         format!("{}ms", d.as_millis())
     } else {
         format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use orch_core::{LoadOptions, Pipeline, Registry};
+
+    use super::Notifier;
+
+    #[test]
+    fn the_phases_secrets_are_masked_in_what_it_sends() {
+        // `PATH` stands for a secret: set in every test's environment, long enough to mask.
+        let path = std::env::var("PATH").expect("PATH is set");
+        let text = r#"
+[pipeline]
+name = "ship"
+[notify.chat]
+url = "http://127.0.0.1:9/hook"
+[phases.deploy]
+run = "true"
+secrets = ["PATH"]
+"#;
+        let pipeline = Pipeline::from_str(
+            text,
+            Path::new("orch.toml"),
+            &Registry::with_builtins(),
+            &LoadOptions::default(),
+        )
+        .expect("valid pipeline");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let _entered = rt.enter();
+        let notifier = Notifier::new(&pipeline, &std::env::temp_dir()).expect("a target");
+        let sent = format!("token {path}");
+        assert_eq!(notifier.shared.redactor.redact(&sent), "token ***");
     }
 }

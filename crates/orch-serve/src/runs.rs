@@ -497,7 +497,7 @@ impl Manager {
             resume,
             ..RunOptions::default()
         };
-        let notifier = orch_notify::Notifier::new(pipeline.spec(), &self.state_dir);
+        let notifier = orch_notify::Notifier::new(&pipeline, &self.state_dir);
         let mut runner = Runner::new(Arc::new(pipeline), options);
         runner.subscribe(Arc::new(LiveSink(live.clone())));
         if let Some(n) = &notifier {
