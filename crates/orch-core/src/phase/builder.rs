@@ -179,7 +179,7 @@ impl ContextBuilder {
             env_parts: Mutex::new(None),
             env_remove: Arc::from(Vec::new()),
             scope: Arc::new(scope),
-            cancel: self.cancel,
+            cancel: Arc::new(self.cancel),
             grace: self.grace,
             agent: self
                 .agent

@@ -222,7 +222,7 @@ pub struct PhaseContext {
     pub(crate) env_parts: Mutex<Option<EnvParts>>,
     pub(crate) env_remove: Arc<[String]>,
     pub(crate) scope: Arc<dyn Scope + Send + Sync>,
-    pub(crate) cancel: CancellationToken,
+    pub(crate) cancel: Arc<CancellationToken>,
     pub(crate) grace: Duration,
     pub(crate) agent: Arc<dyn Agent>,
     pub(crate) log: Arc<PhaseLog>,

@@ -109,8 +109,10 @@ impl Default for RunOptions {
 /// to stop within the grace period; [`RunControl::abort`] kills them now.
 #[derive(Clone, Debug, Default)]
 pub struct RunControl {
-    stop: CancellationToken,
-    abort: CancellationToken,
+    // Shared, not cloned: a token's clone and drop each take its tree's lock, and every
+    // attempt holds both.
+    stop: Arc<CancellationToken>,
+    abort: Arc<CancellationToken>,
 }
 
 impl RunControl {
