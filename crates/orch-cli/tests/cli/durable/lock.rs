@@ -60,14 +60,14 @@ fn a_killed_runs_lock_is_taken_over_and_its_processes_killed() {
     let dead_run = std::fs::read_link(ws.state().join("runs/latest")).expect("latest");
     signal(first.id(), Signal::SIGKILL);
     first.wait().expect("wait");
-    // The killed run's phase outlives it...
-    assert!(alive(orphan), "the orphan still runs");
-    // ...until the next run takes the lock over: at once, killing it first.
+    // The killed run's phase is ended by the run's watchdog within milliseconds, or at the
+    // latest by the next run, which takes the lock over at once (no waiting for a stale
+    // lock to time out: the bound is loose for a loaded machine, not a speed figure).
     let t0 = Instant::now();
     let r = ws.orch(&["run", "-q", "--only", "quick"]);
     let took = t0.elapsed();
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    assert!(took < Duration::from_secs(1), "took over in {took:?}");
+    assert!(took < Duration::from_secs(5), "took over in {took:?}");
     assert!(!alive(orphan), "the dead run's phase was killed");
     // History tells the dead run apart.
     let runs = ws.orch(&["runs"]);
