@@ -483,8 +483,9 @@ fn run(mut a: RunArgs, color: ColorChoice) -> Result<u8, Failure> {
     let quiet = a.quiet;
     // One thread, as `make` and `ninja` have: the engine, the phases' processes and pipes
     // and the event sinks are all driven by one event loop, so no event crosses threads
-    // (work that computes or blocks goes to the blocking pool). Measured on the 10,000-phase
-    // lattice, this cut orch's own CPU per phase by a sixth (`benches/delivery_speed.sh`).
+    // (work that computes or blocks goes to the blocking pool). On a run of many short
+    // processes, the hand-offs between threads were a tenth of orch's own CPU
+    // (`benches/delivery_speed.sh` measures it).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
