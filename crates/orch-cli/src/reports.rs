@@ -39,45 +39,16 @@ pub struct ReportArgs {
 pub fn after_run(record: &RunRecord, run_dir: &Path) -> (Vec<PathBuf>, Vec<RecordError>) {
     let mut written = Vec::new();
     let mut failed = Vec::new();
-    // Each report in a thread of its own: they only read the record, and on a run of
-    // thousands of phases rendering them one after the other is most of the time between
-    // the last phase's end and orch's exit.
-    let render = |format: Format| {
-        orch_report::write_reports(
+    for format in orch_report::DEFAULT_FORMATS {
+        match orch_report::write_reports(
             record,
             run_dir,
             &[format],
             run_dir,
             &orch_report::ReportOptions::default(),
-        )
-    };
-    let results: Vec<_> = std::thread::scope(|scope| {
-        let rendering: Vec<_> = orch_report::DEFAULT_FORMATS
-            .into_iter()
-            .map(|format| {
-                let thread = std::thread::Builder::new()
-                    .name(format!("orch-report-{}", format.file_name()))
-                    .spawn_scoped(scope, move || render(format));
-                (format, thread)
-            })
-            .collect();
-        rendering
-            .into_iter()
-            .map(|(format, thread)| {
-                let result = match thread {
-                    Ok(t) => t.join().map_err(|_| "rendering it panicked".to_owned()),
-                    // No thread to spare: rendered here.
-                    Err(_) => Ok(render(format)),
-                };
-                (format, result)
-            })
-            .collect()
-    });
-    for (format, result) in results {
-        match result {
-            Ok(Ok(paths)) => written.extend(paths),
-            Ok(Err(e)) => failed.push(RecordError::new(format.file_name(), report_error(&e))),
-            Err(why) => failed.push(RecordError::new(format.file_name(), why)),
+        ) {
+            Ok(paths) => written.extend(paths),
+            Err(e) => failed.push(RecordError::new(format.file_name(), report_error(&e))),
         }
     }
     let manifest = orch_docker::artifacts_manifest(record);
