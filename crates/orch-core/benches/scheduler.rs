@@ -4,7 +4,8 @@
 //! phase needs it) and a layered lattice (layers of 100, each phase needs two of the layer
 //! before). Sizes: 1k, 10k, 100k phases. Criterion reports time per phase as throughput; the
 //! `memory` lines give the peak bytes allocated per phase for building and running the
-//! pipeline, measured with a counting allocator.
+//! pipeline, measured with a counting allocator (which counts only for those lines and the
+//! `compare` lines: the timed runs do not pay for it).
 //!
 //! `recorded/Lattice/10000` runs the 10k lattice the way `orch run` does: with
 //! `write_files` (journal synced by group commit, run.json, logs directory) into a
@@ -19,7 +20,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -30,8 +31,12 @@ use orch_core::{
 };
 
 struct Counting;
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// Whether allocations are counted: only while a `memory` or `compare` line measures, so
+/// the timed runs do not pay for the counting (four atomic operations per allocation).
+static COUNTING: AtomicBool = AtomicBool::new(false);
+// Signed: a block allocated before counting started may be freed while it counts.
+static CURRENT: AtomicIsize = AtomicIsize::new(0);
+static PEAK: AtomicIsize = AtomicIsize::new(0);
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
 
@@ -39,27 +44,37 @@ static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if !COUNTING.load(Ordering::Relaxed) {
+            // SAFETY: same layout contract as the caller's.
+            return unsafe { System.alloc(layout) };
+        }
         ALLOCS.fetch_add(1, Ordering::Relaxed);
         ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
-        let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        let size = layout.size() as isize;
+        let now = CURRENT.fetch_add(size, Ordering::Relaxed) + size;
         PEAK.fetch_max(now, Ordering::Relaxed);
         // SAFETY: same layout contract as the caller's.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+        if !COUNTING.load(Ordering::Relaxed) {
+            // SAFETY: ptr was allocated by System with this layout.
+            return unsafe { System.dealloc(ptr, layout) };
+        }
+        CURRENT.fetch_sub(layout.size() as isize, Ordering::Relaxed);
         // SAFETY: ptr was allocated by System with this layout.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if !COUNTING.load(Ordering::Relaxed) {
+            // SAFETY: ptr was allocated by System with this layout; same contract as the
+            // caller's.
+            return unsafe { System.realloc(ptr, layout, new_size) };
+        }
         ALLOCS.fetch_add(1, Ordering::Relaxed);
         ALLOCATED.fetch_add(new_size, Ordering::Relaxed);
-        let now = if new_size >= layout.size() {
-            CURRENT.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size
-                - layout.size()
-        } else {
-            CURRENT.fetch_sub(layout.size() - new_size, Ordering::Relaxed)
-        };
+        let grown = new_size as isize - layout.size() as isize;
+        let now = CURRENT.fetch_add(grown, Ordering::Relaxed) + grown;
         PEAK.fetch_max(now, Ordering::Relaxed);
         // SAFETY: ptr was allocated by System with this layout; same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
@@ -68,6 +83,11 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
+
+/// Turns counting on (for a `memory` or `compare` line) or off (while criterion times).
+fn counting(on: bool) {
+    COUNTING.store(on, Ordering::SeqCst);
+}
 
 struct Noop;
 
@@ -160,7 +180,7 @@ fn selected(name: &str) -> bool {
     filter().is_none_or(|f| name.contains(&f))
 }
 
-/// One run: wall time, allocations and bytes allocated. A recorded run's directory is
+/// One run: wall time, allocations and bytes allocated (zero unless counting). A recorded run's directory is
 /// removed afterwards (untimed) so the state directory does not grow.
 fn measure(
     rt: &tokio::runtime::Runtime,
@@ -232,6 +252,7 @@ fn bench(c: &mut Criterion) {
 
     // Recorded beside in memory: medians of a few runs each.
     if selected("compare/Lattice/10000") || selected("recorded/Lattice/10000") {
+        counting(true);
         let yielding = Arc::new(pipeline_of(Shape::Lattice, 10_000, Arc::new(Yielding)));
         for (what, p) in [("no-op", &lattice), ("yielding", &yielding)] {
             let n = p.len();
@@ -255,6 +276,7 @@ fn bench(c: &mut Criterion) {
                 us(rec.0) / us(mem.0),
             );
         }
+        counting(false);
     }
 
     // Memory: peak bytes above the baseline while building and running, per phase.
@@ -265,14 +287,16 @@ fn bench(c: &mut Criterion) {
             continue;
         }
         let n = 100_000;
+        counting(true);
         let base = CURRENT.load(Ordering::Relaxed);
         PEAK.store(base, Ordering::Relaxed);
         let p = Arc::new(pipeline(shape, n));
         let record = rt
             .block_on(Runner::new(p, options()).run(RunControl::new()))
             .expect("run");
-        let peak = PEAK.load(Ordering::Relaxed) - base;
+        let peak = (PEAK.load(Ordering::Relaxed) - base) as usize;
         drop(record);
+        counting(false);
         println!(
             "memory {shape:?}/{n}: {} bytes per phase (peak {:.1} MiB)",
             peak / n,
