@@ -527,8 +527,8 @@ impl Ord for PhaseStatus {
 /// (`2025-01-02T03:04:05.678Z`, the form of `humantime::format_rfc3339_millis`).
 pub fn rfc3339(t: std::time::SystemTime) -> String {
     match rfc3339_bytes(t) {
-        // The bytes are ASCII digits and separators.
-        Some(b) => b.iter().map(|&c| char::from(c)).collect(),
+        // The bytes are ASCII digits and separators: one copy, not a char at a time.
+        Some(b) => std::str::from_utf8(&b).unwrap_or_default().to_owned(),
         None => humantime::format_rfc3339_millis(t).to_string(),
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::AttemptLog;
 use super::log::{LogPath, PhaseLog};
 use super::{EnvParts, PhaseContext, SnapshotFn};
 use crate::agent::{Agent, LocalAgent};
@@ -163,12 +164,12 @@ impl ContextBuilder {
             outputs: self.outputs,
         };
         PhaseContext {
-            log: Arc::new(PhaseLog::new(
+            log: AttemptLog::Ready(Arc::new(PhaseLog::new(
                 self.phase_id.clone(),
                 self.bus,
                 self.log_path.map(LogPath::File),
                 &redactor,
-            )),
+            ))),
             run_id: self.run_id,
             phase_id: self.phase_id,
             attempt: self.attempt,

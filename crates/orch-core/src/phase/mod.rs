@@ -225,13 +225,103 @@ pub struct PhaseContext {
     pub(crate) cancel: Arc<CancellationToken>,
     pub(crate) grace: Duration,
     pub(crate) agent: Arc<dyn Agent>,
-    pub(crate) log: Arc<PhaseLog>,
+    pub(crate) log: AttemptLog,
     pub(crate) redactor: Redactor,
     pub(crate) snapshot: Option<SnapshotFn>,
     /// The run's cgroup, where cgroups are used.
     pub(crate) cgroup: Option<Arc<crate::cgroup::RunCgroup>>,
     /// The pipeline the attempt runs in (none for contexts built outside a run).
     pub(crate) pipeline: Option<Arc<crate::pipeline::Pipeline>>,
+}
+
+/// A phase's log as one attempt sees it. In a run it is made when the phase first writes
+/// (most phases never do) and then kept by the engine, for the phase's later attempts and
+/// its record.
+pub(crate) enum AttemptLog {
+    /// Made already.
+    Ready(Arc<PhaseLog>),
+    /// Made by the run's [`LogBook`] on the first write, for phase `i`.
+    Lazy {
+        log: OnceLock<Arc<PhaseLog>>,
+        book: Arc<LogBook>,
+        i: usize,
+    },
+}
+
+impl AttemptLog {
+    /// The log, made now if need be.
+    fn get(&self, phase: &PhaseId) -> &PhaseLog {
+        match self {
+            Self::Ready(log) => log,
+            Self::Lazy { log, book, i } => log.get_or_init(|| {
+                let log = Arc::new(book.make(phase.clone()));
+                book.made
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((*i, log.clone()));
+                book.any_made
+                    .store(true, std::sync::atomic::Ordering::Release);
+                log
+            }),
+        }
+    }
+
+    /// The log, if it was made.
+    fn made(&self) -> Option<&PhaseLog> {
+        match self {
+            Self::Ready(log) => Some(log),
+            Self::Lazy { log, .. } => log.get().map(|l| &**l),
+        }
+    }
+}
+
+/// What a run's phase logs are made with, and the logs its attempts made until the engine
+/// takes them ([`LogBook::take_made`]).
+pub(crate) struct LogBook {
+    bus: crate::events::EventBus,
+    /// The run directory, when logs are written to files.
+    run_dir: Option<Arc<Path>>,
+    redactor: Redactor,
+    made: Mutex<Vec<(usize, Arc<PhaseLog>)>>,
+    any_made: std::sync::atomic::AtomicBool,
+}
+
+impl LogBook {
+    /// Logs that send events to `bus` and, with `run_dir`, go to `RUN_DIR/logs/PHASE.log`.
+    pub(crate) fn new(
+        bus: crate::events::EventBus,
+        run_dir: Option<Arc<Path>>,
+        redactor: Redactor,
+    ) -> Self {
+        Self {
+            bus,
+            run_dir,
+            redactor,
+            made: Mutex::new(Vec::new()),
+            any_made: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// A log for `phase`.
+    pub(crate) fn make(&self, phase: PhaseId) -> PhaseLog {
+        PhaseLog::new(
+            phase,
+            self.bus.clone(),
+            self.run_dir.clone().map(LogPath::RunDir),
+            &self.redactor,
+        )
+    }
+
+    /// The logs attempts made since the last call, with their phases' indices.
+    pub(crate) fn take_made(&self) -> Vec<(usize, Arc<PhaseLog>)> {
+        if !self
+            .any_made
+            .swap(false, std::sync::atomic::Ordering::Acquire)
+        {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.made.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// The parts of a phase's environment beyond the `ORCH_*` variables.
@@ -464,19 +554,23 @@ impl PhaseContext {
     /// Writes a chunk of process output; it is redacted, split into lines, written to the
     /// phase log and sent as events.
     pub fn output(&self, stream: Stream, chunk: &[u8]) {
-        self.log.push(stream, chunk);
+        self.log.get(&self.phase_id).push(stream, chunk);
     }
 
     /// Logs one line of the phase's own (redacted).
     pub fn log(&self, line: impl AsRef<str>) {
         let mut text = line.as_ref().to_owned();
         text.push('\n');
-        self.log.push(Stream::Log, text.as_bytes());
+        self.log
+            .get(&self.phase_id)
+            .push(Stream::Log, text.as_bytes());
     }
 
     /// Flushes partial lines and the log file (the engine calls this after each attempt).
     pub fn flush_output(&self) {
-        self.log.finish();
+        if let Some(log) = self.log.made() {
+            log.finish();
+        }
     }
 }
 

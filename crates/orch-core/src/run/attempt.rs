@@ -16,7 +16,7 @@ use crate::audit::Event as AuditEvent;
 use crate::events::RunEvent;
 use crate::expr;
 use crate::journal::{Entry, StartedRef};
-use crate::phase::{EnvParts, LogPath, PhaseContext, PhaseLog, PhaseOutcome, SnapshotFn};
+use crate::phase::{AttemptLog, EnvParts, PhaseContext, PhaseOutcome, SnapshotFn};
 use crate::policy::PhaseInput;
 use crate::record::{AuditHead, PhaseStatus, PolicyVerdict, Reason, RunStatus, Stamp};
 
@@ -180,20 +180,14 @@ impl Engine {
         self.running += 1;
         self.agents[ai].running += 1;
 
-        let log = self.logs[i]
-            .get_or_insert_with(|| {
-                let path = self
-                    .opts
-                    .write_files
-                    .then(|| LogPath::RunDir(self.run_dir.clone()));
-                Arc::new(PhaseLog::new(
-                    node.spec.id.clone(),
-                    self.bus.clone(),
-                    path,
-                    &self.redactor,
-                ))
-            })
-            .clone();
+        // Made when the phase first writes; an earlier attempt's goes on.
+        let log = AttemptLog::Lazy {
+            log: self.logs[i]
+                .clone()
+                .map_or_else(OnceLock::new, OnceLock::from),
+            book: self.log_book.clone(),
+            i,
+        };
         let snapshot: Option<SnapshotFn> = node.phase.wants_run_snapshot().then(|| {
             let records = self.records.clone();
             let mut base = self.record_header(RunStatus::Running);

@@ -28,7 +28,7 @@ use crate::events::{Event, EventBus, RunEvent};
 use crate::ids::RunId;
 use crate::journal::{Done, JournalWriter};
 use crate::lock::WorkspaceLock;
-use crate::phase::{PhaseError, PhaseLog, PhaseOutcome};
+use crate::phase::{LogBook, PhaseError, PhaseLog, PhaseOutcome};
 use crate::pipeline::Pipeline;
 use crate::policy::{Evaluator, GitInput, RunInput};
 use crate::record::{
@@ -146,7 +146,14 @@ pub(super) struct Engine {
     /// The records of the phases that ended, by id, in the order they ended: they go into
     /// the run record as they are (sorted into declaration order), never copied.
     pub(super) records: Arc<Mutex<PhaseRecords>>,
+    /// Whether `records` is in declaration order (every phase ended after those declared
+    /// before it), and the last phase that ended.
+    pub(super) records_sorted: bool,
+    pub(super) last_finished: Option<usize>,
+    /// The phases' logs, once made (see `take_made_logs`).
     pub(super) logs: Vec<Option<Arc<PhaseLog>>>,
+    /// Makes the logs of phases when they first write.
+    pub(super) log_book: Arc<LogBook>,
     pub(super) scope: Arc<RunScope>,
     pub(super) outputs: Arc<OutputStore>,
     pub(super) redactor: Redactor,
@@ -303,6 +310,11 @@ impl Engine {
         let now = (started_at, Instant::now());
         let mut bus = r.bus;
         bus.start(started_at);
+        let log_book = Arc::new(LogBook::new(
+            bus.clone(),
+            r.options.write_files.then(|| run_dir.clone()),
+            redactor.clone(),
+        ));
         let mut e = Self {
             cgroup: prep.cgroup,
             watchdog: prep.watchdog,
@@ -314,7 +326,10 @@ impl Engine {
             agents,
             states,
             records: Arc::new(Mutex::new(PhaseRecords::with_capacity(n))),
+            records_sorted: true,
+            last_finished: None,
             logs: vec![None; n],
+            log_book,
             scope,
             outputs,
             redactor,
@@ -408,6 +423,24 @@ impl Engine {
             }
         }
         Ok(e)
+    }
+}
+
+impl Engine {
+    /// Keeps the logs attempts made since the last call (a phase's log is made when it
+    /// first writes).
+    pub(super) fn take_made_logs(&mut self) {
+        for (i, log) in self.log_book.take_made() {
+            self.logs[i] = Some(log);
+        }
+    }
+
+    /// Phase `i`'s log, made now if it has none yet.
+    pub(super) fn log_of(&mut self, i: usize) -> Arc<PhaseLog> {
+        self.take_made_logs();
+        self.logs[i]
+            .get_or_insert_with(|| Arc::new(self.log_book.make(self.p.nodes()[i].spec.id.clone())))
+            .clone()
     }
 }
 

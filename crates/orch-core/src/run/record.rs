@@ -41,8 +41,11 @@ impl Engine {
         r.finished_at = Some(rfc3339(SystemTime::now()));
         r.duration_ms = Some(self.started.1.elapsed().as_millis() as u64);
         let mut recs = std::mem::take(&mut *self.records.lock().unwrap_or_else(|p| p.into_inner()));
-        // In the order the phases are declared, as they were ended in the order they ran.
-        recs.sort_by_cached_key(|id, _| self.p.index_of(id));
+        // In the order the phases are declared, as they were ended in the order they ran
+        // (unless they ended in that order).
+        if !self.records_sorted {
+            recs.sort_by_cached_key(|id, _| self.p.index_of(id));
+        }
         r.phases = recs;
         r.record_errors = self.record_errors.clone();
         r

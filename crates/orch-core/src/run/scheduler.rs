@@ -429,13 +429,11 @@ impl Engine {
                 error: message.clone(),
                 delay,
             });
-            if let Some(log) = &self.logs[i] {
-                let line = format!(
-                    "attempt {attempt} failed: {message}; retrying in {}\n",
-                    fmt_secs(delay)
-                );
-                log.push_log(&line);
-            }
+            let line = format!(
+                "attempt {attempt} failed: {message}; retrying in {}\n",
+                fmt_secs(delay)
+            );
+            self.log_of(i).push_log(&line);
             self.states[i].st = St::Backoff;
             self.states[i].last_error = Some(Box::new((status, message.clone())));
             self.backoffs += 1;
@@ -555,6 +553,7 @@ impl Engine {
         } else {
             Arc::new(outputs)
         };
+        self.take_made_logs();
         let node = &self.p.nodes()[i];
         // The phase is done: its log state goes (the file stays). A log that could not be
         // written in full is a warning on the phase and a record error of the run.
@@ -592,7 +591,12 @@ impl Engine {
             allowed_failure,
             outputs: (*outputs).clone(),
             artifacts,
-            needs: node.spec.needs.iter().map(ToString::to_string).collect(),
+            needs: node
+                .spec
+                .needs
+                .iter()
+                .map(|n| n.as_str().to_owned())
+                .collect(),
             tags: node.spec.tags.clone(),
             description: node.spec.description.clone(),
             log,
@@ -641,7 +645,11 @@ impl Engine {
         self.records
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(node.spec.id.to_string(), record);
+            .insert(node.spec.id.as_str().to_owned(), record);
+        // Phases mostly end in the order they are declared: the record is then sorted
+        // already (see `record`).
+        self.records_sorted &= self.last_finished.is_none_or(|l| l < i);
+        self.last_finished = Some(i);
         let event = self.bus.stamp_at(
             now,
             RunEvent::PhaseFinished {
@@ -660,8 +668,13 @@ impl Engine {
         // Reported once its record is durable. Scheduling does not wait for the disk:
         // dependents are released now, and since their records come after this one in
         // the journal, no crash can keep a dependent's and lose this one's.
-        self.pending.push_back(Pending { seq, event });
-        self.flush_pending();
+        if self.durable_rx.is_none() && self.pending.is_empty() {
+            // Nothing waits for the disk: reported now.
+            self.publish(Pending { seq, event });
+        } else {
+            self.pending.push_back(Pending { seq, event });
+            self.flush_pending();
+        }
         if lets_run {
             for k in 0..self.p.nodes()[i].dependents.len() {
                 let d = self.p.nodes()[i].dependents[k] as usize;

@@ -359,3 +359,74 @@ async fn the_breaker_opens_after_consecutive_failures_and_half_opens_after_its_c
     assert_eq!(status(&r, "d"), (PhaseStatus::Succeeded, None));
     assert_eq!(status(&r, "e"), (PhaseStatus::Succeeded, None));
 }
+
+/// Logs a line and succeeds; with `fail_first`, fails its first attempt without writing
+/// anything first.
+struct Logs {
+    fail_first: bool,
+}
+
+#[async_trait]
+impl Phase for Logs {
+    fn describe(&self, _: &PlanContext<'_>) -> Description {
+        Description::new("logs a line")
+    }
+
+    async fn run(&self, ctx: &PhaseContext) -> Result<PhaseOutcome, PhaseError> {
+        if self.fail_first && ctx.attempt() == 1 {
+            return Err(PhaseError::failed("first attempt broke"));
+        }
+        ctx.log(format!("attempt {} here", ctx.attempt()));
+        Ok(PhaseOutcome::default())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_phase_has_a_log_once_it_writes_and_a_silent_phase_has_none() {
+    let state = tempfile::tempdir().unwrap();
+    let mut retried = PhaseSpec::new(PhaseId::new("retried").unwrap(), "step");
+    retried.retries = Some(1);
+    // After `retried`: its log is made after every other.
+    let chatty = PhaseSpec::new(PhaseId::new("chatty").unwrap(), "step")
+        .needs([PhaseId::new("retried").unwrap()]);
+    let silent = PhaseSpec::new(PhaseId::new("silent").unwrap(), "step");
+    let step = Step {
+        log: Log::default(),
+        epoch: Instant::now(),
+        work: Duration::ZERO,
+        fails: 0,
+    };
+    let p = Pipeline::builder("logs", state.path())
+        .custom(retried, Arc::new(Logs { fail_first: true }))
+        .custom(chatty, Arc::new(Logs { fail_first: false }))
+        .custom(silent, Arc::new(step))
+        .build()
+        .unwrap();
+    let options = RunOptions {
+        state_dir: Some(state.path().to_owned()),
+        journal: Some(orch_core::JournalMode::Off),
+        ..RunOptions::default()
+    };
+    let r = Runner::new(Arc::new(p), options)
+        .run(RunControl::new())
+        .await
+        .unwrap();
+    assert_eq!(r.status, RunStatus::Succeeded);
+    // The retry's line and the second attempt's go to one log, named in the record.
+    assert_eq!(r.phases["retried"].log.as_deref(), Some("logs/retried.log"));
+    let run_dir = state.path().join("runs").join(r.run_id.as_str());
+    let text = std::fs::read_to_string(run_dir.join("logs/retried.log")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("attempt 1 failed: first attempt broke; retrying in"),
+        "{text}"
+    );
+    assert_eq!(lines[1], "attempt 2 here");
+    assert_eq!(r.phases["chatty"].log.as_deref(), Some("logs/chatty.log"));
+    let text = std::fs::read_to_string(run_dir.join("logs/chatty.log")).unwrap();
+    assert_eq!(text, "attempt 1 here\n");
+    // A phase that wrote nothing has no log, and no file.
+    assert_eq!(r.phases["silent"].log, None);
+    assert!(!run_dir.join("logs/silent.log").exists());
+}
