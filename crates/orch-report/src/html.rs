@@ -397,33 +397,77 @@ fn has_markup(p: &DashPhase<'_>) -> bool {
         || !p.view.artifacts.is_empty()
 }
 
-/// The rows of every phase as a JSON text that can stand inside a `<script>` element
-/// (`<`, `>` and `&` escaped, which JSON reads back as they were).
-fn phase_data(view: &RunView, phases: &[DashPhase<'_>]) -> Result<String, ReportError> {
-    let rows: Vec<PhaseRow<'_>> = view
-        .phases
-        .iter()
-        .zip(phases)
-        .map(|(view, p)| PhaseRow {
-            view,
-            markup: has_markup(p),
-            log: p.log.as_ref().map(|l| l.rel_path.as_str()),
-        })
-        .collect();
-    let json = serde_json::to_string(&rows).map_err(|e| ReportError::Template {
-        template: "dashboard.html",
-        source: minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string()),
-    })?;
-    let mut out = String::with_capacity(json.len() + json.len() / 64);
-    for c in json.chars() {
-        match c {
-            '<' => out.push_str("\\u003c"),
-            '>' => out.push_str("\\u003e"),
-            '&' => out.push_str("\\u0026"),
-            c => out.push(c),
-        }
+/// What a phase's row says beside its view.
+struct RowExtra {
+    /// See [`PhaseRow::markup`].
+    markup: bool,
+    /// See [`PhaseRow::log`].
+    log: Option<String>,
+}
+
+/// Every phase's row, serialized one after another (never a whole array in memory).
+struct PhaseRows<'a> {
+    view: &'a RunView,
+    rows: &'a [RowExtra],
+}
+
+impl Serialize for PhaseRows<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.view
+                .phases
+                .iter()
+                .zip(self.rows)
+                .map(|(view, r)| PhaseRow {
+                    view,
+                    markup: r.markup,
+                    log: r.log.as_deref(),
+                }),
+        )
     }
-    Ok(out)
+}
+
+/// A writer that passes JSON text on with `<`, `>` and `&` escaped (`\\u003c`...), which
+/// JSON reads back as they were: the text can then stand inside a `<script>` element. JSON
+/// has these characters inside strings only, and they are ASCII: escaping bytes is exact.
+struct ScriptSafe<'w>(&'w mut dyn std::io::Write);
+
+impl std::io::Write for ScriptSafe<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut start = 0;
+        for (i, b) in buf.iter().enumerate() {
+            let escaped: &[u8] = match b {
+                b'<' => b"\\u003c",
+                b'>' => b"\\u003e",
+                b'&' => b"\\u0026",
+                _ => continue,
+            };
+            self.0.write_all(&buf[start..i])?;
+            self.0.write_all(escaped)?;
+            start = i + 1;
+        }
+        self.0.write_all(&buf[start..])?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Writes the rows of every phase as a JSON array that can stand inside a `<script>`
+/// element, as they are serialized.
+fn phase_data(
+    view: &RunView,
+    rows: &[RowExtra],
+    out: &mut dyn std::io::Write,
+) -> Result<(), ReportError> {
+    serde_json::to_writer(ScriptSafe(out), &PhaseRows { view, rows }).map_err(|e| {
+        ReportError::Template {
+            template: "dashboard.html",
+            source: minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string()),
+        }
+    })
 }
 
 #[derive(Serialize)]
@@ -436,9 +480,9 @@ struct DashboardContext<'a> {
     phases: Vec<DashPhase<'a>>,
     compact: bool,
     page_size: usize,
-    /// Above `inline_phases`: every phase as data (see [`PhaseRow`]); `phases` then holds
-    /// only those whose element is in the page.
-    data: Option<Value>,
+    /// Above `inline_phases`: every phase is written as data (see [`PhaseRow`]) after the
+    /// page's markup, and `phases` holds only those whose element is in the page.
+    data: bool,
     dag: Option<Layout>,
     dag_summary: Vec<LayerSummary>,
     tests: Option<TestsView>,
@@ -464,13 +508,23 @@ pub(crate) fn dashboard(
     let view = RunView::new(record);
     let files = junit::collect(record, run_dir);
     let mut phases = dash_phases(record, run_dir, options, &view, &files);
-    let data = if view.phases.len() > options.inline_phases {
-        let data = phase_data(&view, &phases)?;
-        phases.retain(has_markup);
-        Some(Value::from_safe_string(data))
+    let data = view.phases.len() > options.inline_phases;
+    // With data, only the phases with markup are given to the template; the rows of all of
+    // them are written between its two parts.
+    let rows: Vec<RowExtra> = if data {
+        phases
+            .iter()
+            .map(|p| RowExtra {
+                markup: has_markup(p),
+                log: p.log.as_ref().map(|l| l.rel_path.clone()),
+            })
+            .collect()
     } else {
-        None
+        Vec::new()
     };
+    if data {
+        phases.retain(has_markup);
+    }
     let (dag, dag_summary) = if view.phases.len() <= options.dag_max_phases {
         (Some(dag::layout(&view.phases)), Vec::new())
     } else {
@@ -504,11 +558,13 @@ pub(crate) fn dashboard(
         checksums: checksums(record),
         version: env!("CARGO_PKG_VERSION"),
     };
+    let write_data = |out: &mut dyn std::io::Write| phase_data(&view, &rows, out);
     render_template(
         "dashboard.html",
         Value::from(Serde(&ctx)),
         DASHBOARD_CSS,
         Some(DASHBOARD_JS),
+        data.then_some(&write_data as &WriteData<'_>),
         out,
     )
 }
@@ -615,15 +671,23 @@ pub(crate) fn compliance(
         Value::from(Serde(&ctx)),
         COMPLIANCE_CSS,
         None,
+        None,
         out,
     )
 }
 
+/// Writes a page's data between its two parts (see [`render_template`]).
+type WriteData<'a> = dyn Fn(&mut dyn std::io::Write) -> Result<(), ReportError> + 'a;
+
+/// Renders template `name` into `out`. With `data`, the template is rendered in two parts
+/// (`tail` false, then true) and `data` writes between them: a large run's phase rows go
+/// to the file as they are serialized, never whole in memory.
 fn render_template(
     name: &'static str,
     ctx: Value,
     css: &str,
     script: Option<&str>,
+    data: Option<&WriteData<'_>>,
     out: &mut dyn std::io::Write,
 ) -> Result<(), ReportError> {
     let env = environment()?;
@@ -639,20 +703,31 @@ fn render_template(
         "default-src 'none'; style-src 'unsafe-inline'; img-src data:; script-src {script_src}; \
          base-uri 'none'; form-action 'none'"
     );
-    let full = minijinja::context! {
-        css => Value::from_safe_string(css.to_owned()),
-        script => match script {
-            Some(s) => Value::from_safe_string(s.to_owned()),
-            None => Value::from(()),
-        },
-        csp => csp,
-        ..ctx
+    let full = |tail: bool| {
+        minijinja::context! {
+            css => Value::from_safe_string(css.to_owned()),
+            script => match script {
+                Some(s) => Value::from_safe_string(s.to_owned()),
+                None => Value::from(()),
+            },
+            csp => csp.clone(),
+            tail => tail,
+            ..ctx.clone()
+        }
     };
-    template
-        .render_captured_to(full, out)
-        .map(drop)
-        .map_err(|source| ReportError::Template {
-            template: name,
-            source,
-        })
+    let render = |tail: bool, out: &mut dyn std::io::Write| {
+        template
+            .render_captured_to(full(tail), out)
+            .map(drop)
+            .map_err(|source| ReportError::Template {
+                template: name,
+                source,
+            })
+    };
+    render(false, &mut *out)?;
+    if let Some(data) = data {
+        data(&mut *out)?;
+        render(true, out)?;
+    }
+    Ok(())
 }
