@@ -139,7 +139,12 @@ pub fn fingerprint(spec: &PhaseSpec, needs: &[PhaseId], scope: &dyn Scope) -> St
         }
     }
     let with = spec.with.table();
-    field("with", &canonical(with));
+    if with.is_empty() {
+        // What `canonical` gives for it, without building it.
+        field("with", "{}");
+    } else {
+        field("with", &canonical(with));
+    }
     with.values()
         .for_each(|v| collect_strings(v, &mut templates));
     let mut env: Vec<(&String, &String)> = spec.env.iter().collect();

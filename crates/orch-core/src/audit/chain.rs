@@ -91,28 +91,48 @@ pub enum Event<'a> {
     },
 }
 
-#[derive(Serialize)]
-struct Head<'a, 'e> {
-    seq: u64,
-    time: &'a str,
-    prev: &'a str,
-    #[serde(flatten)]
-    event: &'a Event<'e>,
-}
-
 /// SHA-256 of `data`, as lowercase hex.
 pub fn sha256_hex(data: &[u8]) -> String {
     hex(&Sha256::digest(data))
 }
 
 pub(super) fn hex(bytes: &[u8]) -> String {
+    let mut s = vec![0u8; bytes.len() * 2];
+    hex_into(bytes, &mut s);
+    // Hex digits are ASCII.
+    String::from_utf8(s).unwrap_or_default()
+}
+
+/// Writes `bytes` as lowercase hex into `out` (twice as long).
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    for (b, o) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        o[0] = DIGITS[usize::from(b >> 4)];
+        o[1] = DIGITS[usize::from(b & 15)];
     }
-    s
+}
+
+/// An entry's hash: SHA-256, as lowercase hex, kept on the stack.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct HexHash([u8; 64]);
+
+impl HexHash {
+    fn of(data: &[u8]) -> Self {
+        let mut h = [0u8; 64];
+        hex_into(&Sha256::digest(data), &mut h);
+        Self(h)
+    }
+
+    pub(super) fn as_str(&self) -> &str {
+        // Hex digits are ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for HexHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// HMAC-SHA256 (RFC 2104) of `message` under `key`.
@@ -148,6 +168,10 @@ pub fn outputs_digest(outputs: &Outputs) -> Option<String> {
 }
 
 /// Encodes one entry as a line (with its newline) and returns its hash.
+///
+/// The line is `{"seq":N,"time":T,"prev":P,` then the event's own fields (its `event` tag
+/// first), then `"hash"` (SHA-256 of the line up to there, closed with `}`) and, with a
+/// key, `"hmac"`. Written field by field into `out`: no intermediate values.
 pub(super) fn encode(
     seq: u64,
     time: &str,
@@ -155,26 +179,28 @@ pub(super) fn encode(
     event: &Event<'_>,
     key: Option<&[u8]>,
     out: &mut Vec<u8>,
-) -> String {
+) -> HexHash {
+    use std::io::Write;
     let start = out.len();
-    // Serializing these plain types cannot fail.
-    let _ = serde_json::to_writer(
-        &mut *out,
-        &Head {
-            seq,
-            time,
-            prev,
-            event,
-        },
-    );
-    let hash = sha256_hex(&out[start..]);
+    // Writing to a Vec and serializing these plain types cannot fail.
+    let _ = write!(out, "{{\"seq\":{seq},\"time\":");
+    let _ = serde_json::to_writer(&mut *out, time);
+    out.extend_from_slice(b",\"prev\":");
+    let _ = serde_json::to_writer(&mut *out, prev);
+    // The event is an object whose first field is its tag: its fields follow the head's.
+    let at = out.len();
+    let _ = serde_json::to_writer(&mut *out, event);
+    out[at] = b',';
+    let hash = HexHash::of(&out[start..]);
     out.pop(); // the closing brace
     out.extend_from_slice(b",\"hash\":\"");
-    out.extend_from_slice(hash.as_bytes());
+    out.extend_from_slice(&hash.0);
     out.push(b'"');
     if let Some(key) = key {
+        let mut mac = [0u8; 64];
+        hex_into(&hmac_sha256(key, &hash.0), &mut mac);
         out.extend_from_slice(b",\"hmac\":\"");
-        out.extend_from_slice(hex(&hmac_sha256(key, hash.as_bytes())).as_bytes());
+        out.extend_from_slice(&mac);
         out.push(b'"');
     }
     out.extend_from_slice(b"}\n");
@@ -184,6 +210,154 @@ pub(super) fn encode(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// How entries were encoded before [`encode`] wrote them field by field: the same
+    /// bytes are expected.
+    fn encode_with_serde(
+        seq: u64,
+        time: &str,
+        prev: &str,
+        event: &Event<'_>,
+        key: Option<&[u8]>,
+    ) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Head<'a, 'e> {
+            seq: u64,
+            time: &'a str,
+            prev: &'a str,
+            #[serde(flatten)]
+            event: &'a Event<'e>,
+        }
+        let mut out = serde_json::to_vec(&Head {
+            seq,
+            time,
+            prev,
+            event,
+        })
+        .unwrap();
+        let hash = sha256_hex(&out);
+        out.pop();
+        out.extend_from_slice(format!(",\"hash\":\"{hash}\"").as_bytes());
+        if let Some(key) = key {
+            let mac = hex(&hmac_sha256(key, hash.as_bytes()));
+            out.extend_from_slice(format!(",\"hmac\":\"{mac}\"").as_bytes());
+        }
+        out.extend_from_slice(b"}\n");
+        out
+    }
+
+    #[test]
+    fn entries_are_encoded_as_serde_would_with_the_head_flattened() {
+        let vars: IndexMap<String, String> = [
+            ("a".to_owned(), "1".to_owned()),
+            ("q\"".to_owned(), "\n".to_owned()),
+        ]
+        .into();
+        let selection = ["only:x".to_owned()];
+        let outputs = Outputs::from([("k".to_owned(), "v".to_owned())]);
+        let digest = outputs_digest(&outputs);
+        let denied = PolicyVerdict {
+            allowed: false,
+            deny: vec!["no \"deploys\" on fridays".into()],
+            error: None,
+        };
+        let allowed = PolicyVerdict {
+            allowed: true,
+            deny: Vec::new(),
+            error: Some("e".into()),
+        };
+        let events = [
+            Event::RunStarted {
+                run: "r1",
+                pipeline: "p\u{e9}",
+                user: "me",
+                host: "h",
+                file: Some("/x/orch.toml"),
+                file_sha256: Some("ab"),
+                vars: &vars,
+                selection: &selection,
+                resumed_from: None,
+                pid: 42,
+            },
+            Event::RunStarted {
+                run: "r1",
+                pipeline: "p",
+                user: "me",
+                host: "h",
+                file: None,
+                file_sha256: None,
+                vars: &vars,
+                selection: &[],
+                resumed_from: Some("r0"),
+                pid: 42,
+            },
+            Event::Policy {
+                run: "r1",
+                phase: "deploy",
+                verdict: &denied,
+            },
+            Event::Policy {
+                run: "r1",
+                phase: "deploy",
+                verdict: &allowed,
+            },
+            Event::PhaseStarted {
+                run: "r1",
+                phase: "build",
+                attempt: 3,
+            },
+            Event::PhaseFinished {
+                run: "r1",
+                phase: "build",
+                status: PhaseStatus::Failed,
+                attempts: 3,
+                outputs_sha256: digest.as_deref(),
+                reason: Some("exit \"2\"\t"),
+            },
+            Event::PhaseFinished {
+                run: "r1",
+                phase: "build",
+                status: PhaseStatus::Succeeded,
+                attempts: 1,
+                outputs_sha256: None,
+                reason: None,
+            },
+            Event::RunFinished {
+                run: "r1",
+                status: RunStatus::Succeeded,
+                duration_ms: 12,
+            },
+            Event::TornTail {
+                bytes: 7,
+                sha256: "cd",
+            },
+        ];
+        let prev = sha256_hex(b"x");
+        for key in [None, Some(&b"k1"[..])] {
+            for (seq, event) in events.iter().enumerate() {
+                let mut out = b"earlier\n".to_vec();
+                let hash = encode(
+                    seq as u64,
+                    "2026-01-01T00:00:00.000Z",
+                    &prev,
+                    event,
+                    key,
+                    &mut out,
+                );
+                let want =
+                    encode_with_serde(seq as u64, "2026-01-01T00:00:00.000Z", &prev, event, key);
+                assert_eq!(
+                    String::from_utf8_lossy(&out[8..]),
+                    String::from_utf8_lossy(&want)
+                );
+                let body = &want[..want.len() - 1];
+                let at = body.windows(8).position(|w| w == b",\"hash\":").unwrap();
+                let mut hashed = body[..at].to_vec();
+                hashed.push(b'}');
+                assert_eq!(hash.as_str(), sha256_hex(&hashed));
+            }
+        }
+    }
 
     #[test]
     fn hmac_matches_rfc_4231() {

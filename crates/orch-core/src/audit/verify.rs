@@ -428,7 +428,9 @@ mod tests {
                 },
                 key,
                 &mut out,
-            );
+            )
+            .as_str()
+            .to_owned();
         }
         out
     }

@@ -9,7 +9,7 @@ use super::chain::{Event, encode, sha256_hex};
 use super::verify::parse_line;
 use super::{AuditError, GENESIS};
 use crate::journal::{FileStorage, JournalWriter};
-use crate::record::rfc3339;
+use crate::record::Stamp;
 
 /// Appends entries to an audit log (see the module docs).
 pub struct AuditWriter {
@@ -80,17 +80,23 @@ impl AuditWriter {
 
     /// Queues an entry (written by the next [`flush`](Self::flush)).
     pub fn queue(&mut self, event: &Event<'_>) {
+        self.queue_at(SystemTime::now(), event);
+    }
+
+    /// Queues an entry of time `at` (a time already read for what it records).
+    pub fn queue_at(&mut self, at: SystemTime, event: &Event<'_>) {
         self.seq += 1;
         self.buf.clear();
-        let time = rfc3339(SystemTime::now());
-        self.prev = encode(
+        let hash = encode(
             self.seq,
-            &time,
+            Stamp::new(at).as_str(),
             &self.prev,
             event,
             self.key.as_deref(),
             &mut self.buf,
         );
+        self.prev.clear();
+        self.prev.push_str(hash.as_str());
         self.writer.queue_bytes(&self.buf);
     }
 

@@ -246,11 +246,14 @@ impl Engine {
             });
         }
         if let Some(a) = &mut self.audit {
-            a.queue(&AuditEvent::PhaseStarted {
-                run: self.run_id.as_str(),
-                phase: node.spec.id.as_str(),
-                attempt,
-            });
+            a.queue_at(
+                now.0,
+                &AuditEvent::PhaseStarted {
+                    run: self.run_id.as_str(),
+                    phase: node.spec.id.as_str(),
+                    attempt,
+                },
+            );
         }
         let phase = node.phase.clone();
         let timeout = node.spec.timeout;

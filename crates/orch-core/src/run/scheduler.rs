@@ -630,14 +630,17 @@ impl Engine {
             None => 0,
         };
         if let Some(a) = &mut self.audit {
-            a.queue(&AuditEvent::PhaseFinished {
-                run: self.run_id.as_str(),
-                phase: node.spec.id.as_str(),
-                status,
-                attempts: record.attempts,
-                outputs_sha256: crate::audit::outputs_digest(&record.outputs).as_deref(),
-                reason: record.reason.as_deref(),
-            });
+            a.queue_at(
+                now,
+                &AuditEvent::PhaseFinished {
+                    run: self.run_id.as_str(),
+                    phase: node.spec.id.as_str(),
+                    status,
+                    attempts: record.attempts,
+                    outputs_sha256: crate::audit::outputs_digest(&record.outputs).as_deref(),
+                    reason: record.reason.as_deref(),
+                },
+            );
         }
         if started.is_some() {
             record.finished_at = Some(finished_at);
