@@ -291,16 +291,21 @@ fn bench(c: &mut Criterion) {
         let base = CURRENT.load(Ordering::Relaxed);
         PEAK.store(base, Ordering::Relaxed);
         let p = Arc::new(pipeline(shape, n));
+        let built = (CURRENT.load(Ordering::Relaxed) - base) as usize;
         let record = rt
-            .block_on(Runner::new(p, options()).run(RunControl::new()))
+            .block_on(Runner::new(p.clone(), options()).run(RunControl::new()))
             .expect("run");
         let peak = (PEAK.load(Ordering::Relaxed) - base) as usize;
-        drop(record);
+        let kept = (CURRENT.load(Ordering::Relaxed) - base) as usize;
+        drop((record, p));
         counting(false);
         println!(
-            "memory {shape:?}/{n}: {} bytes per phase (peak {:.1} MiB)",
+            "memory {shape:?}/{n}: {} bytes per phase (peak {:.1} MiB; the pipeline {} and \
+             the run's record {} bytes per phase)",
             peak / n,
-            peak as f64 / (1024.0 * 1024.0)
+            peak as f64 / (1024.0 * 1024.0),
+            built / n,
+            kept.saturating_sub(built) / n,
         );
     }
 }
