@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::SystemTime;
 
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
@@ -172,11 +171,12 @@ impl Engine {
             },
         };
 
+        let mono = Instant::now();
+        let now = (self.wall(mono), mono);
         let st = &mut self.states[i];
         st.st = St::Running;
         st.attempts = attempt;
-        let now = (SystemTime::now(), Instant::now());
-        st.first_start.get_or_insert(now);
+        st.first_start.get_or_insert(mono);
         self.running += 1;
         self.agents[ai].running += 1;
 

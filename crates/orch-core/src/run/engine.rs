@@ -105,7 +105,8 @@ pub(super) struct PhaseState {
     pub(super) attempts: u32,
     /// Failed attempts that count against `retries`.
     pub(super) failures: u32,
-    pub(super) first_start: Option<(SystemTime, Instant)>,
+    /// When its first attempt started (see [`Engine::wall`] for its wall time).
+    pub(super) first_start: Option<Instant>,
     /// Why the last attempt failed, while the phase waits to retry.
     /// Boxed: few phases ever wait to retry, and every phase has a state.
     pub(super) last_error: Option<Box<(PhaseStatus, String)>>,
@@ -159,6 +160,9 @@ pub(super) struct Engine {
     pub(super) redactor: Redactor,
     pub(super) env_remove: Arc<[String]>,
     pub(super) started: (SystemTime, Instant),
+    /// The wall clock and the monotonic clock, read together once the engine is built:
+    /// phases' times are read on the monotonic clock only (see [`Engine::wall`]).
+    pub(super) clock: (SystemTime, Instant),
     pub(super) running: usize,
     pub(super) backoffs: usize,
     pub(super) stopping: Option<Stop>,
@@ -335,6 +339,7 @@ impl Engine {
             redactor,
             env_remove: Arc::from(env_remove),
             started: now,
+            clock: (SystemTime::now(), Instant::now()),
             running: 0,
             backoffs: 0,
             stopping: None,
@@ -427,6 +432,12 @@ impl Engine {
 }
 
 impl Engine {
+    /// The wall time of a monotonic instant of this run: one clock read gives both a
+    /// phase's time and its duration, and its times keep the order of its instants.
+    pub(super) fn wall(&self, at: Instant) -> SystemTime {
+        self.clock.0 + at.saturating_duration_since(self.clock.1)
+    }
+
     /// Keeps the logs attempts made since the last call (a phase's log is made when it
     /// first writes).
     pub(super) fn take_made_logs(&mut self) {

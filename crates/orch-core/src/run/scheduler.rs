@@ -9,6 +9,7 @@ use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use futures_util::{FutureExt, StreamExt};
+use tokio::time::Instant;
 
 use super::durability::durable_changed;
 use super::engine::{Ending, Engine, Msg, Outcome, Pending, St};
@@ -535,9 +536,14 @@ impl Engine {
                 .collect();
         }
         self.states[i].st = St::Done;
-        let now = SystemTime::now();
+        // One clock read for when it ended and how long it took.
+        let mono = Instant::now();
+        let now = self.wall(mono);
         let (started, duration) = match self.states[i].first_start {
-            Some((wall, mono)) => (Some(wall), mono.elapsed()),
+            Some(first) => (
+                Some(self.wall(first)),
+                mono.saturating_duration_since(first),
+            ),
             None => (None, Duration::ZERO),
         };
         // The one place outputs are redacted, keys and values, before they reach the
