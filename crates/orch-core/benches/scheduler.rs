@@ -14,8 +14,11 @@
 //! with no-op phases (they finish when first polled, on the engine's thread) and once
 //! with phases that yield once (they run as tasks, like phases that do work).
 //!
+//! The `cpu` lines give the engine thread's CPU time per phase (the least of five runs of
+//! 100k no-op phases, which run on that thread): steadier than wall time under load.
+//!
 //! `cargo bench -p orch-core --bench scheduler` (a filter such as `-- recorded` also limits
-//! the `memory` and `compare` lines to the names it matches).
+//! the `memory`, `cpu` and `compare` lines to the names it matches).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
@@ -211,6 +214,13 @@ fn measure(
     (took, counts.0, counts.1)
 }
 
+/// CPU time of the calling thread so far (Linux: `/proc/thread-self/schedstat`, in ns).
+fn thread_cpu() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -277,6 +287,33 @@ fn bench(c: &mut Criterion) {
             );
         }
         counting(false);
+    }
+
+    // CPU: the engine's thread time per phase (no-op phases run on it, inline), the least
+    // of five runs: steadier than wall time on a loaded machine.
+    for shape in [Shape::Chain, Shape::FanOut, Shape::Lattice] {
+        if !selected(&format!("cpu/{shape:?}/100000")) {
+            continue;
+        }
+        let n = 100_000;
+        let p = Arc::new(pipeline(shape, n));
+        let least = (0..5)
+            .filter_map(|_| {
+                let before = thread_cpu()?;
+                let record = rt
+                    .block_on(Runner::new(p.clone(), options()).run(RunControl::new()))
+                    .expect("run");
+                drop(record);
+                Some(thread_cpu()? - before)
+            })
+            .min();
+        match least {
+            Some(d) => println!(
+                "cpu {shape:?}/{n}: {:.2} us/phase on the engine's thread (least of 5 runs)",
+                d.as_secs_f64() * 1e6 / n as f64
+            ),
+            None => println!("cpu {shape:?}/{n}: /proc/thread-self/schedstat is not readable"),
+        }
     }
 
     // Memory: peak bytes above the baseline while building and running, per phase.
