@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
 
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
@@ -277,18 +278,30 @@ impl Engine {
                 };
             }
             let fut = phase.run(&ctx);
-            let outcome = tokio::select! {
-                biased;
-                () = abort.cancelled() => Outcome::Aborted,
-                r = async {
-                    match timeout {
-                        Some(t) => match tokio::time::timeout(t, fut).await {
-                            Ok(r) => Outcome::Done(r),
-                            Err(_) => Outcome::TimedOut(t),
-                        },
-                        None => Outcome::Done(fut.await),
-                    }
-                } => r,
+            let mut run = std::pin::pin!(async {
+                match timeout {
+                    Some(t) => match tokio::time::timeout(t, fut).await {
+                        Ok(r) => Outcome::Done(r),
+                        Err(_) => Outcome::TimedOut(t),
+                    },
+                    None => Outcome::Done(fut.await),
+                }
+            });
+            // The abort is checked, then the attempt polled once, before waiting on both:
+            // an attempt that ends at once (an in-process phase) never registers with the
+            // abort token (each registration takes its lock twice).
+            let first = if abort.is_cancelled() {
+                Poll::Ready(Outcome::Aborted)
+            } else {
+                std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await
+            };
+            let outcome = match first {
+                Poll::Ready(outcome) => outcome,
+                Poll::Pending => tokio::select! {
+                    biased;
+                    () = abort.cancelled() => Outcome::Aborted,
+                    r = run => r,
+                },
             };
             ctx.flush_output();
             Msg::Attempt { i, outcome }
