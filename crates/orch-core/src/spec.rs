@@ -86,6 +86,9 @@ struct WithSource {
     text: Arc<str>,
     span: Range<usize>,
     path: Vec<String>,
+    /// The part of `text` that holds the table's headers and keys, and parses as a
+    /// document on its own (the whole text when it is not known).
+    doc: Range<usize>,
 }
 
 /// What [`WithTable::table`] gives for a table that holds nothing.
@@ -104,16 +107,25 @@ impl WithTable {
     }
 
     /// A table from a file: `path` is its key path (`phases`, `ID`, `with`), `span` where
-    /// its value stands in `text`.
+    /// its value stands in `text`, `doc` the part of `text` that holds all of it as a
+    /// document of its own (deserializing a `[phases.ID.with]` table parses that part, not
+    /// the whole file for every table).
     pub(crate) fn from_source(
         table: toml::Table,
         text: Arc<str>,
         span: Range<usize>,
         path: Vec<String>,
+        doc: Option<Range<usize>>,
     ) -> Self {
+        let doc = doc.unwrap_or(0..text.len());
         Self(Some(Box::new(WithInner {
             table,
-            source: Some(WithSource { text, span, path }),
+            source: Some(WithSource {
+                text,
+                span,
+                path,
+                doc,
+            }),
         })))
     }
 
@@ -156,14 +168,31 @@ impl WithTable {
                 if let Ok(de) = toml::de::ValueDeserializer::parse(slice) {
                     return T::deserialize(de).map_err(|e| to_kind(e, src.span.start));
                 }
-                // A `[phases.ID.with]` table: find it in the whole document.
-                let doc = toml::de::DeTable::parse(&src.text).map_err(|e| to_kind(e, 0))?;
-                let mut node = doc.get_ref().get(src.path[0].as_str()).cloned();
-                for key in &src.path[1..] {
-                    node = node.and_then(|n| n.get_ref().get(key.as_str()).cloned());
-                }
-                let node = node.ok_or_else(|| KindError::new("`with` table not found"))?;
-                T::deserialize(toml::de::ValueDeserializer::from(node)).map_err(|e| to_kind(e, 0))
+                // A `[phases.ID.with]` table: find it in the part of the file that holds it
+                // (the whole file when that part does not parse or lacks it: parsing the
+                // whole file for every table made loading quadratic).
+                let find = |doc: Range<usize>| {
+                    let text = src.text.get(doc.clone())?;
+                    let tree = toml::de::DeTable::parse(text).ok()?;
+                    let mut node = tree.get_ref().get(src.path[0].as_str()).cloned();
+                    for key in &src.path[1..] {
+                        node = node.and_then(|n| n.get_ref().get(key.as_str()).cloned());
+                    }
+                    node.map(|n| (n, doc.start))
+                };
+                let whole = 0..src.text.len();
+                let found = match find(src.doc.clone()) {
+                    None if src.doc != whole => find(whole),
+                    found => found,
+                };
+                let Some((node, offset)) = found else {
+                    return Err(match toml::de::DeTable::parse(&src.text) {
+                        Err(e) => to_kind(e, 0),
+                        Ok(_) => KindError::new("`with` table not found"),
+                    });
+                };
+                T::deserialize(toml::de::ValueDeserializer::from(node))
+                    .map_err(|e| to_kind(e, offset))
             }
             None => {
                 T::deserialize(toml::Value::Table(self.table().clone())).map_err(|e| KindError {

@@ -130,23 +130,33 @@ pub(crate) fn parse(
     text: &Arc<str>,
     path: &Path,
 ) -> Result<(PipelineSpec, FileSpans, Vec<Diagnostic>), Vec<Diagnostic>> {
-    if let Some((cuts, phases)) = pieces::split(text) {
+    let layout = pieces::layout(text);
+    // Each phase's tables are together: a `with` table is found in its phase's part.
+    let sections = layout.is_some();
+    if let Some((cuts, phases)) = layout.filter(|(cuts, _)| pieces::worth_cutting(cuts)) {
         let mut trees = pieces::Trees::new(text, cuts);
-        let parsed = walk(text, path, &mut trees, phases);
+        let parsed = walk(text, path, &mut trees, phases, sections);
         if !trees.failed {
             return Ok(parsed);
         }
     }
-    parse_whole(text, path)
+    parse_whole(text, path, sections)
 }
 
 /// [`parse`], in one piece.
 fn parse_whole(
     text: &Arc<str>,
     path: &Path,
+    sections: bool,
 ) -> Result<(PipelineSpec, FileSpans, Vec<Diagnostic>), Vec<Diagnostic>> {
     match DeTable::parse(text) {
-        Ok(root) => Ok(walk(text, path, std::iter::once(root.into_inner()), 0)),
+        Ok(root) => Ok(walk(
+            text,
+            path,
+            std::iter::once(root.into_inner()),
+            0,
+            sections,
+        )),
         Err(e) => Err(vec![Diagnostic::at(
             e.span(),
             format!("invalid TOML: {}", e.message().trim_end()),
@@ -156,16 +166,19 @@ fn parse_whole(
 
 /// Reads the file's tables from `roots`, the trees of its pieces in order (a file parsed
 /// whole is one piece), consuming each as it goes. `phases` is how many phases to make
-/// room for at once (0 when unknown).
+/// room for at once (0 when unknown); `sections` tells that each phase's tables are
+/// together in the text (see [`pieces::layout`]).
 fn walk<'i>(
     text: &Arc<str>,
     path: &Path,
     roots: impl IntoIterator<Item = DeTable<'i>>,
     phases: usize,
+    sections: bool,
 ) -> (PipelineSpec, FileSpans, Vec<Diagnostic>) {
     let mut w = Walker {
         diags: Vec::new(),
         text: text.clone(),
+        sections,
     };
     let base_dir = path
         .parent()
@@ -412,6 +425,7 @@ fn parse_agent(w: &mut Walker, name: &Key<'_>, v: &Value<'_>) -> Option<AgentSpe
                         w.text.clone(),
                         val.span(),
                         vec!["agents".into(), agent.name.clone(), "with".into()],
+                        None,
                     );
                 }
             }
@@ -513,11 +527,16 @@ fn parse_phase(
                         .iter()
                         .map(|(k, v)| (k.get_ref().to_string(), plain(v.get_ref())))
                         .collect();
+                    let doc = w
+                        .sections
+                        .then(|| pieces::phase_section(&w.text, p.id.as_str(), val.span().start))
+                        .flatten();
                     p.with = WithTable::from_source(
                         table,
                         w.text.clone(),
                         val.span(),
                         vec!["phases".into(), p.id.to_string(), "with".into()],
+                        doc,
                     );
                 }
             }

@@ -24,7 +24,20 @@ pub(super) const PHASES_PER_PIECE: usize = 512;
 
 /// Where to cut `text`: the byte ranges of its pieces (the first holds everything before
 /// the phases) and how many phases it declares. `None` when it must be parsed whole.
-pub(super) fn split(text: &str) -> Option<(Vec<Range<usize>>, usize)> {
+#[cfg(test)]
+fn split(text: &str) -> Option<(Vec<Range<usize>>, usize)> {
+    layout(text).filter(|(pieces, _)| worth_cutting(pieces))
+}
+
+/// Whether cuts make more than one piece of phases (one is parsed whole).
+pub(super) fn worth_cutting(pieces: &[Range<usize>]) -> bool {
+    pieces.len() > 2
+}
+
+/// Where the file could be cut, however few the pieces: `Some` when the phases come last,
+/// each under its own `[phases.ID]` or `[phases.ID.KEY]` headers, together (then
+/// [`phase_section`] holds a phase's tables). See [`worth_cutting`].
+pub(super) fn layout(text: &str) -> Option<(Vec<Range<usize>>, usize)> {
     let mut pieces = Vec::new();
     let mut start = None;
     let mut ids = HashSet::new();
@@ -75,12 +88,53 @@ pub(super) fn split(text: &str) -> Option<(Vec<Range<usize>>, usize)> {
         last = Some(id);
     }
     let start = start?;
-    // Not worth it for one piece of phases.
-    if pieces.len() < 2 {
-        return None;
-    }
     pieces.push(start..text.len());
     Some((pieces, ids.len()))
+}
+
+/// Whether `line` is a header of phase `id`'s tables (`[phases.ID]`, `[phases.ID.KEY]`).
+fn is_header_of(line: &str, id: &str) -> bool {
+    line.strip_prefix("[phases.")
+        .and_then(|rest| rest.strip_prefix(id))
+        .is_some_and(|tail| tail.starts_with(']') || tail.starts_with('.'))
+}
+
+/// The part of `text` made of the headers of phase `id` and their keys, around byte `at` (in
+/// one of its tables): from its first header to the next header of anything else. Only for
+/// a text whose [`layout`] is known (a phase's headers together, unindented); `None` when
+/// `at` is under no header of the phase.
+pub(super) fn phase_section(text: &str, id: &str, at: usize) -> Option<Range<usize>> {
+    let at = at.min(text.len());
+    let line_start = |i: usize| text[..i].rfind('\n').map_or(0, |n| n + 1);
+    // Back to the phase's first header.
+    let mut start = None;
+    let mut pos = line_start(at);
+    loop {
+        let line = &text[pos..];
+        if line.starts_with('[') {
+            if !is_header_of(line, id) {
+                break;
+            }
+            start = Some(pos);
+        }
+        if pos == 0 {
+            break;
+        }
+        pos = line_start(pos - 1);
+    }
+    let start = start?;
+    // On to the next header that is not the phase's.
+    let mut end = text.len();
+    let mut pos = at;
+    while let Some(n) = text[pos..].find('\n') {
+        pos += n + 1;
+        let line = &text[pos..];
+        if line.starts_with('[') && !is_header_of(line, id) {
+            end = pos;
+            break;
+        }
+    }
+    Some(start..end)
 }
 
 /// The trees of the pieces of `text`, parsed one at a time, their spans in `text`. Stops
@@ -173,7 +227,7 @@ mod tests {
     use std::path::Path;
     use std::sync::Arc;
 
-    use super::{PHASES_PER_PIECE, Trees, split};
+    use super::{PHASES_PER_PIECE, Trees, phase_section, split};
 
     /// A file of `n` phases with most of what a file can hold, and a few mistakes.
     fn file(n: usize) -> String {
@@ -208,7 +262,10 @@ mod tests {
         let path = Path::new("dir/orch.toml");
         (
             format!("{:?}", super::super::parse(&text, path)),
-            format!("{:?}", super::super::parse_whole(&text, path)),
+            format!(
+                "{:?}",
+                super::super::parse_whole(&text, path, super::layout(&text).is_some())
+            ),
         )
     }
 
@@ -264,6 +321,82 @@ mod tests {
             let (pieces, whole) = both(text);
             assert_eq!(pieces, whole, "case {i}");
         }
+    }
+
+    #[test]
+    fn a_phase_section_holds_its_headers_and_keys_only() {
+        let text = "[pipeline]\nname = \"x\"\n\n[phases.a]\nrun = \"x\"\n[phases.ab]\n\
+                    kind = \"k\"\n[phases.ab.with]\nn = 1\n[phases.ab.with.deep]\nm = 2\n\
+                    [phases.b]\nrun = \"y\"\n";
+        let at = text.find("n = 1").unwrap();
+        let section = phase_section(text, "ab", at).unwrap();
+        assert_eq!(
+            &text[section],
+            "[phases.ab]\nkind = \"k\"\n[phases.ab.with]\nn = 1\n[phases.ab.with.deep]\nm = 2\n"
+        );
+        // The last phase's section ends with the text; a place under no header of the
+        // phase has none.
+        let last = phase_section(text, "b", text.len() - 3).unwrap();
+        assert_eq!(&text[last], "[phases.b]\nrun = \"y\"\n");
+        assert_eq!(phase_section(text, "ab", text.find("name").unwrap()), None);
+    }
+
+    /// A kind whose settings are read from its `with` table.
+    fn with_kind() -> crate::registry::Registry {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Settings {
+            #[allow(dead_code)]
+            n: u32,
+        }
+        let mut r = crate::registry::Registry::with_builtins();
+        r.add_kind(
+            crate::registry::Kind::new("k", "a kind with settings"),
+            |_: &crate::spec::PhaseSpec, _: Settings| {
+                Ok(crate::command::CommandPhase::new(
+                    crate::spec::RunSpec::Argv(vec!["true".into()]),
+                ))
+            },
+        )
+        .unwrap();
+        r
+    }
+
+    #[test]
+    fn with_tables_of_many_phases_load_in_linear_time_and_point_at_their_errors() {
+        // Each `[phases.ID.with]` table was found by parsing the whole file again: loading
+        // 4,000 of them took minutes. Each is now read from its phase's part of the file.
+        let n = 4_000;
+        let mut text = String::from("[pipeline]\nname = \"w\"\n\n");
+        for i in 0..n {
+            let _ = writeln!(text, "[phases.p{i}]\nkind = \"k\"\n[phases.p{i}.with]");
+            text.push_str(if i == n - 2 { "n = -1\n" } else { "n = 1\n" });
+        }
+        let started = std::time::Instant::now();
+        let err = crate::pipeline::Pipeline::from_str(
+            &text,
+            Path::new("orch.toml"),
+            &with_kind(),
+            &Default::default(),
+        )
+        .unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < std::time::Duration::from_secs(20),
+            "{n} with tables loaded in {elapsed:?}"
+        );
+        let crate::errors::LoadError::Invalid(d) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(d.items.len(), 1, "{:?}", d.items);
+        let item = &d.items[0];
+        assert!(
+            item.message.contains(&format!("phase `p{}`", n - 2)),
+            "{item:?}"
+        );
+        let bad = text.find("n = -1").unwrap();
+        let span = item.span.clone().unwrap();
+        assert!(span.start >= bad && span.end <= bad + 6, "{span:?}");
     }
 
     #[test]

@@ -15,6 +15,8 @@ use crate::spec::Backoff;
 pub(super) struct Walker {
     pub(super) diags: Vec<Diagnostic>,
     pub(super) text: Arc<str>,
+    /// Each phase's tables are together in `text` (see [`super::pieces::layout`]).
+    pub(super) sections: bool,
 }
 
 impl Walker {
