@@ -110,8 +110,7 @@ impl Phase for CommandPhase {
             }
         };
         // Private to this attempt, and removed when this future ends or is dropped.
-        let mut output_file =
-            OutputFile::create(ctx.run_dir(), ctx.phase_id().as_str(), ctx.attempt())?;
+        let mut output_file = OutputFile::create(&ctx.private)?;
         // The phase's variables, then the script's values, then ORCH_OUTPUT (the last
         // value of a name is the one the process sees).
         let mut all: Vec<(OsString, OsString)> = ctx
@@ -174,7 +173,9 @@ impl Phase for CommandPhase {
         // The main process is gone: whatever it left running goes too (its group, its
         // cgroup, or without one its marks), so the pipes close and nothing of the phase
         // outlives it, whether it succeeded or not.
-        guard.finish().await;
+        if guard.finish().await {
+            output_file.processes_gone();
+        }
         if !read_done {
             // A process that left the group may still hold the pipes; don't wait forever.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut reading).await;

@@ -12,13 +12,21 @@
 //! an error message.
 //!
 //! The file is the process's to create: most phases write no outputs, and for them an
-//! attempt costs two system calls that find nothing (the open that reads it, the removal)
-//! instead of creating, reading and removing an empty file on disk.
+//! attempt costs one look-up that finds nothing (the open that reads it) instead of creating, reading and removing an empty file on disk. The run's private
+//! directory is made once and kept open ([`PrivateDir`]), so those look-ups start there,
+//! and the name of a file an attempt never created is given to a later attempt once
+//! everything the first one started is gone: the kernel then knows the name is missing
+//! from its cache instead of searching the directory on disk for a new name each time.
 
 use std::borrow::Cow;
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 use crate::phase::PhaseError;
 use crate::record::Outputs;
@@ -30,41 +38,83 @@ pub(crate) const MAX_OUTPUT_FILE: u64 = 16 * 1024 * 1024;
 /// The directory under the run directory that holds attempts' private files.
 pub(crate) const PRIVATE_DIR: &str = "private";
 
-/// One attempt's `ORCH_OUTPUT` file; removed when dropped.
+/// A run's private directory, `RUN_DIR/private` (mode 0700): made and opened when an
+/// attempt first needs it, and kept open for the run's other attempts.
 #[derive(Debug)]
-pub(crate) struct OutputFile {
+pub(crate) struct PrivateDir {
     path: PathBuf,
-    /// Seen missing when read: nothing to remove.
-    absent: bool,
+    dir: OnceLock<OwnedFd>,
+    /// Names of files attempts never created, once nothing those attempts started is left.
+    free: Mutex<Vec<String>>,
 }
 
-impl OutputFile {
-    /// Names `RUN_DIR/private/PHASE.ATTEMPT.RANDOM` for an attempt, and makes the private
-    /// directory (mode 0700) when it is missing.
-    pub(crate) fn create(run_dir: &Path, phase: &str, attempt: u32) -> Result<Self, PhaseError> {
-        let parent = run_dir.join(PRIVATE_DIR);
-        let made = std::fs::DirBuilder::new().mode(0o700).create(&parent);
+impl PrivateDir {
+    /// The private directory of the run directory `run_dir` (nothing is made yet).
+    pub(crate) fn new(run_dir: &Path) -> Self {
+        Self {
+            path: run_dir.join(PRIVATE_DIR),
+            dir: OnceLock::new(),
+            free: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The open directory, made (mode 0700) when it is missing.
+    fn open(&self) -> Result<&OwnedFd, PhaseError> {
+        if let Some(fd) = self.dir.get() {
+            return Ok(fd);
+        }
+        let failed = |e: &dyn std::fmt::Display| {
+            PhaseError::failed(format!("cannot create {}: {e}", self.path.display()))
+        };
+        let made = std::fs::DirBuilder::new().mode(0o700).create(&self.path);
         let made = match made {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
-                .create(&parent),
+                .create(&self.path),
             other => other,
         };
         match made {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(PhaseError::failed(format!(
-                    "cannot create {}: {e}",
-                    parent.display()
-                )));
-            }
+            Err(e) => return Err(failed(&e)),
         }
-        let path = parent.join(format!("{phase}.{attempt}.{:016x}", fastrand::u64(..)));
+        let fd = nix::fcntl::open(
+            &self.path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| failed(&e))?;
+        Ok(self.dir.get_or_init(|| fd))
+    }
+}
+
+/// One attempt's `ORCH_OUTPUT` file; removed when dropped.
+#[derive(Debug)]
+pub(crate) struct OutputFile<'a> {
+    dir: &'a PrivateDir,
+    /// Its name in `dir`.
+    name: String,
+    path: PathBuf,
+    /// Seen missing when read: nothing to remove.
+    absent: bool,
+    /// Nothing the attempt started is left: a name never created may be given out again.
+    ended: bool,
+}
+
+impl<'a> OutputFile<'a> {
+    /// Names a file in the run's private directory for an attempt (`N.RANDOM`, a name no
+    /// file of an earlier attempt has), and makes the directory when it is missing.
+    pub(crate) fn create(dir: &'a PrivateDir) -> Result<Self, PhaseError> {
+        dir.open()?;
+        let reused = dir.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let name = reused.unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
         Ok(Self {
-            path,
+            path: dir.path.join(&name),
+            dir,
+            name,
             absent: false,
+            ended: false,
         })
     }
 
@@ -73,9 +123,15 @@ impl OutputFile {
         &self.path
     }
 
+    /// Says that nothing the attempt started is left (so nothing can create the file any
+    /// more): a name the attempt never created may then be given to a later attempt.
+    pub(crate) fn processes_gone(&mut self) {
+        self.ended = true;
+    }
+
     /// Reads the file, masks every secret in it, and parses its lines into outputs.
     pub(crate) fn read(&mut self, redactor: &Redactor) -> Result<Outputs, PhaseError> {
-        let bytes = match read_limited(&self.path) {
+        let bytes = match self.open().and_then(read_limited) {
             Ok(b) => b,
             // The phase wrote nothing (or removed it): no outputs.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -95,23 +151,49 @@ impl OutputFile {
         let allow_mask = masked != bytes;
         parse_outputs(&String::from_utf8_lossy(&masked), allow_mask)
     }
+
+    fn open(&self) -> std::io::Result<std::fs::File> {
+        let Some(dir) = self.dir.dir.get() else {
+            return Err(std::io::ErrorKind::NotFound.into());
+        };
+        let fd = nix::fcntl::openat(
+            dir,
+            self.name.as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(std::fs::File::from(fd))
+    }
 }
 
-impl Drop for OutputFile {
+impl Drop for OutputFile<'_> {
     fn drop(&mut self) {
         if self.absent {
+            if self.ended {
+                let name = std::mem::take(&mut self.name);
+                self.dir
+                    .free
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(name);
+            }
             return;
         }
-        if let Err(e) = std::fs::remove_file(&self.path)
-            && e.kind() != std::io::ErrorKind::NotFound
+        let Some(dir) = self.dir.dir.get() else {
+            return;
+        };
+        if let Err(e) = nix::unistd::unlinkat(
+            dir,
+            self.name.as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        ) && e != nix::errno::Errno::ENOENT
         {
             tracing::warn!("cannot remove {}: {e}", self.path.display());
         }
     }
 }
 
-fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut file = std::fs::File::open(path)?;
+fn read_limited(mut file: std::fs::File) -> std::io::Result<Vec<u8>> {
     // Most files are empty: one `read` says so, without asking for the size first.
     let mut first = [0u8; 512];
     let n = loop {
@@ -208,20 +290,21 @@ mod tests {
     #[test]
     fn the_file_is_private_and_removed_when_dropped() {
         let run = tempfile::tempdir().unwrap();
-        let mut f = OutputFile::create(run.path(), "p", 1).unwrap();
+        let dir = PrivateDir::new(run.path());
+        let mut f = OutputFile::create(&dir).unwrap();
         assert_eq!(mode(f.path().parent().unwrap()), 0o700);
         assert_eq!(mode(&run.path().join(PRIVATE_DIR)), 0o700);
         assert!(
             !f.path().exists(),
             "the process creates it if it has outputs"
         );
-        let mut other = OutputFile::create(run.path(), "p", 1).unwrap();
+        let mut other = OutputFile::create(&dir).unwrap();
         assert_ne!(f.path(), other.path(), "each attempt gets its own file");
         std::fs::write(f.path(), "k=v\n").unwrap();
         std::fs::write(other.path(), "").unwrap();
         assert_eq!(f.read(&Redactor::default()).unwrap()["k"], "v");
         assert!(other.read(&Redactor::default()).unwrap().is_empty());
-        let mut never = OutputFile::create(run.path(), "p", 1).unwrap();
+        let mut never = OutputFile::create(&dir).unwrap();
         assert!(never.read(&Redactor::default()).unwrap().is_empty());
         let path = f.path().to_owned();
         drop(f);
@@ -237,10 +320,41 @@ mod tests {
     }
 
     #[test]
+    fn only_a_name_never_created_by_an_attempt_that_ended_is_given_out_again() {
+        let run = tempfile::tempdir().unwrap();
+        let dir = PrivateDir::new(run.path());
+        let name_of = |f: &OutputFile<'_>| f.path().to_owned();
+        // Written: removed, and never given out again.
+        let mut wrote = OutputFile::create(&dir).unwrap();
+        std::fs::write(wrote.path(), "k=v\n").unwrap();
+        wrote.read(&Redactor::default()).unwrap();
+        wrote.processes_gone();
+        let written = name_of(&wrote);
+        drop(wrote);
+        // Not written, but what the attempt started may still be running: not given out.
+        let mut running = OutputFile::create(&dir).unwrap();
+        running.read(&Redactor::default()).unwrap();
+        let still_running = name_of(&running);
+        drop(running);
+        // Not written, and the attempt's processes are gone: the next attempt gets it.
+        let mut ended = OutputFile::create(&dir).unwrap();
+        ended.read(&Redactor::default()).unwrap();
+        ended.processes_gone();
+        let free = name_of(&ended);
+        drop(ended);
+        let next = OutputFile::create(&dir).unwrap();
+        assert_eq!(next.path(), free);
+        let after = OutputFile::create(&dir).unwrap();
+        assert!(![&written, &still_running, &free].contains(&&after.path().to_owned()));
+        assert!(!written.exists());
+    }
+
+    #[test]
     fn a_file_never_read_is_removed_all_the_same() {
         // Dropped without a read (a failed or cancelled attempt): removed all the same.
         let run = tempfile::tempdir().unwrap();
-        let f = OutputFile::create(run.path(), "p", 1).unwrap();
+        let dir = PrivateDir::new(run.path());
+        let f = OutputFile::create(&dir).unwrap();
         std::fs::write(f.path(), "k=v\n").unwrap();
         let path = f.path().to_owned();
         drop(f);
@@ -250,7 +364,8 @@ mod tests {
     #[test]
     fn a_file_longer_than_the_first_read_is_read_whole() {
         let run = tempfile::tempdir().unwrap();
-        let mut f = OutputFile::create(run.path(), "p", 1).unwrap();
+        let dir = PrivateDir::new(run.path());
+        let mut f = OutputFile::create(&dir).unwrap();
         let long = "x".repeat(5000);
         std::fs::write(f.path(), format!("a=1\nlong={long}\nz=2\n")).unwrap();
         let o = f.read(&Redactor::default()).unwrap();
@@ -271,6 +386,7 @@ mod tests {
     #[test]
     fn errors_quote_lines_only_after_redaction() {
         let run = tempfile::tempdir().unwrap();
+        let dir = PrivateDir::new(run.path());
         for secret in [
             "sec\"ret-1",
             "sec\\ret-2",
@@ -279,7 +395,7 @@ mod tests {
         ] {
             let r = Redactor::new([secret]);
             for text in [format!("{secret}\n"), format!("bad key {secret}=1\n")] {
-                let mut f = OutputFile::create(run.path(), "p", 1).unwrap();
+                let mut f = OutputFile::create(&dir).unwrap();
                 std::fs::write(f.path(), &text).unwrap();
                 let message = f.read(&r).unwrap_err().to_string();
                 assert!(message.contains("***"), "{message}");
@@ -294,7 +410,8 @@ mod tests {
     #[test]
     fn a_secret_spanning_lines_is_masked_whole_in_values() {
         let run = tempfile::tempdir().unwrap();
-        let mut f = OutputFile::create(run.path(), "p", 1).unwrap();
+        let dir = PrivateDir::new(run.path());
+        let mut f = OutputFile::create(&dir).unwrap();
         std::fs::write(f.path(), "v=line-one\nk=line-two\n").unwrap();
         let o = f.read(&Redactor::new(["line-one\nk=line-two"])).unwrap();
         assert_eq!(o.len(), 1);

@@ -121,16 +121,13 @@ impl TreeGuard {
 
     /// Kills what is left of the phase after its main process exited: its group and its
     /// cgroup (or, without one, every process with its marks), and keeps guarding nothing.
-    pub async fn finish(mut self) {
+    /// Returns whether nothing is left (the cgroup is empty, or no marked process is).
+    pub async fn finish(mut self) -> bool {
         self.armed = false;
         signal_group(self.pgid, Signal::SIGKILL);
         match self.cgroup.take() {
-            Some(cg) => {
-                cg.kill_and_remove().await;
-            }
-            None => {
-                kill_marked(&self.run_id, Some(&self.phase_id), Duration::from_secs(2)).await;
-            }
+            Some(cg) => cg.kill_and_remove().await,
+            None => kill_marked(&self.run_id, Some(&self.phase_id), Duration::from_secs(2)).await,
         }
     }
 

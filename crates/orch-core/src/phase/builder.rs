@@ -175,6 +175,7 @@ impl ContextBuilder {
             attempt: self.attempt,
             workdir: Arc::from(self.workdir.unwrap_or_else(|| self.base_dir.clone())),
             base_dir: Arc::from(self.base_dir.as_path()),
+            private: Arc::new(crate::orch_output::PrivateDir::new(&run_dir)),
             run_dir: Arc::from(run_dir.as_path()),
             env: OnceLock::from(env),
             env_parts: Mutex::new(None),

@@ -215,6 +215,8 @@ pub struct PhaseContext {
     pub(crate) base_dir: Arc<Path>,
     pub(crate) workdir: Arc<Path>,
     pub(crate) run_dir: Arc<Path>,
+    /// The run's private directory, where `ORCH_OUTPUT` files are.
+    pub(crate) private: Arc<crate::orch_output::PrivateDir>,
     /// The environment, built when first read (see [`PhaseContext::env`]).
     pub(crate) env: OnceLock<Vec<(String, String)>>,
     /// What `env` is built from: the phase's rendered `env` and secrets and, after them,

@@ -224,6 +224,7 @@ impl Engine {
             base_dir: self.base_dir.clone(),
             workdir,
             run_dir: self.run_dir.clone(),
+            private: self.private.clone(),
             env: OnceLock::new(),
             env_parts: Mutex::new(Some(EnvParts { extra: env })),
             env_remove: self.env_remove.clone(),

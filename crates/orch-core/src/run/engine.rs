@@ -141,6 +141,8 @@ pub(super) struct Engine {
     pub(super) control: RunControl,
     pub(super) run_id: RunId,
     pub(super) run_dir: Arc<Path>,
+    /// `RUN_DIR/private`, where attempts' `ORCH_OUTPUT` files are.
+    pub(super) private: Arc<crate::orch_output::PrivateDir>,
     pub(super) jobs: usize,
     pub(super) agents: Vec<AgentState>,
     pub(super) states: Vec<PhaseState>,
@@ -325,6 +327,7 @@ impl Engine {
             opts: r.options,
             bus,
             control,
+            private: Arc::new(crate::orch_output::PrivateDir::new(&run_dir)),
             run_dir,
             jobs,
             agents,
