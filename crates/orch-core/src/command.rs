@@ -1,10 +1,14 @@
 //! The `command` kind: a string runs under `sh -c`, an array runs as an argv without a shell.
 
-use std::ffi::OsString;
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::ffi::OsStr;
+use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
+use std::task::{Context, Poll};
 
 use async_trait::async_trait;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::errors::{KindError, RegistryError};
 use crate::events::Stream;
@@ -85,56 +89,61 @@ impl Phase for CommandPhase {
     }
 
     async fn run(&self, ctx: &PhaseContext) -> Result<PhaseOutcome, PhaseError> {
-        let mut env: Vec<(OsString, OsString)> = Vec::new();
-        let argv: Vec<OsString> = match &self.run {
-            RunSpec::Shell(script) => {
-                let rendered = ctx
-                    .render_shell(script)
-                    .map_err(|e| PhaseError::failed(format!("cannot render `run`: {e}")))?;
-                env = rendered
-                    .env
-                    .into_iter()
-                    .map(|(k, v)| (k.into(), v.into()))
-                    .collect();
-                vec!["sh".into(), "-c".into(), rendered.script.into()]
-            }
-            RunSpec::Argv(argv) => {
-                let mut rendered = Vec::with_capacity(argv.len());
-                for a in argv {
-                    rendered
-                        .push(ctx.render(a).map_err(|e| {
-                            PhaseError::failed(format!("cannot render `run`: {e}"))
-                        })?);
+        let mut script_env: Vec<(String, String)> = Vec::new();
+        let argv: Vec<Cow<'_, str>> =
+            match &self.run {
+                RunSpec::Shell(script) => {
+                    let rendered = ctx
+                        .render_shell(script)
+                        .map_err(|e| PhaseError::failed(format!("cannot render `run`: {e}")))?;
+                    script_env = rendered.env;
+                    vec!["sh".into(), "-c".into(), rendered.script.into()]
                 }
-                rendered.into_iter().map(OsString::from).collect()
-            }
-        };
+                RunSpec::Argv(argv) => {
+                    let mut rendered = Vec::with_capacity(argv.len());
+                    for a in argv {
+                        // Text without a template renders as itself.
+                        rendered.push(if a.contains("${{") {
+                            Cow::Owned(ctx.render(a).map_err(|e| {
+                                PhaseError::failed(format!("cannot render `run`: {e}"))
+                            })?)
+                        } else {
+                            Cow::Borrowed(a.as_str())
+                        });
+                    }
+                    rendered
+                }
+            };
+        let argv: Vec<&OsStr> = argv.iter().map(|a| OsStr::new(a.as_ref())).collect();
         // Private to this attempt, and removed when this future ends or is dropped.
         let mut output_file = OutputFile::create(&ctx.private)?;
-        // The phase's variables, then the script's values, then ORCH_OUTPUT (the last
-        // value of a name is the one the process sees).
-        let mut all: Vec<(OsString, OsString)> = ctx
-            .env()
-            .iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
-        all.append(&mut env);
-        all.push(("ORCH_OUTPUT".into(), output_file.path().into()));
         // The child enters the attempt's cgroup before it runs anything, so nothing it
         // starts can leave (by `setsid`, double forks or a cleared environment).
         let cgroup = ctx.process_cgroup();
-        let spec = Spec {
-            argv: &argv,
-            env_remove: ctx.env_remove(),
-            env: all,
-            cwd: ctx.workdir(),
-            cgroup_procs: cgroup.as_ref().map(|c| c.procs_fd()),
-        };
-        let started = match crate::spawn::spawn(&spec) {
-            Ok(Some(child)) => Ok(Process::Fast(child)),
-            Ok(None) => spawn_std(&spec).map(Process::Std),
-            Err(e) => Err(e),
-        };
+        let started = ctx.with_env(|phase_env| {
+            // The phase's variables, then the script's values, then ORCH_OUTPUT (the last
+            // value of a name is the one the process sees).
+            let mut env: Vec<(&OsStr, &OsStr)> = Vec::with_capacity(8 + script_env.len());
+            for (k, v) in phase_env {
+                env.push((OsStr::new(k), OsStr::new(v)));
+            }
+            for (k, v) in &script_env {
+                env.push((OsStr::new(k), OsStr::new(v)));
+            }
+            env.push((OsStr::new("ORCH_OUTPUT"), output_file.path().as_os_str()));
+            let spec = Spec {
+                argv: &argv,
+                env_remove: ctx.env_remove(),
+                env: &env,
+                cwd: ctx.workdir(),
+                cgroup_procs: cgroup.as_ref().map(|c| c.procs_fd()),
+            };
+            match crate::spawn::spawn(&spec) {
+                Ok(Some(child)) => Ok(Process::Fast(child)),
+                Ok(None) => spawn_std(&spec).map(Process::Std),
+                Err(e) => Err(e),
+            }
+        });
         let mut child = started.map_err(|e| {
             PhaseError::failed(format!(
                 "cannot start `{}` in {}: {e}",
@@ -143,8 +152,7 @@ impl Phase for CommandPhase {
             ))
         })?;
         let pgid = child.id();
-        let guard = TreeGuard::new(pgid, ctx.run_id().as_str(), ctx.phase_id().as_str())
-            .with_cgroup(cgroup);
+        let guard = TreeGuard::new(pgid, ctx.run_id(), ctx.phase_id()).with_cgroup(cgroup);
         let (stdout, stderr) = child.take_output();
         let reading = async {
             tokio::join!(
@@ -216,7 +224,26 @@ enum Process {
     Std(tokio::process::Child),
 }
 
-type Output = Box<dyn AsyncRead + Unpin + Send>;
+/// A started process's stdout or stderr.
+enum Output {
+    Pipe(tokio::net::unix::pipe::Receiver),
+    Stdout(tokio::process::ChildStdout),
+    Stderr(tokio::process::ChildStderr),
+}
+
+impl AsyncRead for Output {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Pipe(r) => Pin::new(r).poll_read(cx, buf),
+            Self::Stdout(r) => Pin::new(r).poll_read(cx, buf),
+            Self::Stderr(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
 
 impl Process {
     fn id(&self) -> u32 {
@@ -229,12 +256,12 @@ impl Process {
     fn take_output(&mut self) -> (Option<Output>, Option<Output>) {
         match self {
             Self::Fast(c) => (
-                c.stdout.take().map(|r| Box::new(r) as Output),
-                c.stderr.take().map(|r| Box::new(r) as Output),
+                c.stdout.take().map(Output::Pipe),
+                c.stderr.take().map(Output::Pipe),
             ),
             Self::Std(c) => (
-                c.stdout.take().map(|r| Box::new(r) as Output),
-                c.stderr.take().map(|r| Box::new(r) as Output),
+                c.stdout.take().map(Output::Stdout),
+                c.stderr.take().map(Output::Stderr),
             ),
         }
     }
@@ -256,12 +283,12 @@ impl Process {
 
 /// Starts `spec` with `tokio::process` (a fork, entering the cgroup in a `pre_exec` hook).
 fn spawn_std(spec: &Spec<'_>) -> std::io::Result<tokio::process::Child> {
-    let mut cmd = tokio::process::Command::new(&spec.argv[0]);
+    let mut cmd = tokio::process::Command::new(spec.argv[0]);
     cmd.args(&spec.argv[1..]);
     for k in spec.env_remove {
         cmd.env_remove(k);
     }
-    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
+    cmd.envs(spec.env.iter().copied())
         .current_dir(spec.cwd)
         .process_group(0)
         .stdin(Stdio::null())
@@ -278,15 +305,28 @@ fn spawn_std(spec: &Spec<'_>) -> std::io::Result<tokio::process::Child> {
     cmd.spawn()
 }
 
+thread_local! {
+    /// Where output is read into: one buffer per thread, used only within one poll.
+    static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; 8192].into_boxed_slice());
+}
+
+/// Copies what `reader` gives to the phase's output until it ends.
 async fn pump<R: AsyncRead + Unpin>(ctx: &PhaseContext, stream: Stream, reader: Option<R>) {
     let Some(mut reader) = reader else { return };
-    let mut buf = vec![0u8; 8192];
-    loop {
-        match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => ctx.output(stream, &buf[..n]),
-        }
-    }
+    std::future::poll_fn(|cx| {
+        READ_BUF.with_borrow_mut(|buf| {
+            loop {
+                let mut read = ReadBuf::new(buf);
+                match Pin::new(&mut reader).poll_read(cx, &mut read) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(()),
+                    Poll::Ready(Ok(())) => ctx.output(stream, read.filled()),
+                }
+            }
+        })
+    })
+    .await
 }
 
 #[cfg(test)]

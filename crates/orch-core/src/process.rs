@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use crate::cgroup::PhaseCgroup;
+use crate::ids::{PhaseId, RunId};
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -95,19 +96,19 @@ pub async fn kill_marked(run_id: &str, phase_id: Option<&str>, within: Duration)
 #[derive(Debug)]
 pub struct TreeGuard {
     pgid: u32,
-    run_id: String,
-    phase_id: String,
+    run_id: RunId,
+    phase_id: PhaseId,
     cgroup: Option<PhaseCgroup>,
     armed: bool,
 }
 
 impl TreeGuard {
     /// Guards the group `pgid` of a phase.
-    pub fn new(pgid: u32, run_id: &str, phase_id: &str) -> Self {
+    pub fn new(pgid: u32, run_id: &RunId, phase_id: &PhaseId) -> Self {
         Self {
             pgid,
-            run_id: run_id.to_owned(),
-            phase_id: phase_id.to_owned(),
+            run_id: run_id.clone(),
+            phase_id: phase_id.clone(),
             cgroup: None,
             armed: true,
         }
@@ -127,7 +128,14 @@ impl TreeGuard {
         signal_group(self.pgid, Signal::SIGKILL);
         match self.cgroup.take() {
             Some(cg) => cg.kill_and_remove().await,
-            None => kill_marked(&self.run_id, Some(&self.phase_id), Duration::from_secs(2)).await,
+            None => {
+                kill_marked(
+                    self.run_id.as_str(),
+                    Some(self.phase_id.as_str()),
+                    Duration::from_secs(2),
+                )
+                .await
+            }
         }
     }
 
@@ -143,13 +151,19 @@ impl TreeGuard {
         if let Some(cg) = &self.cgroup {
             cg.signal(Signal::SIGTERM);
         }
-        signal_marked(&self.run_id, Some(&self.phase_id), Signal::SIGTERM);
+        signal_marked(
+            self.run_id.as_str(),
+            Some(self.phase_id.as_str()),
+            Signal::SIGTERM,
+        );
         let deadline = tokio::time::Instant::now() + grace;
         while tokio::time::Instant::now() < deadline {
             let main_gone = exited();
             let rest_gone = match &self.cgroup {
                 Some(cg) => !cg.is_populated(),
-                None => marked_processes(&self.run_id, Some(&self.phase_id)).is_empty(),
+                None => {
+                    marked_processes(self.run_id.as_str(), Some(self.phase_id.as_str())).is_empty()
+                }
             };
             if main_gone && rest_gone {
                 break;
@@ -160,7 +174,12 @@ impl TreeGuard {
         if let Some(cg) = self.cgroup.take() {
             cg.kill_and_remove().await;
         }
-        kill_marked(&self.run_id, Some(&self.phase_id), Duration::from_secs(2)).await;
+        kill_marked(
+            self.run_id.as_str(),
+            Some(self.phase_id.as_str()),
+            Duration::from_secs(2),
+        )
+        .await;
     }
 }
 
@@ -172,7 +191,12 @@ impl Drop for TreeGuard {
             self.cgroup.take();
             // Grandchildren that called setsid left the group; find them by their marks.
             for _ in 0..50 {
-                if signal_marked(&self.run_id, Some(&self.phase_id), Signal::SIGKILL) == 0 {
+                if signal_marked(
+                    self.run_id.as_str(),
+                    Some(self.phase_id.as_str()),
+                    Signal::SIGKILL,
+                ) == 0
+                {
                     break;
                 }
                 std::thread::yield_now();

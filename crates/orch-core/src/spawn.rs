@@ -37,11 +37,11 @@ use tokio::net::unix::pipe;
 #[derive(Debug)]
 pub(crate) struct Spec<'a> {
     /// The program and its arguments; a program without `/` is looked up in `PATH`.
-    pub argv: &'a [OsString],
+    pub argv: &'a [&'a OsStr],
     /// Variables removed from the inherited environment.
     pub env_remove: &'a [String],
     /// Variables set, in order (a later one wins).
-    pub env: Vec<(OsString, OsString)>,
+    pub env: &'a [(&'a OsStr, &'a OsStr)],
     /// The working directory.
     pub cwd: &'a Path,
     /// `cgroup.procs` of the cgroup to start in.
@@ -157,72 +157,99 @@ pub(crate) fn spawn(spec: &Spec<'_>) -> io::Result<Option<Child>> {
     if !supported() {
         return Ok(None);
     }
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => spawn_with(spec, &mut scratch),
+        Err(_) => spawn_with(spec, &mut Scratch::default()),
+    })
+}
+
+/// What [`spawn`] builds for the child, kept per thread so a spawn allocates nothing once
+/// the buffers have grown to the size it needs.
+#[derive(Default)]
+struct Scratch {
+    /// Every string the child reads (the program, its arguments, the variables set, the
+    /// working directory), NUL-terminated one after another.
+    strings: Strings,
+    /// The variables set: where each `NAME=VALUE` starts in `strings`, and its name's length.
+    set: Vec<(usize, usize)>,
+    /// The inherited variables kept.
+    kept: Vec<*const libc::c_char>,
+    /// Where each argument starts in `strings`.
+    argv: Vec<usize>,
+    /// argv then envp, each NULL-terminated.
+    ptrs: Vec<*const libc::c_char>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+fn spawn_with(spec: &Spec<'_>, scratch: &mut Scratch) -> io::Result<Option<Child>> {
     let Some(first) = spec.argv.first() else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "no program"));
     };
-    let cstr = |b: &[u8]| {
-        CString::new(b).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a NUL byte in an argument or variable",
-            )
-        })
-    };
+    let Scratch {
+        strings,
+        set,
+        kept,
+        argv,
+        ptrs,
+    } = scratch;
+    strings.0.clear();
+    set.clear();
+    kept.clear();
+    argv.clear();
+    ptrs.clear();
     // The variables set, the last value of a name winning, as `NAME=VALUE`.
-    let mut set: Vec<(&OsStr, CString)> = Vec::with_capacity(spec.env.len());
+    let mut path = None;
     for (i, (k, v)) in spec.env.iter().enumerate() {
         if spec.env[i + 1..].iter().any(|(later, _)| later == k) {
             continue;
         }
-        let mut kv = Vec::with_capacity(k.len() + v.len() + 1);
-        kv.extend_from_slice(k.as_bytes());
-        kv.push(b'=');
-        kv.extend_from_slice(v.as_bytes());
-        set.push((k.as_os_str(), cstr(&kv)?));
+        if *k == "PATH" {
+            path = Some(*v);
+        }
+        set.push((strings.push(&[k.as_bytes(), b"=", v.as_bytes()])?, k.len()));
     }
     let inherited = inherited();
-    let mut envp_ptrs: Vec<*const libc::c_char> =
-        Vec::with_capacity(inherited.len() + set.len() + 1);
-    let mut path = None;
-    for var in inherited.iter() {
+    for (var, &len) in inherited.vars.iter().zip(&inherited.name_len) {
         let bytes = var.as_bytes();
-        let name = OsStr::from_bytes(bytes.split(|b| *b == b'=').next().unwrap_or(bytes));
-        if spec.env_remove.iter().any(|r| OsStr::new(r) == name)
-            || set.iter().any(|(k, _)| *k == name)
+        let name = &bytes[..len];
+        if spec.env_remove.iter().any(|r| r.as_bytes() == name)
+            || set.iter().any(|&(at, n)| &strings.0[at..at + n] == name)
         {
             continue;
         }
-        if name == "PATH" {
-            path = Some(OsStr::from_bytes(&bytes[5..]));
+        if path.is_none() && name == b"PATH" {
+            path = Some(OsStr::from_bytes(&bytes[len + 1..]));
         }
-        envp_ptrs.push(var.as_ptr());
+        kept.push(var.as_ptr());
     }
-    for (k, kv) in &set {
-        if *k == "PATH" {
-            path = Some(OsStr::from_bytes(&kv.as_bytes()[5..]));
-        }
-        envp_ptrs.push(kv.as_ptr());
+    let program = resolve(first, path, spec.cwd, |p| strings.push(&[p.as_bytes()]))?;
+    let cwd = strings.push(&[spec.cwd.as_os_str().as_bytes()])?;
+    for a in spec.argv {
+        argv.push(strings.push(&[a.as_bytes()])?);
     }
-    envp_ptrs.push(std::ptr::null());
-    let program = resolve(first, path, spec.cwd)?;
-    let program = cstr(program.as_os_str().as_bytes())?;
-    let cwd = cstr(spec.cwd.as_os_str().as_bytes())?;
-    let argv: Vec<CString> = spec
-        .argv
-        .iter()
-        .map(|a| cstr(a.as_bytes()))
-        .collect::<io::Result<_>>()?;
-    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_ptrs.push(std::ptr::null());
+    // The pointers, taken now that `strings` is complete.
+    let base = strings.0.as_ptr().cast::<libc::c_char>();
+    // SAFETY: each offset is the start of a NUL-terminated string inside `strings`, which
+    // is not changed again while the pointers are used.
+    let at = |off: usize| unsafe { base.add(off) };
+    ptrs.extend(argv.iter().map(|&o| at(o)));
+    ptrs.push(std::ptr::null());
+    let envp_at = ptrs.len();
+    ptrs.extend_from_slice(kept);
+    ptrs.extend(set.iter().map(|&(o, _)| at(o)));
+    ptrs.push(std::ptr::null());
 
     let (out_r, out_w) = pipe_pair()?;
     let (err_r, err_w) = pipe_pair()?;
     let stdin = dev_null()?;
     let mut args = ChildArgs {
-        program: program.as_ptr(),
-        argv: argv_ptrs.as_ptr(),
-        envp: envp_ptrs.as_ptr(),
-        cwd: cwd.as_ptr(),
+        program: at(program),
+        argv: ptrs.as_ptr(),
+        envp: ptrs[envp_at..].as_ptr(),
+        cwd: at(cwd),
         cgroup_procs: spec.cgroup_procs.unwrap_or(-1),
         fds: [stdin, out_w.as_raw_fd(), err_w.as_raw_fd()],
         error: 0,
@@ -252,6 +279,29 @@ pub(crate) fn spawn(spec: &Spec<'_>) -> io::Result<Option<Child>> {
         let _ = reap(pid, true);
     }
     registered.map(Some)
+}
+
+/// NUL-terminated strings one after another in one buffer.
+#[derive(Default)]
+struct Strings(Vec<u8>);
+
+impl Strings {
+    /// Appends the concatenation of `parts` and a NUL; returns where it starts. A NUL in
+    /// a part is an error.
+    fn push(&mut self, parts: &[&[u8]]) -> io::Result<usize> {
+        let at = self.0.len();
+        for part in parts {
+            if part.contains(&0) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a NUL byte in an argument or variable",
+                ));
+            }
+            self.0.extend_from_slice(part);
+        }
+        self.0.push(0);
+        Ok(at)
+    }
 }
 
 /// Registers a started child's pidfd and pipes with the runtime.
@@ -312,27 +362,41 @@ fn dev_null() -> io::Result<RawFd> {
 }
 
 /// This process's environment as `NAME=VALUE` strings, read once per run (see [`forget`]).
-static INHERITED: Mutex<Option<Arc<[CString]>>> = Mutex::new(None);
+static INHERITED: Mutex<Option<Arc<Inherited>>> = Mutex::new(None);
 
-fn inherited() -> Arc<[CString]> {
+/// This process's environment.
+struct Inherited {
+    /// `NAME=VALUE`.
+    vars: Vec<CString>,
+    /// The length of each name.
+    name_len: Vec<usize>,
+}
+
+fn inherited() -> Arc<Inherited> {
     INHERITED
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get_or_insert_with(|| {
-            std::env::vars_os()
-                .filter_map(|(k, v)| {
-                    let mut kv = k.into_vec();
-                    kv.push(b'=');
-                    kv.extend_from_slice(v.as_bytes());
-                    CString::new(kv).ok()
-                })
-                .collect()
+            let mut vars = Vec::new();
+            let mut name_len = Vec::new();
+            for (k, v) in std::env::vars_os() {
+                let len = k.len();
+                let mut kv = k.into_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                if let Ok(kv) = CString::new(kv) {
+                    vars.push(kv);
+                    name_len.push(len);
+                }
+            }
+            Arc::new(Inherited { vars, name_len })
         })
         .clone()
 }
 
 /// Programs found in `PATH`, by `PATH` and name, until [`forget`].
-static FOUND: Mutex<Option<HashMap<(OsString, OsString), PathBuf>>> = Mutex::new(None);
+type Found = HashMap<OsString, HashMap<OsString, PathBuf>>;
+static FOUND: Mutex<Option<Found>> = Mutex::new(None);
 
 /// Forgets what was read for earlier runs: where programs are in `PATH` and this process's
 /// environment. A run starts with this, so it sees the environment and the programs as they
@@ -343,12 +407,17 @@ pub(crate) fn forget() {
     *INHERITED.lock().unwrap_or_else(|p| p.into_inner()) = None;
 }
 
-/// Where the program `name` is: itself when it holds a `/` (relative to the working
-/// directory the child gets), else the first executable file of that name in `path`
-/// (the default search path without one), as `execvp` would find it.
-fn resolve(name: &OsStr, path: Option<&OsStr>, cwd: &Path) -> io::Result<PathBuf> {
+/// Finds where the program `name` is and gives it to `found`: itself when it holds a `/`
+/// (relative to the working directory the child gets), else the first executable file of
+/// that name in `path` (the default search path without one), as `execvp` would find it.
+fn resolve<T>(
+    name: &OsStr,
+    path: Option<&OsStr>,
+    cwd: &Path,
+    found: impl FnOnce(&OsStr) -> io::Result<T>,
+) -> io::Result<T> {
     if name.as_bytes().contains(&b'/') {
-        return Ok(PathBuf::from(name));
+        return found(name);
     }
     if name.is_empty() {
         return Err(io::Error::from_raw_os_error(libc::ENOENT));
@@ -359,15 +428,15 @@ fn resolve(name: &OsStr, path: Option<&OsStr>, cwd: &Path) -> io::Result<PathBuf
         .as_bytes()
         .split(|b| *b == b':')
         .all(|d| d.first() == Some(&b'/'));
-    let key = (path.to_owned(), name.to_owned());
-    if keep
-        && let Some(found) = FOUND
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    if keep {
+        let cache = FOUND.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = cache
             .as_ref()
-            .and_then(|m| m.get(&key))
-    {
-        return Ok(found.clone());
+            .and_then(|m| m.get(path))
+            .and_then(|m| m.get(name))
+        {
+            return found(known.as_os_str());
+        }
     }
     let mut denied = false;
     for dir in path.as_bytes().split(|b| *b == b':') {
@@ -387,14 +456,17 @@ fn resolve(name: &OsStr, path: Option<&OsStr>, cwd: &Path) -> io::Result<PathBuf
             denied = true;
             continue;
         }
+        let result = found(candidate.as_os_str());
         if keep {
             FOUND
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get_or_insert_with(HashMap::new)
-                .insert(key, candidate.clone());
+                .entry(path.to_owned())
+                .or_default()
+                .insert(name.to_owned(), candidate);
         }
-        return Ok(candidate);
+        return result;
     }
     Err(io::Error::from_raw_os_error(if denied {
         libc::EACCES
@@ -544,11 +616,15 @@ mod tests {
     use tokio::io::AsyncReadExt as _;
 
     async fn run(argv: &[&str], env: &[(&str, &str)], cwd: &Path) -> io::Result<(i32, String)> {
-        let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        let argv: Vec<&OsStr> = argv.iter().map(OsStr::new).collect();
+        let env: Vec<(&OsStr, &OsStr)> = env
+            .iter()
+            .map(|(k, v)| (OsStr::new(k), OsStr::new(v)))
+            .collect();
         let spec = Spec {
             argv: &argv,
             env_remove: &["HOME".to_owned()],
-            env: env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            env: &env,
             cwd,
             cgroup_procs: None,
         };
@@ -632,20 +708,19 @@ mod tests {
         std::fs::write(b.join("tool"), "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(b.join("tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
         let path = OsString::from(format!("{}:{}", a.display(), b.display()));
-        let found = resolve(OsStr::new("tool"), Some(&path), dir.path()).unwrap();
+        let resolve = |name: &str, path: &OsStr| {
+            resolve(OsStr::new(name), Some(path), dir.path(), |p| {
+                Ok(PathBuf::from(p))
+            })
+        };
+        let found = resolve("tool", &path).unwrap();
         assert_eq!(found, b.join("tool"));
         // With a slash it is taken as it is; a missing one is ENOENT.
-        assert_eq!(
-            resolve(OsStr::new("./x"), Some(&path), dir.path()).unwrap(),
-            PathBuf::from("./x")
-        );
-        let e = resolve(OsStr::new("nothing-here"), Some(&path), dir.path()).unwrap_err();
+        assert_eq!(resolve("./x", &path).unwrap(), PathBuf::from("./x"));
+        let e = resolve("nothing-here", &path).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
         // Relative directories are taken from the child's working directory.
         let rel = OsString::from("b");
-        assert_eq!(
-            resolve(OsStr::new("tool"), Some(&rel), dir.path()).unwrap(),
-            b.join("tool")
-        );
+        assert_eq!(resolve("tool", &rel).unwrap(), b.join("tool"));
     }
 }

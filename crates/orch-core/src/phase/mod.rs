@@ -334,15 +334,44 @@ pub(crate) struct EnvParts {
 
 impl EnvParts {
     fn build(self, run_id: &RunId, phase_id: &PhaseId, attempt: u32) -> Vec<(String, String)> {
-        // The `ORCH_*` values come last so nothing declared in code can override the marks
-        // the run's sweeps find processes by (the pipeline file refuses such names).
+        let mut digits = [0u8; 10];
         let mut env = self.extra;
-        env.reserve(3);
-        env.push(("ORCH_RUN_ID".to_owned(), run_id.to_string()));
-        env.push(("ORCH_PHASE_ID".to_owned(), phase_id.to_string()));
-        env.push(("ORCH_ATTEMPT".to_owned(), attempt.to_string()));
+        env.extend(
+            marks(run_id, phase_id, decimal(attempt, &mut digits))
+                .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
         env
     }
+}
+
+/// The `ORCH_*` variables of an attempt. They come last in its environment so nothing
+/// declared in code can override the marks the run's sweeps find processes by (the
+/// pipeline file refuses such names).
+fn marks<'a>(
+    run_id: &'a RunId,
+    phase_id: &'a PhaseId,
+    attempt: &'a str,
+) -> [(&'a str, &'a str); 3] {
+    [
+        ("ORCH_RUN_ID", run_id.as_str()),
+        ("ORCH_PHASE_ID", phase_id.as_str()),
+        ("ORCH_ATTEMPT", attempt),
+    ]
+}
+
+/// `n` in decimal, written into `buf`.
+fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // ASCII digits only.
+    std::str::from_utf8(&buf[at..]).unwrap_or_default()
 }
 
 /// Produces the run record as it stands (finished phases only).
@@ -410,6 +439,34 @@ impl PhaseContext {
                 None => Vec::new(),
             }
         })
+    }
+
+    /// Calls `f` with the variables of [`PhaseContext::env`], in its order, borrowed from
+    /// the context: a process phase passes them on without building that list.
+    pub(crate) fn with_env<R>(
+        &self,
+        f: impl FnOnce(&mut dyn Iterator<Item = (&str, &str)>) -> R,
+    ) -> R {
+        if let Some(env) = self.env.get() {
+            return f(&mut env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        }
+        let parts = self.env_parts.lock().unwrap_or_else(|p| p.into_inner());
+        match &*parts {
+            Some(p) => {
+                let mut digits = [0u8; 10];
+                let attempt = decimal(self.attempt, &mut digits);
+                f(&mut p
+                    .extra
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .chain(marks(&self.run_id, &self.phase_id, attempt)))
+            }
+            None => {
+                // Built meanwhile.
+                drop(parts);
+                f(&mut self.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            }
+        }
     }
 
     /// A new cgroup for processes this attempt starts (see [`crate::cgroup`]), when the run
@@ -641,5 +698,44 @@ mod tests {
         // Applied in order, the last value of a name is the one a process sees.
         let last = ctx.env().iter().rev().find(|(k, _)| k == "ORCH_RUN_ID");
         assert_eq!(last.map(|(_, v)| v.as_str()), Some(run.as_str()));
+    }
+
+    #[test]
+    fn a_process_gets_the_variables_env_gives_in_the_same_order() {
+        let unbuilt = || {
+            let mut ctx = PhaseContext::builder(PhaseId::new("p").expect("id"), "/").build();
+            ctx.attempt = 1207;
+            ctx.env = OnceLock::new();
+            ctx.env_parts = Mutex::new(Some(EnvParts {
+                extra: vec![("A".into(), "1".into()), ("ORCH_RUN_ID".into(), "x".into())],
+            }));
+            ctx
+        };
+        let borrowed = |ctx: &PhaseContext| {
+            ctx.with_env(|vars| {
+                vars.map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect::<Vec<_>>()
+            })
+        };
+        let ctx = unbuilt();
+        let before = borrowed(&ctx);
+        assert_eq!(before, ctx.env());
+        assert_eq!(borrowed(&ctx), ctx.env(), "once built, the same");
+        let run = ctx.run_id.to_string();
+        let expected: Vec<(&str, &str)> = vec![
+            ("A", "1"),
+            ("ORCH_RUN_ID", "x"),
+            ("ORCH_RUN_ID", &run),
+            ("ORCH_PHASE_ID", "p"),
+            ("ORCH_ATTEMPT", "1207"),
+        ];
+        let got: Vec<(&str, &str)> = before
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(got, expected);
+        let mut digits = [0u8; 10];
+        assert_eq!(decimal(0, &mut digits), "0");
+        assert_eq!(decimal(u32::MAX, &mut digits), "4294967295");
     }
 }
