@@ -109,8 +109,12 @@ impl<'a> OutputFile<'a> {
         dir.open()?;
         let reused = dir.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let name = reused.unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
+        // One allocation (`join` makes two).
+        let mut path = PathBuf::with_capacity(dir.path.as_os_str().len() + 1 + name.len());
+        path.push(&dir.path);
+        path.push(&name);
         Ok(Self {
-            path: dir.path.join(&name),
+            path,
             dir,
             name,
             absent: false,
