@@ -288,21 +288,32 @@ impl Engine {
                     None => Outcome::Done(fut.await),
                 }
             });
-            // The abort is checked, then the attempt polled once, before waiting on both:
-            // an attempt that ends at once (an in-process phase) never registers with the
-            // abort token (each registration takes its lock twice).
-            let first = if abort.is_cancelled() {
-                Poll::Ready(Outcome::Aborted)
+            // Like a biased select of the abort and the attempt, except that the first
+            // poll checks the abort without registering with its token (each registration
+            // takes the token's lock twice): an attempt that ends at once (an in-process
+            // phase) never registers. Each is polled once per wake-up, as in a select.
+            let mut aborted = std::pin::pin!(abort.cancelled());
+            let mut waiting = false;
+            let outcome = if abort.is_cancelled() {
+                Outcome::Aborted
             } else {
-                std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await
-            };
-            let outcome = match first {
-                Poll::Ready(outcome) => outcome,
-                Poll::Pending => tokio::select! {
-                    biased;
-                    () = abort.cancelled() => Outcome::Aborted,
-                    r = run => r,
-                },
+                std::future::poll_fn(|cx| {
+                    if waiting && aborted.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Outcome::Aborted);
+                    }
+                    if let Poll::Ready(outcome) = run.as_mut().poll(cx) {
+                        return Poll::Ready(outcome);
+                    }
+                    if !waiting {
+                        // From now on the abort wakes this attempt.
+                        waiting = true;
+                        if aborted.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Outcome::Aborted);
+                        }
+                    }
+                    Poll::Pending
+                })
+                .await
             };
             ctx.flush_output();
             Msg::Attempt { i, outcome }

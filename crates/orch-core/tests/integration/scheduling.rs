@@ -430,3 +430,73 @@ async fn a_phase_has_a_log_once_it_writes_and_a_silent_phase_has_none() {
     assert_eq!(r.phases["silent"].log, None);
     assert!(!run_dir.join("logs/silent.log").exists());
 }
+
+/// Ready on its third poll; a second after its first, the waker of its latest poll is
+/// woken. An attempt is polled once where it is dispatched and once more when it moves to
+/// a task (to register a real waker): a third poll comes only from that wake-up.
+#[derive(Default)]
+struct WokenLater {
+    polls: u32,
+    waker: Arc<Mutex<Option<std::task::Waker>>>,
+}
+
+impl std::future::Future for WokenLater {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        self.polls += 1;
+        if self.polls == 3 {
+            return std::task::Poll::Ready(());
+        }
+        *self.waker.lock().unwrap() = Some(cx.waker().clone());
+        if self.polls == 1 {
+            let waker = self.waker.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Some(w) = waker.lock().unwrap().take() {
+                    w.wake();
+                }
+            });
+        }
+        std::task::Poll::Pending
+    }
+}
+
+struct WaitsForItsWake;
+
+#[async_trait]
+impl Phase for WaitsForItsWake {
+    fn describe(&self, _: &PlanContext<'_>) -> Description {
+        Description::new("waits to be woken")
+    }
+
+    async fn run(&self, _: &PhaseContext) -> Result<PhaseOutcome, PhaseError> {
+        WokenLater::default().await;
+        Ok(PhaseOutcome::default())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pending_attempt_is_polled_again_only_once_woken() {
+    let p = Pipeline::builder("woken", ".")
+        .custom(
+            PhaseSpec::new(PhaseId::new("waits").unwrap(), "step"),
+            Arc::new(WaitsForItsWake),
+        )
+        .build()
+        .unwrap();
+    let options = RunOptions {
+        write_files: false,
+        ..RunOptions::default()
+    };
+    let r = Runner::new(Arc::new(p), options)
+        .run(RunControl::new())
+        .await
+        .unwrap();
+    assert_eq!(r.status, RunStatus::Succeeded);
+    // Polled again before its wake-up, it would have ended at once.
+    assert_eq!(r.phases["waits"].duration_ms, Some(1000));
+}
