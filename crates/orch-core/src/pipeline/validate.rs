@@ -432,6 +432,15 @@ pub(super) fn validate(
     if !diags.is_empty() {
         return Err(diags);
     }
+    // A need names its phase with the phase's own id (one string per phase, not one per
+    // need: a run of 100k phases holds them all).
+    for p in &mut spec.phases {
+        for n in &mut p.needs {
+            if let Some((id, _)) = index.get_key_value(&*n) {
+                *n = id.clone();
+            }
+        }
+    }
     // Each node owns its declaration from here on.
     for (node, phase) in nodes.iter_mut().zip(std::mem::take(&mut spec.phases)) {
         node.spec = phase;
