@@ -12,8 +12,9 @@
 //! an error message.
 //!
 //! The file is the process's to create: most phases write no outputs, and for them an
-//! attempt costs one look-up that finds nothing (the open that reads it) instead of creating, reading and removing an empty file on disk. The run's private
-//! directory is made once and kept open ([`PrivateDir`]), so those look-ups start there,
+//! attempt costs one look-up that finds nothing (the open that reads it) instead of
+//! creating, reading and removing an empty file on disk. The run's private directory is
+//! made once and kept open ([`PrivateDir`]), so those look-ups start there,
 //! and the name of a file an attempt never created is given to a later attempt once
 //! everything the first one started is gone: the kernel then knows the name is missing
 //! from its cache instead of searching the directory on disk for a new name each time.
@@ -103,8 +104,9 @@ pub(crate) struct OutputFile<'a> {
 }
 
 impl<'a> OutputFile<'a> {
-    /// Names a file in the run's private directory for an attempt (`N.RANDOM`, a name no
-    /// file of an earlier attempt has), and makes the directory when it is missing.
+    /// Names a file in the run's private directory for an attempt (16 random hex digits, or
+    /// the name of a file an attempt that ended never created), and makes the directory
+    /// when it is missing.
     pub(crate) fn create(dir: &'a PrivateDir) -> Result<Self, PhaseError> {
         dir.open()?;
         let reused = dir.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
