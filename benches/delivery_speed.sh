@@ -130,26 +130,7 @@ print(f"{t1 - t0:.4f} {(utime + stime) / hz:.3f} {(cutime + cstime) / hz:.3f} "
       f"{ru.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
 PY
 
-load1() { cut -d' ' -f1 /proc/loadavg; }
-# A build tool that runs or waits (not one stopped with SIGSTOP: it takes no CPU). `ps`,
-# not `pgrep -x`: pgrep matches nothing with a pattern longer than 15 characters.
-busy() {
-    ps -eo stat=,comm= | awk '$1 !~ /^T/ && $2 ~ /^(cargo|rustc|cc|cc1|cc1plus|ld|ld\.lld|ld\.gold|clang|gcc|make|ninja|maturin|rustdoc)$/ { f = 1 } END { exit !f }'
-}
-wait_quiet() {
-    [ "$FORCE" = 1 ] && return 0
-    local waited=0
-    while busy || awk -v l="$(load1)" -v m="$MAX_LOAD" 'BEGIN { exit !(l >= m) }'; do
-        if [ "$waited" -ge "$MAX_WAIT" ]; then
-            echo "error: the machine was not quiet for ${MAX_WAIT}s (load $(load1)); no figures" >&2
-            exit 1
-        fi
-        [ $((waited % 60)) = 0 ] && echo "waiting for a quiet machine (load $(load1)$(busy && echo ', a build is running'))" >&2
-        sleep 5
-        waited=$((waited + 5))
-    done
-}
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+. benches/quiet.sh
 max() { sort -g | tail -1; }
 
 TOOLS="make ninja tokio orch"

@@ -75,24 +75,7 @@ last = max(at(p["finished_at"]) for p in record["phases"].values() if p.get("fin
 print(f"{t1 - t0:.4f} {t1 - last:.4f} {ru.ru_maxrss}")
 PY
 
-load1() { cut -d' ' -f1 /proc/loadavg; }
-busy() {
-    ps -eo stat=,comm= | awk '$1 !~ /^T/ && $2 ~ /^(cargo|rustc|cc|cc1|cc1plus|ld|ld\.lld|ld\.gold|clang|gcc|make|ninja|maturin|rustdoc)$/ { f = 1 } END { exit !f }'
-}
-wait_quiet() {
-    [ "$FORCE" = 1 ] && return 0
-    local waited=0
-    while busy || awk -v l="$(load1)" -v m="$MAX_LOAD" 'BEGIN { exit !(l >= m) }'; do
-        if [ "$waited" -ge "$MAX_WAIT" ]; then
-            echo "error: the machine was not quiet for ${MAX_WAIT}s (load $(load1)); no figures" >&2
-            exit 1
-        fi
-        [ $((waited % 60)) = 0 ] && echo "waiting for a quiet machine (load $(load1))" >&2
-        sleep 5
-        waited=$((waited + 5))
-    done
-}
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+. benches/quiet.sh
 
 echo "reports: $N-phase lattice of \`true\`, jobs $JOBS, $ROUNDS round(s)"
 echo "orch: $ORCH ($("$ORCH" --version 2>/dev/null || echo '?')); cores: $(nproc)"
