@@ -113,4 +113,18 @@ impl Selection {
         }
         Ok(reason)
     }
+
+    /// The phases it leaves out, with why, in declaration order: nothing (and no
+    /// allocation) when it selects everything, as most runs do.
+    pub(crate) fn unselected(&self, p: &Pipeline) -> Result<Vec<(usize, Reason)>, RunError> {
+        if self.is_all() {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .apply(p)?
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some((i, r?)))
+            .collect())
+    }
 }

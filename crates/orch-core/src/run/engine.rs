@@ -216,7 +216,7 @@ impl Engine {
     pub(super) fn start(r: Runner, control: RunControl, prep: Prepared) -> Result<Self, RunError> {
         let state_dir = r.state_dir();
         let p = r.pipeline;
-        let reasons = r.options.selection.apply(&p)?;
+        let unselected = r.options.selection.unselected(&p)?;
         let r_selection = selection_words(&r.options.selection);
         let run_id = prep.run_id;
         // `prepare` made the run directory (with `write_files`).
@@ -400,11 +400,13 @@ impl Engine {
         if e.audit.is_some() {
             e.audit_run_started(&r_selection);
         }
-        let to_run = reasons
+        // Phases done in an earlier run, and the unselected ones that are not.
+        let done = e.done.iter().filter(|d| d.is_some()).count();
+        let unselected_not_done = unselected
             .iter()
-            .zip(&e.done)
-            .filter(|(r, d)| r.is_none() && d.is_none())
+            .filter(|(i, _)| e.done[*i].is_none())
             .count();
+        let to_run = n - done - unselected_not_done;
         e.bus.emit_at(
             e.started.0,
             RunEvent::RunStarted {
@@ -415,15 +417,13 @@ impl Engine {
                 resumed_from: e.resumed_from.clone(),
             },
         );
-        for (i, reason) in reasons.into_iter().enumerate() {
-            if let Some(reason) = reason {
-                e.finish(
-                    i,
-                    PhaseStatus::Skipped,
-                    Some(reason),
-                    PhaseOutcome::default(),
-                );
-            }
+        for (i, reason) in unselected {
+            e.finish(
+                i,
+                PhaseStatus::Skipped,
+                Some(reason),
+                PhaseOutcome::default(),
+            );
         }
         for i in 0..n {
             if e.states[i].st == St::Waiting && e.states[i].remaining == 0 {

@@ -54,7 +54,7 @@ impl Runner {
             });
         }
         // A selection naming unknown phases fails before anything is written.
-        self.options.selection.apply(&self.pipeline)?;
+        self.options.selection.unselected(&self.pipeline)?;
         let state_dir = self.state_dir();
         let mut lock = WorkspaceLock::acquire(&state_dir)?;
         failpoint::hit(failpoint::Failpoint::AfterLock);

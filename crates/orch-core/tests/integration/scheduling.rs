@@ -500,3 +500,52 @@ async fn a_pending_attempt_is_polled_again_only_once_woken() {
     // Polled again before its wake-up, it would have ended at once.
     assert_eq!(r.phases["waits"].duration_ms, Some(1000));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_selection_skips_what_it_leaves_out_and_the_run_counts_what_it_runs() {
+    let shape = Shape::new(2)
+        .phase("a", &[], 0)
+        .phase("b", &["a"], 0)
+        .phase("c", &[], 0)
+        .phase("d", &["c"], 0);
+    let log = shape.log.clone();
+    let p = Arc::new(shape.builder.unwrap().build().unwrap());
+    for (selection, ran, to_run) in [
+        (orch_core::Selection::default(), vec!["a", "c", "b", "d"], 4),
+        (
+            orch_core::Selection {
+                only: vec![orch_core::Selector::parse("b")],
+                ..Default::default()
+            },
+            vec!["a", "b"],
+            2,
+        ),
+    ] {
+        log.0.lock().unwrap().clear();
+        let options = RunOptions {
+            write_files: false,
+            selection: selection.clone(),
+            ..RunOptions::default()
+        };
+        let counted = Arc::new(Mutex::new(None));
+        let mut runner = Runner::new(p.clone(), options);
+        let c = counted.clone();
+        runner.subscribe(Arc::new(move |e: &orch_core::Event| {
+            if let orch_core::RunEvent::RunStarted { to_run, .. } = &e.kind {
+                *c.lock().unwrap() = Some(*to_run);
+            }
+        }));
+        let r = runner.run(RunControl::new()).await.unwrap();
+        assert_eq!(r.status, RunStatus::Succeeded);
+        assert_eq!(log.order(), ran);
+        assert_eq!(*counted.lock().unwrap(), Some(to_run));
+        for id in ["a", "b", "c", "d"] {
+            let expected = if ran.contains(&id) {
+                (PhaseStatus::Succeeded, None)
+            } else {
+                (PhaseStatus::Skipped, Some(Reason::NotSelected))
+            };
+            assert_eq!(status(&r, id), expected, "{id} with {selection:?}");
+        }
+    }
+}
