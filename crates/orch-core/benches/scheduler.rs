@@ -329,18 +329,25 @@ fn bench(c: &mut Criterion) {
         PEAK.store(base, Ordering::Relaxed);
         let p = Arc::new(pipeline(shape, n));
         let built = (CURRENT.load(Ordering::Relaxed) - base) as usize;
+        let build_peak = (PEAK.load(Ordering::Relaxed) - base) as usize;
+        // The run's own peak, from where building left it.
+        PEAK.store(CURRENT.load(Ordering::Relaxed), Ordering::Relaxed);
         let record = rt
             .block_on(Runner::new(p.clone(), options()).run(RunControl::new()))
             .expect("run");
-        let peak = (PEAK.load(Ordering::Relaxed) - base) as usize;
+        let run_peak = (PEAK.load(Ordering::Relaxed) - base) as usize;
+        let peak = build_peak.max(run_peak);
         let kept = (CURRENT.load(Ordering::Relaxed) - base) as usize;
         drop((record, p));
         counting(false);
         println!(
-            "memory {shape:?}/{n}: {} bytes per phase (peak {:.1} MiB; the pipeline {} and \
-             the run's record {} bytes per phase)",
+            "memory {shape:?}/{n}: {} bytes per phase (peak {:.1} MiB; while building the \
+             pipeline {} and while running {} bytes per phase; kept: the pipeline {} and the \
+             run's record {} bytes per phase)",
             peak / n,
             peak as f64 / (1024.0 * 1024.0),
+            build_peak / n,
+            run_peak / n,
             built / n,
             kept.saturating_sub(built) / n,
         );

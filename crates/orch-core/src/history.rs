@@ -13,7 +13,7 @@ use crate::errors::RunError;
 use crate::ids::RunId;
 use crate::journal::{Entry, JOURNAL_FILE};
 use crate::record::{
-    PhaseRecord, PhaseStatus, RECORD_FORMAT_VERSION, Reason, RunRecord, RunStatus,
+    PhaseRecord, PhaseStatus, RECORD_FORMAT_VERSION, Reason, RunRecord, RunStatus, Timestamp,
 };
 
 /// One line of `orch runs`.
@@ -230,7 +230,7 @@ fn from_journal(
                         kind: String::new(),
                         attempts: 0,
                         exit_code: None,
-                        started_at: Some(at.clone()),
+                        started_at: Some(Timestamp::from(at.as_str())),
                         finished_at: None,
                         duration_ms: None,
                         reason: None,
@@ -253,7 +253,7 @@ fn from_journal(
                     PhaseStatus::Cancelled
                 };
                 p.reason = cause.as_ref().map(ToString::to_string);
-                p.cause = cause;
+                p.cause = cause.map(Box::new);
             }
             Entry::Finished(f) => {
                 let rec = PhaseRecord {
@@ -261,19 +261,26 @@ fn from_journal(
                     kind: f.kind.clone(),
                     attempts: f.attempts,
                     exit_code: f.exit_code,
-                    started_at: f.started_at.clone(),
-                    finished_at: f.started_at.as_ref().map(|_| f.finished_at.clone()),
+                    started_at: f.started_at.as_deref().map(Timestamp::from),
+                    finished_at: f
+                        .started_at
+                        .as_ref()
+                        .map(|_| Timestamp::from(f.finished_at.as_str())),
                     duration_ms: f.duration_ms,
                     reason: f
                         .reason
                         .clone()
                         .or_else(|| f.cause.as_ref().map(ToString::to_string)),
                     // Journals written before causes were recorded have the words only.
-                    cause: f.cause.clone().or_else(|| {
-                        f.reason
-                            .as_deref()
-                            .and_then(|r| Reason::from_v1_words(f.status, r))
-                    }),
+                    cause: f
+                        .cause
+                        .clone()
+                        .or_else(|| {
+                            f.reason
+                                .as_deref()
+                                .and_then(|r| Reason::from_v1_words(f.status, r))
+                        })
+                        .map(Box::new),
                     allowed_failure: f.allowed_failure,
                     outputs: f.outputs.clone(),
                     artifacts: f.artifacts.clone(),
@@ -296,7 +303,7 @@ fn from_journal(
                 r.duration_ms = Some(*duration_ms);
             }
             Entry::Policy { phase, verdict } => {
-                verdicts.insert(phase.clone(), verdict.clone());
+                verdicts.insert(phase.clone(), Box::new(verdict.clone()));
             }
             Entry::Inherited { .. } | Entry::AttemptFailed { .. } => {}
         }
@@ -327,7 +334,7 @@ pub fn log_path(state_dir: &Path, id: &str, phase: &str) -> Result<Option<PathBu
         if path.exists() {
             return Ok(Some(path));
         }
-        match p.cause.as_ref().and_then(Reason::done_in) {
+        match p.cause.as_deref().and_then(Reason::done_in) {
             Some(earlier) if p.status == PhaseStatus::Skipped => run = earlier.clone(),
             _ => return Ok(None),
         }

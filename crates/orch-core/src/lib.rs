@@ -66,6 +66,7 @@ pub use phase::{
 };
 pub use record::{
     Artifact, Outputs, PhaseRecord, PhaseStatus, Reason, RecordError, RunRecord, RunStatus, Stop,
+    Timestamp,
 };
 pub use registry::Registry;
 pub use spec::{AgentSpec, PhaseSpec, PipelineSpec, RunSpec, WithTable};

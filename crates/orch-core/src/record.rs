@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::errors::RunError;
-use crate::ids::RunId;
+use crate::ids::{PhaseId, RunId};
 
 /// The version of the `run.json` format written by this build. Version 2 added
 /// [`PhaseRecord::cause`]; records of version 1 (without it) are read as well.
@@ -321,10 +321,12 @@ pub struct PhaseRecord {
     pub exit_code: Option<i32>,
     /// When the first attempt started (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub started_at: Option<Timestamp>,
     /// When it ended (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub finished_at: Option<Timestamp>,
     /// Wall time from the first start to the end, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
@@ -333,8 +335,9 @@ pub struct PhaseRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Why it ended this way, as data (since format version 2; absent in older records).
+    // Boxed: most phases succeed and have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cause: Option<Reason>,
+    pub cause: Option<Box<Reason>>,
     /// It failed, but `allow_failure` kept the run going.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allowed_failure: bool,
@@ -345,8 +348,10 @@ pub struct PhaseRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<Artifact>,
     /// Phases it needs.
+    // The pipeline's ids, shared: no string per need.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub needs: Vec<String>,
+    #[schemars(with = "Vec<String>")]
+    pub needs: Vec<PhaseId>,
     /// Its tags.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
@@ -358,8 +363,9 @@ pub struct PhaseRecord {
     pub log: Option<String>,
     /// What `[policy]` decided before it started (absent without a policy, or when it
     /// never came to start).
+    // Boxed: most pipelines have no policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<PolicyVerdict>,
+    pub policy: Option<Box<PolicyVerdict>>,
     /// What went wrong around the phase without changing its status (its log could not
     /// be written in full, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -495,7 +501,8 @@ impl RunRecord {
                 p.cause = p
                     .reason
                     .as_deref()
-                    .and_then(|r| Reason::from_v1_words(p.status, r));
+                    .and_then(|r| Reason::from_v1_words(p.status, r))
+                    .map(Box::new);
             }
         }
         self.format_version = RECORD_FORMAT_VERSION;
@@ -533,26 +540,168 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
     }
 }
 
-/// An RFC 3339 time (the form of [`rfc3339`]) kept on the stack, for records that are
-/// serialized at once.
-pub(crate) enum Stamp {
-    Fast([u8; 24]),
-    Slow(String),
+/// A time in a record, as its text: RFC 3339 with milliseconds in UTC
+/// (`2025-01-02T03:04:05.678Z`, the form of [`rfc3339`]) for the times orch records.
+///
+/// That text is kept in place, without a heap allocation; a text of another length (read
+/// from a record written elsewhere) is kept as it was read, so a record serializes exactly
+/// as it was read. It reads as a `str` (`Deref`), serializes as that string, and compares
+/// by its text.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use orch_core::Timestamp;
+/// let t = Timestamp::new(UNIX_EPOCH + Duration::from_millis(1_500));
+/// assert_eq!(&*t, "1970-01-01T00:00:01.500Z");
+/// assert_eq!(Timestamp::from("yesterday"), "yesterday");
+/// ```
+#[derive(Clone)]
+pub struct Timestamp(Text);
+
+#[derive(Clone)]
+enum Text {
+    /// Any text of 24 bytes, such as every time from 1970 to 9999 in the form above.
+    Inline([u8; 24]),
+    /// Any other text.
+    Boxed(Box<str>),
 }
 
-impl Stamp {
-    pub(crate) fn new(t: std::time::SystemTime) -> Self {
+impl Timestamp {
+    /// The time `t`, in the form of [`rfc3339`].
+    pub fn new(t: std::time::SystemTime) -> Self {
         match rfc3339_bytes(t) {
-            Some(b) => Self::Fast(b),
-            None => Self::Slow(humantime::format_rfc3339_millis(t).to_string()),
+            Some(b) => Self(Text::Inline(b)),
+            None => Self(Text::Boxed(
+                humantime::format_rfc3339_millis(t).to_string().into(),
+            )),
         }
     }
 
-    pub(crate) fn as_str(&self) -> &str {
-        match self {
-            Self::Fast(b) => std::str::from_utf8(b).unwrap_or_default(),
-            Self::Slow(s) => s,
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Only ever made from a `str` or from ASCII digits and separators.
+            Text::Inline(b) => std::str::from_utf8(b).unwrap_or_default(),
+            Text::Boxed(s) => s,
         }
+    }
+}
+
+impl From<&str> for Timestamp {
+    fn from(s: &str) -> Self {
+        match <[u8; 24]>::try_from(s.as_bytes()) {
+            Ok(b) => Self(Text::Inline(b)),
+            Err(_) => Self(Text::Boxed(s.into())),
+        }
+    }
+}
+
+impl From<String> for Timestamp {
+    fn from(s: String) -> Self {
+        match <[u8; 24]>::try_from(s.as_bytes()) {
+            Ok(b) => Self(Text::Inline(b)),
+            Err(_) => Self(Text::Boxed(s.into_boxed_str())),
+        }
+    }
+}
+
+impl From<std::time::SystemTime> for Timestamp {
+    fn from(t: std::time::SystemTime) -> Self {
+        Self::new(t)
+    }
+}
+
+impl std::ops::Deref for Timestamp {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Timestamp {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for Timestamp {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Timestamp {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Timestamp {}
+
+impl PartialEq<str> for Timestamp {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Timestamp {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialOrd for Timestamp {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Timestamp {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::hash::Hash for Timestamp {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a time (RFC 3339)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Timestamp, E> {
+                Ok(Timestamp::from(v))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Timestamp, E> {
+                Ok(Timestamp::from(v))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -621,7 +770,11 @@ mod tests {
         std::fs::write(&path, v1.to_string()).unwrap();
         let r = RunRecord::load(&path).unwrap();
         assert_eq!(r.format_version, RECORD_FORMAT_VERSION);
-        let causes: Vec<_> = r.phases.values().map(|p| p.cause.clone()).collect();
+        let causes: Vec<_> = r
+            .phases
+            .values()
+            .map(|p| p.cause.as_deref().cloned())
+            .collect();
         assert_eq!(
             causes,
             [
@@ -652,6 +805,178 @@ mod tests {
         std::fs::write(&path, v9.to_string()).unwrap();
         let e = RunRecord::load(&path).unwrap_err().to_string();
         assert!(e.contains("format version 9"), "{e}");
+    }
+
+    /// `PhaseRecord` as format 2 was first written (times and needs as strings, the cause
+    /// and the policy's verdict in place): the record must serialize to the same bytes.
+    #[derive(Serialize)]
+    struct PhaseRecordAsFirstWritten {
+        status: PhaseStatus,
+        kind: String,
+        attempts: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        started_at: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        finished_at: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        duration_ms: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cause: Option<Reason>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        allowed_failure: bool,
+        outputs: Outputs,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        artifacts: Vec<Artifact>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        needs: Vec<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tags: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        log: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        policy: Option<PolicyVerdict>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
+    }
+
+    #[test]
+    fn a_phase_record_serializes_to_the_bytes_it_always_had() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_764_961_200_123);
+        let stop = Stop::FailFast {
+            after: "lint".into(),
+            timed_out: false,
+        };
+        let cause = Reason::NotRetried {
+            error: "exit status 2".into(),
+            stop,
+        };
+        let verdict = PolicyVerdict {
+            allowed: false,
+            deny: vec!["no \"deploys\" on fridays".into()],
+            error: None,
+        };
+        let mut artifact = Artifact::new("file", "app.tar");
+        artifact.size = Some(3);
+        let outputs = Outputs::from([("k".to_owned(), "v\n".to_owned())]);
+        // (started_at, finished_at) as they were written: orch's own form, and texts
+        // written elsewhere (shorter, longer, not UTC) that must come back as they were.
+        let times = [
+            (
+                Some(rfc3339(at)),
+                Some(rfc3339(at + Duration::from_millis(5))),
+            ),
+            (Some("2025-01-01T00:00:00Z".to_owned()), None),
+            (
+                Some("2025-01-01T01:00:00.123456+01:00".to_owned()),
+                Some("2025-01-01T00:00:00.5Z".to_owned()),
+            ),
+            (None, None),
+        ];
+        for (started_at, finished_at) in times {
+            let old = PhaseRecordAsFirstWritten {
+                status: PhaseStatus::Failed,
+                kind: "command".into(),
+                attempts: 2,
+                exit_code: Some(2),
+                started_at: started_at.clone(),
+                finished_at: finished_at.clone(),
+                duration_ms: Some(5),
+                reason: Some(cause.to_string()),
+                cause: Some(cause.clone()),
+                allowed_failure: true,
+                outputs: outputs.clone(),
+                artifacts: vec![artifact.clone()],
+                needs: vec!["build".into(), "unit-tests_2".into()],
+                tags: vec!["ci".into()],
+                description: Some("d\u{e9}".into()),
+                log: Some("logs/p.log".into()),
+                policy: Some(verdict.clone()),
+                warnings: vec!["log w".into()],
+            };
+            let new = PhaseRecord {
+                status: PhaseStatus::Failed,
+                kind: "command".into(),
+                attempts: 2,
+                exit_code: Some(2),
+                started_at: started_at.clone().map(Timestamp::from),
+                finished_at: finished_at.clone().map(Timestamp::from),
+                duration_ms: Some(5),
+                reason: Some(cause.to_string()),
+                cause: Some(Box::new(cause.clone())),
+                allowed_failure: true,
+                outputs: outputs.clone(),
+                artifacts: vec![artifact.clone()],
+                needs: vec![
+                    PhaseId::new("build").unwrap(),
+                    PhaseId::new("unit-tests_2").unwrap(),
+                ],
+                tags: vec!["ci".into()],
+                description: Some("d\u{e9}".into()),
+                log: Some("logs/p.log".into()),
+                policy: Some(Box::new(verdict.clone())),
+                warnings: vec!["log w".into()],
+            };
+            let old_text = serde_json::to_string_pretty(&old).unwrap();
+            assert_eq!(serde_json::to_string_pretty(&new).unwrap(), old_text);
+            assert_eq!(
+                serde_json::to_string(&new).unwrap(),
+                serde_json::to_string(&old).unwrap()
+            );
+            // Read back, it is the same record and writes the same bytes again.
+            let read: PhaseRecord = serde_json::from_str(&old_text).unwrap();
+            assert_eq!(read, new);
+            assert_eq!(serde_json::to_string_pretty(&read).unwrap(), old_text);
+            assert_eq!(read.started_at.as_deref(), started_at.as_deref());
+            assert_eq!(read.finished_at.as_deref(), finished_at.as_deref());
+        }
+        // A record with nothing optional.
+        let old = PhaseRecordAsFirstWritten {
+            status: PhaseStatus::Succeeded,
+            kind: "noop".into(),
+            attempts: 1,
+            exit_code: None,
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            reason: None,
+            cause: None,
+            allowed_failure: false,
+            outputs: Outputs::new(),
+            artifacts: Vec::new(),
+            needs: Vec::new(),
+            tags: Vec::new(),
+            description: None,
+            log: None,
+            policy: None,
+            warnings: Vec::new(),
+        };
+        let old_text = serde_json::to_string_pretty(&old).unwrap();
+        let read: PhaseRecord = serde_json::from_str(&old_text).unwrap();
+        assert_eq!(serde_json::to_string_pretty(&read).unwrap(), old_text);
+    }
+
+    #[test]
+    fn a_timestamp_is_its_text() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_500);
+        let t = Timestamp::new(at);
+        assert_eq!(t, "1970-01-01T00:00:01.500Z");
+        assert_eq!(t.to_string(), rfc3339(at));
+        assert_eq!(format!("{t:?}"), "\"1970-01-01T00:00:01.500Z\"");
+        // Equal texts are equal however they were made, and order as their texts do.
+        assert_eq!(Timestamp::from(rfc3339(at)), t);
+        assert_eq!(Timestamp::from("x"), Timestamp::from("x".to_owned()));
+        assert!(Timestamp::new(at) < Timestamp::new(at + Duration::from_millis(1)));
+        // Not a string: an error that says what was expected.
+        let e = serde_json::from_str::<Timestamp>("3")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a time (RFC 3339)"), "{e}");
     }
 
     #[test]

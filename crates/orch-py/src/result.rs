@@ -308,7 +308,7 @@ impl PhaseResult {
     /// `cause` (see `Event.cause`); `None` when it succeeded.
     #[getter]
     fn cause<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        cause_to_py(py, self.record.cause.as_ref())
+        cause_to_py(py, self.record.cause.as_deref())
     }
 
     /// When its first attempt started (RFC 3339).
@@ -349,7 +349,7 @@ impl PhaseResult {
     /// The phases it needs.
     #[getter]
     fn needs(&self) -> Vec<String> {
-        self.record.needs.clone()
+        self.record.needs.iter().map(ToString::to_string).collect()
     }
 
     /// It failed, but was allowed to.

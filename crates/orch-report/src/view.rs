@@ -218,7 +218,7 @@ impl RunView {
                     reason: p.reason.clone(),
                     allowed_failure: p.allowed_failure,
                     description: p.description.clone(),
-                    needs: p.needs.clone(),
+                    needs: p.needs.iter().map(ToString::to_string).collect(),
                     tags: p.tags.clone(),
                     outputs: p
                         .outputs

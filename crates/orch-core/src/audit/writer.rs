@@ -9,7 +9,7 @@ use super::chain::{Event, encode, sha256_hex};
 use super::verify::parse_line;
 use super::{AuditError, GENESIS};
 use crate::journal::{FileStorage, JournalWriter};
-use crate::record::Stamp;
+use crate::record::Timestamp;
 
 /// Appends entries to an audit log (see the module docs).
 pub struct AuditWriter {
@@ -89,7 +89,7 @@ impl AuditWriter {
         self.buf.clear();
         let hash = encode(
             self.seq,
-            Stamp::new(at).as_str(),
+            Timestamp::new(at).as_str(),
             &self.prev,
             event,
             self.key.as_deref(),

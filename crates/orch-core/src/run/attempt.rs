@@ -18,7 +18,7 @@ use crate::expr;
 use crate::journal::{Entry, StartedRef};
 use crate::phase::{AttemptLog, EnvParts, PhaseContext, PhaseOutcome, SnapshotFn};
 use crate::policy::PhaseInput;
-use crate::record::{AuditHead, PhaseStatus, PolicyVerdict, Reason, RunStatus, Stamp};
+use crate::record::{AuditHead, PhaseStatus, PolicyVerdict, Reason, RunStatus, Timestamp};
 
 impl Engine {
     pub(super) fn dispatch(&mut self, i: usize) {
@@ -244,7 +244,7 @@ impl Engine {
             j.queue(&StartedRef {
                 phase: node.spec.id.as_str(),
                 attempt,
-                at: Stamp::new(now.0).as_str(),
+                at: Timestamp::new(now.0).as_str(),
             });
         }
         if let Some(a) = &mut self.audit {

@@ -22,7 +22,7 @@ use crate::journal::{Entry, FinishedRef, JournalWriter};
 use crate::phase::{PhaseError, PhaseOutcome};
 use crate::record::{
     AuditHead, Outputs, PhaseRecord, PhaseStatus, Reason, RecordError, RunRecord, RunStatus, Stop,
-    rfc3339,
+    Timestamp, rfc3339,
 };
 use crate::spec::Unavailable;
 
@@ -582,31 +582,30 @@ impl Engine {
         if lets_run {
             self.outputs.set(i, outputs.clone());
         }
-        let finished_at = rfc3339(now);
+        let finished_at = Timestamp::new(now);
         let reason = cause.as_ref().map(ToString::to_string);
         let mut record = PhaseRecord {
             status,
             kind: node.spec.kind.clone(),
             attempts: self.states[i].attempts,
             exit_code: outcome.exit_code,
-            started_at: started.map(rfc3339),
+            started_at: started.map(Timestamp::new),
             finished_at: None,
             duration_ms: started.map(|_| duration.as_millis() as u64),
             reason: reason.clone(),
-            cause: cause.clone(),
+            cause: cause.clone().map(Box::new),
             allowed_failure,
             outputs: (*outputs).clone(),
             artifacts,
-            needs: node
-                .spec
-                .needs
-                .iter()
-                .map(|n| n.as_str().to_owned())
-                .collect(),
+            needs: node.spec.needs.clone(),
             tags: node.spec.tags.clone(),
             description: node.spec.description.clone(),
             log,
-            policy: self.policy.as_mut().and_then(|g| g.verdicts[i].take()),
+            policy: self
+                .policy
+                .as_mut()
+                .and_then(|g| g.verdicts[i].take())
+                .map(Box::new),
             warnings: warnings.clone(),
         };
         let seq = match &mut self.journal {
@@ -622,7 +621,7 @@ impl Engine {
                     attempts: record.attempts,
                     exit_code: record.exit_code,
                     // The words are the cause's: the journal keeps the cause only.
-                    cause: record.cause.as_ref(),
+                    cause: record.cause.as_deref(),
                     allowed_failure,
                     outputs: &record.outputs,
                     artifacts: &record.artifacts,

@@ -131,7 +131,7 @@ impl Shape {
 
 fn status(r: &RunRecord, id: &str) -> (PhaseStatus, Option<Reason>) {
     let p = &r.phases[id];
-    (p.status, p.cause.clone())
+    (p.status, p.cause.as_deref().cloned())
 }
 
 #[tokio::test(start_paused = true)]

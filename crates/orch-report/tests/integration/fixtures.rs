@@ -5,7 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use indexmap::IndexMap;
 use orch_core::record::rfc3339;
-use orch_core::{Artifact, PhaseRecord, PhaseStatus, RunId, RunRecord, RunStatus};
+use orch_core::{
+    Artifact, PhaseId, PhaseRecord, PhaseStatus, RunId, RunRecord, RunStatus, Timestamp,
+};
 
 /// A run directory with its record.
 pub struct Fixture {
@@ -134,13 +136,13 @@ impl PhaseB<'_> {
     pub fn ran(mut self, start: f64, secs: f64) -> Self {
         let s = self.b.base + Duration::from_secs_f64(start);
         let e = s + Duration::from_secs_f64(secs);
-        self.rec.started_at = Some(rfc3339(s));
-        self.rec.finished_at = Some(rfc3339(e));
+        self.rec.started_at = Some(Timestamp::new(s));
+        self.rec.finished_at = Some(Timestamp::new(e));
         self.rec.duration_ms = Some(Duration::from_secs_f64(secs).as_millis() as u64);
         self
     }
     pub fn needs(mut self, needs: &[&str]) -> Self {
-        self.rec.needs = needs.iter().map(|s| (*s).to_owned()).collect();
+        self.rec.needs = needs.iter().map(|s| PhaseId::new(s).unwrap()).collect();
         self
     }
     pub fn attempts(mut self, n: u32) -> Self {
