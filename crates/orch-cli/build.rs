@@ -3,6 +3,9 @@
 //!
 //! Builds from a tarball or a checkout without `.git` (or without `git` on the PATH) get
 //! the bare version. Packagers can set `ORCH_GIT_REV` to name the revision themselves.
+//!
+//! On Linux with glibc, `orch` is linked with packed relative relocations (see
+//! [`pack_relative_relocations`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,6 +22,23 @@ fn main() {
         None => version,
     };
     println!("cargo:rustc-env=ORCH_VERSION={full}");
+    pack_relative_relocations();
+}
+
+/// `orch` is a position-independent executable with some 50,000 pointers in its data
+/// (vtables, string tables) that the dynamic loader adjusts at start. Each adjustment is
+/// a 24-byte `RELA` entry by default: 1.3 MB of table read at every start and resident for
+/// the whole run. Packed (`DT_RELR`, a bitmap of the places to adjust) the table is 14 KB,
+/// and a run's peak RSS is 3 MB lower (`benches/delivery_speed.sh` measures peak RSS).
+/// GNU ld 2.38 and later, lld 15 and later and mold understand `-z pack-relative-relocs`.
+/// The binary then needs glibc 2.36 or later: it names the version `GLIBC_ABI_DT_RELR`, so
+/// an older C library refuses to start it with an error instead of running it wrongly.
+fn pack_relative_relocations() {
+    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
+    if os == "linux" && env == "gnu" {
+        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
 }
 
 /// `SHORT_HASH DATE` of HEAD, or `None` outside a git checkout.
