@@ -152,7 +152,7 @@ impl Walker {
     pub(super) fn strings(&mut self, v: &Value<'_>, what: &str) -> Option<Vec<Spanned<String>>> {
         match v.get_ref() {
             DeValue::Array(a) => {
-                let mut out = Vec::new();
+                let mut out = Vec::with_capacity(a.len());
                 for item in a.iter() {
                     if let Some(s) = self.string(item, &format!("each entry of {what}")) {
                         out.push(Spanned::new(item.span(), s));
