@@ -5,7 +5,10 @@
 //! which removes most crossings in pipelines.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use minijinja::Value;
+use minijinja::value::{Enumerator, Object, ObjectRepr, Serde};
 use serde::Serialize;
 
 use crate::sources::truncate;
@@ -50,7 +53,7 @@ pub(crate) struct Edge {
     pub d: String,
 }
 
-/// How many phases each column holds, for graphs too large to draw.
+/// How many phases a column holds, for graphs too large to draw (a row of [`LayerTable`]).
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct LayerSummary {
     pub layer: usize,
@@ -60,12 +63,8 @@ pub(crate) struct LayerSummary {
 }
 
 /// Column of every phase (index-aligned with `phases`).
-pub(crate) fn layers(phases: &[PhaseView]) -> Vec<usize> {
-    let index: HashMap<&str, usize> = phases
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.id.as_str(), i))
-        .collect();
+pub(crate) fn layers(phases: &[PhaseView<'_>]) -> Vec<usize> {
+    let index: HashMap<&str, usize> = phases.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
     let needs: Vec<Vec<usize>> = phases
         .iter()
         .map(|p| {
@@ -99,13 +98,9 @@ pub(crate) fn layers(phases: &[PhaseView]) -> Vec<usize> {
 }
 
 /// Lays out the graph.
-pub(crate) fn layout(phases: &[PhaseView]) -> Layout {
+pub(crate) fn layout(phases: &[PhaseView<'_>]) -> Layout {
     let layer = layers(phases);
-    let index: HashMap<&str, usize> = phases
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.id.as_str(), i))
-        .collect();
+    let index: HashMap<&str, usize> = phases.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
     let columns = layer.iter().max().map_or(0, |m| m + 1);
     let mut cols: Vec<Vec<usize>> = vec![Vec::new(); columns];
     for (i, &l) in layer.iter().enumerate() {
@@ -184,7 +179,7 @@ pub(crate) fn layout(phases: &[PhaseView]) -> Layout {
         .map(|i| {
             let (x, y) = coord(i);
             Node {
-                id: phases[i].id.clone(),
+                id: phases[i].id.to_owned(),
                 label: truncate(&phases[i].id, LABEL_CHARS),
                 class: phases[i].class,
                 x,
@@ -205,8 +200,8 @@ pub(crate) fn layout(phases: &[PhaseView]) -> Layout {
             let y2 = y2 + NODE_H / 2;
             let dx = (x2.saturating_sub(x1)) / 2;
             edges.push(Edge {
-                from: phases[n].id.clone(),
-                to: phases[i].id.clone(),
+                from: phases[n].id.to_owned(),
+                to: phases[i].id.to_owned(),
                 d: format!(
                     "M{x1} {y1} C{} {y1} {} {y2} {x2} {y2}",
                     x1 + dx,
@@ -225,26 +220,74 @@ pub(crate) fn layout(phases: &[PhaseView]) -> Layout {
     }
 }
 
-/// Column sizes, for graphs too large to draw.
-pub(crate) fn summary(phases: &[PhaseView]) -> Vec<LayerSummary> {
-    let layer = layers(phases);
-    let columns = layer.iter().max().map_or(0, |m| m + 1);
-    let mut out: Vec<LayerSummary> = (0..columns)
-        .map(|l| LayerSummary {
-            layer: l + 1,
-            count: 0,
-            sample: Vec::new(),
-            more: 0,
-        })
-        .collect();
-    for (i, &l) in layer.iter().enumerate() {
-        let s = &mut out[l];
-        s.count += 1;
-        if s.sample.len() < 8 {
-            s.sample.push(phases[i].id.clone());
-        } else {
-            s.more += 1;
+/// Column sizes, for graphs too large to draw: the rows of the dashboard's table, one per
+/// column of the graph, each made when the template reads it. A chain of 10,000 phases has
+/// 10,000 columns: as template values all at once, its rows were 3.6 MB.
+#[derive(Debug, Default)]
+pub(crate) struct LayerTable {
+    /// Per column: how many phases it holds and where its sample ends in `samples`.
+    columns: Vec<(usize, usize)>,
+    /// The first phases of each column, column after column.
+    samples: Vec<String>,
+}
+
+/// How many phases of a column its row names.
+const SAMPLE: usize = 8;
+
+impl LayerTable {
+    /// The table of `phases`' columns.
+    pub(crate) fn new(phases: &[PhaseView<'_>]) -> Self {
+        let layer = layers(phases);
+        let n = layer.iter().max().map_or(0, |m| m + 1);
+        let mut counts = vec![0usize; n];
+        for &l in &layer {
+            counts[l] += 1;
         }
+        // Sample slots in column order; each column's first phases (in phase order) fill
+        // its slots.
+        let mut columns = Vec::with_capacity(n);
+        let mut starts = Vec::with_capacity(n);
+        let mut end = 0;
+        for &count in &counts {
+            starts.push(end);
+            end += count.min(SAMPLE);
+            columns.push((count, end));
+        }
+        let mut samples = vec![String::new(); end];
+        let mut filled = vec![0usize; n];
+        for (i, &l) in layer.iter().enumerate() {
+            if filled[l] < SAMPLE {
+                samples[starts[l] + filled[l]] = phases[i].id.to_owned();
+                filled[l] += 1;
+            }
+        }
+        Self { columns, samples }
     }
-    out
+
+    /// The row of column `l` (from 0).
+    fn row(&self, l: usize) -> Option<LayerSummary> {
+        let &(count, end) = self.columns.get(l)?;
+        let start = l.checked_sub(1).map_or(0, |k| self.columns[k].1);
+        let sample = self.samples[start..end].to_vec();
+        Some(LayerSummary {
+            layer: l + 1,
+            count,
+            more: count - sample.len(),
+            sample,
+        })
+    }
+}
+
+impl Object for LayerTable {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Seq
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.row(key.as_usize()?).map(|r| Value::from(Serde(&r)))
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Seq(self.columns.len())
+    }
 }

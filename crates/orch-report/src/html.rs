@@ -10,7 +10,7 @@ use orch_core::{PhaseStatus, RunRecord};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::dag::{self, LayerSummary, Layout};
+use crate::dag::{self, LayerTable, Layout};
 use crate::errors::ReportError;
 use crate::junit::{self, FailingCase, TestCounts, TestFile};
 use crate::sources::{self, JsonDoc};
@@ -64,7 +64,7 @@ fn csp_hash(script: &str) -> String {
 #[derive(Clone, Debug, Serialize)]
 struct DashPhase<'a> {
     #[serde(flatten)]
-    view: &'a PhaseView,
+    view: &'a PhaseView<'a>,
     log: Option<LogView>,
     open: bool,
     problem: bool,
@@ -274,7 +274,7 @@ fn dash_phases<'a>(
     record: &RunRecord,
     run_dir: &Path,
     options: &ReportOptions,
-    view: &'a RunView,
+    view: &'a RunView<'a>,
     files: &[TestFile],
 ) -> Vec<DashPhase<'a>> {
     let mut phases: Vec<DashPhase<'a>> = view
@@ -301,8 +301,8 @@ fn dash_phases<'a>(
     order.sort_by_key(|&i| !phases[i].problem);
     let mut budget = options.html_log_budget;
     for i in order {
-        let id = phases[i].view.id.clone();
-        let Some(rec) = record.phases.get(&id) else {
+        let id = phases[i].view.id;
+        let Some(rec) = record.phases.get(id) else {
             continue;
         };
         let Some((_, rel_path)) = logs::log_path(run_dir, &id, rec) else {
@@ -352,7 +352,7 @@ fn dash_phases<'a>(
 /// One phase as the dashboard's script reads it, when the run is too large for markup: a
 /// JSON array (keys would double its size), in the order `assets/dashboard.js` reads it.
 struct PhaseRow<'a> {
-    view: &'a PhaseView,
+    view: &'a PhaseView<'a>,
     /// Its element is in the page (a phase with a problem, an inlined log, artifacts or
     /// tests).
     markup: bool,
@@ -407,7 +407,7 @@ struct RowExtra {
 
 /// Every phase's row, serialized one after another (never a whole array in memory).
 struct PhaseRows<'a> {
-    view: &'a RunView,
+    view: &'a RunView<'a>,
     rows: &'a [RowExtra],
 }
 
@@ -458,7 +458,7 @@ impl std::io::Write for ScriptSafe<'_> {
 /// Writes the rows of every phase as a JSON array that can stand inside a `<script>`
 /// element, as they are serialized.
 fn phase_data(
-    view: &RunView,
+    view: &RunView<'_>,
     rows: &[RowExtra],
     out: &mut dyn std::io::Write,
 ) -> Result<(), ReportError> {
@@ -472,10 +472,10 @@ fn phase_data(
 
 #[derive(Serialize)]
 struct DashboardContext<'a> {
-    run: &'a RunView,
+    run: &'a RunView<'a>,
     ok: bool,
     /// Failed and timed-out phases, for the box under the header.
-    failures: Vec<&'a PhaseView>,
+    failures: Vec<&'a PhaseView<'a>>,
     failures_more: usize,
     phases: Vec<DashPhase<'a>>,
     compact: bool,
@@ -484,7 +484,8 @@ struct DashboardContext<'a> {
     /// page's markup, and `phases` holds only those whose element is in the page.
     data: bool,
     dag: Option<Layout>,
-    dag_summary: Vec<LayerSummary>,
+    /// A [`LayerTable`]: its rows are made as the template reads them.
+    dag_summary: Value,
     tests: Option<TestsView>,
     discovery: Vec<KindSection>,
     parity: Vec<KindSection>,
@@ -526,11 +527,12 @@ pub(crate) fn dashboard(
         phases.retain(has_markup);
     }
     let (dag, dag_summary) = if view.phases.len() <= options.dag_max_phases {
-        (Some(dag::layout(&view.phases)), Vec::new())
+        (Some(dag::layout(&view.phases)), LayerTable::default())
     } else {
-        (None, dag::summary(&view.phases))
+        (None, LayerTable::new(&view.phases))
     };
-    let mut failures: Vec<&PhaseView> = view
+    let dag_summary = Value::from_object(dag_summary);
+    let mut failures: Vec<&PhaseView<'_>> = view
         .phases
         .iter()
         .filter(|p| matches!(p.status, "failed" | "timed_out"))
@@ -570,10 +572,10 @@ pub(crate) fn dashboard(
 }
 
 #[derive(Serialize)]
-struct ComplianceContext {
-    run: RunView,
+struct ComplianceContext<'a> {
+    run: RunView<'a>,
     ok: bool,
-    phases: Vec<PhaseView>,
+    phases: Vec<PhaseView<'a>>,
     phases_omitted: usize,
     tests: Option<TestsView>,
     discovery: Vec<KindSection>,
@@ -636,7 +638,7 @@ pub(crate) fn compliance(
             .find(|f| keys.contains(&f.key.as_str()))
             .map(|f| f.value.clone())
     };
-    let phases: Vec<PhaseView> = if view.phases.len() <= COMPLIANCE_ALL_PHASES {
+    let phases: Vec<PhaseView<'_>> = if view.phases.len() <= COMPLIANCE_ALL_PHASES {
         view.phases.clone()
     } else {
         view.phases

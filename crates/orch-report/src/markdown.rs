@@ -99,14 +99,14 @@ fn longest_run(s: &str, c: char) -> usize {
     best
 }
 
-fn status_cell(p: &PhaseView) -> String {
+fn status_cell(p: &PhaseView<'_>) -> String {
     match p.exit_code {
         Some(code) if p.status != "succeeded" => format!("{} (exit {code})", p.label),
-        _ => p.label.clone(),
+        _ => p.label.to_string(),
     }
 }
 
-fn attempts_cell(p: &PhaseView) -> String {
+fn attempts_cell(p: &PhaseView<'_>) -> String {
     match p.retries {
         0 => p.attempts.to_string(),
         1 => format!("{} (1 retry)", p.attempts),
@@ -123,7 +123,7 @@ pub(crate) fn render(record: &RunRecord, run_dir: &Path, options: &ReportOptions
 
 fn render_view(
     record: &RunRecord,
-    view: &RunView,
+    view: &RunView<'_>,
     run_dir: &Path,
     options: &ReportOptions,
     files: &[TestFile],
@@ -156,7 +156,7 @@ fn render_view(
     );
 
     // Phases.
-    let listed: Vec<&PhaseView> = if view.phases.len() > FULL_TABLE_MAX {
+    let listed: Vec<&PhaseView<'_>> = if view.phases.len() > FULL_TABLE_MAX {
         view.phases
             .iter()
             .filter(|p| !matches!(p.status, "succeeded" | "skipped"))
@@ -190,7 +190,7 @@ fn render_view(
     }
 
     // Failures with the tail of their logs.
-    let failures: Vec<&PhaseView> = view
+    let failures: Vec<&PhaseView<'_>> = view
         .phases
         .iter()
         .filter(|p| matches!(p.status, "failed" | "timed_out"))
@@ -208,7 +208,7 @@ fn render_view(
             if let Some(reason) = &p.reason {
                 let _ = writeln!(md, "> {}\n", text(reason));
             }
-            let Some(record_phase) = record.phases.get(&p.id) else {
+            let Some(record_phase) = record.phases.get(p.id) else {
                 continue;
             };
             match logs::tail_lines(run_dir, &p.id, record_phase, options.log_tail_lines) {
@@ -278,7 +278,7 @@ fn render_view(
             p.outputs
                 .iter()
                 .filter(|(k, v)| k != "junit" && !matches!(v.trim(), "" | "[]" | "{}" | "\"\""))
-                .map(move |(k, v)| (p.id.as_str(), k.as_str(), v.as_str()))
+                .map(move |(k, v)| (p.id, k.as_str(), v.as_str()))
         })
         .collect();
     if !outputs.is_empty() {

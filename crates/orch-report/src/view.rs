@@ -1,7 +1,9 @@
 //! The run as reports show it: times made relative and readable, statuses labelled,
 //! outputs and artifacts flattened. Shared by the Markdown, HTML and compliance renderers.
 
-use orch_core::{PhaseRecord, RunRecord, RunStatus};
+use std::borrow::Cow;
+
+use orch_core::{PhaseId, PhaseRecord, RunRecord, RunStatus};
 use serde::Serialize;
 
 use crate::sources::truncate;
@@ -10,9 +12,10 @@ use crate::time;
 /// The longest output value shown, in characters.
 pub(crate) const MAX_OUTPUT_CHARS: usize = 300;
 
-/// A run for display.
+/// A run for display. Its phases borrow what they show as recorded from the record: a
+/// report of 10,000 phases made a copy of every id, kind and need (3 MB).
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct RunView {
+pub(crate) struct RunView<'a> {
     pub run_id: String,
     pub pipeline: String,
     pub status: &'static str,
@@ -27,7 +30,7 @@ pub(crate) struct RunView {
     pub total: usize,
     /// Not given to templates as part of the run (they get the phases they show).
     #[serde(skip)]
-    pub phases: Vec<PhaseView>,
+    pub phases: Vec<PhaseView<'a>>,
     /// Time axis of the timeline: its length in milliseconds and tick marks.
     pub span_ms: u64,
     pub ticks: Vec<Tick>,
@@ -52,16 +55,16 @@ pub(crate) struct Tick {
 
 /// A phase for display.
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct PhaseView {
+pub(crate) struct PhaseView<'a> {
     pub index: usize,
-    pub id: String,
-    pub kind: String,
+    pub id: &'a str,
+    pub kind: &'a str,
     /// The status as recorded.
     pub status: &'static str,
     /// CSS class and legend key: the status, or `allowed` for an allowed failure.
     pub class: &'static str,
     /// `failed`, `failed (allowed)`, ...
-    pub label: String,
+    pub label: Cow<'static, str>,
     pub attempts: u32,
     pub retries: u32,
     pub exit_code: Option<i32>,
@@ -69,11 +72,11 @@ pub(crate) struct PhaseView {
     pub finished: Option<String>,
     pub duration: Option<String>,
     pub duration_ms: Option<u64>,
-    pub reason: Option<String>,
+    pub reason: Option<&'a str>,
     pub allowed_failure: bool,
-    pub description: Option<String>,
-    pub needs: Vec<String>,
-    pub tags: Vec<String>,
+    pub description: Option<&'a str>,
+    pub needs: &'a [PhaseId],
+    pub tags: &'a [String],
     pub outputs: Vec<(String, String)>,
     pub artifacts: Vec<ArtifactView>,
     /// Whether it started.
@@ -81,8 +84,25 @@ pub(crate) struct PhaseView {
     /// Start offset from the run's start, in milliseconds.
     pub offset_ms: u64,
     /// Timeline bar position and width, in percent of the axis.
-    pub left: String,
-    pub width: String,
+    pub left: Percent,
+    pub width: Percent,
+}
+
+/// A position or width on the timeline, in percent of its axis: shown (and serialized) with
+/// three decimals, `12.500`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Percent(f64);
+
+impl std::fmt::Display for Percent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.3}", self.0)
+    }
+}
+
+impl Serialize for Percent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// An artifact for display.
@@ -117,15 +137,20 @@ pub(crate) fn status_class(p: &PhaseRecord) -> &'static str {
     }
 }
 
-fn status_label(p: &PhaseRecord) -> String {
-    let mut status = p.status.as_str().replace('_', " ");
+fn status_label(p: &PhaseRecord) -> Cow<'static, str> {
+    let status = p.status.as_str();
+    let allowed = p.allowed_failure && p.status.is_failure();
+    if !status.contains('_') && !p.denied_by_policy() && !allowed {
+        return Cow::Borrowed(status);
+    }
+    let mut status = status.replace('_', " ");
     if p.denied_by_policy() {
         status.push_str(", denied by policy");
     }
-    if p.allowed_failure && p.status.is_failure() {
-        format!("{status}, allowed")
+    if allowed {
+        Cow::Owned(format!("{status}, allowed"))
     } else {
-        status
+        Cow::Owned(status)
     }
 }
 
@@ -141,9 +166,9 @@ fn pct(part: u64, whole: u64) -> f64 {
     v
 }
 
-impl RunView {
+impl<'a> RunView<'a> {
     /// Builds the view of a record.
-    pub fn new(record: &RunRecord) -> Self {
+    pub fn new(record: &'a RunRecord) -> Self {
         let run_start = time::parse(&record.started_at);
         // The axis starts at the earliest known time.
         let origin = record
@@ -203,8 +228,8 @@ impl RunView {
                 let duration_ms = p.duration_ms.or_else(|| Some(end? - start?));
                 PhaseView {
                     index,
-                    id: id.clone(),
-                    kind: p.kind.clone(),
+                    id,
+                    kind: &p.kind,
                     status: p.status.as_str(),
                     class: status_class(p),
                     label: status_label(p),
@@ -215,11 +240,11 @@ impl RunView {
                     finished: p.finished_at.as_deref().map(time::display),
                     duration: duration_ms.map(time::duration),
                     duration_ms,
-                    reason: p.reason.clone(),
+                    reason: p.reason.as_deref(),
                     allowed_failure: p.allowed_failure,
-                    description: p.description.clone(),
-                    needs: p.needs.iter().map(ToString::to_string).collect(),
-                    tags: p.tags.clone(),
+                    description: p.description.as_deref(),
+                    needs: &p.needs,
+                    tags: &p.tags,
                     outputs: p
                         .outputs
                         .iter()
@@ -250,8 +275,8 @@ impl RunView {
                         .collect(),
                     ran: start.is_some(),
                     offset_ms: start.unwrap_or(0),
-                    left: format!("{left:.3}"),
-                    width: format!("{width:.3}"),
+                    left: Percent(left),
+                    width: Percent(width),
                 }
             })
             .collect();

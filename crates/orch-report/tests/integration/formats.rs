@@ -233,6 +233,27 @@ fn large_runs_stay_small_and_paginated() {
 }
 
 #[test]
+fn a_graph_too_large_to_draw_has_a_row_per_column_naming_its_first_phases() {
+    // 2,000 phases in 50 columns of 40: each row names the first 8 of its column.
+    let html = render_text(&fixtures::large(2_000), Format::Html);
+    let table = &html[html.find("too many to draw").expect("the column table")..];
+    let table = &table[..table.find("</table>").expect("its end")];
+    assert_eq!(table.matches("<tr><td class=\"num\">").count(), 50);
+    let sample = |first: usize| -> String {
+        (first..first + 8)
+            .map(|i| format!("<a href=\"#phase-phase-{i:04}\"><code>phase-{i:04}</code></a> "))
+            .collect()
+    };
+    for (column, first) in [(1, 0), (2, 40), (50, 1960)] {
+        let row = format!(
+            "<tr><td class=\"num\">{column}</td><td class=\"num\">40</td><td>{}<span class=\"muted\">and 32 more</span></td></tr>",
+            sample(first)
+        );
+        assert!(table.contains(&row), "no row {row}");
+    }
+}
+
+#[test]
 fn a_large_dashboard_carries_every_phase_as_escaped_data() {
     let mut fx = fixtures::large(60);
     let hostile = "</script><script>alert(1)</script><!--";
