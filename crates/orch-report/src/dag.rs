@@ -180,7 +180,7 @@ pub(crate) fn layout(phases: &[PhaseView<'_>]) -> Layout {
             let (x, y) = coord(i);
             Node {
                 id: phases[i].id.to_owned(),
-                label: truncate(&phases[i].id, LABEL_CHARS),
+                label: truncate(phases[i].id, LABEL_CHARS),
                 class: phases[i].class,
                 x,
                 y,

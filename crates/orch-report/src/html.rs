@@ -305,7 +305,7 @@ fn dash_phases<'a>(
         let Some(rec) = record.phases.get(id) else {
             continue;
         };
-        let Some((_, rel_path)) = logs::log_path(run_dir, &id, rec) else {
+        let Some((_, rel_path)) = logs::log_path(run_dir, id, rec) else {
             continue;
         };
         let max = options.html_log_bytes.min(budget);
@@ -322,7 +322,7 @@ fn dash_phases<'a>(
             });
             continue;
         }
-        if let Some(tail) = logs::tail_bytes(run_dir, &id, rec, max) {
+        if let Some(tail) = logs::tail_bytes(run_dir, id, rec, max) {
             budget = budget.saturating_sub(tail.text.len() as u64);
             let note = if tail.truncated {
                 format!(

@@ -172,8 +172,8 @@ fn render_view(
                 md,
                 "| {} | {} | {} | {} | {} | {} |",
                 emoji(p.class),
-                code(&p.id),
-                text(&p.kind),
+                code(p.id),
+                text(p.kind),
                 text(&status_cell(p)),
                 p.duration.as_deref().unwrap_or("–"),
                 attempts_cell(p),
@@ -202,7 +202,7 @@ fn render_view(
                 md,
                 "#### {} {} {}\n",
                 emoji(p.class),
-                code(&p.id),
+                code(p.id),
                 text(&status_cell(p))
             );
             if let Some(reason) = &p.reason {
@@ -211,7 +211,7 @@ fn render_view(
             let Some(record_phase) = record.phases.get(p.id) else {
                 continue;
             };
-            match logs::tail_lines(run_dir, &p.id, record_phase, options.log_tail_lines) {
+            match logs::tail_lines(run_dir, p.id, record_phase, options.log_tail_lines) {
                 Some(tail) if !tail.text.trim().is_empty() => {
                     let what = if tail.truncated {
                         format!("Last {} lines of", tail.lines)
@@ -229,7 +229,7 @@ fn render_view(
         if failures.len() > MAX_FAILURE_SECTIONS {
             let rest: Vec<String> = failures[MAX_FAILURE_SECTIONS..]
                 .iter()
-                .map(|p| code(&p.id))
+                .map(|p| code(p.id))
                 .collect();
             let _ = writeln!(md, "_Also failed:_ {}\n", rest.join(", "));
         }
