@@ -12,6 +12,10 @@
 //! over (its main process exited and whatever it left was killed) goes back to its run and
 //! is handed to a later attempt: making and removing a cgroup costs the kernel far more than
 //! the rest of starting a process. The run's cgroups are removed when the run ends.
+//!
+//! The same goes for the pipes an attempt's processes write their output to: an attempt
+//! whose cgroup is empty once it is over (so no process of it can write to its pipes any
+//! more) leaves them, read to the end, to a later attempt ([`PipePool`]).
 
 // Forking, `pre_exec` and raw system calls for the forked child need `unsafe`; each use
 // says why it is sound.
@@ -28,6 +32,8 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+
+use crate::spawn::Pipes;
 
 /// The directory of this process's own cgroup in a writable cgroup v2 hierarchy, if there is
 /// one. Found once per process.
@@ -98,6 +104,8 @@ pub struct RunCgroup {
     next: AtomicU64,
     /// Attempt cgroups that are empty, for the next attempts.
     free: Arc<Mutex<Vec<Slot>>>,
+    /// Output pipes attempts left, empty and with no writer but the engine.
+    pipes: Arc<Mutex<Vec<Pipes>>>,
 }
 
 /// An attempt cgroup's directory and the files the engine uses, kept open while it is reused.
@@ -134,6 +142,7 @@ impl RunCgroup {
             dir,
             next: AtomicU64::new(0),
             free: Arc::default(),
+            pipes: Arc::default(),
         })
     }
 
@@ -153,6 +162,7 @@ impl RunCgroup {
         Some(PhaseCgroup {
             slot: Some(slot),
             free: Arc::downgrade(&self.free),
+            pipes: PipePool(Arc::downgrade(&self.pipes)),
         })
     }
 
@@ -184,6 +194,7 @@ impl RunCgroup {
     /// are gone.
     pub async fn remove(&self) -> bool {
         self.free.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.pipes.lock().unwrap_or_else(|p| p.into_inner()).clear();
         remove_tree(&self.dir).await
     }
 }
@@ -290,6 +301,33 @@ pub struct PhaseCgroup {
     slot: Option<Slot>,
     /// Where an emptied cgroup goes back to (gone when the run is).
     free: std::sync::Weak<Mutex<Vec<Slot>>>,
+    /// The run's output pipes.
+    pipes: PipePool,
+}
+
+/// The output pipes of a run's attempts that are over: an attempt takes a pair
+/// ([`PipePool::take`]) or makes one, and gives it back ([`PipePool::put`]) only once its
+/// cgroup is empty and the pipes are read to the end; gone with the run.
+#[derive(Debug, Clone)]
+pub(crate) struct PipePool(std::sync::Weak<Mutex<Vec<Pipes>>>);
+
+impl PipePool {
+    /// Pipes an earlier attempt left, if any.
+    pub(crate) fn take(&self) -> Option<Pipes> {
+        self.0
+            .upgrade()?
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+    }
+
+    /// Gives `pipes` to a later attempt. Only for pipes no process but the engine can write
+    /// to any more (the attempt's cgroup is empty), read to the end ([`Pipes::drain`]).
+    pub(crate) fn put(&self, pipes: Pipes) {
+        if let Some(pool) = self.0.upgrade() {
+            pool.lock().unwrap_or_else(|p| p.into_inner()).push(pipes);
+        }
+    }
 }
 
 impl PhaseCgroup {
@@ -304,6 +342,11 @@ impl PhaseCgroup {
     /// The cgroup's directory.
     pub fn dir(&self) -> &Path {
         &self.slot().dir
+    }
+
+    /// The run's output pipes, for this attempt's processes (see [`PipePool`]).
+    pub(crate) fn pipes(&self) -> &PipePool {
+        &self.pipes
     }
 
     /// The descriptor a child passes to [`enter`] before it execs.

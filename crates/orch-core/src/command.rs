@@ -16,7 +16,7 @@ use crate::orch_output::OutputFile;
 use crate::phase::{Description, Phase, PhaseContext, PhaseError, PhaseOutcome, PlanContext};
 use crate::process::TreeGuard;
 use crate::registry::{Kind, Registry};
-use crate::spawn::Spec;
+use crate::spawn::{Pipes, Spec};
 use crate::spec::{PhaseSpec, RunSpec};
 
 pub(crate) fn register(r: &mut Registry) -> Result<(), RegistryError> {
@@ -120,6 +120,17 @@ impl Phase for CommandPhase {
         // The child enters the attempt's cgroup before it runs anything, so nothing it
         // starts can leave (by `setsid`, double forks or a cleared environment).
         let cgroup = ctx.process_cgroup();
+        // With a cgroup, the run's pipes: an earlier attempt's once nothing of it is left.
+        let pool = cgroup.as_ref().map(|c| c.pipes().clone());
+        let mut pipes = match &pool {
+            Some(pool) => Some(match pool.take() {
+                Some(p) => p,
+                None => Pipes::new().map_err(|e| {
+                    PhaseError::failed(format!("cannot make the pipes of its output: {e}"))
+                })?,
+            }),
+            None => None,
+        };
         let started = ctx.with_env(|phase_env| {
             // The phase's variables, then the script's values, then ORCH_OUTPUT (the last
             // value of a name is the one the process sees).
@@ -137,6 +148,7 @@ impl Phase for CommandPhase {
                 env: &env,
                 cwd: ctx.workdir(),
                 cgroup_procs: cgroup.as_ref().map(|c| c.procs_fd()),
+                pipes: pipes.as_ref(),
             };
             match crate::spawn::spawn(&spec) {
                 Ok(Some(child)) => Ok(Process::Fast(child)),
@@ -151,42 +163,82 @@ impl Phase for CommandPhase {
                 ctx.workdir().display()
             ))
         })?;
+        if matches!(child, Process::Std(_)) {
+            // It has pipes of its own.
+            pipes = None;
+        }
         let pgid = child.id();
         let guard = TreeGuard::new(pgid, ctx.run_id(), ctx.phase_id()).with_cgroup(cgroup);
-        let (stdout, stderr) = child.take_output();
-        let reading = async {
-            tokio::join!(
-                pump(ctx, Stream::Stdout, stdout),
-                pump(ctx, Stream::Stderr, stderr)
-            )
+        let (readers, mut writers) = match pipes {
+            Some(p) => {
+                let (readers, writers) = p.split();
+                (Some(readers), Some(writers))
+            }
+            None => (None, None),
         };
-        tokio::pin!(reading);
-        let mut read_done = false;
+        let (status, recycle) = {
+            let (stdout, stderr) = match &readers {
+                Some(r) => (Some(Output::Shared(&r.0)), Some(Output::Shared(&r.1))),
+                None => child.take_output(),
+            };
+            let reading = async {
+                tokio::join!(
+                    pump(ctx, Stream::Stdout, stdout),
+                    pump(ctx, Stream::Stderr, stderr)
+                )
+            };
+            tokio::pin!(reading);
+            let mut read_done = false;
 
-        let status: ExitStatus = tokio::select! {
-            status = child.wait() => status.map_err(|e| PhaseError::failed(format!("cannot wait for the process: {e}")))?,
-            _ = &mut reading, if !read_done => {
-                read_done = true;
-                tokio::select! {
-                    status = child.wait() => status.map_err(|e| PhaseError::failed(format!("cannot wait for the process: {e}")))?,
-                    () = ctx.cancelled().cancelled() => {
-                        return Err(cancel(ctx, guard, &mut child).await);
+            let status: ExitStatus = tokio::select! {
+                status = child.wait() => status.map_err(|e| PhaseError::failed(format!("cannot wait for the process: {e}")))?,
+                _ = &mut reading, if !read_done => {
+                    read_done = true;
+                    tokio::select! {
+                        status = child.wait() => status.map_err(|e| PhaseError::failed(format!("cannot wait for the process: {e}")))?,
+                        () = ctx.cancelled().cancelled() => {
+                            return Err(cancel(ctx, guard, &mut child).await);
+                        }
                     }
                 }
+                () = ctx.cancelled().cancelled() => {
+                    return Err(cancel(ctx, guard, &mut child).await);
+                }
+            };
+            // The main process is gone: whatever it left running goes too (its group, its
+            // cgroup, or without one its marks), so the pipes close and nothing of the phase
+            // outlives it, whether it succeeded or not.
+            let gone = guard.finish().await;
+            if gone {
+                output_file.processes_gone();
             }
-            () = ctx.cancelled().cancelled() => {
-                return Err(cancel(ctx, guard, &mut child).await);
-            }
+            let recycle = match (gone, writers.is_some()) {
+                // No process can write to the engine's pipes any more: what they hold is all
+                // there is, read below, and they serve a later attempt.
+                (true, true) => true,
+                _ => {
+                    // A process that left the group (or the cgroup that could not be emptied)
+                    // may still hold the pipes; don't wait forever. The engine's write ends
+                    // close first, so the end of the stream is seen, and the pipes are not reused.
+                    writers = None;
+                    if !read_done {
+                        let _ =
+                            tokio::time::timeout(std::time::Duration::from_secs(2), &mut reading)
+                                .await;
+                    }
+                    false
+                }
+            };
+            (status, recycle)
         };
-        // The main process is gone: whatever it left running goes too (its group, its
-        // cgroup, or without one its marks), so the pipes close and nothing of the phase
-        // outlives it, whether it succeeded or not.
-        if guard.finish().await {
-            output_file.processes_gone();
-        }
-        if !read_done {
-            // A process that left the group may still hold the pipes; don't wait forever.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut reading).await;
+        if let (true, Some(readers), Some(writers), Some(pool)) = (recycle, readers, writers, &pool)
+        {
+            let pipes = Pipes::join(readers, writers);
+            pipes.drain(
+                |b| ctx.output(Stream::Stdout, b),
+                |b| ctx.output(Stream::Stderr, b),
+            );
+            pool.put(pipes);
         }
 
         let exit_code = status.code();
@@ -225,13 +277,15 @@ enum Process {
 }
 
 /// A started process's stdout or stderr.
-enum Output {
+enum Output<'a> {
     Pipe(tokio::net::unix::pipe::Receiver),
+    /// A pipe the engine keeps (see [`Pipes`]).
+    Shared(&'a tokio::net::unix::pipe::Receiver),
     Stdout(tokio::process::ChildStdout),
     Stderr(tokio::process::ChildStderr),
 }
 
-impl AsyncRead for Output {
+impl AsyncRead for Output<'_> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -239,6 +293,18 @@ impl AsyncRead for Output {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Self::Pipe(r) => Pin::new(r).poll_read(cx, buf),
+            Self::Shared(r) => loop {
+                std::task::ready!(r.poll_read_ready(cx))?;
+                match r.try_read(buf.initialize_unfilled()) {
+                    Ok(n) => {
+                        buf.advance(n);
+                        return Poll::Ready(Ok(()));
+                    }
+                    // The readiness is cleared: the next poll waits for more.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            },
             Self::Stdout(r) => Pin::new(r).poll_read(cx, buf),
             Self::Stderr(r) => Pin::new(r).poll_read(cx, buf),
         }
@@ -253,7 +319,7 @@ impl Process {
         }
     }
 
-    fn take_output(&mut self) -> (Option<Output>, Option<Output>) {
+    fn take_output(&mut self) -> (Option<Output<'static>>, Option<Output<'static>>) {
         match self {
             Self::Fast(c) => (
                 c.stdout.take().map(Output::Pipe),

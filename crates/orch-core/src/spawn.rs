@@ -46,10 +46,82 @@ pub(crate) struct Spec<'a> {
     pub cwd: &'a Path,
     /// `cgroup.procs` of the cgroup to start in.
     pub cgroup_procs: Option<RawFd>,
+    /// Pipes the engine keeps for the process's stdout and stderr (the started [`Child`]
+    /// then has none of its own); `None`: new pipes, whose write ends only the process holds.
+    pub pipes: Option<&'a Pipes>,
+}
+
+/// A stdout and a stderr pipe whose both ends the engine holds, so that they can serve one
+/// attempt after another: making a pipe pair and registering its read end with the runtime
+/// (and later unregistering and closing it) costs more system calls than the rest of
+/// starting a process. Since the engine holds the write ends, a reader never sees the end of
+/// the stream: what a process wrote is all there once every process that had a write end is
+/// gone, and [`Pipes::drain`] then reads it. Only then may the pipes serve another attempt
+/// (see [`crate::cgroup::PipePool`]): a pipe some process can still write to is dropped.
+/// What is not seen is a process outside the attempt's cgroup that was handed a write end
+/// (descriptors passed over a socket to a server that was already running).
+#[derive(Debug)]
+pub(crate) struct Pipes {
+    /// The read end of stdout (non-blocking, registered with the runtime).
+    pub out: pipe::Receiver,
+    /// The read end of stderr.
+    pub err: pipe::Receiver,
+    /// The write ends (blocking, for the process).
+    writers: [OwnedFd; 2],
+}
+
+impl Pipes {
+    /// Two new pipes, registered with the current runtime.
+    pub(crate) fn new() -> io::Result<Self> {
+        let (out_r, out_w) = pipe_pair()?;
+        let (err_r, err_w) = pipe_pair()?;
+        Ok(Self {
+            out: pipe::Receiver::from_owned_fd_unchecked(out_r)?,
+            err: pipe::Receiver::from_owned_fd_unchecked(err_r)?,
+            writers: [out_w, err_w],
+        })
+    }
+
+    /// The read ends (stdout, stderr) and the engine's write ends, apart: dropping the write
+    /// ends lets each reader see its stream end once no process holds one either (such
+    /// pipes cannot be joined again, so they are never reused).
+    pub(crate) fn split(self) -> ((pipe::Receiver, pipe::Receiver), [OwnedFd; 2]) {
+        ((self.out, self.err), self.writers)
+    }
+
+    /// Pipes [`Pipes::split`] took apart.
+    pub(crate) fn join(readers: (pipe::Receiver, pipe::Receiver), writers: [OwnedFd; 2]) -> Self {
+        Self {
+            out: readers.0,
+            err: readers.1,
+            writers,
+        }
+    }
+
+    /// Reads what is left in both pipes, stdout first, with plain reads (the runtime may not
+    /// have seen the last writes yet) until each is empty, giving it to `out` and `err`.
+    /// Once no process but the engine can write to them, the pipes are then empty.
+    pub(crate) fn drain(&self, mut out: impl FnMut(&[u8]), mut err: impl FnMut(&[u8])) {
+        let mut buf = [0u8; 8192];
+        for (r, f) in [
+            (&self.out, &mut out as &mut dyn FnMut(&[u8])),
+            (&self.err, &mut err),
+        ] {
+            // Non-blocking: ends at EAGAIN (empty), or 0 (no writer at all).
+            loop {
+                match nix::unistd::read(r, &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => f(&buf[..n]),
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+    }
 }
 
 /// A started process: its pid, a pidfd to wait on, and the read ends of its stdout and
-/// stderr. Dropped before it was waited for, it is reaped in the background.
+/// stderr (unless it writes to the engine's [`Pipes`]). Dropped before it was waited for, it is reaped in the background.
 #[derive(Debug)]
 pub(crate) struct Child {
     pid: libc::pid_t,
@@ -242,8 +314,19 @@ fn spawn_with(spec: &Spec<'_>, scratch: &mut Scratch) -> io::Result<Option<Child
     ptrs.extend(set.iter().map(|&(o, _)| at(o)));
     ptrs.push(std::ptr::null());
 
-    let (out_r, out_w) = pipe_pair()?;
-    let (err_r, err_w) = pipe_pair()?;
+    // The engine's pipes, or new ones whose write ends are the child's alone.
+    let (fresh, writers) = match spec.pipes {
+        Some(pipes) => {
+            let [out_w, err_w] = &pipes.writers;
+            (None, [out_w.as_raw_fd(), err_w.as_raw_fd()])
+        }
+        None => {
+            let (out_r, out_w) = pipe_pair()?;
+            let (err_r, err_w) = pipe_pair()?;
+            let fds = [out_w.as_raw_fd(), err_w.as_raw_fd()];
+            (Some((out_r, err_r, out_w, err_w)), fds)
+        }
+    };
     let stdin = dev_null()?;
     let mut args = ChildArgs {
         program: at(program),
@@ -251,14 +334,16 @@ fn spawn_with(spec: &Spec<'_>, scratch: &mut Scratch) -> io::Result<Option<Child
         envp: ptrs[envp_at..].as_ptr(),
         cwd: at(cwd),
         cgroup_procs: spec.cgroup_procs.unwrap_or(-1),
-        fds: [stdin, out_w.as_raw_fd(), err_w.as_raw_fd()],
+        fds: [stdin, writers[0], writers[1]],
         error: 0,
         step: 0,
     };
     let (pid, pidfd) = clone_child(&mut args)?;
-    // The child has executed the program or failed: its write ends are its own now.
-    drop(out_w);
-    drop(err_w);
+    // The child has executed the program or failed: new pipes' write ends are its own now.
+    let readers = fresh.map(|(out_r, err_r, out_w, err_w)| {
+        drop((out_w, err_w));
+        (out_r, err_r)
+    });
     if args.error != 0 {
         // It exited (127) without running anything: reap it and say why.
         let _ = reap(pid, true);
@@ -271,7 +356,7 @@ fn spawn_with(spec: &Spec<'_>, scratch: &mut Scratch) -> io::Result<Option<Child
             _ => e,
         });
     }
-    let registered = watch(pid, pidfd, out_r, err_r);
+    let registered = watch(pid, pidfd, readers);
     if registered.is_err() {
         // Not watched, so not kept: it goes before it could leave anything behind.
         // SAFETY: signals and reaps our own child.
@@ -304,17 +389,28 @@ impl Strings {
     }
 }
 
-/// Registers a started child's pidfd and pipes with the runtime.
-fn watch(pid: libc::pid_t, pidfd: OwnedFd, out: OwnedFd, err: OwnedFd) -> io::Result<Child> {
+/// Registers a started child's pidfd and new pipes' read ends with the runtime.
+fn watch(
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+    readers: Option<(OwnedFd, OwnedFd)>,
+) -> io::Result<Child> {
     // SAFETY: the pidfd is owned by the `AsyncFd` and stays open as long as it does.
     let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
         .map_err(|e| e.into_parts().1)?;
+    let (stdout, stderr) = match readers {
+        Some((out, err)) => (
+            Some(pipe::Receiver::from_owned_fd_unchecked(out)?),
+            Some(pipe::Receiver::from_owned_fd_unchecked(err)?),
+        ),
+        None => (None, None),
+    };
     Ok(Child {
         pid,
         pidfd: Some(pidfd),
         status: None,
-        stdout: Some(pipe::Receiver::from_owned_fd_unchecked(out)?),
-        stderr: Some(pipe::Receiver::from_owned_fd_unchecked(err)?),
+        stdout,
+        stderr,
     })
 }
 
@@ -627,6 +723,7 @@ mod tests {
             env: &env,
             cwd,
             cgroup_procs: None,
+            pipes: None,
         };
         let mut child = spawn(&spec)?.expect("a kernel with pidfds");
         let mut out = String::new();
@@ -693,6 +790,52 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((code, out.as_str()), (0, "hi\n"));
+    }
+
+    #[tokio::test]
+    async fn pipes_serve_one_process_after_another_each_reading_only_its_own_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let pipes = Pipes::new().unwrap();
+        let mut seen = Vec::new();
+        // More than a pipe holds (64 KiB), so it is read while it runs, then what is left.
+        let scripts = [
+            "head -c 200000 /dev/zero | tr '\\0' a; printf first-err >&2",
+            "printf second; printf second-err >&2",
+        ];
+        for script in scripts {
+            let argv = [OsStr::new("sh"), OsStr::new("-c"), OsStr::new(script)];
+            let spec = Spec {
+                argv: &argv,
+                env_remove: &[],
+                env: &[],
+                cwd: dir.path(),
+                cgroup_procs: None,
+                pipes: Some(&pipes),
+            };
+            let mut child = spawn(&spec).unwrap().expect("a kernel with pidfds");
+            assert!(child.stdout.is_none() && child.stderr.is_none());
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let mut buf = vec![0u8; 65536];
+            // Read while it runs: the engine holds the write end, so no end of stream comes.
+            let status = loop {
+                tokio::select! {
+                    status = child.wait() => break status.unwrap(),
+                    n = pipes.out.readable() => {
+                        n.unwrap();
+                        if let Ok(n) = pipes.out.try_read(&mut buf) {
+                            out.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                }
+            };
+            assert!(status.success());
+            pipes.drain(|b| out.extend_from_slice(b), |b| err.extend_from_slice(b));
+            seen.push((out, err));
+        }
+        assert_eq!(seen[0].0.len(), 200_000);
+        assert!(seen[0].0.iter().all(|b| *b == b'a'));
+        assert_eq!(seen[0].1, b"first-err");
+        assert_eq!(seen[1], (b"second".to_vec(), b"second-err".to_vec()));
     }
 
     #[test]

@@ -3,4 +3,5 @@
 
 mod durable;
 mod light;
+mod pipes;
 mod scheduling;
