@@ -44,7 +44,9 @@ pub struct Pipeline {
     pub(crate) index: Arc<IdMap<usize>>,
     pub(crate) agents: Vec<AgentSpec>,
     pub(crate) registry: Registry,
-    pub(crate) source: Option<Source>,
+    /// The SHA-256 of the file's text, for the audit log, when it came from a file. The text
+    /// itself is not kept for the run (a 10,000-phase file is 0.6 MB).
+    pub(crate) source_sha256: Option<String>,
     pub(crate) policy: Option<Arc<Policy>>,
 }
 
@@ -147,7 +149,7 @@ impl Pipeline {
                         Err(e) => return Err(LoadError::Policy(e)),
                     }
                 }
-                p.source = Some(source);
+                p.source_sha256 = Some(crate::audit::sha256_hex(source.text.as_bytes()));
                 Ok(p)
             }
             Err(items) => Err(LoadError::Invalid(Diagnostics::new(Some(source), items))),

@@ -452,7 +452,7 @@ pub(super) fn validate(
         index: Arc::new(index),
         agents,
         registry: registry.clone(),
-        source: None,
+        source_sha256: None,
         policy: None,
     })
 }

@@ -54,8 +54,7 @@ impl Engine {
     /// Queues the audit log's `run_started` entry.
     pub(super) fn audit_run_started(&mut self, selection: &[String]) {
         let Some(a) = &mut self.audit else { return };
-        let source = self.p.source.as_ref();
-        let digest = source.map(|s| crate::audit::sha256_hex(s.text.as_bytes()));
+        let digest = self.p.source_sha256.as_deref();
         let file = self.p.source_path().map(|p| p.display().to_string());
         let vars: IndexMap<String, String> = self
             .p
@@ -70,7 +69,7 @@ impl Engine {
             user: &crate::policy::current_user(),
             host: &crate::audit::host_name(),
             file: file.as_deref(),
-            file_sha256: digest.as_deref(),
+            file_sha256: digest,
             vars: &vars,
             selection,
             resumed_from: self.resumed_from.as_ref().map(RunId::as_str),
