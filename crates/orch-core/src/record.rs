@@ -705,6 +705,13 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+thread_local! {
+    /// The second last formatted on this thread and its text: a run formats a few times per
+    /// phase, nearly all in the second before, so mostly only the milliseconds change.
+    static LAST_SECOND: std::cell::Cell<(u64, [u8; 24])> =
+        const { std::cell::Cell::new((u64::MAX, [0; 24])) };
+}
+
 /// The RFC 3339 form of a time from 1970 to 9999 without allocating (records are written
 /// several times per phase); `None` outside that range.
 fn rfc3339_bytes(t: std::time::SystemTime) -> Option<[u8; 24]> {
@@ -714,6 +721,21 @@ fn rfc3339_bytes(t: std::time::SystemTime) -> Option<[u8; 24]> {
     if secs >= 253_402_300_800 {
         return None;
     }
+    let millis = d.subsec_millis();
+    let (last, mut b) = LAST_SECOND.get();
+    if last == secs {
+        b[20] = b'0' + (millis / 100) as u8;
+        b[21] = b'0' + (millis / 10 % 10) as u8;
+        b[22] = b'0' + (millis % 10) as u8;
+        return Some(b);
+    }
+    let b = rfc3339_of_second(secs, millis);
+    LAST_SECOND.set((secs, b));
+    Some(b)
+}
+
+/// The RFC 3339 form of `secs` since the epoch (before year 10000) and `millis`.
+fn rfc3339_of_second(secs: u64, millis: u32) -> [u8; 24] {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since the epoch (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -725,7 +747,7 @@ fn rfc3339_bytes(t: std::time::SystemTime) -> Option<[u8; 24]> {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
-    let millis = u64::from(d.subsec_millis());
+    let millis = u64::from(millis);
     let mut b = *b"0000-00-00T00:00:00.000Z";
     let mut put = |at: usize, width: usize, mut v: u64| {
         for k in (at..at + width).rev() {
@@ -740,7 +762,7 @@ fn rfc3339_bytes(t: std::time::SystemTime) -> Option<[u8; 24]> {
     put(14, 2, rem / 60 % 60);
     put(17, 2, rem % 60);
     put(20, 3, millis);
-    Some(b)
+    b
 }
 
 #[cfg(test)]
@@ -1003,6 +1025,12 @@ mod tests {
         ] {
             check(UNIX_EPOCH + Duration::from_millis(s * 1000 + 999));
             check(UNIX_EPOCH + Duration::from_secs(s));
+        }
+        // Times in the same second as the one before (its text is reused but for the
+        // milliseconds), the next second, and back.
+        let base = UNIX_EPOCH + Duration::from_secs(1_764_961_199);
+        for ms in (0..2_500).step_by(7).chain((0..2_500).rev().step_by(13)) {
+            check(base + Duration::from_millis(ms));
         }
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..100_000 {
