@@ -213,7 +213,7 @@ pub fn render_record(r: &RunRecord, holder: Option<u32>) -> String {
                 status.push_str(" (allowed)");
             }
             [
-                id.clone(),
+                id.to_string(),
                 status,
                 p.attempts.to_string(),
                 p.duration_ms.map_or_else(|| "-".into(), fmt_ms),

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use orch_core::{PhaseRecord, PhaseStatus, RunRecord, RunStatus};
+use orch_core::{PhaseId, PhaseRecord, PhaseStatus, RunRecord, RunStatus};
 
 use crate::style::{Style, fmt_duration, one_line};
 
@@ -41,7 +41,7 @@ pub fn summary(record: &RunRecord, at: &Locations, style: Style, quiet: bool) ->
         return s;
     }
     let all = record.phases.len() <= FULL_TABLE_LIMIT;
-    let rows: Vec<(&String, &PhaseRecord)> = record
+    let rows: Vec<(&PhaseId, &PhaseRecord)> = record
         .phases
         .iter()
         .filter(|(_, p)| all || p.status != PhaseStatus::Succeeded || !p.warnings.is_empty())
@@ -49,7 +49,7 @@ pub fn summary(record: &RunRecord, at: &Locations, style: Style, quiet: bool) ->
     if !rows.is_empty() {
         let width = rows
             .iter()
-            .map(|(id, _)| id.len())
+            .map(|(id, _)| id.as_str().len())
             .max()
             .unwrap_or(5)
             .max(5);
@@ -256,7 +256,7 @@ fn note(p: &PhaseRecord) -> String {
 /// from its first phase to its last. Equal times go to the chain of more phases (a gate
 /// that took 0 ms still ends the path), then to the phase declared first.
 pub fn critical_path(record: &RunRecord) -> Vec<(String, u64)> {
-    let ids: Vec<&String> = record.phases.keys().collect();
+    let ids: Vec<&PhaseId> = record.phases.keys().collect();
     let index: HashMap<&str, usize> = ids
         .iter()
         .enumerate()
@@ -329,7 +329,7 @@ pub fn critical_path(record: &RunRecord) -> Vec<(String, u64)> {
     let mut at = end.map(|(_, i)| i);
     while let Some(i) = at {
         let p = &record.phases[ids[i].as_str()];
-        path.push((ids[i].clone(), p.duration_ms.unwrap_or(0)));
+        path.push((ids[i].to_string(), p.duration_ms.unwrap_or(0)));
         at = best[i].and_then(|(_, prev)| prev);
     }
     path.reverse();

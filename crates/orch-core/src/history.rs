@@ -10,6 +10,7 @@ use indexmap::IndexMap;
 use serde::Serialize;
 
 use crate::errors::RunError;
+use crate::ids::PhaseId;
 use crate::ids::RunId;
 use crate::journal::{Entry, JOURNAL_FILE};
 use crate::record::{
@@ -222,29 +223,30 @@ fn from_journal(
                 r.resumed_from = resumed_from.clone();
             }
             Entry::Started { phase, attempt, at } => {
-                let p = r
-                    .phases
-                    .entry(phase.clone())
-                    .or_insert_with(|| PhaseRecord {
-                        status: PhaseStatus::Cancelled,
-                        kind: String::new(),
-                        attempts: 0,
-                        exit_code: None,
-                        started_at: Some(Timestamp::from(at.as_str())),
-                        finished_at: None,
-                        duration_ms: None,
-                        reason: None,
-                        cause: None,
-                        allowed_failure: false,
-                        outputs: BTreeMap::new(),
-                        artifacts: Vec::new(),
-                        needs: Vec::new(),
-                        tags: Vec::new(),
-                        description: None,
-                        log: None,
-                        policy: None,
-                        warnings: Vec::new(),
-                    });
+                // The engine journals valid ids only: anything else is not one of its phases.
+                let Ok(phase) = PhaseId::new(phase) else {
+                    continue;
+                };
+                let p = r.phases.entry(phase).or_insert_with(|| PhaseRecord {
+                    status: PhaseStatus::Cancelled,
+                    kind: String::new(),
+                    attempts: 0,
+                    exit_code: None,
+                    started_at: Some(Timestamp::from(at.as_str())),
+                    finished_at: None,
+                    duration_ms: None,
+                    reason: None,
+                    cause: None,
+                    allowed_failure: false,
+                    outputs: BTreeMap::new(),
+                    artifacts: Vec::new(),
+                    needs: Vec::new(),
+                    tags: Vec::new(),
+                    description: None,
+                    log: None,
+                    policy: None,
+                    warnings: Vec::new(),
+                });
                 p.attempts = *attempt;
                 let cause = (!live).then_some(Reason::RunEnded);
                 p.status = if live {
@@ -291,7 +293,9 @@ fn from_journal(
                     policy: verdicts.remove(&f.phase),
                     warnings: Vec::new(),
                 };
-                r.phases.insert(f.phase.clone(), rec);
+                if let Ok(phase) = PhaseId::new(&f.phase) {
+                    r.phases.insert(phase, rec);
+                }
             }
             Entry::RunFinished {
                 status,
@@ -310,7 +314,7 @@ fn from_journal(
     }
     for (id, p) in r.phases.iter_mut() {
         if p.log.is_none() {
-            p.log = log_of(id);
+            p.log = log_of(id.as_str());
         }
     }
     r

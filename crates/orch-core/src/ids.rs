@@ -48,7 +48,7 @@ impl PhaseId {
 
 impl fmt::Display for PhaseId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -132,7 +132,7 @@ impl RunId {
 
 impl fmt::Display for RunId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -176,6 +176,18 @@ mod tests {
         for bad in ["", "a b", "a.b", "é", "a/b"] {
             assert!(PhaseId::new(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn ids_are_padded_and_aligned_as_strings_are() {
+        // Tables line ids up with a width: a run record's ids are `PhaseId`s.
+        let id = PhaseId::new("ab").unwrap();
+        assert_eq!(
+            format!("[{id:<5}] [{id:>5}] [{id:^6}]"),
+            "[ab   ] [   ab] [  ab  ]"
+        );
+        let run = RunId::parse("20261121T201600Z-3f2a").unwrap();
+        assert_eq!(format!("{run:>22}"), " 20261121T201600Z-3f2a");
     }
 
     #[test]

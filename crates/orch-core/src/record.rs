@@ -448,7 +448,8 @@ pub struct RunRecord {
     #[serde(default)]
     pub vars: IndexMap<String, String>,
     /// Every phase of the pipeline, in declaration order.
-    pub phases: IndexMap<String, PhaseRecord>,
+    #[schemars(with = "IndexMap<String, PhaseRecord>")]
+    pub phases: IndexMap<PhaseId, PhaseRecord>,
     /// The head of the audit log's chain once the run ended, when it wrote one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditHead>,
@@ -670,7 +671,7 @@ impl std::hash::Hash for Timestamp {
 
 impl std::fmt::Display for Timestamp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -981,6 +982,89 @@ mod tests {
         let old_text = serde_json::to_string_pretty(&old).unwrap();
         let read: PhaseRecord = serde_json::from_str(&old_text).unwrap();
         assert_eq!(serde_json::to_string_pretty(&read).unwrap(), old_text);
+    }
+
+    /// `RunRecord` as format 2 was first written (phases keyed by strings).
+    #[derive(Serialize)]
+    struct RunRecordAsFirstWritten {
+        format_version: u32,
+        run_id: RunId,
+        pipeline: String,
+        status: RunStatus,
+        started_at: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        finished_at: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        duration_ms: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resumed_from: Option<RunId>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pipeline_file: Option<String>,
+        vars: IndexMap<String, String>,
+        phases: IndexMap<String, PhaseRecordAsFirstWritten>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        audit: Option<AuditHead>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        record_errors: Vec<RecordError>,
+    }
+
+    #[test]
+    fn a_run_record_serializes_to_the_bytes_it_always_had() {
+        let phase = |needs: &[&str]| PhaseRecordAsFirstWritten {
+            status: PhaseStatus::Succeeded,
+            kind: "command".into(),
+            attempts: 1,
+            exit_code: Some(0),
+            started_at: Some("2025-01-01T00:00:00.000Z".into()),
+            finished_at: Some("2025-01-01T00:00:01.000Z".into()),
+            duration_ms: Some(1000),
+            reason: None,
+            cause: None,
+            allowed_failure: false,
+            outputs: Outputs::new(),
+            artifacts: Vec::new(),
+            needs: needs.iter().map(|n| (*n).to_owned()).collect(),
+            tags: Vec::new(),
+            description: None,
+            log: None,
+            policy: None,
+            warnings: Vec::new(),
+        };
+        let old = RunRecordAsFirstWritten {
+            format_version: RECORD_FORMAT_VERSION,
+            run_id: RunId::parse("20250101T000000Z-aaaa").unwrap(),
+            pipeline: "p".into(),
+            status: RunStatus::Succeeded,
+            started_at: "2025-01-01T00:00:00.000Z".into(),
+            finished_at: Some("2025-01-01T00:00:02.000Z".into()),
+            duration_ms: Some(2000),
+            resumed_from: None,
+            pipeline_file: Some("/x/orch.toml".into()),
+            vars: IndexMap::from([("v".to_owned(), "1".to_owned())]),
+            // Not in id order: the order is kept.
+            phases: IndexMap::from([
+                ("build".to_owned(), phase(&[])),
+                ("a-test_2".to_owned(), phase(&["build"])),
+            ]),
+            audit: Some(AuditHead {
+                seq: 3,
+                hash: "ab".into(),
+            }),
+            record_errors: vec![RecordError::new("logs/a.log", "disk full")],
+        };
+        let text = serde_json::to_string_pretty(&old).unwrap();
+        let read: RunRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string_pretty(&read).unwrap(), text);
+        assert_eq!(
+            read.phases["a-test_2"].needs,
+            [PhaseId::new("build").unwrap()]
+        );
+        // A phase id that is not one is refused, naming it.
+        let bad = text.replace("\"a-test_2\": {", "\"a test\": {");
+        let e = serde_json::from_str::<RunRecord>(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a test"), "{e}");
     }
 
     #[test]

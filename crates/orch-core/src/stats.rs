@@ -566,10 +566,10 @@ fn pipeline_stats(name: String, runs: &[Timed]) -> PipelineStats {
     let mut phases: IndexMap<String, (PhaseStats, Vec<u64>)> = IndexMap::new();
     for t in runs.iter().rev() {
         for (id, rec) in &t.record.phases {
-            let (s, durations) = phases.entry(id.clone()).or_insert_with(|| {
+            let (s, durations) = phases.entry(id.to_string()).or_insert_with(|| {
                 (
                     PhaseStats {
-                        phase: id.clone(),
+                        phase: id.to_string(),
                         kind: rec.kind.clone(),
                         ..PhaseStats::default()
                     },

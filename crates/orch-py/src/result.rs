@@ -473,11 +473,11 @@ impl RunResult {
                 let d = PyDict::new(py);
                 for (id, rec) in &self.record.phases {
                     let p = PhaseResult {
-                        id: id.clone(),
+                        id: id.to_string(),
                         record: rec.clone(),
                         run_dir: self.run_dir.clone(),
                     };
-                    d.set_item(id, Py::new(py, p)?)?;
+                    d.set_item(id.as_str(), Py::new(py, p)?)?;
                 }
                 Ok(d.unbind())
             })?;
@@ -491,7 +491,7 @@ impl RunResult {
             .phases
             .iter()
             .filter(|(_, p)| p.status.is_failure() && !p.allowed_failure)
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| id.to_string())
             .collect()
     }
 

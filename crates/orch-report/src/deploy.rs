@@ -131,7 +131,7 @@ pub(crate) fn sections(record: &RunRecord, run_dir: &Path) -> Vec<DeploymentView
                 timing.push(format!("traffic back {ms} ms after the failure"));
             }
             DeploymentView {
-                phase: id.clone(),
+                phase: id.to_string(),
                 service: doc.service,
                 strategy: if p.kind == "deploy.rollback" {
                     "orch rollback".into()

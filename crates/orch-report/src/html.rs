@@ -179,10 +179,10 @@ fn kind_sections(record: &RunRecord, run_dir: &Path, kind: &str) -> Vec<KindSect
         .map(|(id, p)| {
             let doc = docs
                 .iter()
-                .position(|d| &d.phase == id)
+                .position(|d| d.phase == id.as_str())
                 .map(|i| docs.remove(i));
             KindSection {
-                phase: id.clone(),
+                phase: id.to_string(),
                 status: p.status.as_str(),
                 class: crate::view::status_class(p),
                 outputs: p
@@ -219,7 +219,7 @@ fn gates(record: &RunRecord) -> Vec<GateView> {
                 PhaseStatus::Running => ("being evaluated", "running"),
             };
             GateView {
-                phase: id.clone(),
+                phase: id.to_string(),
                 verdict,
                 class,
                 reason: p.reason.clone(),
@@ -241,7 +241,7 @@ fn git_facts(record: &RunRecord) -> Vec<GitFact> {
         for key in keys {
             if let Some(v) = p.outputs.get(*key) {
                 out.push(GitFact {
-                    phase: id.clone(),
+                    phase: id.to_string(),
                     kind: p.kind.clone(),
                     key: (*key).to_owned(),
                     value: sources::truncate(v, 200),
@@ -258,7 +258,7 @@ fn checksums(record: &RunRecord) -> Vec<Checksum> {
         for (k, v) in &p.outputs {
             if matches!(k.as_str(), "sha256" | "digest" | "image_id" | "checksum") {
                 out.push(Checksum {
-                    phase: id.clone(),
+                    phase: id.to_string(),
                     kind: p.kind.clone(),
                     key: k.clone(),
                     value: sources::truncate(v, 200),
@@ -616,7 +616,7 @@ fn policy_rows(record: &RunRecord) -> Vec<PolicyRow> {
                 None => "`data.orch.allow` is not true".to_owned(),
             };
             Some(PolicyRow {
-                phase: id.clone(),
+                phase: id.to_string(),
                 allowed: v.allowed,
                 why,
             })

@@ -137,7 +137,7 @@ pub(crate) fn collect(record: &RunRecord, run_dir: &Path) -> Vec<TestFile> {
             let resolved = sources::resolve(record, run_dir, &path);
             let report = sources::read_capped(&resolved).and_then(|bytes| parse(&bytes));
             files.push(TestFile {
-                phase: id.clone(),
+                phase: id.to_string(),
                 path,
                 phase_succeeded: phase.status == PhaseStatus::Succeeded,
                 report,
@@ -324,7 +324,7 @@ pub(crate) fn build(
         suite.add_property(Property::new("orch.resumed_from", from.as_str()));
     }
     for (id, phase) in &record.phases {
-        suite.add_test_case(phase_case(record, run_dir, options, id, phase));
+        suite.add_test_case(phase_case(record, run_dir, options, id.as_str(), phase));
     }
     for file in files {
         if let Err(message) = &file.report

@@ -205,13 +205,13 @@ pub(crate) fn sections(record: &RunRecord, run_dir: &Path) -> Vec<QualityView> {
             let path = p.outputs.get("report").cloned().unwrap_or_else(|| {
                 run_dir
                     .join("quality")
-                    .join(id)
+                    .join(id.as_str())
                     .join("quality.json")
                     .display()
                     .to_string()
             });
             let mut view = QualityView {
-                phase: id.clone(),
+                phase: id.to_string(),
                 status: p.status.as_str(),
                 class: crate::view::status_class(p),
                 path: path.clone(),
@@ -378,7 +378,7 @@ pub(crate) fn secrets(record: &RunRecord) -> Vec<SecretsView> {
         .iter()
         .filter(|(_, p)| p.kind == "secrets.scan")
         .map(|(id, p)| SecretsView {
-            phase: id.clone(),
+            phase: id.to_string(),
             status: p.status.as_str(),
             class: crate::view::status_class(p),
             findings: p.outputs.get("findings").cloned(),

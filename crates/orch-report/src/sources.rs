@@ -142,7 +142,7 @@ pub(crate) fn json_reports(record: &RunRecord, run_dir: &Path, kind: &str) -> Ve
                 Err(e) => (None, Some(e)),
             };
             Some(JsonDoc {
-                phase: id.clone(),
+                phase: id.to_string(),
                 path,
                 summary,
                 error,

@@ -228,7 +228,7 @@ impl<'a> RunView<'a> {
                 let duration_ms = p.duration_ms.or_else(|| Some(end? - start?));
                 PhaseView {
                     index,
-                    id,
+                    id: id.as_str(),
                     kind: &p.kind,
                     status: p.status.as_str(),
                     class: status_class(p),
@@ -254,7 +254,7 @@ impl<'a> RunView<'a> {
                         .artifacts
                         .iter()
                         .map(|a| ArtifactView {
-                            phase: id.clone(),
+                            phase: id.to_string(),
                             kind: a.kind.clone(),
                             name: a.name.clone(),
                             path: a.path.clone(),

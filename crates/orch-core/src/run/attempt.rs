@@ -15,6 +15,7 @@ use super::engine::{Ending, Engine, Msg, Outcome, St, Starting};
 use crate::audit::Event as AuditEvent;
 use crate::events::RunEvent;
 use crate::expr;
+use crate::ids::PhaseId;
 use crate::journal::{Entry, StartedRef};
 use crate::phase::{AttemptLog, EnvParts, PhaseContext, PhaseOutcome, SnapshotFn};
 use crate::policy::PhaseInput;
@@ -200,12 +201,7 @@ impl Engine {
                     hash: hash.to_owned(),
                 }
             });
-            let ids: Vec<String> = self
-                .p
-                .nodes()
-                .iter()
-                .map(|n| n.spec.id.to_string())
-                .collect();
+            let ids: Vec<PhaseId> = self.p.nodes().iter().map(|n| n.spec.id.clone()).collect();
             Arc::new(move || {
                 let mut r = base.clone();
                 let recs = records.lock().unwrap_or_else(|p| p.into_inner());

@@ -25,7 +25,7 @@ use crate::agent::Agent;
 use crate::audit::AuditWriter;
 use crate::errors::{AgentError, RunError};
 use crate::events::{Event, EventBus, RunEvent};
-use crate::ids::RunId;
+use crate::ids::{PhaseId, RunId};
 use crate::journal::{Done, JournalWriter};
 use crate::lock::WorkspaceLock;
 use crate::phase::{LogBook, PhaseError, PhaseLog, PhaseOutcome};
@@ -126,7 +126,7 @@ pub(super) type LightAttempt =
     CatchUnwind<AssertUnwindSafe<Pin<Box<dyn Future<Output = Msg> + Send>>>>;
 
 /// The records of the phases that ended, keyed by phase id (the run record's `phases`).
-pub(super) type PhaseRecords = indexmap::IndexMap<String, PhaseRecord>;
+pub(super) type PhaseRecords = indexmap::IndexMap<PhaseId, PhaseRecord>;
 
 /// A `PhaseFinished` event waiting for its journal record to be durable.
 pub(super) struct Pending {

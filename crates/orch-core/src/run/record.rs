@@ -44,7 +44,7 @@ impl Engine {
         // In the order the phases are declared, as they were ended in the order they ran
         // (unless they ended in that order).
         if !self.records_sorted {
-            recs.sort_by_cached_key(|id, _| self.p.index_of(id));
+            recs.sort_by_cached_key(|id, _| self.p.index_of(id.as_str()));
         }
         r.phases = recs;
         r.record_errors = self.record_errors.clone();

@@ -653,7 +653,7 @@ impl Engine {
         self.records
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(node.spec.id.as_str().to_owned(), record);
+            .insert(node.spec.id.clone(), record);
         // Phases mostly end in the order they are declared: the record is then sorted
         // already (see `record`).
         self.records_sorted &= self.last_finished.is_none_or(|l| l < i);

@@ -89,7 +89,12 @@ fn options(state_dir: &Path, mode: JournalMode) -> RunOptions {
 fn outputs(r: &RunRecord) -> BTreeMap<String, String> {
     r.phases
         .iter()
-        .map(|(id, p)| (id.clone(), p.outputs.get("v").cloned().unwrap_or_default()))
+        .map(|(id, p)| {
+            (
+                id.to_string(),
+                p.outputs.get("v").cloned().unwrap_or_default(),
+            )
+        })
         .collect()
 }
 
@@ -219,7 +224,7 @@ async fn every_truncation_of_a_real_journal_resumes_consistently() {
         let want: Vec<String> = all.difference(&done).cloned().collect();
         assert_eq!(ran, want, "cut {cut}");
         for (id, p) in &record.phases {
-            if done.contains(id) {
+            if done.contains(id.as_str()) {
                 assert_eq!(p.status, PhaseStatus::Skipped, "cut {cut} {id}");
                 let reason = format!("done in run {}", clean.run_id);
                 assert_eq!(p.reason.as_deref(), Some(reason.as_str()), "cut {cut} {id}");

@@ -499,7 +499,7 @@ with = {{ image = "IMAGE", command = "echo sleeping; sleep 120" }}
     );
     let run = TestRun::new(&text);
     let record = run.run(RunControl::new()).await;
-    let p = &record.phases[&phase];
+    let p = &record.phases[phase.as_str()];
     assert_eq!(p.status, PhaseStatus::TimedOut, "{}", summary(&record));
     assert!(services_of_phase(s, &phase).await.is_empty());
     assert_no_leftovers(s, &record).await;
@@ -537,7 +537,7 @@ with = {{ image = "IMAGE", command = "echo still running; sleep 120" }}
         asked.elapsed()
     );
     assert_eq!(record.status, RunStatus::Cancelled, "{}", summary(&record));
-    assert_eq!(record.phases[&phase].status, PhaseStatus::Cancelled);
+    assert_eq!(record.phases[phase.as_str()].status, PhaseStatus::Cancelled);
     assert!(services_of_phase(s, &phase).await.is_empty());
     assert_no_leftovers(s, &record).await;
 }
@@ -598,7 +598,7 @@ with = {{ image = "IMAGE", constraints = ["node.role==worker"], command = "if [ 
         .unwrap();
     assert!(status.success(), "{} start failed", s.script);
 
-    let p = &record.phases[&phase];
+    let p = &record.phases[phase.as_str()];
     assert_eq!(p.status, PhaseStatus::Succeeded, "{}", summary(&record));
     assert_eq!(p.attempts, 2, "{}", summary(&record));
     let survivor = &p.outputs["node"];

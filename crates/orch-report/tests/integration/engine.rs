@@ -89,7 +89,11 @@ with = { formats = ["md", "junit", "html", "compliance", "json"], output = "out"
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(snapshot.run_id, record.run_id);
     assert_eq!(snapshot.status, RunStatus::Running);
-    let seen: Vec<&str> = snapshot.phases.keys().map(String::as_str).collect();
+    let seen: Vec<&str> = snapshot
+        .phases
+        .keys()
+        .map(orch_core::PhaseId::as_str)
+        .collect();
     assert_eq!(seen, ["build", "test", "check"]);
 
     // The JUnit merged the file the test phase pointed at.

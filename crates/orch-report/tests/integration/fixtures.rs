@@ -185,7 +185,10 @@ impl PhaseB<'_> {
         self
     }
     pub fn add(self) {
-        self.b.record.phases.insert(self.id, self.rec);
+        self.b
+            .record
+            .phases
+            .insert(PhaseId::new(&self.id).unwrap(), self.rec);
     }
 }
 

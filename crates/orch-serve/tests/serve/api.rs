@@ -196,7 +196,7 @@ async fn a_client_that_resumes_with_last_event_id_gets_every_event_once() {
     let mut from_journal: Vec<(String, String)> = record
         .phases
         .iter()
-        .map(|(id, p)| (id.clone(), p.status.as_str().to_owned()))
+        .map(|(id, p)| (id.to_string(), p.status.as_str().to_owned()))
         .collect();
     let mut sorted = finished.clone();
     sorted.sort();
