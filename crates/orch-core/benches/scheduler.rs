@@ -4,7 +4,8 @@
 //! phase needs it) and a layered lattice (layers of 100, each phase needs two of the layer
 //! before). Sizes: 1k, 10k, 100k phases. Criterion reports time per phase as throughput; the
 //! `memory` lines give the peak bytes allocated per phase for building and running the
-//! pipeline, measured with a counting allocator (which counts only for those lines and the
+//! pipeline (and the two peaks apart: building it, then running it), measured with a
+//! counting allocator (which counts only for those lines and the
 //! `compare` lines: the timed runs do not pay for it).
 //!
 //! `recorded/Lattice/10000` runs the 10k lattice the way `orch run` does: with
