@@ -63,34 +63,64 @@ pub(crate) struct LayerSummary {
 }
 
 /// Column of every phase (index-aligned with `phases`).
+///
+/// The graph is held as flat lists of indices (a run of 10,000 phases is drawn as a table
+/// of its columns, and a vector per phase for its needs and one for its dependents were
+/// 1.5 MB).
 pub(crate) fn layers(phases: &[PhaseView<'_>]) -> Vec<usize> {
-    let index: HashMap<&str, usize> = phases.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
-    let needs: Vec<Vec<usize>> = phases
+    let n = phases.len();
+    let mut index: Vec<(&str, u32)> = phases
         .iter()
-        .map(|p| {
-            p.needs
-                .iter()
-                .filter_map(|n| index.get(n.as_str()).copied())
-                .collect()
-        })
+        .enumerate()
+        .map(|(i, p)| (p.id, i as u32))
         .collect();
+    index.sort_unstable_by_key(|&(id, _)| id);
+    let find = |id: &str| -> Option<u32> {
+        index
+            .binary_search_by_key(&id, |&(k, _)| k)
+            .ok()
+            .map(|at| index[at].1)
+    };
+    // Phase `i` needs `needs[need_at[i]..need_at[i + 1]]`.
+    let mut need_at: Vec<u32> = Vec::with_capacity(n + 1);
+    let mut needs: Vec<u32> = Vec::new();
+    need_at.push(0);
+    for p in phases {
+        needs.extend(p.needs.iter().filter_map(|k| find(k.as_str())));
+        need_at.push(needs.len() as u32);
+    }
+    drop(index);
     // Kahn's algorithm; phases in a cycle (never in a valid pipeline) stay in column 0.
-    let mut indegree: Vec<usize> = needs.iter().map(Vec::len).collect();
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); phases.len()];
-    for (i, ns) in needs.iter().enumerate() {
-        for &n in ns {
-            dependents[n].push(i);
+    let mut indegree: Vec<u32> = need_at.windows(2).map(|w| w[1] - w[0]).collect();
+    // Phase `k` is needed by `dependents[dependent_at[k]..dependent_at[k + 1]]`, in order.
+    let mut dependent_at: Vec<u32> = vec![0; n + 1];
+    for &k in &needs {
+        dependent_at[k as usize + 1] += 1;
+    }
+    for k in 0..n {
+        dependent_at[k + 1] += dependent_at[k];
+    }
+    let mut dependents: Vec<u32> = vec![0; needs.len()];
+    let mut filled: Vec<u32> = dependent_at[..n].to_vec();
+    for i in 0..n {
+        for &k in &needs[need_at[i] as usize..need_at[i + 1] as usize] {
+            dependents[filled[k as usize] as usize] = i as u32;
+            filled[k as usize] += 1;
         }
     }
-    let mut layer = vec![0usize; phases.len()];
-    let mut queue: std::collections::VecDeque<usize> =
-        (0..phases.len()).filter(|&i| indegree[i] == 0).collect();
+    drop((needs, need_at, filled));
+    let mut layer = vec![0usize; n];
+    let mut queue: std::collections::VecDeque<u32> = (0..n as u32)
+        .filter(|&i| indegree[i as usize] == 0)
+        .collect();
     while let Some(i) = queue.pop_front() {
-        for &d in &dependents[i] {
+        let i = i as usize;
+        for &d in &dependents[dependent_at[i] as usize..dependent_at[i + 1] as usize] {
+            let d = d as usize;
             layer[d] = layer[d].max(layer[i] + 1);
             indegree[d] -= 1;
             if indegree[d] == 0 {
-                queue.push_back(d);
+                queue.push_back(d as u32);
             }
         }
     }

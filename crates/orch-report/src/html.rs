@@ -524,7 +524,10 @@ pub(crate) fn dashboard(
         Vec::new()
     };
     if data {
+        // Most phases of a large run have no markup: their room goes back before the graph's
+        // columns are worked out.
         phases.retain(has_markup);
+        phases.shrink_to_fit();
     }
     let (dag, dag_summary) = if view.phases.len() <= options.dag_max_phases {
         (Some(dag::layout(&view.phases)), LayerTable::default())

@@ -175,7 +175,7 @@ fn render_view(
                 code(p.id),
                 text(p.kind),
                 text(&status_cell(p)),
-                p.duration.as_deref().unwrap_or("–"),
+                p.duration.map_or_else(|| "–".to_owned(), |d| d.to_string()),
                 attempts_cell(p),
             );
         }

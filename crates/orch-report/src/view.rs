@@ -68,9 +68,9 @@ pub(crate) struct PhaseView<'a> {
     pub attempts: u32,
     pub retries: u32,
     pub exit_code: Option<i32>,
-    pub started: Option<String>,
-    pub finished: Option<String>,
-    pub duration: Option<String>,
+    pub started: Option<Shown<'a>>,
+    pub finished: Option<Shown<'a>>,
+    pub duration: Option<Took>,
     pub duration_ms: Option<u64>,
     pub reason: Option<&'a str>,
     pub allowed_failure: bool,
@@ -86,6 +86,40 @@ pub(crate) struct PhaseView<'a> {
     /// Timeline bar position and width, in percent of the axis.
     pub left: Percent,
     pub width: Percent,
+}
+
+/// A recorded time as reports show it (`2026-01-01 12:00:00 UTC`), formatted when it is
+/// shown (and serialized as that text): a view of 10,000 phases held 20,000 such strings.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Shown<'a>(&'a str);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&time::display(self.0))
+    }
+}
+
+impl Serialize for Shown<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A duration as reports show it (`950ms`, `1.5s`, `2m 05s`), formatted when it is shown
+/// (and serialized as that text).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Took(u64);
+
+impl std::fmt::Display for Took {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&time::duration(self.0))
+    }
+}
+
+impl Serialize for Took {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// A position or width on the timeline, in percent of its axis: shown (and serialized) with
@@ -236,9 +270,9 @@ impl<'a> RunView<'a> {
                     attempts: p.attempts,
                     retries: p.attempts.saturating_sub(1),
                     exit_code: p.exit_code,
-                    started: p.started_at.as_deref().map(time::display),
-                    finished: p.finished_at.as_deref().map(time::display),
-                    duration: duration_ms.map(time::duration),
+                    started: p.started_at.as_deref().map(Shown),
+                    finished: p.finished_at.as_deref().map(Shown),
+                    duration: duration_ms.map(Took),
                     duration_ms,
                     reason: p.reason.as_deref(),
                     allowed_failure: p.allowed_failure,
