@@ -6,7 +6,10 @@
 //! dearer each process. Here the child is made the way `posix_spawn` makes it:
 //! `clone(CLONE_VM | CLONE_VFORK)` on a small stack of its own, sharing the engine's memory
 //! until it calls `execve`, while the calling thread waits. Between the two it makes only
-//! system calls: it resets the signal handlers the engine installed, enters the attempt's
+//! system calls: it resets the signal handlers the engine installed (on x86-64 with Linux
+//! 5.5 and later, the kernel does as it clones, `clone3` with `CLONE_CLEAR_SIGHAND`, which
+//! spares the child a question per signal while the engine's thread waits; elsewhere the
+//! child asks for each signal), enters the attempt's
 //! cgroup (one `write`), makes its own process group, sets up its standard streams and
 //! working directory, and executes the program, whose path was looked up in `PATH` by the
 //! engine (once per run and program, see [`forget`]). The child's exit is
@@ -337,6 +340,7 @@ fn spawn_with(spec: &Spec<'_>, scratch: &mut Scratch) -> io::Result<Option<Child
         fds: [stdin, writers[0], writers[1]],
         error: 0,
         step: 0,
+        handlers_cleared: false,
     };
     let (pid, pidfd) = clone_child(&mut args)?;
     // The child has executed the program or failed: new pipes' write ends are its own now.
@@ -591,6 +595,8 @@ struct ChildArgs {
     /// The errno of the step that failed (0: it executed the program).
     error: i32,
     step: u32,
+    /// Started with `CLONE_CLEAR_SIGHAND`: no handler of the engine's is left in it.
+    handlers_cleared: bool,
 }
 
 /// The child's stack: one per thread, since the thread that clones waits until the child
@@ -619,19 +625,27 @@ fn clone_child(args: &mut ChildArgs) -> io::Result<(libc::pid_t, OwnedFd)> {
             let mut old: libc::sigset_t = std::mem::zeroed();
             libc::sigfillset(&mut all);
             libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-            let pid = libc::clone(
-                child,
-                top,
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
-                std::ptr::from_mut(args).cast(),
-                &mut pidfd as *mut libc::c_int,
-            );
-            let e = io::Error::last_os_error();
+            let pid = match clone3(args, stack.as_mut_ptr_range(), &mut pidfd) {
+                Ok(pid) => Ok(pid),
+                Err(Clone3::Failed(e)) => Err(e),
+                Err(Clone3::Unsupported) => {
+                    args.handlers_cleared = false;
+                    let r = libc::clone(
+                        child,
+                        top,
+                        libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+                        std::ptr::from_mut(args).cast(),
+                        &mut pidfd as *mut libc::c_int,
+                    );
+                    if r < 0 {
+                        Err(io::Error::last_os_error())
+                    } else {
+                        Ok(r)
+                    }
+                }
+            };
             libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-            if pid < 0 {
-                return Err(e);
-            }
-            pid
+            pid?
         };
         if pidfd < 0 {
             // Not on a kernel with pidfds (checked before): wait for it here rather than
@@ -642,6 +656,118 @@ fn clone_child(args: &mut ChildArgs) -> io::Result<(libc::pid_t, OwnedFd)> {
         // SAFETY: the kernel gave us this descriptor (CLONE_PIDFD).
         Ok((pid, unsafe { OwnedFd::from_raw_fd(pidfd) }))
     })
+}
+
+/// Why [`clone3`] made no child.
+#[derive(Debug)]
+enum Clone3 {
+    /// This kernel (before 5.5), architecture or seccomp filter has no `clone3` with
+    /// `CLONE_CLEAR_SIGHAND`: `clone` is used, now and for the rest of the process.
+    Unsupported,
+    /// It failed (no memory, too many processes...).
+    Failed(io::Error),
+}
+
+/// Whether `clone3` was found missing once.
+static NO_CLONE3: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `CLONE_CLEAR_SIGHAND` (Linux 5.5): the child starts with every handled signal back at
+/// its default (ignored ones stay ignored), so it need not ask for each of the 64 signals
+/// how it is handled, and reset those that are, before `execve` (the engine's thread waits
+/// all that time).
+const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
+
+/// The kernel's `struct clone_args`, as far as `CLONE_ARGS_SIZE_VER0`.
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+}
+
+/// Starts `child(args)` on `stack` with `clone3(CLONE_VM | CLONE_VFORK | CLONE_PIDFD |
+/// CLONE_CLEAR_SIGHAND)`, returning once it has executed its program or exited.
+///
+/// # Safety
+/// As for `clone` in [`clone_child`]: every signal blocked, `args` and what it points to
+/// valid until the call returns, `stack` this thread's and unused by anything else.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3(
+    args: &mut ChildArgs,
+    stack: std::ops::Range<*mut u128>,
+    pidfd: &mut libc::c_int,
+) -> Result<libc::pid_t, Clone3> {
+    use std::sync::atomic::Ordering;
+    if NO_CLONE3.load(Ordering::Relaxed) {
+        return Err(Clone3::Unsupported);
+    }
+    args.handlers_cleared = true;
+    let mut cl = CloneArgs {
+        flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64
+            | CLONE_CLEAR_SIGHAND,
+        pidfd: std::ptr::from_mut(pidfd) as u64,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: stack.start as u64,
+        stack_size: (stack.end as u64) - (stack.start as u64),
+        tls: 0,
+    };
+    let arg = std::ptr::from_mut(args).cast::<libc::c_void>();
+    let ret: i64;
+    // SAFETY: the system call returns twice: in this thread with the child's pid (or
+    // -errno), and in the child, on its own (16-byte aligned) stack with 0, where it calls
+    // `child_entry(arg)`, which never returns, without touching this thread's stack or
+    // registers (the vfork'd child has copies of them). `syscall` clobbers rcx and r11.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov rdi, {arg}",
+            "call {entry}",
+            "ud2",
+            "2:",
+            arg = in(reg) arg,
+            entry = sym child_entry,
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") std::ptr::from_mut(&mut cl),
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            out("rcx") _,
+            out("r11") _,
+        );
+    }
+    if ret >= 0 {
+        return Ok(ret as libc::pid_t);
+    }
+    let errno = -ret as i32;
+    if matches!(errno, libc::ENOSYS | libc::EINVAL | libc::EPERM) {
+        NO_CLONE3.store(true, Ordering::Relaxed);
+        return Err(Clone3::Unsupported);
+    }
+    Err(Clone3::Failed(io::Error::from_raw_os_error(errno)))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn clone3(
+    _: &mut ChildArgs,
+    _: std::ops::Range<*mut u128>,
+    _: &mut libc::c_int,
+) -> Result<libc::pid_t, Clone3> {
+    Err(Clone3::Unsupported)
+}
+
+/// Where a child started by [`clone3`] begins.
+#[cfg(target_arch = "x86_64")]
+extern "C" fn child_entry(arg: *mut libc::c_void) -> ! {
+    child(arg);
+    // SAFETY: `child` ends in `execve` or `_exit`; this is not reached.
+    unsafe { libc::_exit(127) }
 }
 
 /// The child, between `clone` and `execve`: system calls only (no allocation, no lock, no
@@ -656,17 +782,18 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         let mut sa: libc::sigaction = std::mem::zeroed();
         let mut dfl: libc::sigaction = std::mem::zeroed();
         dfl.sa_sigaction = libc::SIG_DFL;
-        for sig in 1..=64 {
+        // SIGPIPE is ignored by Rust programs; the program gets the default.
+        libc::sigaction(libc::SIGPIPE, &dfl, std::ptr::null_mut());
+        // Without `CLONE_CLEAR_SIGHAND`, each handled signal is reset here.
+        let signals = if a.handlers_cleared { 0 } else { 64 };
+        for sig in 1..=signals {
             if sig == libc::SIGKILL
                 || sig == libc::SIGSTOP
                 || libc::sigaction(sig, std::ptr::null(), &mut sa) != 0
             {
                 continue;
             }
-            // SIGPIPE is ignored by Rust programs; the program gets the default.
-            if sa.sa_sigaction != libc::SIG_DFL
-                && (sa.sa_sigaction != libc::SIG_IGN || sig == libc::SIGPIPE)
-            {
+            if sa.sa_sigaction != libc::SIG_DFL && sa.sa_sigaction != libc::SIG_IGN {
                 libc::sigaction(sig, &dfl, std::ptr::null_mut());
             }
         }
@@ -762,6 +889,38 @@ mod tests {
         let ign = u64::from_str_radix(lines[4].trim_start_matches("SigIgn:\t"), 16).unwrap();
         assert_eq!(ign & (1 << (libc::SIGPIPE - 1)), 0, "{}", lines[4]);
         assert_eq!(lines[5], "stdin-empty");
+    }
+
+    #[tokio::test]
+    async fn with_clone3_or_clone_a_program_starts_with_default_handlers_and_the_ignored_kept() {
+        use std::sync::atomic::Ordering;
+        // SAFETY: one handler that does nothing, and one signal ignored, in this test process.
+        unsafe {
+            extern "C" fn nothing(_: libc::c_int) {}
+            libc::signal(libc::SIGUSR1, nothing as *const () as libc::sighandler_t);
+            libc::signal(libc::SIGUSR2, libc::SIG_IGN);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let script = "grep -E '^Sig(Blk|Ign|Cgt)' /proc/self/status";
+        let mut seen = Vec::new();
+        for fallback in [false, true] {
+            NO_CLONE3.store(fallback, Ordering::Relaxed);
+            let (code, out) = run(&["sh", "-c", script], &[], dir.path()).await.unwrap();
+            assert_eq!(code, 0);
+            seen.push(out);
+        }
+        NO_CLONE3.store(false, Ordering::Relaxed);
+        assert_eq!(seen[0], seen[1], "the same with clone3 and with clone");
+        let field = |name: &str| {
+            let line = seen[0].lines().find(|l| l.starts_with(name)).unwrap();
+            u64::from_str_radix(line.rsplit('\t').next().unwrap(), 16).unwrap()
+        };
+        let bit = |sig: libc::c_int| 1u64 << (sig - 1);
+        assert_eq!(field("SigBlk:"), 0);
+        // Ignored here, ignored there (as `nohup` expects); SIGPIPE at its default.
+        assert_ne!(field("SigIgn:") & bit(libc::SIGUSR2), 0);
+        assert_eq!(field("SigIgn:") & bit(libc::SIGPIPE), 0);
+        assert_eq!(field("SigIgn:") & bit(libc::SIGUSR1), 0);
     }
 
     #[tokio::test]
