@@ -12,14 +12,16 @@ use orch_core::{
     Description, Phase, PhaseContext, PhaseError, PhaseId, PhaseOutcome, PhaseSpec, PhaseStatus,
     Pipeline, PlanContext, RunControl, RunOptions, RunRecord, RunStatus, Runner,
 };
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 /// Hands its work to a thread of its own and waits for the answer: publishes
-/// `v = ID(<IN>)`. With `hang`, no answer ever comes (the sender is kept, unused);
-/// `dropped` counts attempts that were dropped before their answer came.
+/// `v = ID(<IN>)`. With `hang`, no answer ever comes (the sender is kept, unused) and
+/// `waiting` is notified once the attempt waits; `dropped` counts attempts that were
+/// dropped before their answer came.
 struct Remote {
     hang: bool,
     unanswered: Mutex<Vec<oneshot::Sender<String>>>,
+    waiting: Arc<Notify>,
     dropped: Arc<AtomicUsize>,
 }
 
@@ -51,6 +53,7 @@ impl Phase for Remote {
         let value = format!("{}({})", ctx.phase_id(), ctx.env_var("IN").unwrap_or(""));
         if self.hang {
             self.unanswered.lock().unwrap().push(tx);
+            self.waiting.notify_one();
         } else {
             std::thread::spawn(move || {
                 // Some work, so the attempt is still waiting when the engine first polls it.
@@ -71,9 +74,15 @@ impl Phase for Remote {
     }
 }
 
-/// a -> b, c -> d (needs b and c); the phases in `hang` never get an answer, and have a
-/// 100 ms timeout and one retry.
-fn diamond(dir: &std::path::Path, hang: &[&str], dropped: &Arc<AtomicUsize>) -> Arc<Pipeline> {
+/// a -> b, c -> d (needs b and c); the phases in `hang` never get an answer, and have
+/// `timeout` and one retry; `waiting` is notified as each of their attempts waits.
+fn diamond(
+    dir: &std::path::Path,
+    hang: &[&str],
+    timeout: Duration,
+    waiting: &Arc<Notify>,
+    dropped: &Arc<AtomicUsize>,
+) -> Arc<Pipeline> {
     let shape: &[(&str, &[&str])] = &[("a", &[]), ("b", &["a"]), ("c", &["a"]), ("d", &["b", "c"])];
     let mut b = Pipeline::builder("light", dir).jobs(2);
     for (id, needs) in shape {
@@ -85,18 +94,22 @@ fn diamond(dir: &std::path::Path, hang: &[&str], dropped: &Arc<AtomicUsize>) -> 
             .collect();
         spec.env.insert("IN".into(), input.join(","));
         if hang.contains(id) {
-            spec.timeout = Some(Duration::from_millis(100));
+            spec.timeout = Some(timeout);
             spec.retries = Some(1);
         }
         let phase = Remote {
             hang: hang.contains(id),
             unanswered: Mutex::default(),
+            waiting: waiting.clone(),
             dropped: dropped.clone(),
         };
         b = b.custom(spec, Arc::new(phase));
     }
     Arc::new(b.build().unwrap())
 }
+
+/// The timeout of the phases that hang, when the test waits for it.
+const SHORT: Duration = Duration::from_millis(100);
 
 async fn run(p: Arc<Pipeline>, control: RunControl) -> RunRecord {
     let options = RunOptions {
@@ -117,7 +130,8 @@ async fn run(p: Arc<Pipeline>, control: RunControl) -> RunRecord {
 async fn light_phases_run_and_pass_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let dropped = Arc::default();
-    let r = run(diamond(dir.path(), &[], &dropped), RunControl::new()).await;
+    let p = diamond(dir.path(), &[], SHORT, &Arc::default(), &dropped);
+    let r = run(p, RunControl::new()).await;
     assert_eq!(r.status, RunStatus::Succeeded);
     assert_eq!(r.phases["d"].outputs["v"], "d(b(a()),c(a()))");
     assert_eq!(dropped.load(Ordering::SeqCst), 0);
@@ -127,7 +141,8 @@ async fn light_phases_run_and_pass_outputs() {
 async fn a_light_attempt_that_times_out_is_dropped_and_retried() {
     let dir = tempfile::tempdir().unwrap();
     let dropped = Arc::default();
-    let r = run(diamond(dir.path(), &["b"], &dropped), RunControl::new()).await;
+    let p = diamond(dir.path(), &["b"], SHORT, &Arc::default(), &dropped);
+    let r = run(p, RunControl::new()).await;
     assert_eq!(r.status, RunStatus::Failed);
     let b = &r.phases["b"];
     assert_eq!(b.status, PhaseStatus::TimedOut);
@@ -142,11 +157,20 @@ async fn a_light_attempt_that_times_out_is_dropped_and_retried() {
 async fn stopping_a_run_reaches_waiting_light_attempts() {
     let dir = tempfile::tempdir().unwrap();
     let dropped = Arc::default();
-    let p = diamond(dir.path(), &["a"], &dropped);
+    // A timeout far beyond the stop: the stop, not the timeout, must end the attempt,
+    // however slowly the machine runs the test.
+    let waiting = Arc::new(Notify::new());
+    let p = diamond(
+        dir.path(),
+        &["a"],
+        Duration::from_secs(600),
+        &waiting,
+        &dropped,
+    );
     let control = RunControl::new();
     let stopper = control.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        waiting.notified().await;
         stopper.stop();
     });
     let r = run(p, control).await;
