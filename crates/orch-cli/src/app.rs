@@ -244,6 +244,7 @@ impl Failure {
 }
 
 pub fn main() -> ExitCode {
+    crate::malloc::fix_mmap_threshold();
     // The engine's warnings (a dead run's lock taken over, a torn journal tail ignored)
     // go to stderr as plain lines.
     tracing_subscriber::fmt()

@@ -12,6 +12,7 @@ mod governance;
 mod history;
 mod init;
 mod live;
+mod malloc;
 mod output;
 mod progress;
 mod reports;
