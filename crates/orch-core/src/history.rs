@@ -228,24 +228,8 @@ fn from_journal(
                     continue;
                 };
                 let p = r.phases.entry(phase).or_insert_with(|| PhaseRecord {
-                    status: PhaseStatus::Cancelled,
-                    kind: String::new(),
-                    attempts: 0,
-                    exit_code: None,
                     started_at: Some(Timestamp::from(at.as_str())),
-                    finished_at: None,
-                    duration_ms: None,
-                    reason: None,
-                    cause: None,
-                    allowed_failure: false,
-                    outputs: BTreeMap::new(),
-                    artifacts: Vec::new(),
-                    needs: Vec::new(),
-                    tags: Vec::new(),
-                    description: None,
-                    log: None,
-                    policy: None,
-                    warnings: Vec::new(),
+                    ..PhaseRecord::new(PhaseStatus::Cancelled, String::new(), 0)
                 });
                 p.attempts = *attempt;
                 let cause = (!live).then_some(Reason::RunEnded);

@@ -386,6 +386,37 @@ pub struct PolicyVerdict {
 }
 
 impl PhaseRecord {
+    /// A record of a phase of `kind` that ended with `status` after `attempts` attempts, with
+    /// nothing else known yet (no times, outputs, cause or policy).
+    ///
+    /// ```
+    /// use orch_core::{PhaseRecord, PhaseStatus};
+    /// let r = PhaseRecord::new(PhaseStatus::Skipped, "noop", 0);
+    /// assert!(r.started_at.is_none() && r.outputs.is_empty());
+    /// ```
+    pub fn new(status: PhaseStatus, kind: impl Into<String>, attempts: u32) -> Self {
+        Self {
+            status,
+            kind: kind.into(),
+            attempts,
+            exit_code: None,
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            reason: None,
+            cause: None,
+            allowed_failure: false,
+            outputs: Outputs::new(),
+            artifacts: Vec::new(),
+            needs: Vec::new(),
+            tags: Vec::new(),
+            description: None,
+            log: None,
+            policy: None,
+            warnings: Vec::new(),
+        }
+    }
+
     /// Whether the policy kept the phase from starting.
     pub fn denied_by_policy(&self) -> bool {
         self.policy.as_ref().is_some_and(|p| !p.allowed)

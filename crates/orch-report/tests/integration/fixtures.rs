@@ -84,29 +84,14 @@ impl Builder {
         PhaseB {
             b: self,
             id: id.to_owned(),
-            rec: PhaseRecord {
+            rec: PhaseRecord::new(
                 status,
-                kind: kind.to_owned(),
-                attempts: u32::from(!matches!(
+                kind,
+                u32::from(!matches!(
                     status,
                     PhaseStatus::Skipped | PhaseStatus::Blocked
                 )),
-                exit_code: None,
-                started_at: None,
-                finished_at: None,
-                duration_ms: None,
-                reason: None,
-                cause: None,
-                allowed_failure: false,
-                outputs: Default::default(),
-                artifacts: Vec::new(),
-                needs: Vec::new(),
-                tags: Vec::new(),
-                description: None,
-                log: None,
-                policy: None,
-                warnings: Vec::new(),
-            },
+            ),
         }
     }
 
