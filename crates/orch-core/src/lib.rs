@@ -69,7 +69,7 @@ pub use record::{
     Timestamp,
 };
 pub use registry::Registry;
-pub use spec::{AgentSpec, PhaseSpec, PipelineSpec, RunSpec, WithTable};
+pub use spec::{AgentSpec, PhaseEnv, PhaseSpec, PipelineSpec, RunSpec, WithTable};
 pub mod file;
 pub mod pipeline;
 pub use pipeline::{LoadOptions, Node, Pipeline, PipelineBuilder};

@@ -204,6 +204,103 @@ impl WithTable {
     }
 }
 
+/// A phase's `env`: its variables in declaration order, used as an
+/// `IndexMap<String, String>` (it dereferences to one, and iterates as one).
+///
+/// One pointer wide while it is empty, as it is for most phases: a pipeline of 100k phases
+/// keeps one [`PhaseSpec`] per phase for the whole run.
+#[derive(Clone, Default)]
+pub struct PhaseEnv(Option<Box<IndexMap<String, String>>>);
+
+/// What [`PhaseEnv`] dereferences to while it holds nothing.
+static EMPTY_ENV: std::sync::LazyLock<IndexMap<String, String>> =
+    std::sync::LazyLock::new(IndexMap::new);
+
+impl PhaseEnv {
+    /// No variables.
+    pub fn new() -> Self {
+        Self(None)
+    }
+
+    /// The variables, as a map of their own.
+    pub fn into_map(self) -> IndexMap<String, String> {
+        self.0.map(|m| *m).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for PhaseEnv {
+    type Target = IndexMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_deref().unwrap_or(&EMPTY_ENV)
+    }
+}
+
+impl std::ops::DerefMut for PhaseEnv {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl std::fmt::Debug for PhaseEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl PartialEq for PhaseEnv {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for PhaseEnv {}
+
+impl From<IndexMap<String, String>> for PhaseEnv {
+    fn from(map: IndexMap<String, String>) -> Self {
+        if map.is_empty() {
+            return Self(None);
+        }
+        Self(Some(Box::new(map)))
+    }
+}
+
+impl From<PhaseEnv> for IndexMap<String, String> {
+    fn from(env: PhaseEnv) -> Self {
+        env.into_map()
+    }
+}
+
+impl FromIterator<(String, String)> for PhaseEnv {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        Self::from(iter.into_iter().collect::<IndexMap<_, _>>())
+    }
+}
+
+impl Extend<(String, String)> for PhaseEnv {
+    fn extend<I: IntoIterator<Item = (String, String)>>(&mut self, iter: I) {
+        let mut iter = iter.into_iter().peekable();
+        if iter.peek().is_some() {
+            (**self).extend(iter);
+        }
+    }
+}
+
+impl IntoIterator for PhaseEnv {
+    type Item = (String, String);
+    type IntoIter = indexmap::map::IntoIter<String, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.into_map().into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a PhaseEnv {
+    type Item = (&'a String, &'a String);
+    type IntoIter = indexmap::map::Iter<'a, String, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        (**self).iter()
+    }
+}
+
 /// One phase as declared.
 #[derive(Clone, Debug)]
 pub struct PhaseSpec {
@@ -218,7 +315,7 @@ pub struct PhaseSpec {
     /// Kind-specific settings.
     pub with: WithTable,
     /// Extra environment (values may interpolate).
-    pub env: IndexMap<String, String>,
+    pub env: PhaseEnv,
     /// Working directory, relative to the pipeline's directory.
     pub cwd: Option<String>,
     /// Limit for one attempt; `None` takes `[defaults]`, else no limit.
@@ -227,8 +324,8 @@ pub struct PhaseSpec {
     /// [`PhaseSpec::retry_limit`]).
     pub retries: Option<u32>,
     /// Delay between attempts; `None` takes `[defaults]`, else [`Backoff::default`] (see
-    /// [`PhaseSpec::retry_backoff`]).
-    pub backoff: Option<Backoff>,
+    /// [`PhaseSpec::retry_backoff`]). Boxed: most phases leave it to the defaults.
+    pub backoff: Option<Box<Backoff>>,
     /// A failure is recorded but does not fail the run or block dependents.
     pub allow_failure: bool,
     /// Labels for selection and reports.
@@ -254,7 +351,7 @@ impl PhaseSpec {
             run: None,
             needs: Vec::new(),
             with: WithTable::default(),
-            env: IndexMap::new(),
+            env: PhaseEnv::new(),
             cwd: None,
             timeout: None,
             retries: None,
@@ -290,7 +387,7 @@ impl PhaseSpec {
 
     /// Delay between attempts: its own `backoff`, else [`Backoff::default`].
     pub fn retry_backoff(&self) -> Backoff {
-        self.backoff.unwrap_or_default()
+        self.backoff.as_deref().copied().unwrap_or_default()
     }
 
     /// Fills what the phase leaves unset from `defaults`: `timeout`, `retries` and
@@ -309,7 +406,7 @@ impl PhaseSpec {
             self.retries = defaults.retries;
         }
         if self.backoff.is_none() {
-            self.backoff = defaults.backoff;
+            self.backoff = defaults.backoff.map(Box::new);
         }
         if !declared {
             return;
@@ -320,7 +417,7 @@ impl PhaseSpec {
         if !defaults.env.is_empty() {
             let mut env = defaults.env.clone();
             env.extend(std::mem::take(&mut self.env));
-            self.env = env;
+            self.env = env.into();
         }
     }
 }
@@ -570,5 +667,34 @@ mod tests {
             (unset.retry_limit(), unset.retry_backoff()),
             (0, Backoff::default())
         );
+    }
+
+    #[test]
+    fn a_phase_env_reads_writes_and_prints_as_its_map_and_is_one_pointer_while_empty() {
+        assert_eq!(
+            std::mem::size_of::<PhaseEnv>(),
+            std::mem::size_of::<usize>()
+        );
+        let mut env = PhaseEnv::new();
+        assert!(env.is_empty());
+        assert_eq!(format!("{env:?}"), "{}");
+        assert_eq!(env, PhaseEnv::from(IndexMap::new()));
+        env.insert("B".into(), "2".into());
+        env.extend([("A".to_owned(), "1".to_owned())]);
+        let map: IndexMap<String, String> = [("B", "2"), ("A", "1")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        assert_eq!(format!("{env:?}"), format!("{map:?}"));
+        let seen: Vec<String> = (&env)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        assert_eq!(seen, ["B=2", "A=1"]);
+        assert_eq!(env, PhaseEnv::from(map.clone()));
+        assert_eq!(env.clone().into_map(), map);
+        // Emptied again, it equals one that never held anything.
+        env.clear();
+        assert_eq!(env, PhaseEnv::new());
     }
 }

@@ -95,15 +95,17 @@ impl Common {
             .collect::<Result<_, _>>()?;
         spec.retries = self.retries;
         spec.timeout = duration(self.timeout, "timeout")?;
-        spec.backoff = duration(self.backoff, "backoff")?.map(|initial| Backoff {
-            initial,
-            ..Backoff::default()
+        spec.backoff = duration(self.backoff, "backoff")?.map(|initial| {
+            Box::new(Backoff {
+                initial,
+                ..Backoff::default()
+            })
         });
         spec.tags = self.tags;
         spec.description = self.description;
         spec.allow_failure = self.allow_failure;
         spec.when = self.when;
-        spec.env = self.env;
+        spec.env = self.env.into();
         spec.cwd = self.cwd;
         spec.secrets = self.secrets;
         spec.agent = self.agent;
@@ -394,7 +396,7 @@ impl CorePipeline {
         spec.needs = settings.needs.to_vec();
         spec.retries = settings.retries;
         spec.timeout = settings.timeout;
-        spec.backoff = settings.backoff;
+        spec.backoff = settings.backoff.map(Box::new);
         spec.tags = settings.tags.clone();
         spec.description = description;
         spec.allow_failure = settings.allow_failure;

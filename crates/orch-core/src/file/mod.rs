@@ -551,7 +551,7 @@ fn parse_phase(
             }
             "env" => {
                 spans.env = Some(val.span().into());
-                p.env = w.env_map(val, "`env`");
+                p.env = w.env_map(val, "`env`").into();
             }
             "cwd" => {
                 spans.cwd = Some(val.span().into());
@@ -563,7 +563,7 @@ fn parse_phase(
                     .integer_in(val, "`retries`", 0, i64::from(MAX_RETRIES))
                     .map(|n| n as u32)
             }
-            "backoff" => p.backoff = w.backoff(val),
+            "backoff" => p.backoff = w.backoff(val).map(Box::new),
             "allow_failure" => p.allow_failure = w.boolean(val, "`allow_failure`").unwrap_or(false),
             "tags" => p.tags = w.strings(val, "`tags`").map(values).unwrap_or_default(),
             "secrets" => {

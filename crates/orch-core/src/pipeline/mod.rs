@@ -32,9 +32,31 @@ pub struct Node {
     /// Index of its agent in [`Pipeline::agents`].
     pub agent: usize,
     /// Indices of the phases it needs.
-    pub needs: Vec<u32>,
+    pub needs: Box<[u32]>,
     /// Indices of the phases that need it.
-    pub dependents: Vec<u32>,
+    pub dependents: Box<[u32]>,
+}
+
+impl Node {
+    /// A node for `spec` before validation: `phase` stands in until the registry builds
+    /// the phase (or is the phase's own implementation, for phases added in code).
+    fn unbuilt(spec: PhaseSpec, phase: Arc<dyn Phase>) -> Self {
+        Self {
+            spec,
+            phase,
+            agent: 0,
+            needs: Box::default(),
+            dependents: Box::default(),
+        }
+    }
+}
+
+/// What an unbuilt node runs until validation builds its phase (never run: a phase the
+/// registry cannot build fails validation).
+fn unbuilt_phase() -> Arc<dyn Phase> {
+    Arc::new(crate::command::CommandPhase::new(
+        crate::spec::RunSpec::Argv(vec!["false".into()]),
+    ))
 }
 
 /// A validated pipeline, ready to plan or run.
@@ -123,7 +145,14 @@ impl Pipeline {
                 diags.push(d);
             }
         }
-        match validate(spec, Some(&spans), registry, diags, &IdMap::default()) {
+        // Each phase's declaration moves into its node (not copied: a file of 100k phases
+        // would hold both at once).
+        let unbuilt = unbuilt_phase();
+        let nodes = std::mem::take(&mut spec.phases)
+            .into_iter()
+            .map(|p| Node::unbuilt(p, unbuilt.clone()))
+            .collect();
+        match validate(spec, nodes, &[], Some(&spans), registry, diags) {
             Ok(mut p) => {
                 if let Some(policy) = &p.spec.policy {
                     match Policy::load(&p.spec.base_dir, policy) {
@@ -170,7 +199,9 @@ impl Pipeline {
         PipelineBuilder {
             spec: PipelineSpec::new(name, base_dir),
             registry: Registry::with_builtins(),
-            custom: IdMap::default(),
+            nodes: Vec::new(),
+            custom: Vec::new(),
+            unbuilt: unbuilt_phase(),
             policy: None,
         }
     }
@@ -257,7 +288,13 @@ impl Pipeline {
 pub struct PipelineBuilder {
     spec: PipelineSpec,
     registry: Registry,
-    custom: IdMap<Arc<dyn Phase>>,
+    /// The phases added so far, each in the node it keeps (a pipeline of 100k phases
+    /// built in code never holds a second list of them).
+    nodes: Vec<Node>,
+    /// Whether each node brings its own implementation.
+    custom: Vec<bool>,
+    /// What the nodes of registered kinds hold until they are built.
+    unbuilt: Arc<dyn Phase>,
     policy: Option<Arc<Policy>>,
 }
 
@@ -302,7 +339,8 @@ impl PipelineBuilder {
     /// Adds a phase of a registered kind: the registry builds it, and it runs on the agent
     /// it names, else the one its kind's agent type implies.
     pub fn phase(mut self, spec: PhaseSpec) -> Self {
-        self.spec.phases.push(spec);
+        self.nodes.push(Node::unbuilt(spec, self.unbuilt.clone()));
+        self.custom.push(false);
         self
     }
 
@@ -310,8 +348,8 @@ impl PipelineBuilder {
     /// and records) and the phase runs on `spec.agent` or the local agent. Of `[defaults]`
     /// it takes `timeout`, `retries` and `backoff`, not `agent` or `env`.
     pub fn custom(mut self, spec: PhaseSpec, phase: Arc<dyn Phase>) -> Self {
-        self.custom.insert(spec.id.clone(), phase);
-        self.spec.phases.push(spec);
+        self.nodes.push(Node::unbuilt(spec, phase));
+        self.custom.push(true);
         self
     }
 
@@ -322,9 +360,18 @@ impl PipelineBuilder {
     }
 
     /// Validates and builds.
-    pub fn build(self) -> Result<Pipeline, LoadError> {
-        let mut p = validate(self.spec, None, &self.registry, Vec::new(), &self.custom)
-            .map_err(|items| LoadError::Invalid(Diagnostics::new(None, items)))?;
+    pub fn build(mut self) -> Result<Pipeline, LoadError> {
+        // The list grew by doubling: give back the room it did not fill.
+        self.nodes.shrink_to_fit();
+        let mut p = validate(
+            self.spec,
+            self.nodes,
+            &self.custom,
+            None,
+            &self.registry,
+            Vec::new(),
+        )
+        .map_err(|items| LoadError::Invalid(Diagnostics::new(None, items)))?;
         p.policy = self.policy;
         Ok(p)
     }
@@ -333,4 +380,87 @@ impl PipelineBuilder {
 /// The default job limit: the number of CPUs.
 pub fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::RunSpec;
+
+    fn id(s: &str) -> PhaseId {
+        PhaseId::new(s).expect("valid id")
+    }
+
+    fn command(name: &str, needs: &[&str]) -> PhaseSpec {
+        PhaseSpec::command(id(name), RunSpec::Argv(vec!["true".into()]))
+            .needs(needs.iter().map(|n| id(n)))
+    }
+
+    fn errors(b: PipelineBuilder) -> Vec<(String, Option<String>)> {
+        match b.build() {
+            Err(LoadError::Invalid(d)) => {
+                d.items.into_iter().map(|i| (i.message, i.help)).collect()
+            }
+            Err(e) => panic!("not a validation error: {e}"),
+            Ok(_) => panic!("a pipeline with mistakes was built"),
+        }
+    }
+
+    #[test]
+    fn a_pipeline_built_in_code_links_its_phases_and_keeps_lists_sized_to_what_they_hold() {
+        let noop: Arc<dyn Phase> =
+            Arc::new(crate::command::CommandPhase::new(RunSpec::Argv(vec![
+                "true".into(),
+            ])));
+        let p = Pipeline::builder("p", ".")
+            .phase(command("a", &[]))
+            .custom(PhaseSpec::new(id("b"), "mine").needs([id("a")]), noop)
+            .phase(command("c", &["a", "b", "a"]))
+            .build()
+            .expect("valid");
+        let n = p.nodes();
+        assert_eq!(n.len(), 3);
+        assert_eq!(
+            (&*n[2].needs, &*n[0].dependents),
+            (&[0, 1][..], &[1, 2][..])
+        );
+        assert_eq!(&*n[1].dependents, &[2]);
+        // The needs as declared, each the needed phase's own id.
+        let c = &n[2].spec;
+        assert_eq!(c.needs, [id("a"), id("b"), id("a")]);
+        assert_eq!(c.needs.capacity(), 3);
+        assert!(c.needs.iter().all(|need| {
+            let own = &n[p.index_of(need.as_str()).expect("a phase")].spec.id;
+            std::ptr::eq(need.as_str(), own.as_str())
+        }));
+        assert_eq!(n[1].spec.kind, "mine");
+    }
+
+    #[test]
+    fn mistakes_in_a_pipeline_built_in_code_are_each_reported_with_the_phase_they_are_in() {
+        let got = errors(
+            Pipeline::builder("p", ".")
+                .phase(command("build", &[]))
+                .phase(command("lint", &["biuld"]))
+                .phase(command("x", &["y"]))
+                .phase(command("y", &["x"]))
+                .phase(PhaseSpec::new(id("odd"), "no-such-kind")),
+        );
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(
+            got[0],
+            (
+                "phase `lint` needs `biuld`, which is not a phase".to_owned(),
+                Some("did you mean `build`?".to_owned())
+            )
+        );
+        assert_eq!(got[1].0, "phase `odd` has unknown kind `no-such-kind`");
+        assert_eq!(
+            got[2],
+            (
+                "the needs form a cycle: x -> y -> x".to_owned(),
+                Some("remove one of these needs".to_owned())
+            )
+        );
+    }
 }

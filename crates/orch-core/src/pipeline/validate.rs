@@ -11,7 +11,6 @@ use crate::agent::LocalAgent;
 use crate::diagnostics::{Diagnostic, did_you_mean};
 use crate::file::{At, FileSpans, PhaseSpans};
 use crate::interpolate::Reference;
-use crate::phase::Phase;
 use crate::registry::Registry;
 use crate::spec::{AgentSpec, MAX_JOBS, MAX_RETRIES, PhaseSpec, PipelineSpec, RunSpec};
 use crate::{expr, interpolate};
@@ -51,13 +50,18 @@ fn templates(p: &PhaseSpec) -> Vec<String> {
     out
 }
 
+/// Validates `spec` with its phases in `nodes` (each node holds its phase's declaration;
+/// `spec.phases` is not read), builds each phase and links the DAG. `custom[i]` tells that
+/// node `i` brings its own implementation (phases added in code; absent means no).
 pub(super) fn validate(
     mut spec: PipelineSpec,
+    mut nodes: Vec<Node>,
+    custom: &[bool],
     spans: Option<&FileSpans>,
     registry: &Registry,
     mut diags: Vec<Diagnostic>,
-    custom: &IdMap<Arc<dyn Phase>>,
 ) -> Result<Pipeline, Vec<Diagnostic>> {
+    let is_custom = |i: usize| custom.get(i).copied().unwrap_or(false);
     // Phases run in their own working directories: every path the engine hands them
     // (ORCH_OUTPUT, the run dir, resolved settings) must not depend on where orch started.
     if let Ok(abs) = std::path::absolute(&spec.base_dir) {
@@ -74,11 +78,11 @@ pub(super) fn validate(
         ));
     }
     // `[defaults]`, applied here and nowhere else, to phases from a file and from code.
-    for p in &mut spec.phases {
-        let declared = !custom.contains_key(&p.id);
-        p.apply_defaults(&spec.defaults, declared);
+    for (i, n) in nodes.iter_mut().enumerate() {
+        n.spec.apply_defaults(&spec.defaults, !is_custom(i));
     }
-    for (i, p) in spec.phases.iter().enumerate() {
+    for (i, n) in nodes.iter().enumerate() {
+        let p = &n.spec;
         if let Some(retries) = p.retries
             && retries > MAX_RETRIES
         {
@@ -91,16 +95,19 @@ pub(super) fn validate(
             ));
         }
     }
-    let mut index = IdMap::with_capacity_and_hasher(spec.phases.len(), Default::default());
-    for (i, p) in spec.phases.iter().enumerate() {
-        if index.insert(p.id.clone(), i).is_some() {
+    let mut index = IdMap::with_capacity_and_hasher(nodes.len(), Default::default());
+    for (i, n) in nodes.iter().enumerate() {
+        if index.insert(n.spec.id.clone(), i).is_some() {
             diags.push(Diagnostic::at(
                 span_of(spans, i, |s| s.id),
-                format!("phase `{}` is declared twice", p.id),
+                format!("phase `{}` is declared twice", n.spec.id),
             ));
         }
     }
-    let ids: Vec<&str> = spec.phases.iter().map(|p| p.id.as_str()).collect();
+    // Every phase's id, in declaration order, for "did you mean" (only when one is wrong).
+    fn ids(nodes: &[Node]) -> impl Iterator<Item = &str> {
+        nodes.iter().map(|n| n.spec.id.as_str())
+    }
 
     // Agents: declared ones, then implied ones per type.
     let jobs = spec.jobs.unwrap_or_else(default_jobs);
@@ -135,9 +142,8 @@ pub(super) fn validate(
         }
     }
 
-    let mut nodes: Vec<Node> = Vec::with_capacity(spec.phases.len());
-    let mut phase_agents = Vec::with_capacity(spec.phases.len());
-    for (i, p) in spec.phases.iter().enumerate() {
+    for i in 0..nodes.len() {
+        let p = &nodes[i].spec;
         // needs
         let mut needs = Vec::with_capacity(p.needs.len());
         for (j, n) in p.needs.iter().enumerate() {
@@ -152,7 +158,7 @@ pub(super) fn validate(
                         span_of(spans, i, |s| s.needs.get(j).copied()),
                         format!("phase `{}` needs `{n}`, which is not a phase", p.id),
                     );
-                    if let Some(h) = did_you_mean(n.as_str(), ids.iter().copied()) {
+                    if let Some(h) = did_you_mean(n.as_str(), ids(&nodes)) {
                         d = d.with_help(h);
                     }
                     diags.push(d);
@@ -163,10 +169,10 @@ pub(super) fn validate(
         needs.dedup();
 
         // kind (phases built in code bring their own implementation)
-        let custom_phase = custom.get(&p.id);
+        let custom_phase = is_custom(i);
         let kind_entry = registry.kind(&p.kind);
         let phase = match kind_entry {
-            _ if custom_phase.is_some() => custom_phase.cloned(),
+            _ if custom_phase => None,
             None => {
                 let mut d = Diagnostic::at(
                     span_of(spans, i, |s| s.kind.or(s.id)),
@@ -202,7 +208,7 @@ pub(super) fn validate(
 
         // agent
         let agent_type = kind_entry
-            .filter(|_| custom_phase.is_none())
+            .filter(|_| !custom_phase)
             .map(|k| k.agent_type.clone())
             .unwrap_or_else(|| LocalAgent::TYPE.into());
         let agent = match &p.agent {
@@ -211,7 +217,7 @@ pub(super) fn validate(
                     if agents[ai].agent_type == agent_type
                         || kind_entry.is_some_and(|k| k.runs_on(&agents[ai].agent_type))
                         || kind_entry.is_none()
-                        || custom_phase.is_some() =>
+                        || custom_phase =>
                 {
                     Some(ai)
                 }
@@ -246,7 +252,6 @@ pub(super) fn validate(
                 }
             }),
         };
-        phase_agents.push(agent.unwrap_or(0));
 
         // expressions
         if let Some(w) = &p.when
@@ -264,33 +269,32 @@ pub(super) fn validate(
             ));
         }
 
+        // A phase that could not be built keeps what stands in for it: validation fails.
+        let node = &mut nodes[i];
         if let Some(phase) = phase {
-            nodes.push(Node {
-                spec: PhaseSpec::new(p.id.clone(), String::new()),
-                phase,
-                agent: 0,
-                needs,
-                dependents: Vec::new(),
-            });
-        } else {
-            nodes.push(Node {
-                spec: PhaseSpec::new(p.id.clone(), String::new()),
-                phase: Arc::new(crate::command::CommandPhase::new(RunSpec::Argv(vec![
-                    "false".into(),
-                ]))),
-                agent: 0,
-                needs,
-                dependents: Vec::new(),
-            });
+            node.phase = phase;
+        }
+        node.agent = agent.unwrap_or(0);
+        node.needs = needs.into_boxed_slice();
+    }
+    // Dependents, each list sized to what it holds.
+    let mut counts = vec![0u32; nodes.len()];
+    for n in &nodes {
+        for &k in &n.needs {
+            counts[k as usize] += 1;
         }
     }
-    for (n, a) in nodes.iter_mut().zip(phase_agents) {
-        n.agent = a;
-    }
-    for i in 0..nodes.len() {
-        for k in nodes[i].needs.clone() {
-            nodes[k as usize].dependents.push(i as u32);
+    let mut dependents: Vec<Vec<u32>> = counts
+        .into_iter()
+        .map(|c| Vec::with_capacity(c as usize))
+        .collect();
+    for (i, n) in nodes.iter().enumerate() {
+        for &k in &n.needs {
+            dependents[k as usize].push(i as u32);
         }
+    }
+    for (n, d) in nodes.iter_mut().zip(dependents) {
+        n.dependents = d.into_boxed_slice();
     }
 
     // Cycles, each reported once with its whole path.
@@ -301,7 +305,8 @@ pub(super) fn validate(
             .chain(std::iter::once(&first))
             .map(|&i| nodes[i].spec.id.as_str())
             .collect();
-        let need_pos = spec.phases[first]
+        let need_pos = nodes[first]
+            .spec
             .needs
             .iter()
             .position(|n| n.as_str() == nodes[cycle[1 % cycle.len()]].spec.id.as_str());
@@ -329,7 +334,8 @@ pub(super) fn validate(
         }
         seen
     };
-    for (i, p) in spec.phases.iter().enumerate() {
+    for (i, n) in nodes.iter().enumerate() {
+        let p = &n.spec;
         let mut ancestors: Option<Vec<bool>> = None;
         let mut check_refs = |text: &str, diags: &mut Vec<Diagnostic>| match interpolate::references(
             text,
@@ -363,7 +369,7 @@ pub(super) fn validate(
                                         p.id
                                     ),
                                 );
-                                if let Some(h) = did_you_mean(phase, ids.iter().copied()) {
+                                if let Some(h) = did_you_mean(phase, ids(&nodes)) {
                                     d = d.with_help(h);
                                 }
                                 diags.push(d);
@@ -404,7 +410,7 @@ pub(super) fn validate(
                                 p.id
                             ),
                         );
-                        if let Some(h) = did_you_mean(&id, ids.iter().copied()) {
+                        if let Some(h) = did_you_mean(&id, ids(&nodes)) {
                             d = d.with_help(h);
                         }
                         diags.push(d);
@@ -433,17 +439,19 @@ pub(super) fn validate(
         return Err(diags);
     }
     // A need names its phase with the phase's own id (one string per phase, not one per
-    // need: a run of 100k phases holds them all).
-    for p in &mut spec.phases {
+    // need: a run of 100k phases holds them all), and the lists the run keeps are sized to
+    // what they hold (a list built by pushing has room for four).
+    for node in &mut nodes {
+        let p = &mut node.spec;
         for n in &mut p.needs {
             if let Some((id, _)) = index.get_key_value(&*n) {
                 *n = id.clone();
             }
         }
-    }
-    // Each node owns its declaration from here on.
-    for (node, phase) in nodes.iter_mut().zip(std::mem::take(&mut spec.phases)) {
-        node.spec = phase;
+        p.needs.shrink_to_fit();
+        p.tags.shrink_to_fit();
+        p.secrets.shrink_to_fit();
+        p.assert.shrink_to_fit();
     }
     spec.agents = agents.iter().map(|a| (a.name.clone(), a.clone())).collect();
     Ok(Pipeline {

@@ -246,7 +246,7 @@ async fn retries_wait_their_backoff() {
     let (r, log) = Shape::new(1)
         .with("a", &[], 3, |s| {
             s.retries = Some(3);
-            s.backoff = Some(backoff);
+            s.backoff = Some(Box::new(backoff));
         })
         .run(false)
         .await;
@@ -261,10 +261,10 @@ async fn a_phase_out_of_retries_fails_with_its_last_error() {
     let (r, log) = Shape::new(1)
         .with("a", &[], 5, |s| {
             s.retries = Some(1);
-            s.backoff = Some(Backoff {
+            s.backoff = Some(Box::new(Backoff {
                 initial: Duration::from_secs(1),
                 ..Backoff::default()
-            });
+            }));
         })
         .run(false)
         .await;
@@ -287,10 +287,10 @@ async fn an_attempt_past_its_timeout_is_dropped_and_retried() {
             // Each attempt works for a second; the limit is half of that.
             s.timeout = Some(Duration::from_millis(500));
             s.retries = Some(1);
-            s.backoff = Some(Backoff {
+            s.backoff = Some(Box::new(Backoff {
                 initial: Duration::from_secs(2),
                 ..Backoff::default()
-            });
+            }));
         })
         .phase("after", &["slow"], 0)
         .run(true)
