@@ -116,7 +116,7 @@ impl Phase for CommandPhase {
             };
         let argv: Vec<&OsStr> = argv.iter().map(|a| OsStr::new(a.as_ref())).collect();
         // Private to this attempt, and removed when this future ends or is dropped.
-        let mut output_file = OutputFile::create(&ctx.private)?;
+        let mut output_file = OutputFile::create(&ctx.run.private)?;
         // The child enters the attempt's cgroup before it runs anything, so nothing it
         // starts can leave (by `setsid`, double forks or a cleared environment).
         let cgroup = ctx.process_cgroup();
@@ -252,7 +252,7 @@ impl Phase for CommandPhase {
             };
             return Err(PhaseError::Failed { message, exit_code });
         }
-        let outputs = output_file.read(&ctx.redactor)?;
+        let outputs = output_file.read(ctx.redactor())?;
         Ok(PhaseOutcome {
             outputs,
             artifacts: Vec::new(),

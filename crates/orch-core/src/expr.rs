@@ -343,7 +343,7 @@ mod tests {
 
     fn eval_ctx(expr: &str) -> Result<Verdict, ExprError> {
         let c = ctx();
-        eval(expr, &*c.scope)
+        eval(expr, &*c.run.scope)
     }
 
     #[test]

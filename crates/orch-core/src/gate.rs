@@ -50,7 +50,7 @@ impl Phase for GatePhase {
     async fn run(&self, ctx: &PhaseContext) -> Result<PhaseOutcome, PhaseError> {
         for a in &self.asserts {
             let verdict =
-                expr::eval(a, &*ctx.scope).map_err(|e| PhaseError::failed(e.to_string()))?;
+                expr::eval(a, &*ctx.run.scope).map_err(|e| PhaseError::failed(e.to_string()))?;
             let seen = verdict
                 .seen
                 .iter()

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::AttemptLog;
 use super::log::{LogPath, PhaseLog};
-use super::{EnvParts, PhaseContext, SnapshotFn};
+use super::{EnvParts, LogBook, PhaseContext, RunShared, SnapshotFn};
 use crate::agent::{Agent, LocalAgent};
 use crate::errors::InterpolationError;
 use crate::events::{EventBus, EventSink};
@@ -163,33 +163,39 @@ impl ContextBuilder {
             vars: self.vars,
             outputs: self.outputs,
         };
+        let log = AttemptLog::Ready(Arc::new(PhaseLog::new(
+            self.phase_id.clone(),
+            self.bus.clone(),
+            self.log_path.map(LogPath::File),
+            &redactor,
+        )));
         PhaseContext {
-            log: AttemptLog::Ready(Arc::new(PhaseLog::new(
-                self.phase_id.clone(),
-                self.bus,
-                self.log_path.map(LogPath::File),
-                &redactor,
-            ))),
-            run_id: self.run_id,
+            run: Arc::new(RunShared {
+                private: crate::orch_output::PrivateDir::new(&run_dir),
+                run_dir: Arc::from(run_dir.as_path()),
+                base_dir: Arc::from(self.base_dir.as_path()),
+                env_remove: Arc::from(Vec::new()),
+                scope: Arc::new(scope),
+                cancel: Arc::new(self.cancel),
+                abort: Arc::new(CancellationToken::new()),
+                grace: self.grace,
+                agents: Box::new([self
+                    .agent
+                    .unwrap_or_else(|| Arc::new(LocalAgent::new("local", 1)))]),
+                log_book: Arc::new(LogBook::new(self.bus, None, redactor.clone())),
+                redactor,
+                cgroup: None,
+                pipeline: self.pipeline,
+                run_id: self.run_id,
+            }),
+            log,
             phase_id: self.phase_id,
             attempt: self.attempt,
-            workdir: Arc::from(self.workdir.unwrap_or_else(|| self.base_dir.clone())),
-            base_dir: Arc::from(self.base_dir.as_path()),
-            private: Arc::new(crate::orch_output::PrivateDir::new(&run_dir)),
-            run_dir: Arc::from(run_dir.as_path()),
+            workdir: self.workdir,
             env: OnceLock::from(env),
             env_parts: Mutex::new(None),
-            env_remove: Arc::from(Vec::new()),
-            scope: Arc::new(scope),
-            cancel: Arc::new(self.cancel),
-            grace: self.grace,
-            agent: self
-                .agent
-                .unwrap_or_else(|| Arc::new(LocalAgent::new("local", 1))),
-            redactor,
+            agent: 0,
             snapshot: self.snapshot,
-            cgroup: None,
-            pipeline: self.pipeline,
         }
     }
 }

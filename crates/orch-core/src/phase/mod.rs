@@ -209,30 +209,46 @@ impl<'a> PlanContext<'a> {
 
 /// Everything one attempt of a phase may use.
 pub struct PhaseContext {
-    pub(crate) run_id: RunId,
+    /// What every attempt of the run shares.
+    pub(crate) run: Arc<RunShared>,
     pub(crate) phase_id: PhaseId,
     pub(crate) attempt: u32,
-    pub(crate) base_dir: Arc<Path>,
-    pub(crate) workdir: Arc<Path>,
-    pub(crate) run_dir: Arc<Path>,
-    /// The run's private directory, where `ORCH_OUTPUT` files are.
-    pub(crate) private: Arc<crate::orch_output::PrivateDir>,
+    /// The phase's working directory, when it is not the pipeline's directory.
+    pub(crate) workdir: Option<PathBuf>,
     /// The environment, built when first read (see [`PhaseContext::env`]).
     pub(crate) env: OnceLock<Vec<(String, String)>>,
     /// What `env` is built from: the phase's rendered `env` and secrets and, after them,
     /// the `ORCH_*` values. In-process phases mostly never read it.
     pub(crate) env_parts: Mutex<Option<EnvParts>>,
+    /// The agent running this phase: its index in [`RunShared::agents`].
+    pub(crate) agent: usize,
+    pub(crate) log: AttemptLog,
+    pub(crate) snapshot: Option<SnapshotFn>,
+}
+
+/// What every attempt of a run shares, behind one pointer: an attempt's context takes one
+/// reference instead of one per field.
+pub(crate) struct RunShared {
+    pub(crate) run_id: RunId,
+    pub(crate) base_dir: Arc<Path>,
+    pub(crate) run_dir: Arc<Path>,
+    /// The run's private directory, where `ORCH_OUTPUT` files are.
+    pub(crate) private: crate::orch_output::PrivateDir,
     pub(crate) env_remove: Arc<[String]>,
     pub(crate) scope: Arc<dyn Scope + Send + Sync>,
+    /// Fires when the run stops (see [`PhaseContext::cancelled`]).
     pub(crate) cancel: Arc<CancellationToken>,
+    /// Fires when the run aborts: the engine drops the attempt.
+    pub(crate) abort: Arc<CancellationToken>,
     pub(crate) grace: Duration,
-    pub(crate) agent: Arc<dyn Agent>,
-    pub(crate) log: AttemptLog,
+    /// The run's agents.
+    pub(crate) agents: Box<[Arc<dyn Agent>]>,
     pub(crate) redactor: Redactor,
-    pub(crate) snapshot: Option<SnapshotFn>,
+    /// Makes the logs of phases when they first write.
+    pub(crate) log_book: Arc<LogBook>,
     /// The run's cgroup, where cgroups are used.
     pub(crate) cgroup: Option<Arc<crate::cgroup::RunCgroup>>,
-    /// The pipeline the attempt runs in (none for contexts built outside a run).
+    /// The pipeline the attempts run in (none for contexts built outside a run).
     pub(crate) pipeline: Option<Arc<crate::pipeline::Pipeline>>,
 }
 
@@ -245,17 +261,16 @@ pub(crate) enum AttemptLog {
     /// Made by the run's [`LogBook`] on the first write, for phase `i`.
     Lazy {
         log: OnceLock<Arc<PhaseLog>>,
-        book: Arc<LogBook>,
         i: usize,
     },
 }
 
 impl AttemptLog {
-    /// The log, made now if need be.
-    fn get(&self, phase: &PhaseId) -> &PhaseLog {
+    /// The log, made now by `book` if need be.
+    fn get(&self, phase: &PhaseId, book: &LogBook) -> &PhaseLog {
         match self {
             Self::Ready(log) => log,
-            Self::Lazy { log, book, i } => log.get_or_init(|| {
+            Self::Lazy { log, i } => log.get_or_init(|| {
                 let log = Arc::new(book.make(phase.clone()));
                 book.made
                     .lock()
@@ -316,9 +331,11 @@ impl LogBook {
 
     /// The logs attempts made since the last call, with their phases' indices.
     pub(crate) fn take_made(&self) -> Vec<(usize, Arc<PhaseLog>)> {
-        if !self
-            .any_made
-            .swap(false, std::sync::atomic::Ordering::Acquire)
+        // Read before it is swapped: most phases make no log, and a read is cheaper.
+        if !self.any_made.load(std::sync::atomic::Ordering::Relaxed)
+            || !self
+                .any_made
+                .swap(false, std::sync::atomic::Ordering::Acquire)
         {
             return Vec::new();
         }
@@ -380,10 +397,10 @@ pub type SnapshotFn = Arc<dyn Fn() -> crate::record::RunRecord + Send + Sync>;
 impl std::fmt::Debug for PhaseContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PhaseContext")
-            .field("run_id", &self.run_id)
+            .field("run_id", &self.run.run_id)
             .field("phase_id", &self.phase_id)
             .field("attempt", &self.attempt)
-            .field("workdir", &self.workdir)
+            .field("workdir", &self.workdir())
             .finish_non_exhaustive()
     }
 }
@@ -396,7 +413,7 @@ impl PhaseContext {
 
     /// The run.
     pub fn run_id(&self) -> &RunId {
-        &self.run_id
+        &self.run.run_id
     }
 
     /// This phase.
@@ -411,17 +428,17 @@ impl PhaseContext {
 
     /// The pipeline's directory: relative paths in settings resolve against it.
     pub fn base_dir(&self) -> &Path {
-        &self.base_dir
+        &self.run.base_dir
     }
 
     /// The phase's working directory (its `cwd`, resolved).
     pub fn workdir(&self) -> &Path {
-        &self.workdir
+        self.workdir.as_deref().unwrap_or(&self.run.base_dir)
     }
 
     /// The run's directory in the state dir (`STATE_DIR/runs/RUN_ID`).
     pub fn run_dir(&self) -> &Path {
-        &self.run_dir
+        &self.run.run_dir
     }
 
     /// Environment for processes the phase starts: the phase's rendered `env`, the secrets
@@ -435,7 +452,7 @@ impl PhaseContext {
                 .unwrap_or_else(|p| p.into_inner())
                 .take();
             match parts {
-                Some(p) => p.build(&self.run_id, &self.phase_id, self.attempt),
+                Some(p) => p.build(&self.run.run_id, &self.phase_id, self.attempt),
                 None => Vec::new(),
             }
         })
@@ -459,7 +476,7 @@ impl PhaseContext {
                     .extra
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .chain(marks(&self.run_id, &self.phase_id, attempt)))
+                    .chain(marks(&self.run.run_id, &self.phase_id, attempt)))
             }
             None => {
                 // Built meanwhile.
@@ -474,7 +491,8 @@ impl PhaseContext {
     /// guard it with the engine's process-tree guard (`TreeGuard::with_cgroup`). `None` where cgroups are
     /// not available (processes are then found by their marks).
     pub fn process_cgroup(&self) -> Option<crate::cgroup::PhaseCgroup> {
-        self.cgroup
+        self.run
+            .cgroup
             .as_ref()?
             .attempt(self.phase_id.as_str(), self.attempt)
     }
@@ -482,7 +500,7 @@ impl PhaseContext {
     /// Variables to remove from the inherited environment: secrets this phase did not
     /// declare.
     pub fn env_remove(&self) -> &[String] {
-        &self.env_remove
+        &self.run.env_remove
     }
 
     /// The value of an environment variable the phase gets (from [`PhaseContext::env`]).
@@ -496,17 +514,17 @@ impl PhaseContext {
 
     /// Renders a `${{ }}` template by text substitution (for settings no shell reads).
     pub fn render(&self, template: &str) -> Result<String, InterpolationError> {
-        interpolate::render(template, &*self.scope)
+        interpolate::render(template, &*self.run.scope)
     }
 
     /// Renders a `sh -c` script so interpolated values cannot inject shell syntax.
     pub fn render_shell(&self, script: &str) -> Result<ShellScript, InterpolationError> {
-        interpolate::render_shell(script, &*self.scope)
+        interpolate::render_shell(script, &*self.run.scope)
     }
 
     /// Resolves a path setting (rendered) against the pipeline's directory.
     pub fn resolve(&self, path: &str) -> Result<PathBuf, InterpolationError> {
-        Ok(self.base_dir.join(self.render(path)?))
+        Ok(self.run.base_dir.join(self.render(path)?))
     }
 
     /// Every output phase `id` published, once it has finished: in this run, or, in a
@@ -514,32 +532,32 @@ impl PhaseContext {
     /// not finished or when it published nothing. Phases that read outputs by key use
     /// templates (`${{ phases.ID.outputs.KEY }}`); this is for code that lists them.
     pub fn outputs_of(&self, id: &str) -> Option<Outputs> {
-        self.scope.phase_outputs(id)
+        self.run.scope.phase_outputs(id)
     }
 
     /// Looks up one reference (`vars.X`, an output).
     pub fn lookup(&self, r: &Reference) -> Result<Cow<'_, str>, InterpolationError> {
-        self.scope.lookup(r)
+        self.run.scope.lookup(r)
     }
 
     /// Fires when the run is cancelled: stop gracefully within [`PhaseContext::grace`].
     pub fn cancelled(&self) -> &CancellationToken {
-        &self.cancel
+        &self.run.cancel
     }
 
     /// How long a cancelled phase may take to stop before it is killed.
     pub fn grace(&self) -> Duration {
-        self.grace
+        self.run.grace
     }
 
     /// The agent running this phase.
     pub fn agent(&self) -> &Arc<dyn Agent> {
-        &self.agent
+        &self.run.agents[self.agent]
     }
 
     /// The agent as its concrete type.
     pub fn agent_as<T: Any>(&self) -> Option<&T> {
-        let agent: &dyn Any = &*self.agent;
+        let agent: &dyn Any = &**self.agent();
         agent.downcast_ref::<T>()
     }
 
@@ -553,18 +571,18 @@ impl PhaseContext {
     /// its needs, for a phase that looks past its own needs (`docker.push` finds the build
     /// it pushes through the phases it needs). `None` for an unknown id, or outside a run.
     pub fn declared(&self, id: &str) -> Option<&crate::spec::PhaseSpec> {
-        let p = self.pipeline.as_ref()?;
+        let p = self.run.pipeline.as_ref()?;
         p.index_of(id).map(|i| &p.nodes()[i].spec)
     }
 
     /// Masks secrets in a string (for messages built from external data).
     pub fn redact<'s>(&self, text: &'s str) -> Cow<'s, str> {
-        self.redactor.redact(text)
+        self.run.redactor.redact(text)
     }
 
     /// The run's redactor, which masks every secret of the run.
     pub fn redactor(&self) -> &Redactor {
-        &self.redactor
+        &self.run.redactor
     }
 
     /// Writes a file the phase produces (a report, a manifest, any artifact) with every
@@ -579,10 +597,10 @@ impl PhaseContext {
         path: &Path,
         bytes: &[u8],
     ) -> Result<WrittenFile, crate::errors::WriteFileError> {
-        let bytes = if self.redactor.is_empty() {
+        let bytes = if self.run.redactor.is_empty() {
             Cow::Borrowed(bytes)
         } else {
-            Cow::Owned(self.redactor.redact_bytes(bytes))
+            Cow::Owned(self.run.redactor.redact_bytes(bytes))
         };
         write_atomic(path, &bytes).map_err(|source| crate::errors::WriteFileError {
             path: path.to_owned(),
@@ -604,7 +622,7 @@ impl PhaseContext {
             source: std::io::Error::other(e),
         };
         let mut value = serde_json::to_value(value).map_err(fail)?;
-        self.redactor.redact_json(&mut value);
+        self.run.redactor.redact_json(&mut value);
         let mut bytes = serde_json::to_vec_pretty(&value).map_err(fail)?;
         bytes.push(b'\n');
         self.write_file(path, &bytes)
@@ -613,7 +631,9 @@ impl PhaseContext {
     /// Writes a chunk of process output; it is redacted, split into lines, written to the
     /// phase log and sent as events.
     pub fn output(&self, stream: Stream, chunk: &[u8]) {
-        self.log.get(&self.phase_id).push(stream, chunk);
+        self.log
+            .get(&self.phase_id, &self.run.log_book)
+            .push(stream, chunk);
     }
 
     /// Logs one line of the phase's own (redacted).
@@ -621,7 +641,7 @@ impl PhaseContext {
         let mut text = line.as_ref().to_owned();
         text.push('\n');
         self.log
-            .get(&self.phase_id)
+            .get(&self.phase_id, &self.run.log_book)
             .push(Stream::Log, text.as_bytes());
     }
 
@@ -721,7 +741,7 @@ mod tests {
         let before = borrowed(&ctx);
         assert_eq!(before, ctx.env());
         assert_eq!(borrowed(&ctx), ctx.env(), "once built, the same");
-        let run = ctx.run_id.to_string();
+        let run = ctx.run.run_id.to_string();
         let expected: Vec<(&str, &str)> = vec![
             ("A", "1"),
             ("ORCH_RUN_ID", "x"),

@@ -3,7 +3,6 @@
 //! run snapshot) and the future that runs it under its timeout, the run's abort and its
 //! agent's health check.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 
@@ -157,10 +156,10 @@ impl Engine {
                 }
             }
         }
-        let workdir: Arc<Path> = match &node.spec.cwd {
-            None => self.base_dir.clone(),
+        let workdir = match &node.spec.cwd {
+            None => None,
             Some(c) => match crate::interpolate::render(c, &*self.scope) {
-                Ok(c) => Arc::from(self.p.spec().base_dir.join(c)),
+                Ok(c) => Some(self.p.spec().base_dir.join(c)),
                 Err(e) => {
                     self.fail(
                         i,
@@ -187,7 +186,6 @@ impl Engine {
             log: self.logs[i]
                 .clone()
                 .map_or_else(OnceLock::new, OnceLock::from),
-            book: self.log_book.clone(),
             i,
         };
         let snapshot: Option<SnapshotFn> = node.phase.wants_run_snapshot().then(|| {
@@ -214,25 +212,15 @@ impl Engine {
             }) as SnapshotFn
         });
         let ctx = PhaseContext {
-            run_id: self.run_id.clone(),
+            run: self.shared.clone(),
             phase_id: node.spec.id.clone(),
             attempt,
-            base_dir: self.base_dir.clone(),
             workdir,
-            run_dir: self.run_dir.clone(),
-            private: self.private.clone(),
             env: OnceLock::new(),
             env_parts: Mutex::new(Some(EnvParts { extra: env })),
-            env_remove: self.env_remove.clone(),
-            scope: self.scope.clone(),
-            cancel: self.control.stop.clone(),
-            grace: self.opts.grace,
-            agent: self.agents[ai].agent.clone(),
+            agent: ai,
             log,
-            redactor: self.redactor.clone(),
             snapshot,
-            cgroup: self.cgroup.clone(),
-            pipeline: Some(self.p.clone()),
         };
         // Journaled before anything starts (see `start_queued`), so attempt numbers never
         // repeat after a crash.
@@ -255,13 +243,16 @@ impl Engine {
         }
         let phase = node.phase.clone();
         let timeout = node.spec.timeout;
-        let abort = self.control.abort.clone();
-        let agent = self.agents[ai].agent.clone();
-        let health = self.agents[ai].health.clone();
-        let check_health = agent.needs_health_check();
+        // Most agents need no health check: their attempts hold no reference to it.
+        let health = ctx
+            .agent()
+            .needs_health_check()
+            .then(|| self.agents[ai].health.clone());
         let attempt_fut = async move {
-            if check_health
-                && let Err(e) = health.get_or_init(|| async { agent.health().await }).await
+            if let Some(health) = health
+                && let Err(e) = health
+                    .get_or_init(|| async { ctx.agent().health().await })
+                    .await
             {
                 return Msg::Attempt {
                     i,
@@ -288,6 +279,7 @@ impl Engine {
             // poll checks the abort without registering with its token (each registration
             // takes the token's lock twice): an attempt that ends at once (an in-process
             // phase) never registers. Each is polled once per wake-up, as in a select.
+            let abort = &ctx.run.abort;
             let mut aborted = std::pin::pin!(abort.cancelled());
             let mut waiting = false;
             let outcome = if abort.is_cancelled() {

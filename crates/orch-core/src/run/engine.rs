@@ -28,7 +28,7 @@ use crate::events::{Event, EventBus, RunEvent};
 use crate::ids::{PhaseId, RunId};
 use crate::journal::{Done, JournalWriter};
 use crate::lock::WorkspaceLock;
-use crate::phase::{LogBook, PhaseError, PhaseLog, PhaseOutcome};
+use crate::phase::{LogBook, PhaseError, PhaseLog, PhaseOutcome, RunShared};
 use crate::pipeline::Pipeline;
 use crate::policy::{Evaluator, GitInput, RunInput};
 use crate::record::{
@@ -141,8 +141,9 @@ pub(super) struct Engine {
     pub(super) control: RunControl,
     pub(super) run_id: RunId,
     pub(super) run_dir: Arc<Path>,
-    /// `RUN_DIR/private`, where attempts' `ORCH_OUTPUT` files are.
-    pub(super) private: Arc<crate::orch_output::PrivateDir>,
+    /// What every attempt's context shares (`RUN_DIR/private`, where attempts'
+    /// `ORCH_OUTPUT` files are, the scope, the redactor, ...).
+    pub(super) shared: Arc<RunShared>,
     pub(super) jobs: usize,
     pub(super) agents: Vec<AgentState>,
     pub(super) states: Vec<PhaseState>,
@@ -160,7 +161,6 @@ pub(super) struct Engine {
     pub(super) scope: Arc<RunScope>,
     pub(super) outputs: Arc<OutputStore>,
     pub(super) redactor: Redactor,
-    pub(super) env_remove: Arc<[String]>,
     pub(super) started: (SystemTime, Instant),
     /// The wall clock and the monotonic clock, read together once the engine is built:
     /// phases' times are read on the monotonic clock only (see [`Engine::wall`]).
@@ -178,8 +178,6 @@ pub(super) struct Engine {
     pub(super) starting: Vec<Starting>,
     /// The outputs of every phase that published none.
     pub(super) no_outputs: Arc<Outputs>,
-    /// The pipeline's directory, shared by every phase context.
-    pub(super) base_dir: Arc<Path>,
     pub(super) journal: Option<JournalWriter>,
     pub(super) durable_rx: Option<watch::Receiver<u64>>,
     pub(super) pending: VecDeque<Pending>,
@@ -321,13 +319,29 @@ impl Engine {
             r.options.write_files.then(|| run_dir.clone()),
             redactor.clone(),
         ));
+        let shared = Arc::new(RunShared {
+            run_id: run_id.clone(),
+            base_dir: Arc::from(p.spec().base_dir.as_path()),
+            run_dir: run_dir.clone(),
+            private: crate::orch_output::PrivateDir::new(&run_dir),
+            env_remove: Arc::from(env_remove),
+            scope: scope.clone(),
+            cancel: control.stop.clone(),
+            abort: control.abort.clone(),
+            grace: r.options.grace,
+            agents: agents.iter().map(|a| a.agent.clone()).collect(),
+            redactor: redactor.clone(),
+            log_book: log_book.clone(),
+            cgroup: prep.cgroup.clone(),
+            pipeline: Some(p.clone()),
+        });
         let mut e = Self {
+            shared,
             cgroup: prep.cgroup,
             watchdog: prep.watchdog,
             opts: r.options,
             bus,
             control,
-            private: Arc::new(crate::orch_output::PrivateDir::new(&run_dir)),
             run_dir,
             jobs,
             agents,
@@ -340,7 +354,6 @@ impl Engine {
             scope,
             outputs,
             redactor,
-            env_remove: Arc::from(env_remove),
             started: now,
             clock: (SystemTime::now(), Instant::now()),
             running: 0,
@@ -352,7 +365,6 @@ impl Engine {
             inline_done: Vec::new(),
             starting: Vec::new(),
             no_outputs: Arc::new(Outputs::new()),
-            base_dir: Arc::from(p.spec().base_dir.as_path()),
             // Read and written only when journaling.
             fingerprints: if journal.is_some() {
                 vec![None; n]

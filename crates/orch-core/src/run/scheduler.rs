@@ -76,9 +76,12 @@ impl Engine {
                 self.start_queued();
             }
             if !self.inline_done.is_empty() {
-                for msg in std::mem::take(&mut self.inline_done) {
+                // The buffer is kept for the next turn (handling starts no attempt).
+                let mut done = std::mem::take(&mut self.inline_done);
+                for msg in done.drain(..) {
                     self.handle(msg);
                 }
+                self.inline_done = done;
                 continue;
             }
             // Events still waiting for the disk are reported after the loop.
