@@ -346,7 +346,7 @@ impl Engine {
             jobs,
             agents,
             states,
-            records: Arc::new(Mutex::new(PhaseRecords::with_capacity(n))),
+            records: Arc::new(Mutex::new(records_for(n))),
             records_sorted: true,
             last_finished: None,
             logs: vec![None; n],
@@ -467,6 +467,42 @@ impl Engine {
         self.logs[i]
             .get_or_insert_with(|| Arc::new(self.log_book.make(self.p.nodes()[i].spec.id.clone())))
             .clone()
+    }
+}
+
+/// An empty map for the records of `n` phases, in a block the kernel backs with huge pages
+/// where it can: the records are written once each, in the order phases end, and with
+/// 4 KiB pages every twelfth record took a page fault (at 100,000 phases, 34 MB of records
+/// and 8,400 faults per run; a couple of dozen with 2 MiB pages).
+fn records_for(n: usize) -> PhaseRecords {
+    let records = PhaseRecords::with_capacity(n);
+    // The map keeps its entries in one vector of (hash, key, value): at least this size
+    // each, so the range below stays within that vector.
+    let entry = std::mem::size_of::<(u64, PhaseId, PhaseRecord)>();
+    let start = std::ptr::from_ref(records.as_slice()).cast::<u8>();
+    prefer_huge_pages(start, records.capacity().saturating_mul(entry));
+    records
+}
+
+/// Asks the kernel to back the 2 MiB pages that lie wholly within the `len` bytes from
+/// `start` (a block this process allocated) with huge pages. Only how the memory is backed
+/// changes, never what it holds; where transparent huge pages are off, nothing changes.
+#[allow(unsafe_code)]
+fn prefer_huge_pages(start: *const u8, len: usize) {
+    const HUGE: usize = 2 << 20;
+    let begin = start.addr().next_multiple_of(HUGE);
+    let end = start.addr().saturating_add(len) / HUGE * HUGE;
+    if end <= begin {
+        return;
+    }
+    // SAFETY: `madvise(MADV_HUGEPAGE)` changes no byte of the range, which lies within a
+    // block this process allocated; a failure (no huge page support) changes nothing.
+    unsafe {
+        nix::libc::madvise(
+            start.with_addr(begin).cast_mut().cast(),
+            end - begin,
+            nix::libc::MADV_HUGEPAGE,
+        );
     }
 }
 
