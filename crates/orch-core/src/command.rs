@@ -156,13 +156,14 @@ impl Phase for CommandPhase {
                 Err(e) => Err(e),
             }
         });
-        let mut child = started.map_err(|e| {
+        let cannot_start = |e: std::io::Error| {
             PhaseError::failed(format!(
                 "cannot start `{}` in {}: {e}",
                 argv[0].to_string_lossy(),
                 ctx.workdir().display()
             ))
-        })?;
+        };
+        let mut child = started.map_err(cannot_start)?;
         if matches!(child, Process::Std(_)) {
             // It has pipes of its own.
             pipes = None;
@@ -241,6 +242,10 @@ impl Phase for CommandPhase {
             pool.put(pipes);
         }
 
+        // A step before its program (its directory, its cgroup...) failed in the child.
+        if let Some(e) = child.start_error() {
+            return Err(cannot_start(e));
+        }
         let exit_code = status.code();
         if !status.success() {
             let message = match exit_code {
@@ -336,6 +341,15 @@ impl Process {
         match self {
             Self::Fast(c) => c.wait().await,
             Self::Std(c) => c.wait().await,
+        }
+    }
+
+    /// Why it never ran its program (see [`crate::spawn::Child::start_error`]).
+    fn start_error(&self) -> Option<std::io::Error> {
+        match self {
+            Self::Fast(c) => c.start_error(),
+            // `tokio::process` reports it when it spawns.
+            Self::Std(_) => None,
         }
     }
 

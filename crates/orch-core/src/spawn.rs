@@ -1,19 +1,27 @@
-//! Starting a phase's process at the cost of `posix_spawn`, in the attempt's cgroup.
+//! Starting a phase's process at less than the cost of `posix_spawn`, in the attempt's
+//! cgroup.
 //!
 //! `std::process::Command` forks when it is given a `pre_exec` hook (the only way to enter
 //! a cgroup before the program runs), and a fork copies the page tables of the whole
 //! engine and makes every page it writes afterwards fault once: the larger the run, the
-//! dearer each process. Here the child is made the way `posix_spawn` makes it:
-//! `clone(CLONE_VM | CLONE_VFORK)` on a small stack of its own, sharing the engine's memory
-//! until it calls `execve`, while the calling thread waits. Between the two it makes only
+//! dearer each process. Here the child shares the engine's memory (`CLONE_VM`) and runs on
+//! a small stack of its own until it calls `execve`. Between the two it makes only raw
 //! system calls: it resets the signal handlers the engine installed (on x86-64 with Linux
-//! 5.5 and later, the kernel does as it clones, `clone3` with `CLONE_CLEAR_SIGHAND`, which
-//! spares the child a question per signal while the engine's thread waits; elsewhere the
-//! child asks for each signal), enters the attempt's
-//! cgroup (one `write`), makes its own process group, sets up its standard streams and
-//! working directory, and executes the program, whose path was looked up in `PATH` by the
-//! engine (once per run and program, see [`forget`]). The child's exit is
-//! followed through a pidfd (`CLONE_PIDFD`), so no `SIGCHLD` handler is involved.
+//! 5.5 and later, the kernel does as it clones, `clone3` with `CLONE_CLEAR_SIGHAND`;
+//! elsewhere the child asks for each signal), enters the attempt's cgroup (one `write`),
+//! makes its own process group, sets up its standard streams and working directory, and
+//! executes the program, whose path was looked up in `PATH` by the engine (once per run
+//! and program, see [`forget`]). The child's exit is followed through a pidfd
+//! (`CLONE_PIDFD`), so no `SIGCHLD` handler is involved.
+//!
+//! With `clone3`, the engine's thread does not wait while the child executes its program
+//! (`posix_spawn`'s `CLONE_VFORK` would hold it for the whole `execve`, a tenth of a
+//! millisecond per process in which no other phase is started or finished). What the child
+//! reads (its arguments, its stack) is a [`Launch`] from a pool, which the kernel marks free
+//! once the child no longer needs it (`CLONE_CHILD_CLEARTID`): a launch is reused only then,
+//! and a step that failed in the child is read from it once the child has exited
+//! ([`Child::start_error`]). Where `clone3` is missing, `clone` is used with `CLONE_VFORK`
+//! and the thread waits, as `posix_spawn` does.
 //!
 //! Where the kernel lacks pidfds (before Linux 5.3), [`spawn`] says so and the caller
 //! starts the process with `tokio::process::Command` instead.
@@ -22,6 +30,7 @@
 // why it is sound.
 #![allow(unsafe_code)]
 
+use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
@@ -30,6 +39,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use nix::libc;
@@ -134,6 +144,9 @@ pub(crate) struct Child {
     pub stdout: Option<pipe::Receiver>,
     /// Its standard error, until taken.
     pub stderr: Option<pipe::Receiver>,
+    /// What it read before executing its program, and why it could not (see
+    /// [`Child::start_error`]).
+    launch: Taken,
 }
 
 impl Child {
@@ -160,6 +173,17 @@ impl Child {
             }
             ready.clear_ready();
         }
+    }
+
+    /// Why it never ran its program, if a step before `execve` failed (it then exited with
+    /// code 127): to be asked once it has exited ([`Child::wait`]), since the step runs
+    /// after [`spawn`] returns. Asked earlier, it waits until the program is executed.
+    pub(crate) fn start_error(&self) -> Option<io::Error> {
+        self.launch.0.wait_released();
+        // SAFETY: released: the child no longer reads or writes the launch, and this
+        // `Child` holds it, so no other spawn does either.
+        let args = unsafe { &(*self.launch.0.data.get()).args };
+        (args.error != 0).then(|| step_error(args.step, args.error))
     }
 
     /// Reaps it if it has exited.
@@ -228,18 +252,20 @@ fn supported() -> bool {
 
 /// Starts a process as `spec` says, its stdin `/dev/null` and its stdout and stderr pipes.
 /// `Ok(None)` where this kernel has no pidfds (the caller then uses `tokio::process`).
+///
+/// It returns as soon as the child exists (with `clone3`): a step the child fails before
+/// its program runs (its cgroup, directory, streams, `execve`) is known once it has exited,
+/// from [`Child::start_error`]. What the engine can check itself (the program is found and
+/// executable, the arguments hold no NUL) fails here.
 pub(crate) fn spawn(spec: &Spec<'_>) -> io::Result<Option<Child>> {
     if !supported() {
         return Ok(None);
     }
-    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-        Ok(mut scratch) => spawn_with(spec, &mut scratch),
-        Err(_) => spawn_with(spec, &mut Scratch::default()),
-    })
+    spawn_with(spec, Taken::new()).map(Some)
 }
 
-/// What [`spawn`] builds for the child, kept per thread so a spawn allocates nothing once
-/// the buffers have grown to the size it needs.
+/// What [`spawn`] builds for the child, kept in its [`Launch`] so that a spawn allocates
+/// nothing once the buffers have grown to the size it needs.
 #[derive(Default)]
 struct Scratch {
     /// Every string the child reads (the program, its arguments, the variables set, the
@@ -255,14 +281,113 @@ struct Scratch {
     ptrs: Vec<*const libc::c_char>,
 }
 
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+/// Everything a child reads between `clone` and `execve`, which it shares with the engine:
+/// filled by the spawning thread while no child uses it, then read by one child (which
+/// writes why it failed into `args`) until the kernel says it no longer does.
+struct Launch {
+    /// Non-zero from the clone until the child has executed its program or exited: the
+    /// kernel clears it then and wakes a waiter (`CLONE_CHILD_CLEARTID`).
+    busy: AtomicU32,
+    data: UnsafeCell<LaunchData>,
 }
 
-fn spawn_with(spec: &Spec<'_>, scratch: &mut Scratch) -> io::Result<Option<Child>> {
+#[derive(Default)]
+struct LaunchData {
+    scratch: Scratch,
+    /// The child's stack.
+    stack: Vec<u128>,
+    args: ChildArgs,
+    /// The environment `scratch.kept` points into, kept alive while the child reads it
+    /// (a run's start forgets the one read before, see [`forget`]).
+    inherited: Option<Arc<Inherited>>,
+}
+
+// SAFETY: `data` is used by one thread at a time: the holder of the `Taken` while `busy`
+// is clear, the child while it is set (see `Taken` and `spawn_with`); its raw pointers
+// point into its own buffers and its `inherited`.
+unsafe impl Sync for Launch {}
+// SAFETY: as above.
+unsafe impl Send for Launch {}
+
+impl Launch {
+    /// Waits until no child uses it (at once, unless its child has not executed its
+    /// program yet).
+    fn wait_released(&self) {
+        loop {
+            let v = self.busy.load(Ordering::Acquire);
+            if v == 0 {
+                return;
+            }
+            // SAFETY: waits on our own word while it holds `v`; spurious returns loop.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    self.busy.as_ptr(),
+                    libc::FUTEX_WAIT,
+                    v,
+                    std::ptr::null::<libc::timespec>(),
+                );
+            }
+        }
+    }
+}
+
+/// Launches no child uses and no [`Taken`] holds. Launches are never freed: a child may
+/// still read one whose spawn was dropped (until it executes its program), and there are
+/// only as many as processes were ever starting at once.
+static LAUNCHES: Mutex<Vec<&'static Launch>> = Mutex::new(Vec::new());
+
+/// A [`Launch`] held by one spawn and then by its [`Child`]; back in the pool when dropped.
+#[derive(Debug)]
+struct Taken(&'static Launch);
+
+impl std::fmt::Debug for Launch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launch")
+            .field("busy", &self.busy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Taken {
+    /// A launch no child uses any more (a new one if every launch is in use).
+    fn new() -> Self {
+        let mut pool = LAUNCHES.lock().unwrap_or_else(|p| p.into_inner());
+        let free = pool
+            .iter()
+            .position(|l| l.busy.load(Ordering::Acquire) == 0);
+        Self(match free {
+            Some(at) => pool.swap_remove(at),
+            None => Box::leak(Box::new(Launch {
+                busy: AtomicU32::new(0),
+                data: UnsafeCell::default(),
+            })),
+        })
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        LAUNCHES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(self.0);
+    }
+}
+
+fn spawn_with(spec: &Spec<'_>, launch: Taken) -> io::Result<Child> {
     let Some(first) = spec.argv.first() else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "no program"));
     };
+    let data = launch.0.data.get();
+    // SAFETY: no child uses the launch (`Taken::new`) and we hold it; this borrow ends
+    // before the clone.
+    let LaunchData {
+        scratch,
+        stack,
+        args,
+        inherited: keep_inherited,
+    } = unsafe { &mut *data };
     let Scratch {
         strings,
         set,
@@ -286,7 +411,7 @@ fn spawn_with(spec: &Spec<'_>, scratch: &mut Scratch) -> io::Result<Option<Child
         }
         set.push((strings.push(&[k.as_bytes(), b"=", v.as_bytes()])?, k.len()));
     }
-    let inherited = inherited();
+    let inherited = keep_inherited.insert(inherited());
     for (var, &len) in inherited.vars.iter().zip(&inherited.name_len) {
         let bytes = var.as_bytes();
         let name = &bytes[..len];
@@ -331,7 +456,7 @@ fn spawn_with(spec: &Spec<'_>, scratch: &mut Scratch) -> io::Result<Option<Child
         }
     };
     let stdin = dev_null()?;
-    let mut args = ChildArgs {
+    *args = ChildArgs {
         program: at(program),
         argv: ptrs.as_ptr(),
         envp: ptrs[envp_at..].as_ptr(),
@@ -341,33 +466,39 @@ fn spawn_with(spec: &Spec<'_>, scratch: &mut Scratch) -> io::Result<Option<Child
         error: 0,
         step: 0,
         handlers_cleared: false,
+        #[cfg(test)]
+        hold: tests::HOLD_NEXT.with(|h| h.replace(false)),
     };
-    let (pid, pidfd) = clone_child(&mut args)?;
-    // The child has executed the program or failed: new pipes' write ends are its own now.
+    if stack.is_empty() {
+        stack.resize(STACK / 16, 0);
+    }
+    let (pid, pidfd) = clone_child(launch.0)?;
+    // The child has its own copies of the descriptors: new pipes' write ends are its own.
     let readers = fresh.map(|(out_r, err_r, out_w, err_w)| {
         drop((out_w, err_w));
         (out_r, err_r)
     });
-    if args.error != 0 {
-        // It exited (127) without running anything: reap it and say why.
-        let _ = reap(pid, true);
-        let e = io::Error::from_raw_os_error(args.error);
-        return Err(match args.step {
-            STEP_CGROUP => io::Error::new(e.kind(), format!("cannot enter its cgroup: {e}")),
-            STEP_CWD => io::Error::new(e.kind(), format!("cannot change directory: {e}")),
-            STEP_PGID => io::Error::new(e.kind(), format!("cannot make its process group: {e}")),
-            STEP_STDIO => io::Error::new(e.kind(), format!("cannot set up its streams: {e}")),
-            _ => e,
-        });
-    }
-    let registered = watch(pid, pidfd, readers);
+    let registered = watch(pid, pidfd, readers, launch);
     if registered.is_err() {
-        // Not watched, so not kept: it goes before it could leave anything behind.
+        // Not watched, so not kept: it goes before it could leave anything behind (its
+        // launch is back in the pool, reused once the kernel has released it).
         // SAFETY: signals and reaps our own child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         let _ = reap(pid, true);
     }
-    registered.map(Some)
+    registered
+}
+
+/// Why a child exited without running its program: `errno` of the step that failed.
+fn step_error(step: u32, errno: i32) -> io::Error {
+    let e = io::Error::from_raw_os_error(errno);
+    match step {
+        STEP_CGROUP => io::Error::new(e.kind(), format!("cannot enter its cgroup: {e}")),
+        STEP_CWD => io::Error::new(e.kind(), format!("cannot change directory: {e}")),
+        STEP_PGID => io::Error::new(e.kind(), format!("cannot make its process group: {e}")),
+        STEP_STDIO => io::Error::new(e.kind(), format!("cannot set up its streams: {e}")),
+        _ => e,
+    }
 }
 
 /// NUL-terminated strings one after another in one buffer.
@@ -398,6 +529,7 @@ fn watch(
     pid: libc::pid_t,
     pidfd: OwnedFd,
     readers: Option<(OwnedFd, OwnedFd)>,
+    launch: Taken,
 ) -> io::Result<Child> {
     // SAFETY: the pidfd is owned by the `AsyncFd` and stays open as long as it does.
     let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
@@ -415,6 +547,7 @@ fn watch(
         status: None,
         stdout,
         stderr,
+        launch,
     })
 }
 
@@ -581,8 +714,7 @@ const STEP_PGID: u32 = 3;
 const STEP_STDIO: u32 = 4;
 const STEP_EXEC: u32 = 5;
 
-/// What the child reads, and where it writes why it failed: in memory it shares with the
-/// engine's thread, which waits (`CLONE_VFORK`) until the child has executed or exited.
+/// What the child reads, and where it writes why it failed: in its [`Launch`].
 #[repr(C)]
 struct ChildArgs {
     program: *const libc::c_char,
@@ -597,65 +729,102 @@ struct ChildArgs {
     step: u32,
     /// Started with `CLONE_CLEAR_SIGHAND`: no handler of the engine's is left in it.
     handlers_cleared: bool,
+    /// Waits for [`tests::RELEASE`] before it executes its program.
+    #[cfg(test)]
+    hold: bool,
 }
 
-/// The child's stack: one per thread, since the thread that clones waits until the child
-/// no longer uses it.
+impl Default for ChildArgs {
+    fn default() -> Self {
+        Self {
+            program: std::ptr::null(),
+            argv: std::ptr::null(),
+            envp: std::ptr::null(),
+            cwd: std::ptr::null(),
+            cgroup_procs: -1,
+            fds: [-1; 3],
+            error: 0,
+            step: 0,
+            handlers_cleared: false,
+            #[cfg(test)]
+            hold: false,
+        }
+    }
+}
+
+/// The size of a child's stack.
 const STACK: usize = 32 * 1024;
 
-thread_local! {
-    static CHILD_STACK: std::cell::RefCell<Vec<u128>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Clones the child; returns its pid and pidfd.
-fn clone_child(args: &mut ChildArgs) -> io::Result<(libc::pid_t, OwnedFd)> {
-    CHILD_STACK.with(|stack| {
-        let mut stack = stack.borrow_mut();
-        if stack.is_empty() {
-            stack.resize(STACK / 16, 0);
-        }
-        // The stack grows down from its (16-byte aligned) end.
-        let top = stack.as_mut_ptr_range().end.cast::<libc::c_void>();
-        let mut pidfd: libc::c_int = -1;
-        // SAFETY: the child shares our memory and runs `child` on its own stack with
-        // every signal blocked (no handler of ours may run in it), while this thread
-        // waits (CLONE_VFORK); `args` and everything it points to outlive the call.
-        let pid = unsafe {
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-            let pid = match clone3(args, stack.as_mut_ptr_range(), &mut pidfd) {
-                Ok(pid) => Ok(pid),
-                Err(Clone3::Failed(e)) => Err(e),
-                Err(Clone3::Unsupported) => {
-                    args.handlers_cleared = false;
-                    let r = libc::clone(
-                        child,
-                        top,
-                        libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
-                        std::ptr::from_mut(args).cast(),
-                        &mut pidfd as *mut libc::c_int,
-                    );
-                    if r < 0 {
-                        Err(io::Error::last_os_error())
-                    } else {
-                        Ok(r)
-                    }
+/// Clones the child of `launch`, filled by [`spawn_with`]; returns its pid and pidfd.
+fn clone_child(launch: &'static Launch) -> io::Result<(libc::pid_t, OwnedFd)> {
+    let data = launch.data.get();
+    // SAFETY: raw pointers into the launch, which nothing else uses until `busy` is clear
+    // again; no reference to its data is held across the clone.
+    let (args, stack) = unsafe {
+        (
+            std::ptr::addr_of_mut!((*data).args),
+            (*data).stack.as_mut_ptr_range(),
+        )
+    };
+    // The stack grows down from its (16-byte aligned) end.
+    let top = stack.end.cast::<libc::c_void>();
+    let busy = launch.busy.as_ptr();
+    launch.busy.store(1, Ordering::Release);
+    let mut pidfd: libc::c_int = -1;
+    // SAFETY: the child shares our memory and runs `child` on its own stack with every
+    // signal blocked (no handler of ours may run in it), reading only the launch, which
+    // stays as it is until the kernel clears `busy` (CLONE_CHILD_CLEARTID) when the child
+    // executes its program or exits.
+    let pid = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = match clone3(args, stack, busy, &mut pidfd) {
+            Ok(pid) => Ok(pid),
+            Err(Clone3::Failed(e)) => Err(e),
+            Err(Clone3::Unsupported) => {
+                // This thread waits (CLONE_VFORK) until the child executes or exits.
+                (*args).handlers_cleared = false;
+                let r = libc::clone(
+                    child,
+                    top,
+                    libc::CLONE_VM
+                        | libc::CLONE_VFORK
+                        | libc::CLONE_PIDFD
+                        | libc::CLONE_CHILD_CLEARTID
+                        | libc::SIGCHLD,
+                    args.cast(),
+                    &mut pidfd as *mut libc::c_int,
+                    std::ptr::null_mut::<libc::c_void>(),
+                    busy,
+                );
+                if r < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(r)
                 }
-            };
-            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-            pid?
+            }
         };
-        if pidfd < 0 {
-            // Not on a kernel with pidfds (checked before): wait for it here rather than
-            // leave it unwatched.
-            let _ = reap(pid, true);
-            return Err(io::Error::other("clone gave no pidfd"));
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        pid
+    };
+    let pid = match pid {
+        Ok(pid) => pid,
+        Err(e) => {
+            // No child: the launch is free.
+            launch.busy.store(0, Ordering::Release);
+            return Err(e);
         }
-        // SAFETY: the kernel gave us this descriptor (CLONE_PIDFD).
-        Ok((pid, unsafe { OwnedFd::from_raw_fd(pidfd) }))
-    })
+    };
+    if pidfd < 0 {
+        // Not on a kernel with pidfds (checked before): wait for it here rather than
+        // leave it unwatched.
+        let _ = reap(pid, true);
+        return Err(io::Error::other("clone gave no pidfd"));
+    }
+    // SAFETY: the kernel gave us this descriptor (CLONE_PIDFD).
+    Ok((pid, unsafe { OwnedFd::from_raw_fd(pidfd) }))
 }
 
 /// Why [`clone3`] made no child.
@@ -673,8 +842,7 @@ static NO_CLONE3: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 
 /// `CLONE_CLEAR_SIGHAND` (Linux 5.5): the child starts with every handled signal back at
 /// its default (ignored ones stay ignored), so it need not ask for each of the 64 signals
-/// how it is handled, and reset those that are, before `execve` (the engine's thread waits
-/// all that time).
+/// how it is handled, and reset those that are, before `execve`.
 const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
 
 /// The kernel's `struct clone_args`, as far as `CLONE_ARGS_SIZE_VER0`.
@@ -690,40 +858,46 @@ struct CloneArgs {
     tls: u64,
 }
 
-/// Starts `child(args)` on `stack` with `clone3(CLONE_VM | CLONE_VFORK | CLONE_PIDFD |
-/// CLONE_CLEAR_SIGHAND)`, returning once it has executed its program or exited.
+/// Starts `child(args)` on `stack` with `clone3(CLONE_VM | CLONE_PIDFD |
+/// CLONE_CHILD_CLEARTID | CLONE_CLEAR_SIGHAND)`, returning as soon as the child exists;
+/// the kernel clears `busy` once the child has executed its program or exited.
 ///
 /// # Safety
-/// As for `clone` in [`clone_child`]: every signal blocked, `args` and what it points to
-/// valid until the call returns, `stack` this thread's and unused by anything else.
+/// As for `clone` in [`clone_child`]: every signal blocked; `args`, what it points to and
+/// `stack` unchanged and used by nothing else until `busy` is clear.
 #[cfg(target_arch = "x86_64")]
 unsafe fn clone3(
-    args: &mut ChildArgs,
+    args: *mut ChildArgs,
     stack: std::ops::Range<*mut u128>,
+    busy: *mut u32,
     pidfd: &mut libc::c_int,
 ) -> Result<libc::pid_t, Clone3> {
-    use std::sync::atomic::Ordering;
+    #[cfg(test)]
+    if tests::FORCE_CLONE.get() {
+        return Err(Clone3::Unsupported);
+    }
     if NO_CLONE3.load(Ordering::Relaxed) {
         return Err(Clone3::Unsupported);
     }
-    args.handlers_cleared = true;
+    // SAFETY: the caller's launch, not yet shared with a child.
+    unsafe { (*args).handlers_cleared = true };
     let mut cl = CloneArgs {
-        flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64
+        flags: (libc::CLONE_VM | libc::CLONE_PIDFD | libc::CLONE_CHILD_CLEARTID) as u64
             | CLONE_CLEAR_SIGHAND,
         pidfd: std::ptr::from_mut(pidfd) as u64,
-        child_tid: 0,
+        child_tid: busy as u64,
         parent_tid: 0,
         exit_signal: libc::SIGCHLD as u64,
         stack: stack.start as u64,
         stack_size: (stack.end as u64) - (stack.start as u64),
         tls: 0,
     };
-    let arg = std::ptr::from_mut(args).cast::<libc::c_void>();
+    let arg = args.cast::<libc::c_void>();
     let ret: i64;
     // SAFETY: the system call returns twice: in this thread with the child's pid (or
     // -errno), and in the child, on its own (16-byte aligned) stack with 0, where it calls
-    // `child_entry(arg)`, which never returns, without touching this thread's stack or
-    // registers (the vfork'd child has copies of them). `syscall` clobbers rcx and r11.
+    // `child_entry(arg)`, which never returns, without touching this thread's stack (the
+    // child has copies of the registers). `syscall` clobbers rcx and r11.
     unsafe {
         std::arch::asm!(
             "syscall",
@@ -755,8 +929,9 @@ unsafe fn clone3(
 
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn clone3(
-    _: &mut ChildArgs,
+    _: *mut ChildArgs,
     _: std::ops::Range<*mut u128>,
+    _: *mut u32,
     _: &mut libc::c_int,
 ) -> Result<libc::pid_t, Clone3> {
     Err(Clone3::Unsupported)
@@ -766,77 +941,170 @@ unsafe fn clone3(
 #[cfg(target_arch = "x86_64")]
 extern "C" fn child_entry(arg: *mut libc::c_void) -> ! {
     child(arg);
-    // SAFETY: `child` ends in `execve` or `_exit`; this is not reached.
-    unsafe { libc::_exit(127) }
+    // SAFETY: `child` ends in `execve` or `exit_group`; this is not reached.
+    loop {
+        // SAFETY: ends the child, which uses nothing of the engine's any more.
+        unsafe { sys(libc::SYS_exit_group, [127, 0, 0, 0]) };
+    }
 }
 
-/// The child, between `clone` and `execve`: system calls only (no allocation, no lock, no
-/// `errno` of ours), since it shares the engine's memory.
+/// A system call, returning `-errno` on failure. The child makes no call through the C
+/// library: the thread whose memory it shares keeps running (with `clone3`), and the C
+/// library would write `errno` into that thread's.
+///
+/// # Safety
+/// As for the system call `n` with these arguments.
+#[cfg(target_arch = "x86_64")]
+unsafe fn sys(n: libc::c_long, a: [usize; 4]) -> isize {
+    let ret: isize;
+    // SAFETY: the caller's; `syscall` clobbers rcx and r11 and nothing else.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") n as isize => ret,
+            in("rdi") a[0],
+            in("rsi") a[1],
+            in("rdx") a[2],
+            in("r10") a[3],
+            out("rcx") _,
+            out("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// As on x86-64; here the child runs only under `CLONE_VFORK` (the engine's thread waits),
+/// so the C library's `errno` is free to use.
+///
+/// # Safety
+/// As for the system call `n` with these arguments.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn sys(n: libc::c_long, a: [usize; 4]) -> isize {
+    // SAFETY: the caller's.
+    unsafe {
+        let r = libc::syscall(n, a[0], a[1], a[2], a[3]);
+        if r < 0 {
+            -(*libc::__errno_location() as isize)
+        } else {
+            r as isize
+        }
+    }
+}
+
+/// The child, between `clone` and `execve`: raw system calls only (no allocation, no lock,
+/// no `errno`), since it shares the engine's memory.
 extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` is the `ChildArgs` the waiting parent passed; each call is a plain
-    // system call on values it prepared.
+    // The kernel's `struct sigaction` (handler, flags, restorer, mask): all zero is the
+    // default action.
+    const DEFAULT: [u64; 4] = [0; 4];
+    const SIGSET: usize = 8;
+    // SAFETY: `arg` is the `ChildArgs` of the launch that is ours until we execute or
+    // exit; each call is a system call on values it prepared.
     unsafe {
         let a = &mut *arg.cast::<ChildArgs>();
+        let fail = |a: &mut ChildArgs, step: u32, ret: isize| -> libc::c_int {
+            a.error = if ret < 0 { -ret as i32 } else { libc::EIO };
+            a.step = step;
+            sys(libc::SYS_exit_group, [127, 0, 0, 0]);
+            127
+        };
         // No handler of the engine's may run here or survive into the program: handled
         // signals go back to their default (ignored ones stay ignored, as across exec).
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        let mut dfl: libc::sigaction = std::mem::zeroed();
-        dfl.sa_sigaction = libc::SIG_DFL;
         // SIGPIPE is ignored by Rust programs; the program gets the default.
-        libc::sigaction(libc::SIGPIPE, &dfl, std::ptr::null_mut());
+        let dfl = DEFAULT.as_ptr() as usize;
+        sys(
+            libc::SYS_rt_sigaction,
+            [libc::SIGPIPE as usize, dfl, 0, SIGSET],
+        );
         // Without `CLONE_CLEAR_SIGHAND`, each handled signal is reset here.
         let signals = if a.handlers_cleared { 0 } else { 64 };
         for sig in 1..=signals {
+            let mut old = [0u64; 4];
             if sig == libc::SIGKILL
                 || sig == libc::SIGSTOP
-                || libc::sigaction(sig, std::ptr::null(), &mut sa) != 0
+                || sys(
+                    libc::SYS_rt_sigaction,
+                    [sig as usize, 0, old.as_mut_ptr() as usize, SIGSET],
+                ) != 0
             {
                 continue;
             }
-            if sa.sa_sigaction != libc::SIG_DFL && sa.sa_sigaction != libc::SIG_IGN {
-                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            let handler = old[0] as libc::sighandler_t;
+            if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
+                sys(libc::SYS_rt_sigaction, [sig as usize, dfl, 0, SIGSET]);
             }
         }
-        let fail = |a: &mut ChildArgs, step: u32| -> libc::c_int {
-            a.error = *libc::__errno_location();
-            if a.error == 0 {
-                a.error = libc::EIO;
+        if a.cgroup_procs >= 0 {
+            let r = sys(
+                libc::SYS_write,
+                [a.cgroup_procs as usize, b"0".as_ptr() as usize, 1, 0],
+            );
+            if r != 1 {
+                return fail(a, STEP_CGROUP, r);
             }
-            a.step = step;
-            libc::_exit(127)
-        };
-        if a.cgroup_procs >= 0 && libc::write(a.cgroup_procs, b"0".as_ptr().cast(), 1) != 1 {
-            return fail(a, STEP_CGROUP);
         }
-        if libc::setpgid(0, 0) != 0 {
-            return fail(a, STEP_PGID);
+        let r = sys(libc::SYS_setpgid, [0, 0, 0, 0]);
+        if r != 0 {
+            return fail(a, STEP_PGID, r);
         }
         let fds = a.fds;
         for (target, fd) in fds.into_iter().enumerate() {
-            if libc::dup2(fd, target as libc::c_int) < 0 {
-                return fail(a, STEP_STDIO);
+            // `dup3` (every architecture has it): `fd` is never 0, 1 or 2 (see
+            // `above_stdio`), so it is `dup2`.
+            let r = sys(libc::SYS_dup3, [fd as usize, target, 0, 0]);
+            if r < 0 {
+                return fail(a, STEP_STDIO, r);
             }
         }
-        if libc::chdir(a.cwd) != 0 {
-            return fail(a, STEP_CWD);
+        let r = sys(libc::SYS_chdir, [a.cwd as usize, 0, 0, 0]);
+        if r != 0 {
+            return fail(a, STEP_CWD, r);
         }
-        let empty: libc::sigset_t = std::mem::zeroed();
-        libc::syscall(
+        #[cfg(test)]
+        while a.hold && tests::RELEASE.load(Ordering::Acquire) == 0 {
+            sys(
+                libc::SYS_futex,
+                [
+                    tests::RELEASE.as_ptr() as usize,
+                    libc::FUTEX_WAIT as usize,
+                    0,
+                    0,
+                ],
+            );
+        }
+        let empty = 0u64;
+        sys(
             libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &empty,
-            std::ptr::null_mut::<libc::sigset_t>(),
-            8usize,
+            [
+                libc::SIG_SETMASK as usize,
+                &empty as *const u64 as usize,
+                0,
+                SIGSET,
+            ],
         );
-        libc::execve(a.program, a.argv, a.envp);
-        fail(a, STEP_EXEC)
+        let r = sys(
+            libc::SYS_execve,
+            [a.program as usize, a.argv as usize, a.envp as usize, 0],
+        );
+        fail(a, STEP_EXEC, r)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::AsyncReadExt as _;
+
+    thread_local! {
+        /// The next child spawned on this thread waits for [`RELEASE`] before `execve`.
+        pub(super) static HOLD_NEXT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        /// Spawns on this thread use `clone` (with `CLONE_VFORK`), as without `clone3`.
+        pub(super) static FORCE_CLONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    /// Non-zero: held children go on.
+    pub(super) static RELEASE: AtomicU32 = AtomicU32::new(0);
 
     async fn run(argv: &[&str], env: &[(&str, &str)], cwd: &Path) -> io::Result<(i32, String)> {
         let argv: Vec<&OsStr> = argv.iter().map(OsStr::new).collect();
@@ -857,6 +1125,9 @@ mod tests {
         let mut stdout = child.stdout.take().expect("stdout");
         stdout.read_to_string(&mut out).await?;
         let status = child.wait().await?;
+        if let Some(e) = child.start_error() {
+            return Err(e);
+        }
         Ok((status.code().unwrap_or(-1), out))
     }
 
@@ -893,7 +1164,6 @@ mod tests {
 
     #[tokio::test]
     async fn with_clone3_or_clone_a_program_starts_with_default_handlers_and_the_ignored_kept() {
-        use std::sync::atomic::Ordering;
         // SAFETY: one handler that does nothing, and one signal ignored, in this test process.
         unsafe {
             extern "C" fn nothing(_: libc::c_int) {}
@@ -904,12 +1174,12 @@ mod tests {
         let script = "grep -E '^Sig(Blk|Ign|Cgt)' /proc/self/status";
         let mut seen = Vec::new();
         for fallback in [false, true] {
-            NO_CLONE3.store(fallback, Ordering::Relaxed);
+            FORCE_CLONE.set(fallback);
             let (code, out) = run(&["sh", "-c", script], &[], dir.path()).await.unwrap();
             assert_eq!(code, 0);
             seen.push(out);
         }
-        NO_CLONE3.store(false, Ordering::Relaxed);
+        FORCE_CLONE.set(false);
         assert_eq!(seen[0], seen[1], "the same with clone3 and with clone");
         let field = |name: &str| {
             let line = seen[0].lines().find(|l| l.starts_with(name)).unwrap();
@@ -921,6 +1191,83 @@ mod tests {
         assert_ne!(field("SigIgn:") & bit(libc::SIGUSR2), 0);
         assert_eq!(field("SigIgn:") & bit(libc::SIGPIPE), 0);
         assert_eq!(field("SigIgn:") & bit(libc::SIGUSR1), 0);
+    }
+
+    #[tokio::test]
+    async fn spawn_returns_before_the_child_executes_and_a_launch_serves_one_child_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        // Where `clone3` is missing the engine waits for each `execve` (CLONE_VFORK), as
+        // `posix_spawn` does: nothing to show.
+        run(&["true"], &[], dir.path()).await.unwrap();
+        if NO_CLONE3.load(Ordering::Relaxed) {
+            return;
+        }
+        RELEASE.store(0, Ordering::Release);
+        // Two children that wait before `execve`, each spawned on a thread of its own so a
+        // spawn that waited for its child would be seen (and not hang the test).
+        let rt = tokio::runtime::Handle::current();
+        let path = dir.path().to_owned();
+        let held = |word: &'static str| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (rt, path) = (rt.clone(), path.clone());
+            std::thread::spawn(move || {
+                let _rt = rt.enter();
+                HOLD_NEXT.set(true);
+                let argv = [OsStr::new("echo"), OsStr::new(word)];
+                let spec = Spec {
+                    argv: &argv,
+                    env_remove: &[],
+                    env: &[],
+                    cwd: &path,
+                    cgroup_procs: None,
+                    pipes: None,
+                };
+                let _ = tx.send(spawn(&spec).map(|c| c.expect("a kernel with pidfds")));
+            });
+            rx
+        };
+        let release = || {
+            RELEASE.store(1, Ordering::Release);
+            // SAFETY: wakes whoever waits on the word.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    RELEASE.as_ptr(),
+                    libc::FUTEX_WAKE,
+                    i32::MAX,
+                )
+            };
+        };
+        let first = held("first").recv_timeout(Duration::from_secs(10));
+        let second = first
+            .as_ref()
+            .ok()
+            .map(|_| held("second").recv_timeout(Duration::from_secs(10)));
+        release();
+        let mut first = first
+            .expect("spawn returned while its child waited before executing its program")
+            .unwrap();
+        let mut second = second
+            .unwrap()
+            .expect("the second spawn returned too")
+            .unwrap();
+        assert!(
+            !std::ptr::eq(first.launch.0, second.launch.0),
+            "a launch in use by a child that has not executed its program was given to another"
+        );
+        for (child, word) in [(&mut first, "first\n"), (&mut second, "second\n")] {
+            let mut out = String::new();
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .await
+                .unwrap();
+            assert!(child.wait().await.unwrap().success());
+            assert!(child.start_error().is_none());
+            assert_eq!(out, word);
+        }
     }
 
     #[tokio::test]

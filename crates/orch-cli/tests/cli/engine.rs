@@ -373,6 +373,44 @@ secrets = ["ORCH_TEST_ABSENT_SECRET"]
 }
 
 #[test]
+fn a_program_that_cannot_be_executed_fails_its_phase_saying_why() {
+    // The kernel refuses it in the child, after orch has gone on to other work: the phase
+    // still fails with the reason, and its dependents are blocked.
+    let ws = Ws::new(
+        r#"
+[pipeline]
+name = "noexec"
+[phases.tool]
+run = ["./not-a-program"]
+[phases.after]
+run = "true"
+needs = ["tool"]
+[phases.other]
+run = "true"
+"#,
+    );
+    let bin = ws.path().join("not-a-program");
+    std::fs::write(&bin, b"\x00\x01 neither a script nor a binary\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = ws.orch(&["run", "-j2"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let record = ws.record();
+    let reason = record["phases"]["tool"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.starts_with("cannot start `./not-a-program` in ")
+            && reason.ends_with(": Exec format error (os error 8)"),
+        "{reason}"
+    );
+    assert_eq!(
+        statuses(&record),
+        ["tool=failed", "after=blocked", "other=succeeded"]
+    );
+}
+
+#[test]
 fn the_circuit_breaker_stops_sending_work_to_a_failing_agent() {
     let ws = Ws::new(
         r#"
