@@ -601,11 +601,27 @@ enum Text {
 impl Timestamp {
     /// The time `t`, in the form of [`rfc3339`].
     pub fn new(t: std::time::SystemTime) -> Self {
-        match rfc3339_bytes(t) {
+        match t
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(rfc3339_since_epoch)
+        {
             Some(b) => Self(Text::Inline(b)),
             None => Self(Text::Boxed(
                 humantime::format_rfc3339_millis(t).to_string().into(),
             )),
+        }
+    }
+
+    /// The time `d` after the Unix epoch, in the form of [`rfc3339`] (the engine's clock
+    /// gives its times so: no subtraction of the epoch per time).
+    pub(crate) fn since_epoch(d: std::time::Duration) -> Self {
+        match rfc3339_since_epoch(d) {
+            Some(b) => Self(Text::Inline(b)),
+            None => match std::time::UNIX_EPOCH.checked_add(d) {
+                Some(t) => Self::new(t),
+                None => Self(Text::Boxed(format!("{}s after 1970", d.as_secs()).into())),
+            },
         }
     }
 
@@ -747,7 +763,11 @@ thread_local! {
 /// The RFC 3339 form of a time from 1970 to 9999 without allocating (records are written
 /// several times per phase); `None` outside that range.
 fn rfc3339_bytes(t: std::time::SystemTime) -> Option<[u8; 24]> {
-    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    rfc3339_since_epoch(t.duration_since(std::time::UNIX_EPOCH).ok()?)
+}
+
+/// [`rfc3339_bytes`] of the time `d` after the Unix epoch.
+fn rfc3339_since_epoch(d: std::time::Duration) -> Option<[u8; 24]> {
     let secs = d.as_secs();
     // 10000-01-01T00:00:00Z.
     if secs >= 253_402_300_800 {

@@ -33,6 +33,7 @@ use crate::pipeline::Pipeline;
 use crate::policy::{Evaluator, GitInput, RunInput};
 use crate::record::{
     Outputs, PhaseRecord, PhaseStatus, PolicyVerdict, Reason, RecordError, RunStatus, Stop,
+    Timestamp,
 };
 use crate::redact::Redactor;
 use crate::scope::{OutputStore, RunScope};
@@ -165,6 +166,8 @@ pub(super) struct Engine {
     /// The wall clock and the monotonic clock, read together once the engine is built:
     /// phases' times are read on the monotonic clock only (see [`Engine::wall`]).
     pub(super) clock: (SystemTime, Instant),
+    /// `clock`'s wall time after the Unix epoch (none before it).
+    pub(super) clock_epoch: Option<Duration>,
     pub(super) running: usize,
     pub(super) backoffs: usize,
     pub(super) stopping: Option<Stop>,
@@ -335,6 +338,7 @@ impl Engine {
             cgroup: prep.cgroup.clone(),
             pipeline: Some(p.clone()),
         });
+        let (clock_wall, clock_mono) = (SystemTime::now(), Instant::now());
         let mut e = Self {
             shared,
             cgroup: prep.cgroup,
@@ -355,7 +359,8 @@ impl Engine {
             outputs,
             redactor,
             started: now,
-            clock: (SystemTime::now(), Instant::now()),
+            clock: (clock_wall, clock_mono),
+            clock_epoch: clock_wall.duration_since(std::time::UNIX_EPOCH).ok(),
             running: 0,
             backoffs: 0,
             stopping: None,
@@ -451,6 +456,14 @@ impl Engine {
     /// phase's time and its duration, and its times keep the order of its instants.
     pub(super) fn wall(&self, at: Instant) -> SystemTime {
         self.clock.0 + at.saturating_duration_since(self.clock.1)
+    }
+
+    /// The time `since` after the engine's clock was read, as a record keeps it.
+    pub(super) fn timestamp(&self, since: Duration) -> Timestamp {
+        match self.clock_epoch.and_then(|e| e.checked_add(since)) {
+            Some(d) => Timestamp::since_epoch(d),
+            None => Timestamp::new(self.clock.0 + since),
+        }
     }
 
     /// Keeps the logs attempts made since the last call (a phase's log is made when it

@@ -22,7 +22,7 @@ use crate::journal::{Entry, FinishedRef, JournalWriter};
 use crate::phase::{PhaseError, PhaseOutcome};
 use crate::record::{
     AuditHead, Outputs, PhaseRecord, PhaseStatus, Reason, RecordError, RunRecord, RunStatus, Stop,
-    Timestamp, rfc3339,
+    rfc3339,
 };
 use crate::spec::Unavailable;
 
@@ -539,14 +539,15 @@ impl Engine {
                 .collect();
         }
         self.states[i].st = St::Done;
-        // One clock read for when it ended and how long it took.
-        let mono = Instant::now();
-        let now = self.wall(mono);
+        // One clock read for when it ended and how long it took; both times are taken
+        // as durations after the engine's clock was read.
+        let since = Instant::now().saturating_duration_since(self.clock.1);
+        let now = self.clock.0 + since;
         let (started, duration) = match self.states[i].first_start {
-            Some(first) => (
-                Some(self.wall(first)),
-                mono.saturating_duration_since(first),
-            ),
+            Some(first) => {
+                let started = first.saturating_duration_since(self.clock.1);
+                (Some(started), since.saturating_sub(started))
+            }
             None => (None, Duration::ZERO),
         };
         // The one place outputs are redacted, keys and values, before they reach the
@@ -585,14 +586,14 @@ impl Engine {
         if lets_run {
             self.outputs.set(i, outputs.clone());
         }
-        let finished_at = Timestamp::new(now);
+        let finished_at = self.timestamp(since);
         let reason = cause.as_ref().map(ToString::to_string);
         let mut record = PhaseRecord {
             status,
             kind: node.spec.kind.clone(),
             attempts: self.states[i].attempts,
             exit_code: outcome.exit_code,
-            started_at: started.map(Timestamp::new),
+            started_at: started.map(|s| self.timestamp(s)),
             finished_at: None,
             duration_ms: started.map(|_| duration.as_millis() as u64),
             reason: reason.clone(),
