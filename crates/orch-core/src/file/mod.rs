@@ -16,6 +16,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::diagnostics::Diagnostic;
 use crate::ids::PhaseId;
+use crate::pipeline::{Node, unbuilt_phase};
 use crate::spec::{
     AgentSpec, BreakerSpec, Defaults, MAX_JOBS, MAX_RETRIES, PhaseSpec, PipelineSpec, RunSpec,
     Unavailable, WithTable,
@@ -116,7 +117,13 @@ pub const PHASE_KEYS: &[&str] = &[
     "assert",
 ];
 
-/// Parses the text of a pipeline file into a spec and the spans of its parts.
+/// A parsed file: the spec (its `phases` empty), each phase's declaration in the node it
+/// keeps (never a list of declarations beside the nodes), the spans and the structural
+/// problems.
+pub(crate) type Parsed = (PipelineSpec, Vec<Node>, FileSpans, Vec<Diagnostic>);
+
+/// Parses the text of a pipeline file into a spec, its phases' nodes and the spans of its
+/// parts.
 /// Structural problems come back with the spec of everything that could be read, so the
 /// semantic checks can still run and the user sees every problem at once. A TOML syntax
 /// error gives no spec.
@@ -126,10 +133,7 @@ pub const PHASE_KEYS: &[&str] = &[
 ///
 /// A large file is parsed in pieces (see [`pieces`]), each walked and freed before the
 /// next is parsed; the result is the same as parsing it whole.
-pub(crate) fn parse(
-    text: &Arc<str>,
-    path: &Path,
-) -> Result<(PipelineSpec, FileSpans, Vec<Diagnostic>), Vec<Diagnostic>> {
+pub(crate) fn parse(text: &Arc<str>, path: &Path) -> Result<Parsed, Vec<Diagnostic>> {
     let layout = pieces::layout(text);
     // Each phase's tables are together: a `with` table is found in its phase's part.
     let sections = layout.is_some();
@@ -144,11 +148,7 @@ pub(crate) fn parse(
 }
 
 /// [`parse`], in one piece.
-fn parse_whole(
-    text: &Arc<str>,
-    path: &Path,
-    sections: bool,
-) -> Result<(PipelineSpec, FileSpans, Vec<Diagnostic>), Vec<Diagnostic>> {
+fn parse_whole(text: &Arc<str>, path: &Path, sections: bool) -> Result<Parsed, Vec<Diagnostic>> {
     match DeTable::parse(text) {
         Ok(root) => Ok(walk(
             text,
@@ -174,7 +174,7 @@ fn walk<'i>(
     roots: impl IntoIterator<Item = DeTable<'i>>,
     phases: usize,
     sections: bool,
-) -> (PipelineSpec, FileSpans, Vec<Diagnostic>) {
+) -> Parsed {
     let mut w = Walker {
         diags: Vec::new(),
         text: text.clone(),
@@ -191,7 +191,8 @@ fn walk<'i>(
     let mut defaults = Defaults::default();
     let mut saw_pipeline = false;
     let mut saw_phases = false;
-    spec.phases.reserve_exact(phases);
+    let mut nodes: Vec<Node> = Vec::with_capacity(phases);
+    let unbuilt = unbuilt_phase();
     spans.phases.reserve_exact(phases);
 
     for (key, value) in roots.into_iter().flatten() {
@@ -304,7 +305,7 @@ fn walk<'i>(
                 let DeValue::Table(t) = value.into_inner() else {
                     continue;
                 };
-                spec.phases.reserve_exact(t.len());
+                nodes.reserve_exact(t.len());
                 spans.phases.reserve_exact(t.len());
                 for (id, v) in t {
                     let (id, v) = (&id, &v);
@@ -316,7 +317,7 @@ fn walk<'i>(
                         }
                     };
                     if let Some((phase, ps)) = parse_phase(&mut w, phase_id, id.span(), v) {
-                        spec.phases.push(phase);
+                        nodes.push(Node::unbuilt(phase, unbuilt.clone()));
                         spans.phases.push(ps);
                     }
                 }
@@ -392,7 +393,7 @@ fn walk<'i>(
     }
     // Validation applies them (the section may come after the phases).
     spec.defaults = defaults;
-    (spec, spans, w.diags)
+    (spec, nodes, spans, w.diags)
 }
 
 fn parse_agent(w: &mut Walker, name: &Key<'_>, v: &Value<'_>) -> Option<AgentSpec> {

@@ -37,10 +37,21 @@ pub struct Node {
     pub dependents: Box<[u32]>,
 }
 
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("spec", &self.spec)
+            .field("agent", &self.agent)
+            .field("needs", &self.needs)
+            .field("dependents", &self.dependents)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Node {
     /// A node for `spec` before validation: `phase` stands in until the registry builds
     /// the phase (or is the phase's own implementation, for phases added in code).
-    fn unbuilt(spec: PhaseSpec, phase: Arc<dyn Phase>) -> Self {
+    pub(crate) fn unbuilt(spec: PhaseSpec, phase: Arc<dyn Phase>) -> Self {
         Self {
             spec,
             phase,
@@ -53,7 +64,7 @@ impl Node {
 
 /// What an unbuilt node runs until validation builds its phase (never run: a phase the
 /// registry cannot build fails validation).
-fn unbuilt_phase() -> Arc<dyn Phase> {
+pub(crate) fn unbuilt_phase() -> Arc<dyn Phase> {
     Arc::new(crate::command::CommandPhase::new(
         crate::spec::RunSpec::Argv(vec!["false".into()]),
     ))
@@ -125,7 +136,7 @@ impl Pipeline {
             path: path.to_owned(),
             text,
         };
-        let (mut spec, spans, mut diags) = match file::parse(&source.text, path) {
+        let (mut spec, nodes, spans, mut diags) = match file::parse(&source.text, path) {
             Ok(parsed) => parsed,
             Err(diags) => return Err(LoadError::Invalid(Diagnostics::new(Some(source), diags))),
         };
@@ -145,13 +156,6 @@ impl Pipeline {
                 diags.push(d);
             }
         }
-        // Each phase's declaration moves into its node (not copied: a file of 100k phases
-        // would hold both at once).
-        let unbuilt = unbuilt_phase();
-        let nodes = std::mem::take(&mut spec.phases)
-            .into_iter()
-            .map(|p| Node::unbuilt(p, unbuilt.clone()))
-            .collect();
         match validate(spec, nodes, &[], Some(&spans), registry, diags) {
             Ok(mut p) => {
                 if let Some(policy) = &p.spec.policy {
