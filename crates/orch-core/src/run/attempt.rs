@@ -329,7 +329,7 @@ impl Engine {
             input.insert("git".into(), git.clone());
         }
         let id = &self.p.nodes()[i].spec.id;
-        let redact = |s: String| self.redactor.redact(&s).into_owned();
+        let redact = |s: String| self.shared.redactor.redact(&s).into_owned();
         let (verdict, reason) = match gate.eval.decide(&serde_json::Value::Object(input)) {
             Ok(d) => {
                 let reason = (!d.permits()).then(|| redact(d.reason()));

@@ -61,7 +61,7 @@ impl Engine {
             .spec()
             .vars
             .iter()
-            .map(|(k, v)| (k.clone(), self.redactor.redact(v).into_owned()))
+            .map(|(k, v)| (k.clone(), self.shared.redactor.redact(v).into_owned()))
             .collect();
         a.queue(&AuditEvent::RunStarted {
             run: self.run_id.as_str(),

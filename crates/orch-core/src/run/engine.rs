@@ -142,8 +142,9 @@ pub(super) struct Engine {
     pub(super) control: RunControl,
     pub(super) run_id: RunId,
     pub(super) run_dir: Arc<Path>,
-    /// What every attempt's context shares (`RUN_DIR/private`, where attempts'
-    /// `ORCH_OUTPUT` files are, the scope, the redactor, ...).
+    /// What every attempt's context shares, and where the engine finds them too: the
+    /// redactor, the log book, the cgroup, `RUN_DIR/private` (attempts' `ORCH_OUTPUT`
+    /// files), ...
     pub(super) shared: Arc<RunShared>,
     pub(super) jobs: usize,
     pub(super) agents: Vec<AgentState>,
@@ -157,11 +158,8 @@ pub(super) struct Engine {
     pub(super) last_finished: Option<usize>,
     /// The phases' logs, once made (see `take_made_logs`).
     pub(super) logs: Vec<Option<Arc<PhaseLog>>>,
-    /// Makes the logs of phases when they first write.
-    pub(super) log_book: Arc<LogBook>,
     pub(super) scope: Arc<RunScope>,
     pub(super) outputs: Arc<OutputStore>,
-    pub(super) redactor: Redactor,
     pub(super) started: (SystemTime, Instant),
     /// The wall clock and the monotonic clock, read together once the engine is built:
     /// phases' times are read on the monotonic clock only (see [`Engine::wall`]).
@@ -190,8 +188,6 @@ pub(super) struct Engine {
     pub(super) done: Vec<Option<Box<Done>>>,
     /// Per phase: the fingerprint of the attempt that runs (when journaling).
     pub(super) fingerprints: Vec<Option<String>>,
-    /// The run's cgroup, where cgroups are used (see [`crate::cgroup`]).
-    pub(super) cgroup: Option<Arc<crate::cgroup::RunCgroup>>,
     /// Ends the run's processes if this process dies; stopped when the run ends.
     pub(super) watchdog: Option<crate::watchdog::Watchdog>,
     /// `[policy]`, when the pipeline has one.
@@ -333,15 +329,14 @@ impl Engine {
             abort: control.abort.clone(),
             grace: r.options.grace,
             agents: agents.iter().map(|a| a.agent.clone()).collect(),
-            redactor: redactor.clone(),
-            log_book: log_book.clone(),
-            cgroup: prep.cgroup.clone(),
+            redactor,
+            log_book,
+            cgroup: prep.cgroup,
             pipeline: Some(p.clone()),
         });
         let (clock_wall, clock_mono) = (SystemTime::now(), Instant::now());
         let mut e = Self {
             shared,
-            cgroup: prep.cgroup,
             watchdog: prep.watchdog,
             opts: r.options,
             bus,
@@ -354,10 +349,8 @@ impl Engine {
             records_sorted: true,
             last_finished: None,
             logs: vec![None; n],
-            log_book,
             scope,
             outputs,
-            redactor,
             started: now,
             clock: (clock_wall, clock_mono),
             clock_epoch: clock_wall.duration_since(std::time::UNIX_EPOCH).ok(),
@@ -469,7 +462,7 @@ impl Engine {
     /// Keeps the logs attempts made since the last call (a phase's log is made when it
     /// first writes).
     pub(super) fn take_made_logs(&mut self) {
-        for (i, log) in self.log_book.take_made() {
+        for (i, log) in self.shared.log_book.take_made() {
             self.logs[i] = Some(log);
         }
     }
@@ -478,7 +471,9 @@ impl Engine {
     pub(super) fn log_of(&mut self, i: usize) -> Arc<PhaseLog> {
         self.take_made_logs();
         self.logs[i]
-            .get_or_insert_with(|| Arc::new(self.log_book.make(self.p.nodes()[i].spec.id.clone())))
+            .get_or_insert_with(|| {
+                Arc::new(self.shared.log_book.make(self.p.nodes()[i].spec.id.clone()))
+            })
             .clone()
     }
 }

@@ -29,7 +29,7 @@ impl Engine {
                 .spec()
                 .vars
                 .iter()
-                .map(|(k, v)| (k.clone(), self.redactor.redact(v).into_owned()))
+                .map(|(k, v)| (k.clone(), self.shared.redactor.redact(v).into_owned()))
                 .collect(),
             phases: IndexMap::new(),
             record_errors: Vec::new(),

@@ -175,7 +175,7 @@ impl Engine {
         self.tasks.abort_all();
         self.light.clear();
         // Nothing of the run may survive it: what is left in its cgroups, ...
-        if let Some(cg) = &self.cgroup {
+        if let Some(cg) = &self.shared.cgroup {
             cg.remove().await;
         }
         if self.opts.write_files && (interrupted || self.failed) {
@@ -411,7 +411,7 @@ impl Engine {
                 )
             }
         };
-        let message = self.redactor.redact(&message).into_owned();
+        let message = self.shared.redactor.redact(&message).into_owned();
         let node = &self.p.nodes()[i];
         let attempt = self.states[i].attempts;
         self.states[i].failures = self.states[i].failures.saturating_add(1);
@@ -552,10 +552,10 @@ impl Engine {
         };
         // The one place outputs are redacted, keys and values, before they reach the
         // scope, the journal, the record and every event.
-        let outputs: Outputs = if self.redactor.is_empty() {
+        let outputs: Outputs = if self.shared.redactor.is_empty() {
             outcome.outputs
         } else {
-            self.redactor.redact_map(outcome.outputs)
+            self.shared.redactor.redact_map(outcome.outputs)
         };
         // Most phases publish nothing: they share one empty map.
         let outputs = if outputs.is_empty() {
@@ -580,7 +580,7 @@ impl Engine {
             }
             None => None,
         };
-        let artifacts = redact_artifacts(&self.redactor, outcome.artifacts);
+        let artifacts = redact_artifacts(&self.shared.redactor, outcome.artifacts);
         let allowed_failure = allowed && status.is_failure();
         let lets_run = status.lets_dependents_run() || allowed;
         if lets_run {
