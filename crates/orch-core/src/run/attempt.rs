@@ -81,8 +81,13 @@ impl Engine {
             }
         }
         // `[policy]`: decided once per phase, before its first attempt in this run.
-        if self.policy.is_some() && self.states[i].first_start.is_none() && !self.admit(i) {
-            return;
+        if self.policy.is_some() && self.states[i].first_start.is_none() {
+            let admitted = self.admit(i);
+            // Evaluating the policy takes time of its own.
+            self.time_passes();
+            if !admitted {
+                return;
+            }
         }
         let node = &self.p.nodes()[i];
         // Circuit breaker.
@@ -172,7 +177,8 @@ impl Engine {
             },
         };
 
-        let mono = Instant::now();
+        // `mono_now`, on the field (`node` borrows the pipeline).
+        let mono = *self.last_read.get_or_insert_with(Instant::now);
         let now = (self.wall(mono), mono);
         let st = &mut self.states[i];
         st.st = St::Running;

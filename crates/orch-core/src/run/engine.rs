@@ -166,6 +166,9 @@ pub(super) struct Engine {
     pub(super) clock: (SystemTime, Instant),
     /// `clock`'s wall time after the Unix epoch (none before it).
     pub(super) clock_epoch: Option<Duration>,
+    /// The monotonic clock as last read, while no phase code has run and the loop has
+    /// not waited since (see [`Engine::mono_now`]).
+    pub(super) last_read: Option<Instant>,
     pub(super) running: usize,
     pub(super) backoffs: usize,
     pub(super) stopping: Option<Stop>,
@@ -354,6 +357,7 @@ impl Engine {
             started: now,
             clock: (clock_wall, clock_mono),
             clock_epoch: clock_wall.duration_since(std::time::UNIX_EPOCH).ok(),
+            last_read: None,
             running: 0,
             backoffs: 0,
             stopping: None,
@@ -447,6 +451,20 @@ impl Engine {
 impl Engine {
     /// The wall time of a monotonic instant of this run: one clock read gives both a
     /// phase's time and its duration, and its times keep the order of its instants.
+    /// The monotonic clock, read at most once between two points where time can pass
+    /// for a phase: the engine's own bookkeeping in between takes well under a
+    /// microsecond, so the phases it starts and ends meanwhile share one reading (one
+    /// clock read per turn of the loop instead of one per start and one per end).
+    pub(super) fn mono_now(&mut self) -> Instant {
+        *self.last_read.get_or_insert_with(Instant::now)
+    }
+
+    /// Time can pass for a phase from here on (phase code runs, a policy is evaluated,
+    /// the loop waits): the next [`mono_now`](Self::mono_now) reads the clock again.
+    pub(super) fn time_passes(&mut self) {
+        self.last_read = None;
+    }
+
     pub(super) fn wall(&self, at: Instant) -> SystemTime {
         self.clock.0 + at.saturating_duration_since(self.clock.1)
     }

@@ -9,7 +9,6 @@ use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use futures_util::{FutureExt, StreamExt};
-use tokio::time::Instant;
 
 use super::durability::durable_changed;
 use super::engine::{Ending, Engine, Msg, Outcome, Pending, St};
@@ -91,6 +90,7 @@ impl Engine {
             // What this turn queued is written before the loop waits.
             self.flush_journal();
             let journal_wait = !self.pending.is_empty() && self.durable_rx.is_some();
+            self.time_passes();
             let msg = tokio::select! {
                 biased;
                 () = self.control.stop.cancelled(), if !stop_seen => {
@@ -130,6 +130,8 @@ impl Engine {
             // Attempts that finished meanwhile are handled in this turn too: their
             // records share its journal write.
             while let Some(joined) = self.tasks.try_join_next() {
+                // It may have ended after the clock was last read.
+                self.time_passes();
                 match joined {
                     Ok(msg) => self.handle(msg),
                     Err(e) => tracing::error!("a phase task panicked: {e}"),
@@ -138,6 +140,7 @@ impl Engine {
             // (Polling here leaves a no-op waker registered; the select above registers
             // the loop's own again before it waits.)
             while let Some(Some(done)) = self.light.next().now_or_never() {
+                self.time_passes();
                 match done {
                     Ok(msg) => self.handle(msg),
                     Err(_) => tracing::error!("a phase attempt panicked"),
@@ -283,14 +286,18 @@ impl Engine {
             self.journal_failed(format!("cannot write the audit log {path}: {e}"));
         }
         let mut starting = std::mem::take(&mut self.starting);
+        // Events are built only for someone to read them.
+        let listened = !self.bus.is_empty();
         for s in starting.drain(..) {
-            self.bus.emit_at(
-                s.at,
-                RunEvent::PhaseStarted {
-                    phase: self.p.nodes()[s.i].spec.id.clone(),
-                    attempt: s.attempt,
-                },
-            );
+            if listened {
+                self.bus.emit_at(
+                    s.at,
+                    RunEvent::PhaseStarted {
+                        phase: self.p.nodes()[s.i].spec.id.clone(),
+                        attempt: s.attempt,
+                    },
+                );
+            }
             // Poll once here: an attempt that finishes at once (in-process phases, a failed
             // spawn) is handled without a task and without waking another thread. One that
             // is pending moves to a task, whose first poll registers the real wakers.
@@ -309,6 +316,8 @@ impl Engine {
             }
             failpoint::hit(failpoint::Failpoint::AfterPhaseStart);
         }
+        // Phase code ran: the time when they ended is read anew.
+        self.time_passes();
         // The buffer is kept for the next turn.
         self.starting = starting;
     }
@@ -541,7 +550,7 @@ impl Engine {
         self.states[i].st = St::Done;
         // One clock read for when it ended and how long it took; both times are taken
         // as durations after the engine's clock was read.
-        let since = Instant::now().saturating_duration_since(self.clock.1);
+        let since = self.mono_now().saturating_duration_since(self.clock.1);
         let now = self.clock.0 + since;
         let (started, duration) = match self.states[i].first_start {
             Some(first) => {
@@ -662,30 +671,33 @@ impl Engine {
         // already (see `record`).
         self.records_sorted &= self.last_finished.is_none_or(|l| l < i);
         self.last_finished = Some(i);
-        let event = self.bus.stamp_at(
-            now,
-            RunEvent::PhaseFinished {
-                phase: node.spec.id.clone(),
-                status,
-                attempts: self.states[i].attempts,
-                duration,
-                exit_code: outcome.exit_code,
-                reason,
-                cause,
-                allowed_failure,
-                outputs,
-                warnings,
-            },
-        );
-        // Reported once its record is durable. Scheduling does not wait for the disk:
-        // dependents are released now, and since their records come after this one in
-        // the journal, no crash can keep a dependent's and lose this one's.
-        if self.durable_rx.is_none() && self.pending.is_empty() {
-            // Nothing waits for the disk: reported now.
-            self.publish(Pending { seq, event });
-        } else {
-            self.pending.push_back(Pending { seq, event });
-            self.flush_pending();
+        // Reported once its record is durable (to whoever listens: without a sink, the
+        // event is not even built). Scheduling does not wait for the disk: dependents are
+        // released now, and since their records come after this one in the journal, no
+        // crash can keep a dependent's and lose this one's.
+        if !self.bus.is_empty() {
+            let event = self.bus.stamp_at(
+                now,
+                RunEvent::PhaseFinished {
+                    phase: node.spec.id.clone(),
+                    status,
+                    attempts: self.states[i].attempts,
+                    duration,
+                    exit_code: outcome.exit_code,
+                    reason,
+                    cause,
+                    allowed_failure,
+                    outputs,
+                    warnings,
+                },
+            );
+            if self.durable_rx.is_none() && self.pending.is_empty() {
+                // Nothing waits for the disk: reported now.
+                self.publish(Pending { seq, event });
+            } else {
+                self.pending.push_back(Pending { seq, event });
+                self.flush_pending();
+            }
         }
         if lets_run {
             for k in 0..self.p.nodes()[i].dependents.len() {

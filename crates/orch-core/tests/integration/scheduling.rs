@@ -549,3 +549,53 @@ async fn a_selection_skips_what_it_leaves_out_and_the_run_counts_what_it_runs() 
         }
     }
 }
+
+/// Works on the engine's thread for 60 ms in its first poll (real time: a blocking phase),
+/// then ends.
+struct BusyAtOnce;
+
+#[async_trait]
+impl Phase for BusyAtOnce {
+    fn describe(&self, _: &PlanContext<'_>) -> Description {
+        Description::new("works before its first poll returns")
+    }
+
+    async fn run(&self, _: &PhaseContext) -> Result<PhaseOutcome, PhaseError> {
+        std::thread::sleep(Duration::from_millis(60));
+        Ok(PhaseOutcome::default())
+    }
+}
+
+#[tokio::test]
+async fn a_phase_that_ends_in_its_first_poll_is_timed_from_its_start_to_its_end() {
+    let busy = Arc::new(BusyAtOnce);
+    let p = Pipeline::builder("busy", ".")
+        .custom(
+            PhaseSpec::new(PhaseId::new("a").unwrap(), "busy"),
+            busy.clone(),
+        )
+        .custom(
+            PhaseSpec::new(PhaseId::new("b").unwrap(), "busy")
+                .needs(vec![PhaseId::new("a").unwrap()]),
+            busy,
+        )
+        .build()
+        .unwrap();
+    let options = RunOptions {
+        write_files: false,
+        ..RunOptions::default()
+    };
+    let r = Runner::new(Arc::new(p), options)
+        .run(RunControl::new())
+        .await
+        .unwrap();
+    assert_eq!(r.status, RunStatus::Succeeded);
+    // The engine reads its clock once for what happens between two polls: each phase's
+    // own 60 ms still count, from its start to its end, and the second starts after the
+    // first ended.
+    for id in ["a", "b"] {
+        let ms = r.phases[id].duration_ms.unwrap();
+        assert!((60..1000).contains(&ms), "{id} took {ms} ms");
+    }
+    assert!(r.phases["b"].started_at >= r.phases["a"].finished_at);
+}
