@@ -5,6 +5,7 @@ use indexmap::IndexMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::journal::json;
 use crate::record::{Outputs, PhaseStatus, PolicyVerdict, RunStatus};
 
 /// What one entry records (the `event` field and its fields).
@@ -89,6 +90,65 @@ pub enum Event<'a> {
         /// Their SHA-256.
         sha256: &'a str,
     },
+}
+
+impl Event<'_> {
+    /// Appends the event's fields, its `event` tag first, each after a comma, and the
+    /// closing brace: the bytes `serde_json` writes for the event without its opening
+    /// brace. The events of every phase are written directly; the few of a run, with
+    /// `serde_json`.
+    fn write_fields(&self, out: &mut Vec<u8>) {
+        match *self {
+            Event::PhaseStarted {
+                run,
+                phase,
+                attempt,
+            } => {
+                out.extend_from_slice(b",\"event\":\"phase_started\",\"run\":");
+                json::string(out, run);
+                json::key(out, "phase");
+                json::string(out, phase);
+                json::key(out, "attempt");
+                json::uint(out, attempt.into());
+                out.push(b'}');
+            }
+            Event::PhaseFinished {
+                run,
+                phase,
+                status,
+                attempts,
+                outputs_sha256,
+                reason,
+            } => {
+                out.extend_from_slice(b",\"event\":\"phase_finished\",\"run\":");
+                json::string(out, run);
+                json::key(out, "phase");
+                json::string(out, phase);
+                json::key(out, "status");
+                json::string(out, status.as_str());
+                json::key(out, "attempts");
+                json::uint(out, attempts.into());
+                if let Some(digest) = outputs_sha256 {
+                    json::key(out, "outputs_sha256");
+                    json::string(out, digest);
+                }
+                if let Some(reason) = reason {
+                    json::key(out, "reason");
+                    json::string(out, reason);
+                }
+                out.push(b'}');
+            }
+            Event::RunStarted { .. }
+            | Event::Policy { .. }
+            | Event::RunFinished { .. }
+            | Event::TornTail { .. } => {
+                // An object whose first field is its tag: its fields follow the head's.
+                let at = out.len();
+                json::value(out, self);
+                out[at] = b',';
+            }
+        }
+    }
 }
 
 /// SHA-256 of `data`, as lowercase hex.
@@ -180,17 +240,14 @@ pub(super) fn encode(
     key: Option<&[u8]>,
     out: &mut Vec<u8>,
 ) -> HexHash {
-    use std::io::Write;
     let start = out.len();
-    // Writing to a Vec and serializing these plain types cannot fail.
-    let _ = write!(out, "{{\"seq\":{seq},\"time\":");
-    let _ = serde_json::to_writer(&mut *out, time);
-    out.extend_from_slice(b",\"prev\":");
-    let _ = serde_json::to_writer(&mut *out, prev);
-    // The event is an object whose first field is its tag: its fields follow the head's.
-    let at = out.len();
-    let _ = serde_json::to_writer(&mut *out, event);
-    out[at] = b',';
+    out.extend_from_slice(b"{\"seq\":");
+    json::uint(out, seq);
+    json::key(out, "time");
+    json::string(out, time);
+    json::key(out, "prev");
+    json::string(out, prev);
+    event.write_fields(out);
     let hash = HexHash::of(&out[start..]);
     out.pop(); // the closing brace
     out.extend_from_slice(b",\"hash\":\"");

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::json;
 use crate::ids::RunId;
 use crate::record::{Artifact, Outputs, PhaseStatus, PolicyVerdict, Reason, RunStatus};
 
@@ -202,6 +203,104 @@ pub struct FinishedRef<'a> {
     pub duration_ms: Option<u64>,
 }
 
+/// A journal record as the engine queues it: writes the JSON payload of the [`Entry`] it
+/// stands for (the bytes `serde_json` writes for that entry).
+pub trait Record {
+    /// Appends the record's JSON payload to `out`.
+    fn write_json(&self, out: &mut Vec<u8>);
+}
+
+impl Record for Entry {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        json::value(out, self);
+    }
+}
+
+/// Written directly: one per attempt.
+impl Record for StartedRef<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let StartedRef { phase, attempt, at } = *self;
+        out.extend_from_slice(b"{\"type\":\"started\",\"phase\":");
+        json::string(out, phase);
+        json::key(out, "attempt");
+        json::uint(out, attempt.into());
+        json::key(out, "at");
+        json::string(out, at);
+        out.push(b'}');
+    }
+}
+
+/// Written directly (what most phases have: plain fields), with `serde_json` for the
+/// structured fields a few phases have.
+impl Record for FinishedRef<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        // Every field named: one added to the type cannot be left out here.
+        let FinishedRef {
+            phase,
+            kind,
+            status,
+            attempts,
+            exit_code,
+            cause,
+            allowed_failure,
+            outputs,
+            artifacts,
+            fingerprint,
+            done_in,
+            started_at,
+            finished_at,
+            duration_ms,
+        } = *self;
+        out.extend_from_slice(b"{\"type\":\"finished\",\"phase\":");
+        json::string(out, phase);
+        json::key(out, "kind");
+        json::string(out, kind);
+        json::key(out, "status");
+        json::string(out, status.as_str());
+        json::key(out, "attempts");
+        json::uint(out, attempts.into());
+        if let Some(code) = exit_code {
+            json::key(out, "exit_code");
+            json::int(out, code.into());
+        }
+        if let Some(cause) = cause {
+            json::key(out, "cause");
+            json::value(out, cause);
+        }
+        if allowed_failure {
+            json::key(out, "allowed_failure");
+            out.extend_from_slice(b"true");
+        }
+        if !outputs.is_empty() {
+            json::key(out, "outputs");
+            json::value(out, outputs);
+        }
+        if !artifacts.is_empty() {
+            json::key(out, "artifacts");
+            json::value(out, artifacts);
+        }
+        if let Some(fingerprint) = fingerprint {
+            json::key(out, "fingerprint");
+            json::string(out, fingerprint);
+        }
+        if let Some(run) = done_in {
+            json::key(out, "done_in");
+            json::value(out, run);
+        }
+        if let Some(at) = started_at {
+            json::key(out, "started_at");
+            json::string(out, at);
+        }
+        json::key(out, "finished_at");
+        json::string(out, finished_at);
+        if let Some(ms) = duration_ms {
+            json::key(out, "duration_ms");
+            json::uint(out, ms);
+        }
+        out.push(b'}');
+    }
+}
+
 /// What a resumed run knows of one phase from the runs before it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PhaseResume {
@@ -244,11 +343,11 @@ mod tests {
         let mut outputs = Outputs::new();
         outputs.insert("k".into(), "v \"q\"".into());
         let owned = Finished {
-            phase: "p".into(),
-            kind: "command".into(),
+            phase: "p \"q\"".into(),
+            kind: "com\tmand".into(),
             status: PhaseStatus::Skipped,
             attempts: 2,
-            exit_code: Some(3),
+            exit_code: Some(-3),
             reason: None,
             cause: Some(Reason::Skipped {
                 message: "why".into(),

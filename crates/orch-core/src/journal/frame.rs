@@ -3,9 +3,7 @@
 
 use std::path::Path;
 
-use serde::Serialize;
-
-use super::entry::Entry;
+use super::entry::{Entry, Record};
 use super::{JOURNAL_FORMAT_VERSION, JournalError};
 
 const MAGIC: &[u8; 8] = b"ORCHJRNL";
@@ -114,13 +112,15 @@ pub fn encode(entry: &Entry, buf: &mut Vec<u8>) {
     encode_record(entry, buf);
 }
 
-/// Appends the framed record of anything that serializes as an [`Entry`] (an entry, a
-/// [`StartedRef`], a [`FinishedRef`]) to `buf`.
-pub fn encode_record<T: Serialize + ?Sized>(entry: &T, buf: &mut Vec<u8>) {
+/// Appends the framed record of a [`Record`] (an entry, a [`StartedRef`], a
+/// [`FinishedRef`]) to `buf`.
+///
+/// [`StartedRef`]: super::StartedRef
+/// [`FinishedRef`]: super::FinishedRef
+pub fn encode_record<T: Record + ?Sized>(entry: &T, buf: &mut Vec<u8>) {
     let start = buf.len();
     buf.extend_from_slice(&[0u8; FRAME_LEN]);
-    // Serializing these plain types cannot fail; an empty payload would be caught on read.
-    let _ = serde_json::to_writer(&mut *buf, entry);
+    entry.write_json(buf);
     let len = (buf.len() - start - FRAME_LEN) as u32;
     let len_bytes = len.to_le_bytes();
     let pcrc = crc32c(&buf[start + FRAME_LEN..]);

@@ -37,6 +37,7 @@
 
 mod entry;
 mod frame;
+pub(crate) mod json;
 mod storage;
 mod writer;
 

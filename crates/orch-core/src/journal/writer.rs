@@ -3,10 +3,9 @@
 
 use std::sync::{Arc, Condvar, Mutex};
 
-use serde::Serialize;
 use tokio::sync::watch;
 
-use super::entry::Entry;
+use super::entry::{Entry, Record};
 use super::frame::{encode_record, header};
 use super::storage::{Storage, SyncHandle};
 use crate::failpoint;
@@ -146,10 +145,10 @@ impl JournalWriter {
         Ok(self.seq)
     }
 
-    /// Queues a record (anything that serializes as an [`Entry`]) for the next
+    /// Queues a record (an [`Entry`] or a borrowed form of one) for the next
     /// [`flush`](Self::flush) and returns its sequence number. It counts as written, and
     /// can become durable, only once flushed.
-    pub fn queue<T: Serialize + ?Sized>(&mut self, entry: &T) -> u64 {
+    pub fn queue<T: Record + ?Sized>(&mut self, entry: &T) -> u64 {
         encode_record(entry, &mut self.buf);
         self.seq += 1;
         self.seq
