@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::errors::RunError;
 use crate::ids::PhaseId;
-use crate::ids::RunId;
+use crate::ids::{KindName, Needs, RunId};
 use crate::journal::{Entry, JOURNAL_FILE};
 use crate::record::{
     PhaseRecord, PhaseStatus, RECORD_FORMAT_VERSION, Reason, RunRecord, RunStatus, Timestamp,
@@ -244,7 +244,7 @@ fn from_journal(
             Entry::Finished(f) => {
                 let rec = PhaseRecord {
                     status: f.status,
-                    kind: f.kind.clone(),
+                    kind: KindName::from(&f.kind),
                     attempts: f.attempts,
                     exit_code: f.exit_code,
                     started_at: f.started_at.as_deref().map(Timestamp::from),
@@ -270,7 +270,7 @@ fn from_journal(
                     allowed_failure: f.allowed_failure,
                     outputs: f.outputs.clone(),
                     artifacts: f.artifacts.clone(),
-                    needs: Vec::new(),
+                    needs: Needs::default(),
                     tags: Vec::new(),
                     description: None,
                     log: log_of(&f.phase),

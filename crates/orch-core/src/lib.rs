@@ -60,7 +60,7 @@ pub mod test_support {
 pub use agent::{Agent, LocalAgent};
 pub use errors::{AgentError, InterpolationError, KindError, LoadError, RunError, WriteFileError};
 pub use events::{Event, EventSink, RunEvent, Stream};
-pub use ids::{PhaseId, RunId};
+pub use ids::{KindName, Needs, PhaseId, RunId};
 pub use phase::{
     Description, Phase, PhaseContext, PhaseError, PhaseOutcome, PlanContext, WrittenFile,
 };

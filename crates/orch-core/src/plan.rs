@@ -136,7 +136,7 @@ impl Plan {
             });
             waves[level[i]].push(PlannedPhase {
                 id: n.spec.id.to_string(),
-                kind: n.spec.kind.clone(),
+                kind: n.spec.kind.to_string(),
                 agent: pipeline.agents()[n.agent].name.clone(),
                 summary,
                 details,

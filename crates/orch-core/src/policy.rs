@@ -232,7 +232,7 @@ impl PhaseInput {
         };
         Self {
             id: node.spec.id.to_string(),
-            kind: node.spec.kind.clone(),
+            kind: node.spec.kind.to_string(),
             agent: pipeline
                 .agents()
                 .get(node.agent)

@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::errors::RunError;
-use crate::ids::{PhaseId, RunId};
+use crate::ids::{KindName, Needs, PhaseId, RunId};
 
 /// The version of the `run.json` format written by this build. Version 2 added
 /// [`PhaseRecord::cause`]; records of version 1 (without it) are read as well.
@@ -313,7 +313,7 @@ pub struct PhaseRecord {
     /// How it ended.
     pub status: PhaseStatus,
     /// Its kind.
-    pub kind: String,
+    pub kind: KindName,
     /// Attempts made in this run (and earlier runs, when resumed mid-phase).
     pub attempts: u32,
     /// Exit code of the last attempt, for process phases.
@@ -349,9 +349,9 @@ pub struct PhaseRecord {
     pub artifacts: Vec<Artifact>,
     /// Phases it needs.
     // The pipeline's ids, shared: no string per need.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "<[PhaseId]>::is_empty")]
     #[schemars(with = "Vec<String>")]
-    pub needs: Vec<PhaseId>,
+    pub needs: Needs,
     /// Its tags.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
@@ -394,7 +394,7 @@ impl PhaseRecord {
     /// let r = PhaseRecord::new(PhaseStatus::Skipped, "noop", 0);
     /// assert!(r.started_at.is_none() && r.outputs.is_empty());
     /// ```
-    pub fn new(status: PhaseStatus, kind: impl Into<String>, attempts: u32) -> Self {
+    pub fn new(status: PhaseStatus, kind: impl Into<KindName>, attempts: u32) -> Self {
         Self {
             status,
             kind: kind.into(),
@@ -408,7 +408,7 @@ impl PhaseRecord {
             allowed_failure: false,
             outputs: Outputs::new(),
             artifacts: Vec::new(),
-            needs: Vec::new(),
+            needs: Needs::default(),
             tags: Vec::new(),
             description: None,
             log: None,
@@ -989,7 +989,8 @@ mod tests {
                 needs: vec![
                     PhaseId::new("build").unwrap(),
                     PhaseId::new("unit-tests_2").unwrap(),
-                ],
+                ]
+                .into(),
                 tags: vec!["ci".into()],
                 description: Some("d\u{e9}".into()),
                 log: Some("logs/p.log".into()),

@@ -304,7 +304,7 @@ impl Registry {
     pub fn build_phase(&self, spec: &PhaseSpec) -> Result<Arc<dyn Phase>, KindError> {
         let entry = self
             .kinds
-            .get(&spec.kind)
+            .get(spec.kind.as_str())
             .ok_or_else(|| KindError::new(format!("unknown phase kind `{}`", spec.kind)))?;
         (entry.factory)(spec)
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use crate::errors::KindError;
-use crate::ids::PhaseId;
+use crate::ids::{KindName, Needs, PhaseId};
 
 /// What a `command` phase runs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -307,11 +307,11 @@ pub struct PhaseSpec {
     /// The phase id.
     pub id: PhaseId,
     /// The kind (`command`, `gate`, `docker.build`, ...).
-    pub kind: String,
+    pub kind: KindName,
     /// The command, for `command` phases.
     pub run: Option<RunSpec>,
     /// Phases that must succeed first, in declaration order.
-    pub needs: Vec<PhaseId>,
+    pub needs: Needs,
     /// Kind-specific settings.
     pub with: WithTable,
     /// Extra environment (values may interpolate).
@@ -344,12 +344,12 @@ pub struct PhaseSpec {
 
 impl PhaseSpec {
     /// A phase of `kind` with every other field at its default.
-    pub fn new(id: PhaseId, kind: impl Into<String>) -> Self {
+    pub fn new(id: PhaseId, kind: impl Into<KindName>) -> Self {
         Self {
             id,
             kind: kind.into(),
             run: None,
-            needs: Vec::new(),
+            needs: Needs::default(),
             with: WithTable::default(),
             env: PhaseEnv::new(),
             cwd: None,
@@ -375,7 +375,7 @@ impl PhaseSpec {
 
     /// Adds needs (builder style).
     pub fn needs(mut self, needs: impl IntoIterator<Item = PhaseId>) -> Self {
-        self.needs.extend(needs);
+        self.needs = self.needs.iter().cloned().chain(needs).collect();
         self
     }
 

@@ -570,14 +570,14 @@ fn pipeline_stats(name: String, runs: &[Timed]) -> PipelineStats {
                 (
                     PhaseStats {
                         phase: id.to_string(),
-                        kind: rec.kind.clone(),
+                        kind: rec.kind.to_string(),
                         ..PhaseStats::default()
                     },
                     Vec::new(),
                 )
             });
             if s.kind.is_empty() {
-                s.kind.clone_from(&rec.kind);
+                rec.kind.as_str().clone_into(&mut s.kind);
             }
             if rec.denied_by_policy() {
                 s.denied += 1;

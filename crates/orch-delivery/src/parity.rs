@@ -631,7 +631,7 @@ pub(crate) fn register(r: &mut Registry) -> Result<(), RegistryError> {
             }
             Ok(ParityPhase {
                 settings,
-                needs: spec.needs.clone(),
+                needs: spec.needs.to_vec(),
             })
         },
     )

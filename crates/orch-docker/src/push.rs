@@ -88,7 +88,7 @@ impl PushPhase {
                     .into(),
             ));
         }
-        Ok(Self::new(settings, spec.needs.clone()))
+        Ok(Self::new(settings, spec.needs.to_vec()))
     }
 
     fn tags(&self, ctx: &PhaseContext) -> Result<Vec<ImageRef>, PhaseError> {

@@ -393,7 +393,7 @@ impl CorePipeline {
         }
         let is_async = crate::phase::is_coroutine_function(&func)?;
         let mut spec = PhaseSpec::new(id.clone(), "python");
-        spec.needs = settings.needs.to_vec();
+        spec.needs = settings.needs.iter().cloned().collect();
         spec.retries = settings.retries;
         spec.timeout = settings.timeout;
         spec.backoff = settings.backoff.map(Box::new);

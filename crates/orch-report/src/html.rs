@@ -242,7 +242,7 @@ fn git_facts(record: &RunRecord) -> Vec<GitFact> {
             if let Some(v) = p.outputs.get(*key) {
                 out.push(GitFact {
                     phase: id.to_string(),
-                    kind: p.kind.clone(),
+                    kind: p.kind.to_string(),
                     key: (*key).to_owned(),
                     value: sources::truncate(v, 200),
                 });
@@ -259,7 +259,7 @@ fn checksums(record: &RunRecord) -> Vec<Checksum> {
             if matches!(k.as_str(), "sha256" | "digest" | "image_id" | "checksum") {
                 out.push(Checksum {
                     phase: id.to_string(),
-                    kind: p.kind.clone(),
+                    kind: p.kind.to_string(),
                     key: k.clone(),
                     value: sources::truncate(v, 200),
                 });

@@ -15,7 +15,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::diagnostics::Diagnostic;
-use crate::ids::PhaseId;
+use crate::ids::{KindName, PhaseId};
 use crate::pipeline::{Node, unbuilt_phase};
 use crate::spec::{
     AgentSpec, BreakerSpec, Defaults, MAX_JOBS, MAX_RETRIES, PhaseSpec, PipelineSpec, RunSpec,
@@ -517,17 +517,18 @@ fn parse_phase(
             }
             "needs" => {
                 if let Some(needs) = w.strings(val, "`needs`") {
-                    p.needs.reserve_exact(needs.len());
+                    let mut ids = Vec::with_capacity(needs.len());
                     spans.needs.reserve_exact(needs.len());
                     for n in needs {
                         match PhaseId::new(n.get_ref()) {
                             Ok(nid) => {
                                 spans.needs.push(n.span().into());
-                                p.needs.push(nid);
+                                ids.push(nid);
                             }
                             Err(e) => w.err(n.span(), e.to_string()),
                         }
                     }
+                    p.needs = ids.into();
                 }
             }
             "with" => {
@@ -607,8 +608,8 @@ fn parse_phase(
         }
     }
     p.kind = match (kind, &p.run) {
-        (Some(k), _) => k,
-        (None, Some(_)) => "command".to_owned(),
+        (Some(k), _) => k.into(),
+        (None, Some(_)) => command_kind(),
         // `run` was there but invalid (already reported).
         (None, None) if spans.run.is_some() => return None,
         (None, None) => {
@@ -660,6 +661,13 @@ fn is_env_name(name: &str) -> bool {
         .next()
         .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The kind of a phase that declares only `run`: one name that every such phase shares.
+fn command_kind() -> KindName {
+    static COMMAND: std::sync::LazyLock<KindName> =
+        std::sync::LazyLock::new(|| KindName::from("command"));
+    COMMAND.clone()
 }
 
 #[cfg(test)]

@@ -443,12 +443,11 @@ pub(super) fn validate(
     // what they hold (a list built by pushing has room for four).
     for node in &mut nodes {
         let p = &mut node.spec;
-        for n in &mut p.needs {
+        for n in p.needs.make_mut() {
             if let Some((id, _)) = index.get_key_value(&*n) {
                 *n = id.clone();
             }
         }
-        p.needs.shrink_to_fit();
         p.tags.shrink_to_fit();
         p.secrets.shrink_to_fit();
         p.assert.shrink_to_fit();

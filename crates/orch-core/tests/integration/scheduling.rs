@@ -599,3 +599,49 @@ async fn a_phase_that_ends_in_its_first_poll_is_timed_from_its_start_to_its_end(
     }
     assert!(r.phases["b"].started_at >= r.phases["a"].finished_at);
 }
+
+/// Ends at once.
+struct Noop;
+
+#[async_trait]
+impl Phase for Noop {
+    fn describe(&self, _: &PlanContext<'_>) -> Description {
+        Description::new("nothing")
+    }
+
+    async fn run(&self, _: &PhaseContext) -> Result<PhaseOutcome, PhaseError> {
+        Ok(PhaseOutcome::default())
+    }
+}
+
+#[tokio::test]
+async fn a_record_shares_its_phase_s_kind_and_needs_with_the_pipeline() {
+    let busy = Arc::new(Noop);
+    let p = Arc::new(
+        Pipeline::builder("shared", ".")
+            .custom(
+                PhaseSpec::new(PhaseId::new("a").unwrap(), "noop"),
+                busy.clone(),
+            )
+            .custom(
+                PhaseSpec::new(PhaseId::new("b").unwrap(), "noop")
+                    .needs(vec![PhaseId::new("a").unwrap()]),
+                busy,
+            )
+            .build()
+            .unwrap(),
+    );
+    let options = RunOptions {
+        write_files: false,
+        ..RunOptions::default()
+    };
+    let r = Runner::new(p.clone(), options)
+        .run(RunControl::new())
+        .await
+        .unwrap();
+    // A run of 100,000 phases makes no copy of their kinds and needs for its record.
+    let b = &p.nodes()[1].spec;
+    assert_eq!(r.phases["b"].needs, [PhaseId::new("a").unwrap()]);
+    assert!(std::ptr::eq(r.phases["b"].needs.as_ptr(), b.needs.as_ptr()));
+    assert!(std::ptr::eq(r.phases["b"].kind.as_ptr(), b.kind.as_ptr()));
+}

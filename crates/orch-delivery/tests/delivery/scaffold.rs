@@ -465,7 +465,7 @@ fn plan_lists_every_file_it_would_write() {
     // With `from`, the files are listed per module placeholder.
     let mut spec = PhaseSpec::new(id.clone(), "scaffold");
     spec.with = WithTable::new(with("from = \"parity\"\ntemplate = \"node-express\""));
-    spec.needs = vec![PhaseId::new("parity").unwrap()];
+    spec.needs = vec![PhaseId::new("parity").unwrap()].into();
     let d = registry()
         .build_phase(&spec)
         .unwrap()
