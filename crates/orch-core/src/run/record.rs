@@ -396,7 +396,7 @@ mod tests {
             .details
             .insert("layers".into(), serde_json::json!([{"a": 1}, [], {}]));
         full.artifacts = vec![artifact, Artifact::new("file", "f")];
-        full.needs = vec![id("a"), id("b-2")];
+        full.needs = vec![id("a"), id("b-2")].into();
         full.tags = vec!["t1".into()];
         full.description = Some("d\u{2028}".into());
         full.log = Some("logs/x.log".into());
