@@ -18,7 +18,6 @@ pub struct AuditWriter {
     seq: u64,
     prev: String,
     key: Option<Vec<u8>>,
-    buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for AuditWriter {
@@ -60,7 +59,6 @@ impl AuditWriter {
             seq,
             prev,
             key,
-            buf: Vec::with_capacity(512),
         };
         if let Some((at, bytes)) = torn {
             let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(at);
@@ -86,18 +84,13 @@ impl AuditWriter {
     /// Queues an entry of time `at` (a time already read for what it records).
     pub fn queue_at(&mut self, at: SystemTime, event: &Event<'_>) {
         self.seq += 1;
-        self.buf.clear();
-        let hash = encode(
-            self.seq,
-            Timestamp::new(at).as_str(),
-            &self.prev,
-            event,
-            self.key.as_deref(),
-            &mut self.buf,
-        );
+        let (seq, prev, key) = (self.seq, &self.prev, self.key.as_deref());
+        // Encoded where it waits to be written: no copy.
+        let hash = self
+            .writer
+            .queue_raw(|buf| encode(seq, Timestamp::new(at).as_str(), prev, event, key, buf));
         self.prev.clear();
         self.prev.push_str(hash.as_str());
-        self.writer.queue_bytes(&self.buf);
     }
 
     /// Writes what is queued, with one write.

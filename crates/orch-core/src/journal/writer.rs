@@ -80,7 +80,7 @@ impl JournalWriter {
     }
 
     /// A writer of raw bytes with the same group commit (no header, no framing; see
-    /// [`queue_bytes`](Self::queue_bytes)): what the audit log uses.
+    /// [`queue_raw`](Self::queue_raw)): what the audit log uses.
     pub fn create_raw(storage: Box<dyn Storage>, sync: bool) -> std::io::Result<Self> {
         Self::create_with_interval(storage, sync, sync_interval(), true)
     }
@@ -154,12 +154,12 @@ impl JournalWriter {
         self.seq
     }
 
-    /// Queues raw bytes as one record (for writers made with
-    /// [`create_raw`](Self::create_raw)) and returns its sequence number.
-    pub fn queue_bytes(&mut self, bytes: &[u8]) -> u64 {
-        self.buf.extend_from_slice(bytes);
+    /// Queues one record of raw bytes (for writers made with
+    /// [`create_raw`](Self::create_raw)), which `write` appends to the queue.
+    pub fn queue_raw<R>(&mut self, write: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        let r = write(&mut self.buf);
         self.seq += 1;
-        self.seq
+        r
     }
 
     /// Writes every queued record with one write and hands them to the sync thread.
