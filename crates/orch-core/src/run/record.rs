@@ -133,40 +133,40 @@ fn write_pretty(record: &RunRecord, w: &mut impl std::io::Write) -> std::io::Res
     } = record;
     let mut out = Vec::with_capacity(72 * 1024);
     let mut top = Obj::open(&mut out, 0);
-    top.key(&mut out, "format_version");
+    top.field(&mut out, "format_version");
     json::uint(&mut out, u64::from(*format_version));
-    top.key(&mut out, "run_id");
+    top.field(&mut out, "run_id");
     json::string(&mut out, run_id.as_str());
-    top.key(&mut out, "pipeline");
+    top.field(&mut out, "pipeline");
     json::string(&mut out, pipeline);
-    top.key(&mut out, "status");
+    top.field(&mut out, "status");
     nested(&mut out, 1, status)?;
-    top.key(&mut out, "started_at");
+    top.field(&mut out, "started_at");
     json::string(&mut out, started_at);
     if let Some(at) = finished_at {
-        top.key(&mut out, "finished_at");
+        top.field(&mut out, "finished_at");
         json::string(&mut out, at);
     }
     if let Some(ms) = duration_ms {
-        top.key(&mut out, "duration_ms");
+        top.field(&mut out, "duration_ms");
         json::uint(&mut out, *ms);
     }
     if let Some(run) = resumed_from {
-        top.key(&mut out, "resumed_from");
+        top.field(&mut out, "resumed_from");
         json::string(&mut out, run.as_str());
     }
     if let Some(file) = pipeline_file {
-        top.key(&mut out, "pipeline_file");
+        top.field(&mut out, "pipeline_file");
         json::string(&mut out, file);
     }
-    top.key(&mut out, "vars");
+    top.field(&mut out, "vars");
     let mut o = Obj::open(&mut out, 1);
     for (k, v) in vars {
         o.key(&mut out, k);
         json::string(&mut out, v);
     }
     o.close(&mut out);
-    top.key(&mut out, "phases");
+    top.field(&mut out, "phases");
     let mut o = Obj::open(&mut out, 1);
     for (id, phase) in phases {
         o.key(&mut out, id.as_str());
@@ -178,11 +178,11 @@ fn write_pretty(record: &RunRecord, w: &mut impl std::io::Write) -> std::io::Res
     }
     o.close(&mut out);
     if let Some(head) = audit {
-        top.key(&mut out, "audit");
+        top.field(&mut out, "audit");
         nested(&mut out, 1, head)?;
     }
     if !record_errors.is_empty() {
-        top.key(&mut out, "record_errors");
+        top.field(&mut out, "record_errors");
         nested(&mut out, 1, record_errors)?;
     }
     top.close(&mut out);
@@ -214,41 +214,41 @@ fn write_phase(out: &mut Vec<u8>, phase: &PhaseRecord) -> std::io::Result<()> {
     } = phase;
     let time = |out: &mut Vec<u8>, t: &Timestamp| json::string(out, t.as_str());
     let mut o = Obj::open(out, LEVEL);
-    o.key(out, "status");
+    o.field(out, "status");
     json::string(out, status.as_str());
-    o.key(out, "kind");
+    o.field(out, "kind");
     json::string(out, kind);
-    o.key(out, "attempts");
+    o.field(out, "attempts");
     json::uint(out, u64::from(*attempts));
     if let Some(code) = exit_code {
-        o.key(out, "exit_code");
+        o.field(out, "exit_code");
         json::int(out, i64::from(*code));
     }
     if let Some(t) = started_at {
-        o.key(out, "started_at");
+        o.field(out, "started_at");
         time(out, t);
     }
     if let Some(t) = finished_at {
-        o.key(out, "finished_at");
+        o.field(out, "finished_at");
         time(out, t);
     }
     if let Some(ms) = duration_ms {
-        o.key(out, "duration_ms");
+        o.field(out, "duration_ms");
         json::uint(out, *ms);
     }
     if let Some(reason) = reason {
-        o.key(out, "reason");
+        o.field(out, "reason");
         json::string(out, reason);
     }
     if let Some(cause) = cause {
-        o.key(out, "cause");
+        o.field(out, "cause");
         nested(out, LEVEL + 1, cause)?;
     }
     if *allowed_failure {
-        o.key(out, "allowed_failure");
+        o.field(out, "allowed_failure");
         out.extend_from_slice(b"true");
     }
-    o.key(out, "outputs");
+    o.field(out, "outputs");
     let mut m = Obj::open(out, LEVEL + 1);
     for (k, v) in outputs {
         m.key(out, k);
@@ -256,7 +256,7 @@ fn write_phase(out: &mut Vec<u8>, phase: &PhaseRecord) -> std::io::Result<()> {
     }
     m.close(out);
     if !artifacts.is_empty() {
-        o.key(out, "artifacts");
+        o.field(out, "artifacts");
         nested(out, LEVEL + 1, artifacts)?;
     }
     let strings = |out: &mut Vec<u8>, items: &mut dyn Iterator<Item = &str>| {
@@ -271,27 +271,27 @@ fn write_phase(out: &mut Vec<u8>, phase: &PhaseRecord) -> std::io::Result<()> {
         out.push(b']');
     };
     if !needs.is_empty() {
-        o.key(out, "needs");
+        o.field(out, "needs");
         strings(out, &mut needs.iter().map(|n| n.as_str()));
     }
     if !tags.is_empty() {
-        o.key(out, "tags");
+        o.field(out, "tags");
         strings(out, &mut tags.iter().map(String::as_str));
     }
     if let Some(text) = description {
-        o.key(out, "description");
+        o.field(out, "description");
         json::string(out, text);
     }
     if let Some(path) = log {
-        o.key(out, "log");
+        o.field(out, "log");
         json::string(out, path);
     }
     if let Some(verdict) = policy {
-        o.key(out, "policy");
+        o.field(out, "policy");
         nested(out, LEVEL + 1, verdict)?;
     }
     if !warnings.is_empty() {
-        o.key(out, "warnings");
+        o.field(out, "warnings");
         strings(out, &mut warnings.iter().map(String::as_str));
     }
     o.close(out);
@@ -319,6 +319,16 @@ impl Obj {
         out.extend_from_slice(b": ");
     }
 
+    /// The next key, one of the record's own field names (no escaping needed).
+    fn field(&mut self, out: &mut Vec<u8>, name: &'static str) {
+        out.extend_from_slice(if self.empty { b"\n" } else { b",\n" });
+        self.empty = false;
+        indent(out, self.level + 1);
+        out.push(b'"');
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\": ");
+    }
+
     fn close(self, out: &mut Vec<u8>) {
         if !self.empty {
             out.push(b'\n');
@@ -329,8 +339,10 @@ impl Obj {
 }
 
 fn indent(out: &mut Vec<u8>, level: usize) {
-    for _ in 0..level {
-        out.extend_from_slice(b"  ");
+    const SPACES: &[u8; 16] = b"                ";
+    match SPACES.get(..2 * level) {
+        Some(spaces) => out.extend_from_slice(spaces),
+        None => (0..level).for_each(|_| out.extend_from_slice(b"  ")),
     }
 }
 
