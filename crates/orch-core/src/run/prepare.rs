@@ -21,9 +21,11 @@ impl Runner {
         // Processes get the environment as it is when the run starts, and programs are
         // looked up in `PATH` once per run.
         crate::spawn::forget();
-        // Where the run's processes are contained, and who ends them if this process dies.
-        // Forked before anything is opened (the lock above all), so the watchdog never
-        // holds a copy of it, not even for the instant before it closes what it inherited.
+        // Where the run's processes are contained, and who ends them if this process dies:
+        // the process's watchdog, which the run registers with (`orch` forks it as it
+        // starts; else the first run does, here). Before anything is opened (the lock
+        // above all), so a watchdog forked here never holds a copy of it, not even for the
+        // instant before it closes what it inherited.
         let cgroup = crate::cgroup::RunCgroup::create(run_id.as_str()).map(Arc::new);
         let watchdog = match crate::watchdog::Watchdog::start(
             run_id.as_str(),

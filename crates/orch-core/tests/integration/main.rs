@@ -5,3 +5,4 @@ mod durable;
 mod light;
 mod pipes;
 mod scheduling;
+mod watchdog;
