@@ -223,6 +223,9 @@ fn thread_cpu() -> Option<Duration> {
 }
 
 fn bench(c: &mut Criterion) {
+    // As `orch` does: the watchdog is forked while the process is small, not by the first
+    // run, once a large pipeline is built.
+    let _ = orch_core::watchdog::start_early();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
