@@ -300,12 +300,13 @@ fn dash_phases<'a>(
     let mut order: Vec<usize> = (0..phases.len()).collect();
     order.sort_by_key(|&i| !phases[i].problem);
     let mut budget = options.html_log_budget;
+    let names = logs::LogNames::read(run_dir);
     for i in order {
         let id = phases[i].view.id;
         let Some(rec) = record.phases.get(id) else {
             continue;
         };
-        let Some((_, rel_path)) = logs::log_path(run_dir, id, rec) else {
+        let Some((_, rel_path)) = names.log_path(run_dir, id, rec) else {
             continue;
         };
         let max = options.html_log_bytes.min(budget);
@@ -349,46 +350,6 @@ fn dash_phases<'a>(
     phases
 }
 
-/// One phase as the dashboard's script reads it, when the run is too large for markup: a
-/// JSON array (keys would double its size), in the order `assets/dashboard.js` reads it.
-struct PhaseRow<'a> {
-    view: &'a PhaseView<'a>,
-    /// Its element is in the page (a phase with a problem, an inlined log, artifacts or
-    /// tests).
-    markup: bool,
-    /// Its log file, relative to the run directory.
-    log: Option<&'a str>,
-}
-
-impl Serialize for PhaseRow<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeTuple as _;
-        let v = self.view;
-        let mut t = s.serialize_tuple(20)?;
-        t.serialize_element(&v.id)?;
-        t.serialize_element(&v.kind)?;
-        t.serialize_element(v.class)?;
-        t.serialize_element(&v.label)?;
-        t.serialize_element(&v.attempts)?;
-        t.serialize_element(&v.exit_code)?;
-        t.serialize_element(&v.duration)?;
-        t.serialize_element(&v.reason)?;
-        t.serialize_element(&v.needs)?;
-        t.serialize_element(&v.left)?;
-        t.serialize_element(&v.width)?;
-        t.serialize_element(&u8::from(v.ran))?;
-        t.serialize_element(&u8::from(self.markup))?;
-        t.serialize_element(&v.started)?;
-        t.serialize_element(&v.finished)?;
-        t.serialize_element(&v.tags)?;
-        t.serialize_element(&v.outputs)?;
-        t.serialize_element(&v.description)?;
-        t.serialize_element(v.status)?;
-        t.serialize_element(&self.log)?;
-        t.end()
-    }
-}
-
 /// Whether a phase of a large run keeps its markup: it has something rows do not carry.
 fn has_markup(p: &DashPhase<'_>) -> bool {
     p.problem
@@ -399,74 +360,164 @@ fn has_markup(p: &DashPhase<'_>) -> bool {
 
 /// What a phase's row says beside its view.
 struct RowExtra {
-    /// See [`PhaseRow::markup`].
+    /// Its element is in the page (a phase with a problem, an inlined log, artifacts or
+    /// tests).
     markup: bool,
-    /// See [`PhaseRow::log`].
+    /// Its log file, relative to the run directory.
     log: Option<String>,
 }
 
-/// Every phase's row, serialized one after another (never a whole array in memory).
-struct PhaseRows<'a> {
-    view: &'a RunView<'a>,
-    rows: &'a [RowExtra],
-}
-
-impl Serialize for PhaseRows<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(
-            self.view
-                .phases
-                .iter()
-                .zip(self.rows)
-                .map(|(view, r)| PhaseRow {
-                    view,
-                    markup: r.markup,
-                    log: r.log.as_deref(),
-                }),
-        )
-    }
-}
-
-/// A writer that passes JSON text on with `<`, `>` and `&` escaped (`\\u003c`...), which
-/// JSON reads back as they were: the text can then stand inside a `<script>` element. JSON
-/// has these characters inside strings only, and they are ASCII: escaping bytes is exact.
-struct ScriptSafe<'w>(&'w mut dyn std::io::Write);
-
-impl std::io::Write for ScriptSafe<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut start = 0;
-        for (i, b) in buf.iter().enumerate() {
-            let escaped: &[u8] = match b {
-                b'<' => b"\\u003c",
-                b'>' => b"\\u003e",
-                b'&' => b"\\u0026",
-                _ => continue,
-            };
-            self.0.write_all(&buf[start..i])?;
-            self.0.write_all(escaped)?;
-            start = i + 1;
+/// Appends `text` as a JSON string that can stand inside a `<script>` element: escaped as
+/// `serde_json` escapes strings, and `<`, `>` and `&` written `\u003c`, `\u003e` and
+/// `\u0026`, which JSON reads back as they were.
+fn push_json_str(out: &mut String, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in text.bytes().enumerate() {
+        let short = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            b'<' => "\\u003c",
+            b'>' => "\\u003e",
+            b'&' => "\\u0026",
+            0..0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&text[start..i]);
+        if short.is_empty() {
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        } else {
+            out.push_str(short);
         }
-        self.0.write_all(&buf[start..])?;
-        Ok(buf.len())
+        start = i + 1;
     }
+    out.push_str(&text[start..]);
+    out.push('"');
+}
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
+/// Appends a value shown as text (a time, a duration, a percentage) as a JSON string.
+fn push_json_shown(out: &mut String, scratch: &mut String, value: impl std::fmt::Display) {
+    use std::fmt::Write as _;
+    scratch.clear();
+    let _ = write!(scratch, "{value}");
+    push_json_str(out, scratch);
+}
+
+fn push_json_opt_str(out: &mut String, text: Option<&str>) {
+    match text {
+        Some(t) => push_json_str(out, t),
+        None => out.push_str("null"),
     }
+}
+
+/// Appends the row of one phase, as the dashboard's script reads it when the run is too
+/// large for markup: a JSON array (keys would double its size), in the order
+/// `assets/dashboard.js` reads it.
+fn push_row(out: &mut String, scratch: &mut String, v: &PhaseView<'_>, extra: &RowExtra) {
+    use std::fmt::Write as _;
+    out.push('[');
+    push_json_str(out, v.id);
+    out.push(',');
+    push_json_str(out, v.kind);
+    out.push(',');
+    push_json_str(out, v.class);
+    out.push(',');
+    push_json_str(out, &v.label);
+    let _ = write!(out, ",{},", v.attempts);
+    match v.exit_code {
+        Some(code) => {
+            let _ = write!(out, "{code}");
+        }
+        None => out.push_str("null"),
+    }
+    out.push(',');
+    match v.duration {
+        Some(d) => push_json_shown(out, scratch, d),
+        None => out.push_str("null"),
+    }
+    out.push(',');
+    push_json_opt_str(out, v.reason);
+    out.push_str(",[");
+    for (i, need) in v.needs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(out, need.as_str());
+    }
+    out.push_str("],");
+    push_json_shown(out, scratch, v.left);
+    out.push(',');
+    push_json_shown(out, scratch, v.width);
+    let _ = write!(out, ",{},{},", u8::from(v.ran), u8::from(extra.markup));
+    for time in [v.started, v.finished] {
+        match time {
+            Some(t) => push_json_shown(out, scratch, t),
+            None => out.push_str("null"),
+        }
+        out.push(',');
+    }
+    out.push('[');
+    for (i, tag) in v.tags.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(out, tag);
+    }
+    out.push_str("],[");
+    for (i, (key, value)) in v.outputs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('[');
+        push_json_str(out, key);
+        out.push(',');
+        push_json_str(out, value);
+        out.push(']');
+    }
+    out.push_str("],");
+    push_json_opt_str(out, v.description);
+    out.push(',');
+    push_json_str(out, v.status);
+    out.push(',');
+    push_json_opt_str(out, extra.log.as_deref());
+    out.push(']');
 }
 
 /// Writes the rows of every phase as a JSON array that can stand inside a `<script>`
-/// element, as they are serialized.
+/// element, a buffer at a time (never the whole array in memory).
 fn phase_data(
     view: &RunView<'_>,
     rows: &[RowExtra],
     out: &mut dyn std::io::Write,
 ) -> Result<(), ReportError> {
-    serde_json::to_writer(ScriptSafe(out), &PhaseRows { view, rows }).map_err(|e| {
-        ReportError::Template {
-            template: "dashboard.html",
-            source: minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string()),
+    let write = |out: &mut dyn std::io::Write| -> std::io::Result<()> {
+        let mut buf = String::with_capacity(64 * 1024);
+        let mut scratch = String::new();
+        buf.push('[');
+        for (i, (view, extra)) in view.phases.iter().zip(rows).enumerate() {
+            if i > 0 {
+                buf.push(',');
+            }
+            push_row(&mut buf, &mut scratch, view, extra);
+            if buf.len() >= 32 * 1024 {
+                out.write_all(buf.as_bytes())?;
+                buf.clear();
+            }
         }
+        buf.push(']');
+        out.write_all(buf.as_bytes())
+    };
+    write(out).map_err(|e| ReportError::Template {
+        template: "dashboard.html",
+        source: minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string()),
     })
 }
 
@@ -735,4 +786,200 @@ fn render_template(
         render(true, out)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rows as they were written before they were written directly: serialized by
+    /// `serde_json` through a writer that escapes `<`, `>` and `&`.
+    mod reference {
+        use serde::Serialize;
+
+        use super::super::RowExtra;
+        use crate::view::{PhaseView, RunView};
+
+        /// One phase as the dashboard's script reads it, when the run is too large for markup: a
+        /// JSON array (keys would double its size), in the order `assets/dashboard.js` reads it.
+        struct PhaseRow<'a> {
+            view: &'a PhaseView<'a>,
+            /// Its element is in the page (a phase with a problem, an inlined log, artifacts or
+            /// tests).
+            markup: bool,
+            /// Its log file, relative to the run directory.
+            log: Option<&'a str>,
+        }
+
+        impl Serialize for PhaseRow<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeTuple as _;
+                let v = self.view;
+                let mut t = s.serialize_tuple(20)?;
+                t.serialize_element(&v.id)?;
+                t.serialize_element(&v.kind)?;
+                t.serialize_element(v.class)?;
+                t.serialize_element(&v.label)?;
+                t.serialize_element(&v.attempts)?;
+                t.serialize_element(&v.exit_code)?;
+                t.serialize_element(&v.duration)?;
+                t.serialize_element(&v.reason)?;
+                t.serialize_element(&v.needs)?;
+                t.serialize_element(&v.left)?;
+                t.serialize_element(&v.width)?;
+                t.serialize_element(&u8::from(v.ran))?;
+                t.serialize_element(&u8::from(self.markup))?;
+                t.serialize_element(&v.started)?;
+                t.serialize_element(&v.finished)?;
+                t.serialize_element(&v.tags)?;
+                t.serialize_element(&v.outputs)?;
+                t.serialize_element(&v.description)?;
+                t.serialize_element(v.status)?;
+                t.serialize_element(&self.log)?;
+                t.end()
+            }
+        }
+
+        /// Every phase's row, serialized one after another (never a whole array in memory).
+        struct PhaseRows<'a> {
+            view: &'a RunView<'a>,
+            rows: &'a [RowExtra],
+        }
+
+        impl Serialize for PhaseRows<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(
+                    self.view
+                        .phases
+                        .iter()
+                        .zip(self.rows)
+                        .map(|(view, r)| PhaseRow {
+                            view,
+                            markup: r.markup,
+                            log: r.log.as_deref(),
+                        }),
+                )
+            }
+        }
+
+        /// A writer that passes JSON text on with `<`, `>` and `&` escaped (`\\u003c`...), which
+        /// JSON reads back as they were: the text can then stand inside a `<script>` element. JSON
+        /// has these characters inside strings only, and they are ASCII: escaping bytes is exact.
+        struct ScriptSafe<'w>(&'w mut dyn std::io::Write);
+
+        impl std::io::Write for ScriptSafe<'_> {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let mut start = 0;
+                for (i, b) in buf.iter().enumerate() {
+                    let escaped: &[u8] = match b {
+                        b'<' => b"\\u003c",
+                        b'>' => b"\\u003e",
+                        b'&' => b"\\u0026",
+                        _ => continue,
+                    };
+                    self.0.write_all(&buf[start..i])?;
+                    self.0.write_all(escaped)?;
+                    start = i + 1;
+                }
+                self.0.write_all(&buf[start..])?;
+                Ok(buf.len())
+            }
+
+            fn flush(&mut self) -> std::io::Result<()> {
+                self.0.flush()
+            }
+        }
+
+        /// Writes the rows of every phase as a JSON array that can stand inside a `<script>`
+        /// element, as they are serialized.
+        pub(super) fn phase_data(
+            view: &RunView<'_>,
+            rows: &[RowExtra],
+            out: &mut dyn std::io::Write,
+        ) -> serde_json::Result<()> {
+            serde_json::to_writer(ScriptSafe(out), &PhaseRows { view, rows })
+        }
+    }
+
+    /// Text that tests every rule of the rows' strings: JSON's and HTML's special
+    /// characters, every control character, DEL, non-ASCII, line and paragraph separators.
+    fn tricky() -> String {
+        let mut s = String::from(
+            "</script><!-- a&b \"q\" \\ back ' é 日本 🦀 \u{7f} \u{85} \u{2028}\u{2029}",
+        );
+        s.extend((0u8..0x20).map(char::from));
+        s
+    }
+
+    #[test]
+    fn rows_are_the_bytes_serde_json_wrote() {
+        let t = tricky();
+        let record: RunRecord = serde_json::from_value(serde_json::json!({
+            "format_version": 1, "run_id": "R0", "pipeline": t, "status": "failed",
+            "started_at": "2026-01-01T00:00:00.000Z", "finished_at": "2026-01-01T01:00:00.000Z",
+            "duration_ms": 3_600_000,
+            "phases": {
+                "a": { "status": "succeeded", "kind": t, "attempts": 1, "exit_code": 0,
+                       "started_at": "2026-01-01T00:00:00.000Z",
+                       "finished_at": "2026-01-01T00:00:01.250Z", "duration_ms": 1250,
+                       "tags": [t, "", "x"], "description": t,
+                       "outputs": { "k": t, "": "", "quote\"": "v" } },
+                "b-2": { "status": "failed", "kind": "command", "attempts": 3, "exit_code": -9,
+                         "reason": t, "needs": ["a"], "allowed_failure": true,
+                         "started_at": "2026-01-01T00:10:00+02:00",
+                         "finished_at": "not a time" },
+                "c_3": { "status": "timed_out", "kind": "command", "attempts": 2,
+                         "needs": ["a", "b-2"], "started_at": "2016-12-31T23:59:60.000Z",
+                         "duration_ms": 4_000_000 },
+                "d": { "status": "skipped", "kind": "command", "attempts": 0,
+                       "reason": "when: false", "needs": ["c_3"] },
+                "e": { "status": "running", "kind": "command", "attempts": 1,
+                       "started_at": "2026-01-01T00:59:59.999Z" }
+            }
+        }))
+        .unwrap();
+        let view = RunView::new(&record);
+        let logs = [
+            Some(t.clone()),
+            None,
+            Some("logs/c_3.log".to_owned()),
+            None,
+            Some(String::new()),
+        ];
+        let rows: Vec<RowExtra> = logs
+            .into_iter()
+            .enumerate()
+            .map(|(i, log)| RowExtra {
+                markup: i % 2 == 0,
+                log,
+            })
+            .collect();
+        let mut old = Vec::new();
+        reference::phase_data(&view, &rows, &mut old).unwrap();
+        let mut new = Vec::new();
+        phase_data(&view, &rows, &mut new).unwrap();
+        assert_eq!(
+            String::from_utf8(new).unwrap(),
+            String::from_utf8(old).unwrap()
+        );
+        // Many rows: the buffer is passed on in parts.
+        let many: Vec<RowExtra> = (0..view.phases.len())
+            .map(|_| RowExtra {
+                markup: true,
+                log: Some("x".repeat(20_000)),
+            })
+            .collect();
+        let (mut old, mut new) = (Vec::new(), Vec::new());
+        reference::phase_data(&view, &many, &mut old).unwrap();
+        phase_data(&view, &many, &mut new).unwrap();
+        assert_eq!(new, old);
+        let empty = RunView {
+            phases: Vec::new(),
+            ..view.clone()
+        };
+        let (mut old, mut new) = (Vec::new(), Vec::new());
+        reference::phase_data(&empty, &[], &mut old).unwrap();
+        phase_data(&empty, &[], &mut new).unwrap();
+        assert_eq!(new, old);
+    }
 }

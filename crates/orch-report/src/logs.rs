@@ -44,6 +44,49 @@ pub(crate) fn log_path(run_dir: &Path, id: &str, phase: &PhaseRecord) -> Option<
     path.is_file().then_some((path, rel))
 }
 
+/// The names in a run directory's `logs/`, listed once: a report of many phases looks up
+/// a phase's default log (`logs/ID.log`, when the record names none) here instead of asking
+/// the file system for each phase. Names listed are still checked with [`log_path`].
+pub(crate) struct LogNames {
+    /// `None` when the directory could not be listed (other than missing): every phase is
+    /// then checked.
+    names: Option<std::collections::HashSet<std::ffi::OsString>>,
+}
+
+impl LogNames {
+    /// Lists `RUN_DIR/logs`.
+    pub(crate) fn read(run_dir: &Path) -> Self {
+        let names = match std::fs::read_dir(run_dir.join("logs")) {
+            Ok(entries) => entries
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<_, _>>()
+                .ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Some(std::collections::HashSet::new())
+            }
+            Err(_) => None,
+        };
+        Self { names }
+    }
+
+    /// [`log_path`], without a look at the file system for a default log that is not
+    /// listed.
+    pub(crate) fn log_path(
+        &self,
+        run_dir: &Path,
+        id: &str,
+        phase: &PhaseRecord,
+    ) -> Option<(PathBuf, String)> {
+        if phase.log.is_none()
+            && let Some(names) = &self.names
+            && !names.contains(std::ffi::OsStr::new(&format!("{id}.log")))
+        {
+            return None;
+        }
+        log_path(run_dir, id, phase)
+    }
+}
+
 /// Reads the last `max_bytes` of a phase's log (whole lines only when cut).
 pub(crate) fn tail_bytes(
     run_dir: &Path,
@@ -178,6 +221,47 @@ mod tests {
     fn cleaning_removes_terminal_sequences() {
         let raw = b"\x1b[1;32mok\x1b[0m done\n\x1b]8;;http://x\x07link\x1b]8;;\x07\nprogress 10%\rprogress 100%\r\nbell\x07!\n";
         assert_eq!(clean(raw), "ok done\nlink\nprogress 100%\nbell!\n");
+    }
+
+    #[test]
+    fn listed_log_names_find_the_logs_the_file_system_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        let phase = |log: Option<&str>| -> PhaseRecord {
+            serde_json::from_value(serde_json::json!({
+                "status": "succeeded", "kind": "command", "attempts": 1, "log": log
+            }))
+            .unwrap()
+        };
+        let cases = [
+            ("written", None),
+            ("none", None),
+            ("named", Some("elsewhere/named.txt")),
+            ("missing", Some("logs/missing.log")),
+            ("a_dir", None),
+            ("escape", Some("../outside.log")),
+        ];
+        // No `logs/` directory at all.
+        let names = LogNames::read(dir.path());
+        for (id, log) in cases {
+            let p = phase(log);
+            assert_eq!(
+                names.log_path(dir.path(), id, &p),
+                log_path(dir.path(), id, &p)
+            );
+        }
+        std::fs::create_dir_all(dir.path().join("logs/a_dir.log")).unwrap();
+        std::fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
+        std::fs::write(dir.path().join("logs/written.log"), "out\n").unwrap();
+        std::fs::write(dir.path().join("elsewhere/named.txt"), "out\n").unwrap();
+        let names = LogNames::read(dir.path());
+        let mut found = 0;
+        for (id, log) in cases {
+            let p = phase(log);
+            let listed = names.log_path(dir.path(), id, &p);
+            found += usize::from(listed.is_some());
+            assert_eq!(listed, log_path(dir.path(), id, &p), "{id}");
+        }
+        assert_eq!(found, 2);
     }
 
     #[test]
