@@ -129,8 +129,42 @@ pub(crate) struct Percent(f64);
 
 impl std::fmt::Display for Percent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:.3}", self.0)
+        match thousandths(self.0) {
+            Some(n) => {
+                // `{:.3}`'s digits, without formatting a float.
+                let frac = n % 1000;
+                let digits = [
+                    b'.',
+                    b'0' + (frac / 100) as u8,
+                    b'0' + (frac / 10 % 10) as u8,
+                    b'0' + (frac % 10) as u8,
+                ];
+                write!(f, "{}", n / 1000)?;
+                f.write_str(std::str::from_utf8(&digits).map_err(|_| std::fmt::Error)?)
+            }
+            None => write!(f, "{:.3}", self.0),
+        }
     }
+}
+
+/// `v` rounded to thousandths, as `{:.3}` rounds it, when that is certain without the
+/// exact decimal expansion: `v` is not negative and not huge, and `v * 1000` is not within
+/// a thousandth of halfway between two integers (the product's rounding error is below
+/// 1e-10 there). `None`: format the float.
+fn thousandths(v: f64) -> Option<u64> {
+    if v.is_sign_negative() || !(0.0..1e9).contains(&v) {
+        return None;
+    }
+    let scaled = v * 1000.0;
+    let floor = scaled.floor();
+    let frac = scaled - floor;
+    if (frac - 0.5).abs() < 1e-3 {
+        return None;
+    }
+    // `floor` is an integer below 10^12.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let n = floor as u64;
+    Some(if frac > 0.5 { n + 1 } else { n })
 }
 
 impl Serialize for Percent {
@@ -381,6 +415,31 @@ impl<'a> RunView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentages_are_written_as_format_writes_them() {
+        let mut values = vec![
+            0.0, 0.15, 0.0005, 0.0625, 0.1875, 1.0005, 2.5, 99.9995, 100.0, 12.3455, 1e9,
+            -0.0, -1.0, f64::NAN, f64::INFINITY, 5e-324, 999_999_999.999_5,
+        ];
+        for whole in [1u64, 3, 7, 16, 1000, 3_600_000, 86_400_123] {
+            for part in (0..=whole).step_by(usize::try_from(whole / 997 + 1).unwrap()) {
+                values.push(pct(part, whole));
+            }
+        }
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..50_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(f64::from_bits(x >> 2) % 200.0);
+            #[allow(clippy::cast_precision_loss)]
+            values.push((x % 100_000_000) as f64 / 1e6);
+        }
+        for v in values {
+            assert_eq!(Percent(v).to_string(), format!("{v:.3}"), "{v:e}");
+        }
+    }
 
     #[test]
     fn durations_at_the_top_of_the_range_do_not_overflow() {
