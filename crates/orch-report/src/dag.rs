@@ -308,6 +308,62 @@ impl LayerTable {
     }
 }
 
+impl LayerTable {
+    /// Writes the table's rows, as the dashboard shows them (each on its own line): the
+    /// template prints the table as `{{ dag_summary }}` and the page's formatter hands it
+    /// here (see [`LayerTable::of`]), so no row is made as a template value.
+    pub(crate) fn write_rows(&self, out: &mut dyn std::fmt::Write) -> std::fmt::Result {
+        let mut start = 0;
+        for (l, &(count, end)) in self.columns.iter().enumerate() {
+            let sample = &self.samples[start..end];
+            start = end;
+            write!(
+                out,
+                "\n<tr><td class=\"num\">{}</td><td class=\"num\">{count}</td><td>",
+                l + 1
+            )?;
+            for id in sample {
+                out.write_str("<a href=\"#phase-")?;
+                write_html_escaped(out, id)?;
+                out.write_str("\"><code>")?;
+                write_html_escaped(out, id)?;
+                out.write_str("</code></a> ")?;
+            }
+            let more = count - sample.len();
+            if more > 0 {
+                write!(out, "<span class=\"muted\">and {more} more</span>")?;
+            }
+            out.write_str("</td></tr>")?;
+        }
+        Ok(())
+    }
+
+    /// The table a template value is, if it is one.
+    pub(crate) fn of(value: &Value) -> Option<&Self> {
+        value.downcast_object_ref::<Self>()
+    }
+}
+
+/// Writes `text` escaped as minijinja's HTML auto-escaping escapes it.
+fn write_html_escaped(out: &mut dyn std::fmt::Write, text: &str) -> std::fmt::Result {
+    let mut start = 0;
+    for (i, b) in text.bytes().enumerate() {
+        let entity = match b {
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'&' => "&amp;",
+            b'"' => "&quot;",
+            b'\'' => "&#x27;",
+            b'/' => "&#x2f;",
+            _ => continue,
+        };
+        out.write_str(&text[start..i])?;
+        out.write_str(entity)?;
+        start = i + 1;
+    }
+    out.write_str(&text[start..])
+}
+
 impl Object for LayerTable {
     fn repr(self: &Arc<Self>) -> ObjectRepr {
         ObjectRepr::Seq

@@ -36,6 +36,12 @@ const COMPLIANCE_ALL_PHASES: usize = 200;
 
 fn environment() -> Result<Environment<'static>, ReportError> {
     let mut env = Environment::new();
+    // The table of a graph's columns (thousands of rows for a long chain) is written by its
+    // own code, straight into the page; every other value is escaped as usual.
+    env.set_formatter(|out, state, value| match LayerTable::of(value) {
+        Some(table) => table.write_rows(out).map_err(minijinja::Error::from),
+        None => minijinja::escape_formatter(out, state, value),
+    });
     // Names end in `.html`: auto-escaping is on for all of them.
     for (name, source) in [
         ("macros.html", MACROS),
@@ -535,7 +541,7 @@ struct DashboardContext<'a> {
     /// page's markup, and `phases` holds only those whose element is in the page.
     data: bool,
     dag: Option<Layout>,
-    /// A [`LayerTable`]: its rows are made as the template reads them.
+    /// A [`LayerTable`]: its rows are written as the template prints it.
     dag_summary: Value,
     tests: Option<TestsView>,
     discovery: Vec<KindSection>,
@@ -981,5 +987,61 @@ mod tests {
         reference::phase_data(&empty, &[], &mut old).unwrap();
         phase_data(&empty, &[], &mut new).unwrap();
         assert_eq!(new, old);
+    }
+
+    #[test]
+    fn the_column_table_is_the_markup_the_template_loop_wrote() {
+        // A chain, a column of 12 (more than a row names) and phases needing both.
+        let mut phases = serde_json::Map::new();
+        let mut need = |id: String, needs: Vec<String>| {
+            phases.insert(
+                id,
+                serde_json::json!({ "status": "succeeded", "kind": "command", "attempts": 1,
+                                    "needs": needs }),
+            );
+        };
+        for i in 0..30 {
+            need(
+                format!("chain-{i}"),
+                (i > 0)
+                    .then(|| format!("chain-{}", i - 1))
+                    .into_iter()
+                    .collect(),
+            );
+        }
+        for i in 0..12 {
+            need(format!("wide_{i}"), vec!["chain-3".to_owned()]);
+        }
+        need(
+            "join".to_owned(),
+            (0..12).map(|i| format!("wide_{i}")).collect(),
+        );
+        let record: RunRecord = serde_json::from_value(serde_json::json!({
+            "format_version": 1, "run_id": "R0", "pipeline": "p", "status": "succeeded",
+            "started_at": "2026-01-01T00:00:00.000Z", "phases": phases
+        }))
+        .unwrap();
+        let view = RunView::new(&record);
+        let table = Value::from_object(LayerTable::new(&view.phases));
+        let old = r##"<tbody>
+{%- for l in dag_summary %}
+<tr><td class="num">{{ l.layer }}</td><td class="num">{{ l.count }}</td><td>{% for id in l.sample %}<a href="#phase-{{ id }}"><code>{{ id }}</code></a> {% endfor %}{% if l.more %}<span class="muted">and {{ l.more }} more</span>{% endif %}</td></tr>
+{%- endfor %}
+</tbody>"##;
+        let new = r#"<tbody>
+{{- dag_summary }}
+</tbody>"#;
+        let render = |env: &mut Environment<'static>, source: &'static str| {
+            env.add_template("t.html", source).unwrap();
+            env.get_template("t.html")
+                .unwrap()
+                .render(minijinja::context! { dag_summary => table.clone() })
+                .unwrap()
+        };
+        let old = render(&mut Environment::new(), old);
+        let new = render(&mut environment().unwrap(), new);
+        assert_eq!(new, old);
+        assert!(new.contains("and 5 more"), "{new}");
+        assert_eq!(new.matches("<tr>").count(), 30, "{new}");
     }
 }

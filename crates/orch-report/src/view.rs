@@ -419,8 +419,23 @@ mod tests {
     #[test]
     fn percentages_are_written_as_format_writes_them() {
         let mut values = vec![
-            0.0, 0.15, 0.0005, 0.0625, 0.1875, 1.0005, 2.5, 99.9995, 100.0, 12.3455, 1e9,
-            -0.0, -1.0, f64::NAN, f64::INFINITY, 5e-324, 999_999_999.999_5,
+            0.0,
+            0.15,
+            0.0005,
+            0.0625,
+            0.1875,
+            1.0005,
+            2.5,
+            99.9995,
+            100.0,
+            12.3455,
+            1e9,
+            -0.0,
+            -1.0,
+            f64::NAN,
+            f64::INFINITY,
+            5e-324,
+            999_999_999.999_5,
         ];
         for whole in [1u64, 3, 7, 16, 1000, 3_600_000, 86_400_123] {
             for part in (0..=whole).step_by(usize::try_from(whole / 997 + 1).unwrap()) {
