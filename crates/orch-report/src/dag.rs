@@ -11,6 +11,8 @@ use minijinja::Value;
 use minijinja::value::{Enumerator, Object, ObjectRepr, Serde};
 use serde::Serialize;
 
+use orch_core::PhaseId;
+
 use crate::sources::truncate;
 use crate::view::PhaseView;
 
@@ -68,28 +70,36 @@ pub(crate) struct LayerSummary {
 /// of its columns, and a vector per phase for its needs and one for its dependents were
 /// 1.5 MB).
 pub(crate) fn layers(phases: &[PhaseView<'_>]) -> Vec<usize> {
-    let n = phases.len();
     let mut index: Vec<(&str, u32)> = phases
         .iter()
         .enumerate()
         .map(|(i, p)| (p.id, i as u32))
         .collect();
     index.sort_unstable_by_key(|&(id, _)| id);
-    let find = |id: &str| -> Option<u32> {
+    layers_by(phases, |id| {
         index
-            .binary_search_by_key(&id, |&(k, _)| k)
+            .binary_search_by_key(&id.as_str(), |&(k, _)| k)
             .ok()
             .map(|at| index[at].1)
-    };
+    })
+}
+
+/// [`layers`], with `find` giving the index of a phase in `phases` (the record's map does,
+/// without sorting the ids first).
+pub(crate) fn layers_by(
+    phases: &[PhaseView<'_>],
+    find: impl Fn(&PhaseId) -> Option<u32>,
+) -> Vec<usize> {
+    let n = phases.len();
     // Phase `i` needs `needs[need_at[i]..need_at[i + 1]]`.
     let mut need_at: Vec<u32> = Vec::with_capacity(n + 1);
     let mut needs: Vec<u32> = Vec::new();
     need_at.push(0);
     for p in phases {
-        needs.extend(p.needs.iter().filter_map(|k| find(k.as_str())));
+        needs.extend(p.needs.iter().filter_map(&find));
         need_at.push(needs.len() as u32);
     }
-    drop(index);
+    drop(find);
     // Kahn's algorithm; phases in a cycle (never in a valid pipeline) stay in column 0.
     let mut indegree: Vec<u32> = need_at.windows(2).map(|w| w[1] - w[0]).collect();
     // Phase `k` is needed by `dependents[dependent_at[k]..dependent_at[k + 1]]`, in order.
@@ -265,9 +275,9 @@ pub(crate) struct LayerTable {
 const SAMPLE: usize = 8;
 
 impl LayerTable {
-    /// The table of `phases`' columns.
-    pub(crate) fn new(phases: &[PhaseView<'_>]) -> Self {
-        let layer = layers(phases);
+    /// The table of `phases`' columns; `find` gives the index of a phase in `phases`.
+    pub(crate) fn new(phases: &[PhaseView<'_>], find: impl Fn(&PhaseId) -> Option<u32>) -> Self {
+        let layer = layers_by(phases, find);
         let n = layer.iter().max().map_or(0, |m| m + 1);
         let mut counts = vec![0usize; n];
         for &l in &layer {

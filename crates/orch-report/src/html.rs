@@ -409,11 +409,12 @@ fn push_json_str(out: &mut String, text: &str) {
     out.push('"');
 }
 
-/// Appends a value shown as text (a time, a duration, a percentage) as a JSON string.
-fn push_json_shown(out: &mut String, scratch: &mut String, value: impl std::fmt::Display) {
-    use std::fmt::Write as _;
+/// Appends a value shown as text (a time, a duration, a percentage) as a JSON string: its
+/// text has nothing to escape (digits, letters, spaces, `.`, `:`, `-`, `+`) unless it is a
+/// record's own text that is not a time, which is escaped.
+fn push_json_shown(out: &mut String, scratch: &mut String, push: impl FnOnce(&mut String)) {
     scratch.clear();
-    let _ = write!(scratch, "{value}");
+    push(scratch);
     push_json_str(out, scratch);
 }
 
@@ -428,7 +429,6 @@ fn push_json_opt_str(out: &mut String, text: Option<&str>) {
 /// large for markup: a JSON array (keys would double its size), in the order
 /// `assets/dashboard.js` reads it.
 fn push_row(out: &mut String, scratch: &mut String, v: &PhaseView<'_>, extra: &RowExtra) {
-    use std::fmt::Write as _;
     out.push('[');
     push_json_str(out, v.id);
     out.push(',');
@@ -437,16 +437,21 @@ fn push_row(out: &mut String, scratch: &mut String, v: &PhaseView<'_>, extra: &R
     push_json_str(out, v.class);
     out.push(',');
     push_json_str(out, &v.label);
-    let _ = write!(out, ",{},", v.attempts);
+    out.push(',');
+    time::push_u64(out, u64::from(v.attempts));
+    out.push(',');
     match v.exit_code {
         Some(code) => {
-            let _ = write!(out, "{code}");
+            if code < 0 {
+                out.push('-');
+            }
+            time::push_u64(out, u64::from(code.unsigned_abs()));
         }
         None => out.push_str("null"),
     }
     out.push(',');
     match v.duration {
-        Some(d) => push_json_shown(out, scratch, d),
+        Some(d) => push_json_shown(out, scratch, |s| d.push(s)),
         None => out.push_str("null"),
     }
     out.push(',');
@@ -459,13 +464,14 @@ fn push_row(out: &mut String, scratch: &mut String, v: &PhaseView<'_>, extra: &R
         push_json_str(out, need.as_str());
     }
     out.push_str("],");
-    push_json_shown(out, scratch, v.left);
+    push_json_shown(out, scratch, |s| v.left.push(s));
     out.push(',');
-    push_json_shown(out, scratch, v.width);
-    let _ = write!(out, ",{},{},", u8::from(v.ran), u8::from(extra.markup));
+    push_json_shown(out, scratch, |s| v.width.push(s));
+    out.push_str(if v.ran { ",1," } else { ",0," });
+    out.push_str(if extra.markup { "1," } else { "0," });
     for time in [v.started, v.finished] {
         match time {
-            Some(t) => push_json_shown(out, scratch, t),
+            Some(t) => push_json_shown(out, scratch, |s| t.push(s)),
             None => out.push_str("null"),
         }
         out.push(',');
@@ -589,7 +595,14 @@ pub(crate) fn dashboard(
     let (dag, dag_summary) = if view.phases.len() <= options.dag_max_phases {
         (Some(dag::layout(&view.phases)), LayerTable::default())
     } else {
-        (None, LayerTable::new(&view.phases))
+        // The view's phases are the record's, in its order.
+        let find = |id: &orch_core::PhaseId| {
+            record
+                .phases
+                .get_index_of(id)
+                .and_then(|i| u32::try_from(i).ok())
+        };
+        (None, LayerTable::new(&view.phases, find))
     };
     let dag_summary = Value::from_object(dag_summary);
     let mut failures: Vec<&PhaseView<'_>> = view
@@ -939,7 +952,8 @@ mod tests {
                          "duration_ms": 4_000_000 },
                 "d": { "status": "skipped", "kind": "command", "attempts": 0,
                        "reason": "when: false", "needs": ["c_3"] },
-                "e": { "status": "running", "kind": "command", "attempts": 1,
+                "e": { "status": "running", "kind": "command", "attempts": 4_000_000_000_u32,
+                       "exit_code": i32::MIN,
                        "started_at": "2026-01-01T00:59:59.999Z" }
             }
         }))
@@ -1022,7 +1036,17 @@ mod tests {
         }))
         .unwrap();
         let view = RunView::new(&record);
-        let table = Value::from_object(LayerTable::new(&view.phases));
+        let find = |id: &orch_core::PhaseId| {
+            record
+                .phases
+                .get_index_of(id)
+                .and_then(|i| u32::try_from(i).ok())
+        };
+        assert_eq!(
+            dag::layers_by(&view.phases, find),
+            dag::layers(&view.phases)
+        );
+        let table = Value::from_object(LayerTable::new(&view.phases, find));
         let old = r##"<tbody>
 {%- for l in dag_summary %}
 <tr><td class="num">{{ l.layer }}</td><td class="num">{{ l.count }}</td><td>{% for id in l.sample %}<a href="#phase-{{ id }}"><code>{{ id }}</code></a> {% endfor %}{% if l.more %}<span class="muted">and {{ l.more }} more</span>{% endif %}</td></tr>

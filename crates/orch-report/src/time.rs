@@ -1,5 +1,7 @@
 //! Times and durations as reports show them.
 
+use std::fmt::Write as _;
+
 use chrono::{DateTime, FixedOffset, NaiveDate};
 
 /// Parses an RFC 3339 time as records store it.
@@ -48,7 +50,6 @@ pub(crate) fn push_junit(out: &mut String, text: &str) -> bool {
     }
     match DateTime::parse_from_rfc3339(text.trim()) {
         Ok(t) => {
-            use std::fmt::Write as _;
             let _ = write!(out, "{}", t.format("%Y-%m-%dT%H:%M:%S%.3f%:z"));
             true
         }
@@ -59,11 +60,12 @@ pub(crate) fn push_junit(out: &mut String, text: &str) -> bool {
 /// Seconds with three decimals, as JUnit XML writes durations (`{:.3}` of the seconds as
 /// quick-junit writes them), appended to `out`.
 pub(crate) fn push_seconds(out: &mut String, ms: u64) {
-    use std::fmt::Write as _;
     // Below 10^12 ms (31 years) the float's error is far below the last decimal: the
     // digits are exact.
     if ms < 1_000_000_000_000 {
-        let _ = write!(out, "{}.{:03}", ms / 1000, ms % 1000);
+        push_u64(out, ms / 1000);
+        out.push('.');
+        push_three_digits(out, ms % 1000);
     } else {
         let secs = std::time::Duration::from_millis(ms).as_secs_f64();
         let _ = write!(out, "{secs:.3}");
@@ -72,20 +74,28 @@ pub(crate) fn push_seconds(out: &mut String, ms: u64) {
 
 /// A time for people: `2026-11-21 20:16:00 UTC` (or the record's text when it does not parse).
 pub(crate) fn display(text: &str) -> String {
+    let mut out = String::with_capacity(23);
+    push_display(&mut out, text);
+    out
+}
+
+/// [`display`], appended to `out`.
+pub(crate) fn push_display(out: &mut String, text: &str) {
     if utc_millis(text).is_some() {
-        let mut out = String::with_capacity(23);
         out.push_str(&text[..10]);
         out.push(' ');
         out.push_str(&text[11..19]);
         out.push_str(" UTC");
-        return out;
+        return;
     }
     match parse(text) {
         Some(t) if t.offset().local_minus_utc() == 0 => {
-            t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+            let _ = write!(out, "{}", t.format("%Y-%m-%d %H:%M:%S UTC"));
         }
-        Some(t) => t.format("%Y-%m-%d %H:%M:%S %:z").to_string(),
-        None => text.to_owned(),
+        Some(t) => {
+            let _ = write!(out, "{}", t.format("%Y-%m-%d %H:%M:%S %:z"));
+        }
+        None => out.push_str(text),
     }
 }
 
@@ -96,18 +106,71 @@ pub(crate) fn millis_between(from: &DateTime<FixedOffset>, to: &DateTime<FixedOf
 
 /// A duration for people: `850ms`, `4.2s`, `3m 04s`, `1h 02m`.
 pub(crate) fn duration(ms: u64) -> String {
+    let mut out = String::with_capacity(8);
+    push_duration(&mut out, ms);
+    out
+}
+
+/// [`duration`], appended to `out`.
+pub(crate) fn push_duration(out: &mut String, ms: u64) {
     if ms < 1_000 {
-        format!("{ms}ms")
+        push_u64(out, ms);
+        out.push_str("ms");
     } else if ms < 60_000 {
         let tenths = ms.saturating_add(50) / 100;
-        format!("{}.{}s", tenths / 10, tenths % 10)
+        push_u64(out, tenths / 10);
+        out.push('.');
+        push_u64(out, tenths % 10);
+        out.push('s');
     } else if ms < 3_600_000 {
         let s = ms.saturating_add(500) / 1_000;
-        format!("{}m {:02}s", s / 60, s % 60)
+        push_u64(out, s / 60);
+        out.push_str("m ");
+        push_two_digits(out, s % 60);
+        out.push('s');
     } else {
         let m = ms.saturating_add(30_000) / 60_000;
-        format!("{}h {:02}m", m / 60, m % 60)
+        push_u64(out, m / 60);
+        out.push_str("h ");
+        push_two_digits(out, m % 60);
+        out.push('m');
     }
+}
+
+/// Appends `n` in decimal (as `{n}` writes it).
+pub(crate) fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        // A digit: below 10.
+        #[allow(clippy::cast_possible_truncation)]
+        let d = (n % 10) as u8;
+        digits[at] = b'0' + d;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
+}
+
+/// Appends `n`, below 1000, as three digits (as `{n:03}` writes it).
+pub(crate) fn push_three_digits(out: &mut String, n: u64) {
+    if n < 100 {
+        out.push('0');
+    }
+    push_two_digits(out, n);
+}
+
+/// Appends `n`, below 100, as two digits (as `{n:02}` writes it).
+fn push_two_digits(out: &mut String, n: u64) {
+    if n < 10 {
+        out.push('0');
+    }
+    push_u64(out, n);
 }
 
 /// A byte size for people: `512 B`, `4.0 KiB`, `12.3 MiB`.
@@ -143,6 +206,41 @@ mod tests {
             (3_720_000, "1h 02m"),
         ] {
             assert_eq!(duration(ms), text, "{ms}");
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_as_format_writes_them() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut values: Vec<u64> = (0..2_000).chain([u64::MAX, 10_u64.pow(19)]).collect();
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(x >> (x % 64));
+        }
+        for n in values {
+            let mut out = String::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string());
+            let old = if n < 1_000 {
+                format!("{n}ms")
+            } else if n < 60_000 {
+                let tenths = n.saturating_add(50) / 100;
+                format!("{}.{}s", tenths / 10, tenths % 10)
+            } else if n < 3_600_000 {
+                let s = n.saturating_add(500) / 1_000;
+                format!("{}m {:02}s", s / 60, s % 60)
+            } else {
+                let m = n.saturating_add(30_000) / 60_000;
+                format!("{}h {:02}m", m / 60, m % 60)
+            };
+            assert_eq!(duration(n), old, "{n}");
+            if n < 1000 {
+                out.clear();
+                push_three_digits(&mut out, n);
+                assert_eq!(out, format!("{n:03}"));
+            }
         }
     }
 

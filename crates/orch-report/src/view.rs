@@ -93,6 +93,13 @@ pub(crate) struct PhaseView<'a> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Shown<'a>(&'a str);
 
+impl Shown<'_> {
+    /// Appends the time as shown.
+    pub(crate) fn push(self, out: &mut String) {
+        time::push_display(out, self.0);
+    }
+}
+
 impl std::fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&time::display(self.0))
@@ -109,6 +116,13 @@ impl Serialize for Shown<'_> {
 /// (and serialized as that text).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Took(u64);
+
+impl Took {
+    /// Appends the duration as shown.
+    pub(crate) fn push(self, out: &mut String) {
+        time::push_duration(out, self.0);
+    }
+}
 
 impl std::fmt::Display for Took {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,23 +141,29 @@ impl Serialize for Took {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Percent(f64);
 
+impl Percent {
+    /// Appends the percentage as shown.
+    pub(crate) fn push(self, out: &mut String) {
+        match thousandths(self.0) {
+            // `{:.3}`'s digits, without formatting a float.
+            Some(n) => {
+                time::push_u64(out, n / 1000);
+                out.push('.');
+                time::push_three_digits(out, n % 1000);
+            }
+            None => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "{:.3}", self.0);
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for Percent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match thousandths(self.0) {
-            Some(n) => {
-                // `{:.3}`'s digits, without formatting a float.
-                let frac = n % 1000;
-                let digits = [
-                    b'.',
-                    b'0' + (frac / 100) as u8,
-                    b'0' + (frac / 10 % 10) as u8,
-                    b'0' + (frac % 10) as u8,
-                ];
-                write!(f, "{}", n / 1000)?;
-                f.write_str(std::str::from_utf8(&digits).map_err(|_| std::fmt::Error)?)
-            }
-            None => write!(f, "{:.3}", self.0),
-        }
+        let mut text = String::with_capacity(8);
+        self.push(&mut text);
+        f.write_str(&text)
     }
 }
 
