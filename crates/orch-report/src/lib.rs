@@ -288,7 +288,8 @@ fn render_into(
 
 /// Writes `bytes` to `path` whole or not at all: written beside and renamed, so readers
 /// never see half a file; when that fails (a full disk), the partial temporary file is
-/// removed and an earlier file at `path` stays as it was.
+/// removed and an earlier file at `path` stays as it was. A device or a named pipe at
+/// `path` (`/dev/null`) is written to, not replaced.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     // A failed write is kept by the writer and reported as the file's.
     write_file_with(path, |out| {
@@ -299,7 +300,9 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
 
 /// Writes what `render` writes to `path`, whole or not at all (as [`write_file`]), through
 /// a buffer: the text is never whole in memory. A write that fails is reported as
-/// [`ReportError::Write`] of `path`, whatever the renderer made of it.
+/// [`ReportError::Write`] of `path`, whatever the renderer made of it. A path that is
+/// neither a file nor a directory (a device such as `/dev/null`, a named pipe) is written to
+/// as it is: renamed over, it would be replaced by a regular file.
 fn write_file_with(
     path: &Path,
     render: impl FnOnce(&mut dyn std::io::Write) -> Result<(), ReportError>,
@@ -308,6 +311,13 @@ fn write_file_with(
         path: path.to_owned(),
         source,
     };
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(err)?;
+        return write_through(file, render, err);
+    }
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(err)?;
     }
@@ -317,19 +327,7 @@ fn write_file_with(
     ));
     let result = (|| {
         let file = std::fs::File::create(&tmp).map_err(err)?;
-        let mut out = Tracked {
-            inner: std::io::BufWriter::with_capacity(64 * 1024, file),
-            failed: None,
-        };
-        let rendered = render(&mut out);
-        if let Some(e) = out.failed.take() {
-            return Err(err(e));
-        }
-        rendered?;
-        out.inner
-            .into_inner()
-            .map_err(std::io::IntoInnerError::into_error)
-            .map_err(err)?;
+        write_through(file, render, err)?;
         std::fs::rename(&tmp, path).map_err(err)
     })();
     if result.is_err() {
@@ -338,6 +336,28 @@ fn write_file_with(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Writes what `render` writes to `file` through a buffer; a write that fails is reported
+/// through `err`, whatever the renderer made of it.
+fn write_through(
+    file: std::fs::File,
+    render: impl FnOnce(&mut dyn std::io::Write) -> Result<(), ReportError>,
+    err: impl Fn(std::io::Error) -> ReportError,
+) -> Result<(), ReportError> {
+    let mut out = Tracked {
+        inner: std::io::BufWriter::with_capacity(64 * 1024, file),
+        failed: None,
+    };
+    let rendered = render(&mut out);
+    if let Some(e) = out.failed.take() {
+        return Err(err(e));
+    }
+    rendered?;
+    out.inner
+        .into_inner()
+        .map(drop)
+        .map_err(|e| err(e.into_error()))
 }
 
 /// A writer that keeps the first error it met, for [`write_file_with`] to report as the

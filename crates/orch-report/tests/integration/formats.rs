@@ -160,6 +160,30 @@ fn default_reports_are_written_into_the_run_dir() {
 }
 
 #[test]
+fn a_device_or_pipe_is_written_to_not_replaced() {
+    // `orch report -o /dev/null` once replaced the device with a regular file (written
+    // beside and renamed over it). A named pipe stands for any such path here.
+    use std::os::unix::fs::FileTypeExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let reader = {
+        let fifo = fifo.clone();
+        // Opening blocks until the report is written into the pipe.
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    let result = orch_report::write_file(&fifo, b"report text\n");
+    let still_a_pipe = std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo();
+    assert!(still_a_pipe, "the pipe was replaced by a file");
+    result.unwrap();
+    assert_eq!(reader.join().unwrap(), b"report text\n");
+    assert!(!dir.path().join("pipe.tmp").exists());
+}
+
+#[test]
 fn step_summaries_are_appended() {
     let fx = fixtures::retried();
     let summary = fx.dir.path().join("step_summary.md");
