@@ -206,7 +206,28 @@ impl Engine {
             finished_at: rfc3339(SystemTime::now()),
             duration_ms: self.started.1.elapsed().as_millis() as u64,
         });
-        self.sync_journal().await;
+        if let Some(a) = &mut self.audit {
+            a.queue(&AuditEvent::RunFinished {
+                run: self.run_id.as_str(),
+                status,
+                duration_ms: self.started.1.elapsed().as_millis() as u64,
+            });
+        }
+        // The journal's last record and the audit log's are synced at the same time.
+        let audit_synced = match (&mut self.journal, &mut self.audit) {
+            (Some(j), Some(a)) => {
+                let (journal, audit) = tokio::join!(j.wait_all(), a.wait_all());
+                if let Err(e) = journal {
+                    self.journal_failed(e);
+                }
+                Some(audit)
+            }
+            (None, Some(a)) => Some(a.wait_all().await),
+            (_, None) => {
+                self.sync_journal().await;
+                None
+            }
+        };
         if let Some(j) = self.journal.take() {
             j.close();
         }
@@ -214,21 +235,17 @@ impl Engine {
         // not end cleanly left.
         crate::orch_output::remove_private_dir(&self.run_dir);
         let mut audit_head = None;
-        if let Some(mut a) = self.audit.take() {
-            a.queue(&AuditEvent::RunFinished {
-                run: self.run_id.as_str(),
-                status,
-                duration_ms: self.started.1.elapsed().as_millis() as u64,
-            });
-            match a.wait_all().await {
-                Ok(()) => {
+        if let Some(a) = self.audit.take() {
+            match audit_synced {
+                Some(Ok(())) => {
                     let (seq, hash) = a.head();
                     audit_head = Some(AuditHead {
                         seq,
                         hash: hash.to_owned(),
                     });
                 }
-                Err(e) => tracing::error!("{e}"),
+                Some(Err(e)) => tracing::error!("{e}"),
+                None => {}
             }
             a.close();
         }
