@@ -103,6 +103,14 @@ impl AuditWriter {
         self.writer.has_queued()
     }
 
+    /// Writes what is queued and has it synced at once; returns without waiting for the
+    /// sync ([`wait_all`](Self::wait_all) waits).
+    pub fn sync_now(&mut self) -> Result<(), String> {
+        self.writer
+            .sync_now()
+            .map_err(|e| e.replace("journal", "audit log"))
+    }
+
     /// Writes what is queued and waits until all of it is durable.
     pub async fn wait_all(&mut self) -> Result<(), String> {
         self.writer

@@ -229,14 +229,13 @@ impl JournalWriter {
             .clone()
     }
 
-    /// Writes what is queued and waits until every record is durable (or writing or
-    /// syncing failed).
-    pub async fn wait_all(&mut self) -> Result<(), String> {
+    /// Writes what is queued and has the sync thread sync it at once, without waiting for
+    /// the group-commit interval (no more records are coming to join that sync); returns
+    /// without waiting for it. [`wait_all`](Self::wait_all) then waits.
+    pub fn sync_now(&mut self) -> Result<(), String> {
         self.flush()
             .map_err(|e| format!("cannot write the journal: {e}"))?;
-        let target = self.written;
-        let mut rx = self.rx.clone();
-        if *rx.borrow_and_update() < target && self.tx.is_none() {
+        if *self.rx.borrow() < self.written && self.tx.is_none() {
             self.shared
                 .state
                 .lock()
@@ -244,6 +243,15 @@ impl JournalWriter {
                 .now = true;
             self.shared.cv.notify_one();
         }
+        Ok(())
+    }
+
+    /// Writes what is queued and waits until every record is durable (or writing or
+    /// syncing failed).
+    pub async fn wait_all(&mut self) -> Result<(), String> {
+        self.sync_now()?;
+        let target = self.written;
+        let mut rx = self.rx.clone();
         loop {
             if *rx.borrow_and_update() >= target {
                 return Ok(());

@@ -83,31 +83,70 @@ pub(super) fn redact_artifacts(r: &Redactor, artifacts: Vec<Artifact>) -> Vec<Ar
 /// half-written is left: the temporary file (or link) is removed, and an earlier
 /// `run.json` stays as it was.
 pub fn write_record(run_dir: &Path, record: &RunRecord) -> Result<(), RunError> {
-    let err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| RunError::State { path, source }
-    };
-    let path = run_dir.join("run.json");
+    stage_record(run_dir, record)?.commit()
+}
+
+/// A `run.json` written beside its place (`run.json.tmp`) and not yet in it: removed when
+/// dropped uncommitted.
+#[must_use = "a staged record is removed unless committed"]
+pub(crate) struct StagedRecord {
+    run_dir: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    committed: bool,
+}
+
+/// Writes `record` to `run.json.tmp` in `run_dir`, to be put in place by
+/// [`StagedRecord::commit`]. On failure the temporary file is removed.
+pub(crate) fn stage_record(run_dir: &Path, record: &RunRecord) -> Result<StagedRecord, RunError> {
     let tmp = run_dir.join("run.json.tmp");
     // Streamed to the file (a record of 10k phases is some MB of text).
     let write =
         || -> std::io::Result<()> { write_pretty(record, &mut std::fs::File::create(&tmp)?) };
-    if let Err(e) = write().and_then(|()| std::fs::rename(&tmp, &path)) {
+    if let Err(source) = write() {
         remove_quietly(&tmp);
-        return Err(err(&path)(e));
+        return Err(RunError::State {
+            path: run_dir.join("run.json"),
+            source,
+        });
     }
-    if let (Some(runs), Some(name)) = (run_dir.parent(), run_dir.file_name()) {
-        let latest = runs.join("latest");
-        let tmp_link = runs.join(format!(".latest.{}", std::process::id()));
-        remove_quietly(&tmp_link);
-        if let Err(e) = std::os::unix::fs::symlink(name, &tmp_link)
-            .and_then(|()| std::fs::rename(&tmp_link, &latest))
-        {
+    Ok(StagedRecord {
+        run_dir: run_dir.to_owned(),
+        tmp,
+        committed: false,
+    })
+}
+
+impl StagedRecord {
+    /// Renames the record into `run.json` and points `runs/latest` at the run.
+    pub(crate) fn commit(mut self) -> Result<(), RunError> {
+        let err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| RunError::State { path, source }
+        };
+        let path = self.run_dir.join("run.json");
+        std::fs::rename(&self.tmp, &path).map_err(err(&path))?;
+        self.committed = true;
+        if let (Some(runs), Some(name)) = (self.run_dir.parent(), self.run_dir.file_name()) {
+            let latest = runs.join("latest");
+            let tmp_link = runs.join(format!(".latest.{}", std::process::id()));
             remove_quietly(&tmp_link);
-            return Err(err(&latest)(e));
+            if let Err(e) = std::os::unix::fs::symlink(name, &tmp_link)
+                .and_then(|()| std::fs::rename(&tmp_link, &latest))
+            {
+                remove_quietly(&tmp_link);
+                return Err(err(&latest)(e));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StagedRecord {
+    fn drop(&mut self) {
+        if !self.committed {
+            remove_quietly(&self.tmp);
         }
     }
-    Ok(())
 }
 
 /// Writes `record` as `serde_json::to_writer_pretty` does (the same bytes), to `w` in
@@ -381,6 +420,40 @@ mod tests {
 
     fn id(s: &str) -> PhaseId {
         PhaseId::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_staged_record_is_in_place_only_once_committed_and_gone_if_dropped() {
+        let runs = tempfile::tempdir().unwrap();
+        let run_dir = runs.path().join("R1");
+        std::fs::create_dir(&run_dir).unwrap();
+        let [first, second, ..] = &records()[..] else {
+            panic!("two records")
+        };
+        let run_json = run_dir.join("run.json");
+        let staged = stage_record(&run_dir, first).unwrap();
+        assert!(!run_json.exists(), "not in place before it is committed");
+        // Replaced before it is committed (the run's end learned something meanwhile): the
+        // first is removed, the second goes in place.
+        drop(staged);
+        assert_eq!(std::fs::read_dir(&run_dir).unwrap().count(), 0);
+        stage_record(&run_dir, second).unwrap().commit().unwrap();
+        let mut expected = serde_json::to_vec_pretty(second).unwrap();
+        expected.push(b'\n');
+        let written = std::fs::read(&run_json).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&written).trim_end(),
+            String::from_utf8_lossy(&expected).trim_end()
+        );
+        assert_eq!(
+            std::fs::read_link(runs.path().join("latest")).unwrap(),
+            Path::new("R1")
+        );
+        assert_eq!(
+            std::fs::read_dir(&run_dir).unwrap().count(),
+            1,
+            "no temporary left"
+        );
     }
 
     /// Records with every field set and none, with strings that need escaping.

@@ -12,7 +12,8 @@ use futures_util::{FutureExt, StreamExt};
 
 use super::durability::durable_changed;
 use super::engine::{Ending, Engine, Msg, Outcome, Pending, St};
-use super::record::{redact_artifacts, write_record};
+use super::record::{StagedRecord, redact_artifacts, stage_record};
+use crate::audit::AuditWriter;
 use crate::audit::Event as AuditEvent;
 use crate::errors::RunError;
 use crate::events::RunEvent;
@@ -213,7 +214,27 @@ impl Engine {
                 duration_ms: self.started.1.elapsed().as_millis() as u64,
             });
         }
-        // The journal's last record and the audit log's are synced at the same time.
+        // The journal's last record and the audit log's are synced at the same time, and
+        // run.json is written meanwhile beside its place, where it goes once they are durable.
+        if let Some(Err(e)) = self.journal.as_mut().map(JournalWriter::sync_now) {
+            self.journal_failed(e);
+        }
+        let audit_written = self.audit.as_mut().map(AuditWriter::sync_now);
+        let audit_head = |a: &AuditWriter| {
+            let (seq, hash) = a.head();
+            AuditHead {
+                seq,
+                hash: hash.to_owned(),
+            }
+        };
+        let mut record = self.record(status);
+        record.audit = self.audit.as_ref().map(audit_head);
+        let run_dir = self.run_dir.clone();
+        let stage = |record: &RunRecord| {
+            failpoint::hit(failpoint::Failpoint::BeforeRunRecord);
+            stage_record(&run_dir, record)
+        };
+        let mut staged = self.opts.write_files.then(|| stage(&record));
         let audit_synced = match (&mut self.journal, &mut self.audit) {
             (Some(j), Some(a)) => {
                 let (journal, audit) = tokio::join!(j.wait_all(), a.wait_all());
@@ -234,28 +255,28 @@ impl Engine {
         // Attempts remove their own private files; this clears what an attempt that could
         // not end cleanly left.
         crate::orch_output::remove_private_dir(&self.run_dir);
-        let mut audit_head = None;
+        let mut audit_lost = false;
         if let Some(a) = self.audit.take() {
-            match audit_synced {
-                Some(Ok(())) => {
-                    let (seq, hash) = a.head();
-                    audit_head = Some(AuditHead {
-                        seq,
-                        hash: hash.to_owned(),
-                    });
-                }
-                Some(Err(e)) => tracing::error!("{e}"),
-                None => {}
+            if let Some(Err(e)) = audit_written.filter(Result::is_err).or(audit_synced) {
+                tracing::error!("{e}");
+                record.audit = None;
+                audit_lost = true;
             }
             a.close();
         }
-        let mut record = self.record(status);
-        record.audit = audit_head;
-        if self.opts.write_files {
-            failpoint::hit(failpoint::Failpoint::BeforeRunRecord);
+        if record.record_errors.len() != self.record_errors.len() || audit_lost {
+            // The journal failed meanwhile (or the audit log): the record says so.
+            record.record_errors.clone_from(&self.record_errors);
+            // (The first is removed before the second is written in its place.)
+            if let Some(first) = staged.take() {
+                drop(first);
+                staged = Some(stage(&record));
+            }
+        }
+        if let Some(staged) = staged {
             // The run happened: a record that cannot be written is reported with it (the
             // caller still gets every result), never in its place.
-            if let Err(e) = write_record(&self.run_dir, &record) {
+            if let Err(e) = staged.and_then(StagedRecord::commit) {
                 let message = match &e {
                     RunError::State { source, .. } => source.to_string(),
                     other => other.to_string(),
