@@ -112,10 +112,14 @@ pub struct RunCgroup {
 #[derive(Debug)]
 struct Slot {
     dir: PathBuf,
+    /// The directory, for a child to be started in (`CLONE_INTO_CGROUP`).
+    dir_fd: File,
     /// `cgroup.procs`, for a child to write itself into (see [`enter`]).
     procs: File,
     /// `cgroup.events`, read (from offset 0) to see whether a process is left.
     events: File,
+    /// Killed (`cgroup.kill`): not used again (see [`PhaseCgroup::kill_and_remove`]).
+    killed: std::sync::atomic::AtomicBool,
 }
 
 impl Slot {
@@ -179,9 +183,24 @@ impl RunCgroup {
         let opened = File::options()
             .write(true)
             .open(dir.join("cgroup.procs"))
-            .and_then(|procs| Ok((procs, File::open(dir.join("cgroup.events"))?)));
+            .and_then(|procs| {
+                Ok((
+                    File::open(&dir)?,
+                    procs,
+                    File::open(dir.join("cgroup.events"))?,
+                ))
+            });
         match opened {
-            Ok((procs, events)) => Some(Slot { dir, procs, events }),
+            Ok((dir_fd, procs, events)) => {
+                crate::spawn::probe_into_cgroup(dir_fd.as_raw_fd());
+                Some(Slot {
+                    dir,
+                    dir_fd,
+                    procs,
+                    events,
+                    killed: std::sync::atomic::AtomicBool::new(false),
+                })
+            }
             Err(e) => {
                 tracing::debug!("cannot open the files of cgroup {}: {e}", dir.display());
                 let _ = std::fs::remove_dir(&dir);
@@ -354,6 +373,12 @@ impl PhaseCgroup {
         self.slot().procs.as_raw_fd()
     }
 
+    /// The cgroup's directory, open: where `clone3` can start a child
+    /// (`CLONE_INTO_CGROUP`), so that it need not [`enter`] it.
+    pub fn dir_fd(&self) -> RawFd {
+        self.slot().dir_fd.as_raw_fd()
+    }
+
     /// Whether a live process is still in it.
     pub fn is_populated(&self) -> bool {
         self.slot().populated()
@@ -366,6 +391,7 @@ impl PhaseCgroup {
 
     /// SIGKILL to every process in it, at once.
     pub fn kill(&self) {
+        self.slot().killed.store(true, Ordering::Relaxed);
         kill_all(self.dir());
     }
 
@@ -375,7 +401,9 @@ impl PhaseCgroup {
         let Some(slot) = self.slot.take() else {
             return true;
         };
-        if slot.populated() {
+        let populated = slot.populated();
+        let killed = populated || slot.killed.load(Ordering::Relaxed);
+        if populated {
             kill_all(&slot.dir);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
             let mut pause = Duration::from_micros(250);
@@ -390,9 +418,13 @@ impl PhaseCgroup {
             }
         }
         match self.free.upgrade() {
-            Some(free) => free.lock().unwrap_or_else(|p| p.into_inner()).push(slot),
-            None => {
-                let _ = std::fs::remove_dir(&slot.dir);
+            // A cgroup killed with `cgroup.kill` is not used again: some kernels kill a
+            // child started in it (see `crate::spawn::probe_into_cgroup`).
+            Some(free) if !killed => free.lock().unwrap_or_else(|p| p.into_inner()).push(slot),
+            _ => {
+                let dir = slot.dir.clone();
+                drop(slot);
+                let _ = std::fs::remove_dir(&dir);
             }
         }
         true
@@ -604,23 +636,27 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn an_attempt_cgroup_is_reused_only_once_it_is_empty() {
+    async fn an_attempt_cgroup_is_reused_only_once_it_is_empty_and_never_once_killed() {
         if own_cgroup().is_none() {
             eprintln!("no writable cgroup v2 hierarchy here: nothing to reuse");
             return;
         }
         let run = RunCgroup::create(&format!("test-{:016x}", fastrand::u64(..))).unwrap();
+        // A process started in `cgroup`, running `argv`.
+        let start = |cgroup: &PhaseCgroup, argv: &[&str]| {
+            let procs = cgroup.procs_fd();
+            let mut cmd = std::process::Command::new(argv[0]);
+            cmd.args(&argv[1..]);
+            // SAFETY: `enter` makes one async-signal-safe `write`.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || enter(procs));
+            }
+            cmd.spawn().unwrap()
+        };
         let a = run.attempt("p", 1).unwrap();
         let dir = a.dir().to_owned();
         // A process left in it after the attempt's main process would have exited.
-        let procs = a.procs_fd();
-        let mut cmd = std::process::Command::new("sleep");
-        cmd.arg("1000");
-        // SAFETY: `enter` makes one async-signal-safe `write`.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || enter(procs));
-        }
-        let mut left = cmd.spawn().unwrap();
+        let mut left = start(&a, &["sleep", "1000"]);
         assert!(a.is_populated());
         // While it is in use, another attempt gets another cgroup.
         let b = run.attempt("q", 1).unwrap();
@@ -628,11 +664,20 @@ mod tests {
         assert!(a.kill_and_remove().await);
         use std::os::unix::process::ExitStatusExt as _;
         assert_eq!(left.wait().unwrap().signal(), Some(9));
+        // Killed: removed, not handed out again (some kernels kill what is started in a
+        // cgroup killed before).
+        assert!(!dir.exists());
         let c = run.attempt("r", 1).unwrap();
-        assert_eq!(c.dir(), dir, "the emptied cgroup is handed out again");
-        assert!(!c.is_populated());
+        assert_ne!(c.dir(), dir);
+        // One whose processes all ended by themselves is handed out again.
+        let ended = c.dir().to_owned();
+        assert!(start(&c, &["true"]).wait().unwrap().success());
+        assert!(c.kill_and_remove().await);
+        let d = run.attempt("s", 1).unwrap();
+        assert_eq!(d.dir(), ended, "the emptied cgroup is handed out again");
+        assert!(!d.is_populated());
         drop(b);
-        drop(c);
+        drop(d);
         assert!(run.remove().await);
         assert!(!run.dir().exists());
     }

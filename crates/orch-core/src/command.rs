@@ -148,6 +148,7 @@ impl Phase for CommandPhase {
                 env: &env,
                 cwd: ctx.workdir(),
                 cgroup_procs: cgroup.as_ref().map(|c| c.procs_fd()),
+                cgroup_dir: cgroup.as_ref().map(|c| c.dir_fd()),
                 pipes: pipes.as_ref(),
             };
             match crate::spawn::spawn(&spec) {

@@ -57,8 +57,14 @@ pub(crate) struct Spec<'a> {
     pub env: &'a [(&'a OsStr, &'a OsStr)],
     /// The working directory.
     pub cwd: &'a Path,
-    /// `cgroup.procs` of the cgroup to start in.
+    /// `cgroup.procs` of the cgroup to start in, which the child writes itself into before
+    /// it runs anything (unless it was started in the cgroup, see `cgroup_dir`).
     pub cgroup_procs: Option<RawFd>,
+    /// The directory of that cgroup: `clone3` starts the child in it where the kernel can
+    /// (`CLONE_INTO_CGROUP`, Linux 5.7), which spares the child its `cgroup.procs` write (a
+    /// migration takes a global lock for writing, and the first after a while waits for an
+    /// RCU grace period: tens of microseconds per process, up to tens of milliseconds).
+    pub cgroup_dir: Option<RawFd>,
     /// Pipes the engine keeps for the process's stdout and stderr (the started [`Child`]
     /// then has none of its own); `None`: new pipes, whose write ends only the process holds.
     pub pipes: Option<&'a Pipes>,
@@ -462,6 +468,7 @@ fn spawn_with(spec: &Spec<'_>, launch: Taken) -> io::Result<Child> {
         envp: ptrs[envp_at..].as_ptr(),
         cwd: at(cwd),
         cgroup_procs: spec.cgroup_procs.unwrap_or(-1),
+        cgroup_dir: spec.cgroup_procs.and(spec.cgroup_dir).unwrap_or(-1),
         fds: [stdin, writers[0], writers[1]],
         error: 0,
         step: 0,
@@ -721,7 +728,10 @@ struct ChildArgs {
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     cwd: *const libc::c_char,
+    /// Written by the child to enter its cgroup (-1: none, or started in it).
     cgroup_procs: RawFd,
+    /// The cgroup `clone3` starts the child in, where it can (-1: none).
+    cgroup_dir: RawFd,
     /// What becomes its stdin, stdout and stderr.
     fds: [RawFd; 3],
     /// The errno of the step that failed (0: it executed the program).
@@ -742,6 +752,7 @@ impl Default for ChildArgs {
             envp: std::ptr::null(),
             cwd: std::ptr::null(),
             cgroup_procs: -1,
+            cgroup_dir: -1,
             fds: [-1; 3],
             error: 0,
             step: 0,
@@ -845,7 +856,17 @@ static NO_CLONE3: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 /// how it is handled, and reset those that are, before `execve`.
 const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
 
-/// The kernel's `struct clone_args`, as far as `CLONE_ARGS_SIZE_VER0`.
+/// `CLONE_INTO_CGROUP` (Linux 5.7): the child starts in the cgroup whose directory is
+/// open as `cgroup`.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Whether `clone3` was found unable to start a child in a cgroup once (a kernel before
+/// 5.7): children then write themselves into theirs.
+static NO_INTO_CGROUP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The kernel's `struct clone_args`, as far as `CLONE_ARGS_SIZE_VER2` (`cgroup`); passed
+/// with the size of the first eight fields (`CLONE_ARGS_SIZE_VER0`) unless `cgroup` is
+/// used, so kernels before 5.7 take it as before.
 #[repr(C)]
 struct CloneArgs {
     flags: u64,
@@ -856,7 +877,13 @@ struct CloneArgs {
     stack: u64,
     stack_size: u64,
     tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
 }
+
+/// `CLONE_ARGS_SIZE_VER0`: the fields up to `tls`.
+const CLONE_ARGS_SIZE_VER0: usize = 64;
 
 /// Starts `child(args)` on `stack` with `clone3(CLONE_VM | CLONE_PIDFD |
 /// CLONE_CHILD_CLEARTID | CLONE_CLEAR_SIGHAND)`, returning as soon as the child exists;
@@ -880,10 +907,69 @@ unsafe fn clone3(
         return Err(Clone3::Unsupported);
     }
     // SAFETY: the caller's launch, not yet shared with a child.
-    unsafe { (*args).handlers_cleared = true };
+    let (cgroup_dir, cgroup_procs) = unsafe {
+        (*args).handlers_cleared = true;
+        ((*args).cgroup_dir, (*args).cgroup_procs)
+    };
+    #[cfg(test)]
+    let forced_out = tests::FORCE_NO_INTO_CGROUP.get();
+    #[cfg(not(test))]
+    let forced_out = false;
+    let into_cgroup = cgroup_dir >= 0 && !forced_out && !NO_INTO_CGROUP.load(Ordering::Relaxed);
+    if into_cgroup {
+        // Started in its cgroup: the child does not write itself into it.
+        // SAFETY: as above.
+        unsafe { (*args).cgroup_procs = -1 };
+        // SAFETY: the caller's guarantees, passed on.
+        match unsafe { clone3_with(args, stack.clone(), busy, pidfd, Some(cgroup_dir)) } {
+            Ok(pid) => return Ok(pid),
+            Err(errno) => {
+                // A kernel before 5.7 (the larger arguments or the flag unknown): never
+                // again. Otherwise (the cgroup refuses it, or no process can be made) the
+                // child tries as before, and says why it cannot enter its cgroup.
+                if matches!(
+                    errno,
+                    libc::E2BIG | libc::EINVAL | libc::ENOSYS | libc::EPERM
+                ) {
+                    NO_INTO_CGROUP.store(true, Ordering::Relaxed);
+                }
+                // SAFETY: as above (no child shares the launch: none was made).
+                unsafe { (*args).cgroup_procs = cgroup_procs };
+            }
+        }
+    }
+    // SAFETY: the caller's guarantees, passed on.
+    match unsafe { clone3_with(args, stack, busy, pidfd, None) } {
+        Ok(pid) => Ok(pid),
+        Err(libc::ENOSYS | libc::EINVAL | libc::EPERM) => {
+            NO_CLONE3.store(true, Ordering::Relaxed);
+            Err(Clone3::Unsupported)
+        }
+        Err(errno) => Err(Clone3::Failed(io::Error::from_raw_os_error(errno))),
+    }
+}
+
+/// One `clone3` system call for [`clone3`] (started in the cgroup whose directory is open
+/// as `cgroup`, when given); the child's pid, or the errno.
+///
+/// # Safety
+/// As for [`clone3`].
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_with(
+    args: *mut ChildArgs,
+    stack: std::ops::Range<*mut u128>,
+    busy: *mut u32,
+    pidfd: &mut libc::c_int,
+    cgroup: Option<RawFd>,
+) -> Result<libc::pid_t, i32> {
     let mut cl = CloneArgs {
         flags: (libc::CLONE_VM | libc::CLONE_PIDFD | libc::CLONE_CHILD_CLEARTID) as u64
-            | CLONE_CLEAR_SIGHAND,
+            | CLONE_CLEAR_SIGHAND
+            | if cgroup.is_some() {
+                CLONE_INTO_CGROUP
+            } else {
+                0
+            },
         pidfd: std::ptr::from_mut(pidfd) as u64,
         child_tid: busy as u64,
         parent_tid: 0,
@@ -891,6 +977,13 @@ unsafe fn clone3(
         stack: stack.start as u64,
         stack_size: (stack.end as u64) - (stack.start as u64),
         tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: cgroup.map_or(0, |fd| fd as u64),
+    };
+    let size = match cgroup {
+        Some(_) => std::mem::size_of::<CloneArgs>(),
+        None => CLONE_ARGS_SIZE_VER0,
     };
     let arg = args.cast::<libc::c_void>();
     let ret: i64;
@@ -911,20 +1004,86 @@ unsafe fn clone3(
             entry = sym child_entry,
             inlateout("rax") libc::SYS_clone3 => ret,
             in("rdi") std::ptr::from_mut(&mut cl),
-            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("rsi") size,
             out("rcx") _,
             out("r11") _,
         );
     }
     if ret >= 0 {
-        return Ok(ret as libc::pid_t);
+        Ok(ret as libc::pid_t)
+    } else {
+        Err(-ret as i32)
     }
-    let errno = -ret as i32;
-    if matches!(errno, libc::ENOSYS | libc::EINVAL | libc::EPERM) {
-        NO_CLONE3.store(true, Ordering::Relaxed);
-        return Err(Clone3::Unsupported);
+}
+
+/// Asks once per process whether a child that `clone3` starts in a cgroup
+/// (`CLONE_INTO_CGROUP`) lives, with a child that exits at once, started in the empty
+/// cgroup open as `dir`; if it does not, children write themselves into their cgroups, as
+/// on kernels before 5.7. Some kernels kill such a child as it starts when the cgroup's
+/// count of `cgroup.kill` writes differs from that of the engine's own cgroup (a cgroup
+/// orch killed is therefore never used again, see `crate::cgroup`): the engine's cgroup
+/// may have such a count.
+pub(crate) fn probe_into_cgroup(dir: RawFd) {
+    static PROBED: OnceLock<()> = OnceLock::new();
+    PROBED.get_or_init(|| {
+        if !into_cgroup_lives(dir) {
+            tracing::debug!("children started in a cgroup are killed: not used");
+            NO_INTO_CGROUP.store(true, Ordering::Relaxed);
+        }
+    });
+}
+
+/// Whether a child started in the cgroup open as `dir` runs and exits as it should (true
+/// also where `clone3` cannot start one there: that is found at the first spawn).
+#[cfg(target_arch = "x86_64")]
+fn into_cgroup_lives(dir: RawFd) -> bool {
+    if NO_CLONE3.load(Ordering::Relaxed) || NO_INTO_CGROUP.load(Ordering::Relaxed) {
+        return true;
     }
-    Err(Clone3::Failed(io::Error::from_raw_os_error(errno)))
+    // No program: the child exits as it starts.
+    let mut args = ChildArgs::default();
+    let mut stack = vec![0u128; 1024];
+    let mut busy: u32 = 1;
+    let mut pidfd: libc::c_int = -1;
+    // SAFETY: as in `clone_child`: every signal blocked while the child starts; it reads
+    // only `args` and uses only `stack`, both kept until it has exited (waited for below).
+    let started = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let r = clone3_with(
+            &mut args,
+            stack.as_mut_ptr_range(),
+            &mut busy,
+            &mut pidfd,
+            Some(dir),
+        );
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        r
+    };
+    let Ok(pid) = started else {
+        return true;
+    };
+    if pidfd >= 0 {
+        // SAFETY: the kernel gave us this descriptor (CLONE_PIDFD); closed here.
+        drop(unsafe { OwnedFd::from_raw_fd(pidfd) });
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    let waited = loop {
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break r;
+        }
+    };
+    drop(stack);
+    waited != pid || !libc::WIFSIGNALED(status)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn into_cgroup_lives(_: RawFd) -> bool {
+    true
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -1003,6 +1162,10 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
     // exit; each call is a system call on values it prepared.
     unsafe {
         let a = &mut *arg.cast::<ChildArgs>();
+        if a.program.is_null() {
+            // A probe (see `probe_into_cgroup`): it only has to start.
+            sys(libc::SYS_exit_group, [0, 0, 0, 0]);
+        }
         let fail = |a: &mut ChildArgs, step: u32, ret: isize| -> libc::c_int {
             a.error = if ret < 0 { -ret as i32 } else { libc::EIO };
             a.step = step;
@@ -1102,6 +1265,8 @@ mod tests {
         pub(super) static HOLD_NEXT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
         /// Spawns on this thread use `clone` (with `CLONE_VFORK`), as without `clone3`.
         pub(super) static FORCE_CLONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        /// Spawns on this thread do not use `CLONE_INTO_CGROUP`, as on kernels before 5.7.
+        pub(super) static FORCE_NO_INTO_CGROUP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
     /// Non-zero: held children go on.
     pub(super) static RELEASE: AtomicU32 = AtomicU32::new(0);
@@ -1118,6 +1283,7 @@ mod tests {
             env: &env,
             cwd,
             cgroup_procs: None,
+            cgroup_dir: None,
             pipes: None,
         };
         let mut child = spawn(&spec)?.expect("a kernel with pidfds");
@@ -1129,6 +1295,83 @@ mod tests {
             return Err(e);
         }
         Ok((status.code().unwrap_or(-1), out))
+    }
+
+    /// `cat /proc/self/cgroup` started in `cgroup` (its `cgroup.procs` given as `procs`):
+    /// what it printed, or why it did not start.
+    async fn cgroup_of_child(
+        procs: RawFd,
+        cgroup: &crate::cgroup::PhaseCgroup,
+    ) -> io::Result<String> {
+        let argv = [OsStr::new("cat"), OsStr::new("/proc/self/cgroup")];
+        let spec = Spec {
+            argv: &argv,
+            env_remove: &[],
+            env: &[],
+            cwd: Path::new("/"),
+            cgroup_procs: Some(procs),
+            cgroup_dir: Some(cgroup.dir_fd()),
+            pipes: None,
+        };
+        let mut child = spawn(&spec)?.expect("a kernel with pidfds");
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .expect("stdout")
+            .read_to_string(&mut out)
+            .await?;
+        child.wait().await?;
+        match child.start_error() {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_child_starts_in_its_cgroup_and_writes_itself_in_only_where_clone3_cannot_start_it_there()
+     {
+        if crate::cgroup::own_cgroup().is_none() {
+            eprintln!("SKIPPED: no writable cgroup v2 hierarchy here");
+            return;
+        }
+        let run = crate::cgroup::RunCgroup::create(&format!("test-{:016x}", fastrand::u64(..)))
+            .expect("run cgroup");
+        let cgroup = run.attempt("p", 1).expect("attempt cgroup");
+        let in_it = |out: &str| {
+            let line = out
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .unwrap_or("?")
+                .to_owned();
+            assert!(
+                cgroup.dir().ends_with(line.trim_start_matches('/')),
+                "{} is not in {}",
+                line,
+                cgroup.dir().display()
+            );
+        };
+        // Its `cgroup.procs` as given, written by the child where it must enter by itself.
+        let out = cgroup_of_child(cgroup.procs_fd(), &cgroup).await.unwrap();
+        in_it(&out);
+        FORCE_NO_INTO_CGROUP.set(true);
+        let out = cgroup_of_child(cgroup.procs_fd(), &cgroup).await.unwrap();
+        in_it(&out);
+        FORCE_NO_INTO_CGROUP.set(false);
+        // A `cgroup.procs` that cannot be written: only a child started in the cgroup runs,
+        // since it has no need to write.
+        let unwritable = std::fs::File::open("/dev/null").unwrap();
+        let fd = unwritable.as_raw_fd();
+        let out = cgroup_of_child(fd, &cgroup).await.unwrap();
+        in_it(&out);
+        for forced in [&FORCE_NO_INTO_CGROUP, &FORCE_CLONE] {
+            forced.set(true);
+            let e = cgroup_of_child(fd, &cgroup).await.unwrap_err();
+            forced.set(false);
+            assert!(e.to_string().starts_with("cannot enter its cgroup"), "{e}");
+        }
+        drop(cgroup);
+        assert!(run.remove().await);
     }
 
     #[tokio::test]
@@ -1159,7 +1402,7 @@ mod tests {
         assert_eq!(lines[3], "SigBlk:\t0000000000000000");
         let ign = u64::from_str_radix(lines[4].trim_start_matches("SigIgn:\t"), 16).unwrap();
         assert_eq!(ign & (1 << (libc::SIGPIPE - 1)), 0, "{}", lines[4]);
-        assert_eq!(lines[5], "stdin-empty");
+        assert_eq!(lines.get(5), Some(&"stdin-empty"), "{out}");
     }
 
     #[tokio::test]
@@ -1220,6 +1463,7 @@ mod tests {
                     env: &[],
                     cwd: &path,
                     cgroup_procs: None,
+                    cgroup_dir: None,
                     pipes: None,
                 };
                 let _ = tx.send(spawn(&spec).map(|c| c.expect("a kernel with pidfds")));
@@ -1316,6 +1560,7 @@ mod tests {
                 env: &[],
                 cwd: dir.path(),
                 cgroup_procs: None,
+                cgroup_dir: None,
                 pipes: Some(&pipes),
             };
             let mut child = spawn(&spec).unwrap().expect("a kernel with pidfds");
