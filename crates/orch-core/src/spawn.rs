@@ -8,8 +8,7 @@
 //! a small stack of its own until it calls `execve`. Between the two it makes only raw
 //! system calls: it resets the signal handlers the engine installed (on x86-64 with Linux
 //! 5.5 and later, the kernel does as it clones, `clone3` with `CLONE_CLEAR_SIGHAND`;
-//! elsewhere the child asks for each signal), enters the attempt's cgroup (one `write`),
-//! makes its own process group, sets up its standard streams and working directory, and
+//! elsewhere the child asks for each signal), makes its own process group, sets up its standard streams and working directory, and
 //! executes the program, whose path was looked up in `PATH` by the engine (once per run
 //! and program, see [`forget`]). The child's exit is followed through a pidfd
 //! (`CLONE_PIDFD`), so no `SIGCHLD` handler is involved.
@@ -22,6 +21,13 @@
 //! and a step that failed in the child is read from it once the child has exited
 //! ([`Child::start_error`]). Where `clone3` is missing, `clone` is used with `CLONE_VFORK`
 //! and the thread waits, as `posix_spawn` does.
+//!
+//! The child starts in the attempt's cgroup: `clone3` puts it there (`CLONE_INTO_CGROUP`,
+//! Linux 5.7), so it is never outside it. Elsewhere, or where a probe finds such children
+//! killed (see [`probe_into_cgroup`]), it writes itself into the cgroup's `cgroup.procs`
+//! before anything else: a migration, which takes a global lock for writing and, the
+//! first time after a while, waits for an RCU grace period (tens of microseconds per
+//! process, sometimes tens of milliseconds, more on a busy machine).
 //!
 //! Where the kernel lacks pidfds (before Linux 5.3), [`spawn`] says so and the caller
 //! starts the process with `tokio::process::Command` instead.
