@@ -265,23 +265,28 @@ impl<'a> RunView<'a> {
             .filter_map(|p| p.started_at.as_deref().and_then(time::parse))
             .chain(run_start)
             .min();
-        let phase_end = |p: &PhaseRecord| -> Option<u64> {
-            let origin = origin.as_ref()?;
-            let start = time::millis_between(origin, &time::parse(p.started_at.as_deref()?)?);
+        // Each phase's start and end on the axis (from the origin), its times read once.
+        let on_axis = |p: &PhaseRecord| -> (Option<u64>, Option<u64>) {
+            let Some(start) = origin.as_ref().and_then(|o| {
+                Some(time::millis_between(
+                    o,
+                    &time::parse(p.started_at.as_deref()?)?,
+                ))
+            }) else {
+                return (None, None);
+            };
             let end = p
                 .finished_at
                 .as_deref()
                 .and_then(time::parse)
-                .map(|f| time::millis_between(origin, &f))
-                .or_else(|| p.duration_ms.map(|d| start.saturating_add(d)))?;
-            Some(end.max(start))
+                .zip(origin.as_ref())
+                .map(|(f, o)| time::millis_between(o, &f))
+                .or_else(|| p.duration_ms.map(|d| start.saturating_add(d)))
+                .map(|end| end.max(start));
+            (Some(start), end)
         };
-        let mut span_ms = record
-            .phases
-            .values()
-            .filter_map(phase_end)
-            .max()
-            .unwrap_or(0);
+        let axis: Vec<(Option<u64>, Option<u64>)> = record.phases.values().map(on_axis).collect();
+        let mut span_ms = axis.iter().filter_map(|&(_, end)| end).max().unwrap_or(0);
         if let (Some(o), Some(f)) = (
             origin.as_ref(),
             record.finished_at.as_deref().and_then(time::parse),
@@ -300,14 +305,8 @@ impl<'a> RunView<'a> {
             .phases
             .iter()
             .enumerate()
-            .map(|(index, (id, p))| {
-                let start = origin.as_ref().and_then(|o| {
-                    Some(time::millis_between(
-                        o,
-                        &time::parse(p.started_at.as_deref()?)?,
-                    ))
-                });
-                let end = phase_end(p);
+            .zip(&axis)
+            .map(|((index, (id, p)), &(start, end))| {
                 let (left, width) = match (start, end) {
                     (Some(s), Some(e)) => (pct(s, span_ms), pct(e - s, span_ms).max(0.15)),
                     (Some(s), None) => (pct(s, span_ms), 0.15),
@@ -473,6 +472,130 @@ mod tests {
         }
         for v in values {
             assert_eq!(Percent(v).to_string(), format!("{v:.3}"), "{v:e}");
+        }
+    }
+
+    /// Where a phase is on the timeline: left, width, duration, whether it ran, offset.
+    type Placed = (String, String, Option<u64>, bool, u64);
+
+    /// The timeline as it was worked out before each phase's times were read once: every
+    /// phase's times read again for the span and for the phase.
+    fn reference_axis(record: &RunRecord) -> (u64, Vec<Placed>) {
+        let run_start = time::parse(&record.started_at);
+        let origin = record
+            .phases
+            .values()
+            .filter_map(|p| p.started_at.as_deref().and_then(time::parse))
+            .chain(run_start)
+            .min();
+        let phase_end = |p: &PhaseRecord| -> Option<u64> {
+            let origin = origin.as_ref()?;
+            let start = time::millis_between(origin, &time::parse(p.started_at.as_deref()?)?);
+            let end = p
+                .finished_at
+                .as_deref()
+                .and_then(time::parse)
+                .map(|f| time::millis_between(origin, &f))
+                .or_else(|| p.duration_ms.map(|d| start.saturating_add(d)))?;
+            Some(end.max(start))
+        };
+        let mut span_ms = record
+            .phases
+            .values()
+            .filter_map(phase_end)
+            .max()
+            .unwrap_or(0);
+        if let (Some(o), Some(f)) = (
+            origin.as_ref(),
+            record.finished_at.as_deref().and_then(time::parse),
+        ) {
+            span_ms = span_ms.max(time::millis_between(o, &f));
+        }
+        if let (Some(o), Some(s), Some(d)) =
+            (origin.as_ref(), run_start.as_ref(), record.duration_ms)
+        {
+            span_ms = span_ms.max(time::millis_between(o, s).saturating_add(d));
+        }
+        let span_ms = span_ms.max(1);
+        let phases = record
+            .phases
+            .values()
+            .map(|p| {
+                let start = origin.as_ref().and_then(|o| {
+                    Some(time::millis_between(
+                        o,
+                        &time::parse(p.started_at.as_deref()?)?,
+                    ))
+                });
+                let end = phase_end(p);
+                let (left, width) = match (start, end) {
+                    (Some(s), Some(e)) => (pct(s, span_ms), pct(e - s, span_ms).max(0.15)),
+                    (Some(s), None) => (pct(s, span_ms), 0.15),
+                    _ => (0.0, 0.0),
+                };
+                let duration_ms = p.duration_ms.or_else(|| Some(end? - start?));
+                (
+                    Percent(left).to_string(),
+                    Percent(width).to_string(),
+                    duration_ms,
+                    start.is_some(),
+                    start.unwrap_or(0),
+                )
+            })
+            .collect();
+        (span_ms, phases)
+    }
+
+    #[test]
+    fn each_phases_times_are_read_once_with_the_same_timeline() {
+        let record: RunRecord = serde_json::from_value(serde_json::json!({
+            "format_version": 1, "run_id": "R0", "pipeline": "p", "status": "failed",
+            "started_at": "2026-01-01T00:00:05.000Z", "finished_at": "2026-01-01T00:10:00.000Z",
+            "duration_ms": 1_000,
+            "phases": {
+                "early": { "status": "succeeded", "kind": "command", "attempts": 1,
+                           "started_at": "2026-01-01T00:00:00.250Z",
+                           "finished_at": "2026-01-01T00:00:03.000Z", "duration_ms": 2_000 },
+                "no_end": { "status": "running", "kind": "command", "attempts": 1,
+                            "started_at": "2026-01-01T02:00:00+02:00" },
+                "duration_only": { "status": "failed", "kind": "command", "attempts": 1,
+                                   "started_at": "2026-01-01T00:01:00.000Z", "duration_ms": 90_000 },
+                "ends_first": { "status": "succeeded", "kind": "command", "attempts": 1,
+                                "started_at": "2026-01-01T00:02:00.000Z",
+                                "finished_at": "2026-01-01T00:01:00.000Z" },
+                "bad_end": { "status": "succeeded", "kind": "command", "attempts": 1,
+                             "started_at": "2026-01-01T00:03:00.000Z", "finished_at": "soon",
+                             "duration_ms": u64::MAX },
+                "bad_start": { "status": "succeeded", "kind": "command", "attempts": 1,
+                               "started_at": "later", "finished_at": "2026-01-01T00:04:00.000Z",
+                               "duration_ms": 7 },
+                "never": { "status": "skipped", "kind": "command", "attempts": 0 }
+            }
+        }))
+        .unwrap();
+        let mut no_origin = record.clone();
+        no_origin.started_at = "not a time".to_owned();
+        for (_, p) in no_origin.phases.iter_mut() {
+            p.started_at = None;
+        }
+        for record in [record, no_origin] {
+            let view = RunView::new(&record);
+            let (span_ms, phases) = reference_axis(&record);
+            assert_eq!(view.span_ms, span_ms);
+            let ours: Vec<_> = view
+                .phases
+                .iter()
+                .map(|p| {
+                    (
+                        p.left.to_string(),
+                        p.width.to_string(),
+                        p.duration_ms,
+                        p.ran,
+                        p.offset_ms,
+                    )
+                })
+                .collect();
+            assert_eq!(ours, phases);
         }
     }
 
