@@ -13,7 +13,8 @@
 //! temporary state directory. The `compare` lines put it beside the same run in memory:
 //! median time per phase, allocations and bytes allocated per phase, and the ratio; once
 //! with no-op phases (they finish when first polled, on the engine's thread) and once
-//! with phases that yield once (they run as tasks, like phases that do work).
+//! with phases that yield once (they run as tasks, like phases that do work); and, for
+//! no-op phases, once more at 100k phases (the size of the `cpu` and `memory` lines).
 //!
 //! The `cpu` lines give the engine thread's CPU time per phase (the least of five runs of
 //! 100k no-op phases, which run on that thread): steadier than wall time under load.
@@ -280,6 +281,30 @@ fn bench(c: &mut Criterion) {
             let us = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
             println!(
                 "compare Lattice/{n} {what}: in memory {:.2} us/phase ({} allocs, {} bytes/phase), \
+             recorded {:.2} us/phase ({} allocs, {} bytes/phase): recorded/in memory {:.2}x",
+                us(mem.0),
+                mem.1 / n,
+                mem.2 / n,
+                us(rec.0),
+                rec.1 / n,
+                rec.2 / n,
+                us(rec.0) / us(mem.0),
+            );
+        }
+        // The same at the size of the in-process lines below (no-op phases).
+        if selected("compare/Lattice/100000") || selected("recorded/Lattice/100000") {
+            let big = Arc::new(pipeline(Shape::Lattice, 100_000));
+            let n = big.len();
+            let median = |state_dir: Option<&Path>| {
+                let mut runs: Vec<_> = (0..5).map(|_| measure(&rt, &big, state_dir)).collect();
+                runs.sort_by_key(|r| r.0);
+                runs[runs.len() / 2]
+            };
+            let mem = median(None);
+            let rec = median(Some(state.path()));
+            let us = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+            println!(
+                "compare Lattice/{n} no-op: in memory {:.2} us/phase ({} allocs, {} bytes/phase), \
              recorded {:.2} us/phase ({} allocs, {} bytes/phase): recorded/in memory {:.2}x",
                 us(mem.0),
                 mem.1 / n,
