@@ -223,6 +223,37 @@ fn thread_cpu() -> Option<Duration> {
     Some(Duration::from_nanos(ns))
 }
 
+/// Prints a `compare` line: the median of `runs` runs of `p` in memory and recorded into
+/// `state_dir`, per phase (time, allocations, bytes allocated) and their ratio.
+fn compare(
+    rt: &tokio::runtime::Runtime,
+    p: &Arc<Pipeline>,
+    what: &str,
+    state_dir: &Path,
+    runs: usize,
+) {
+    let n = p.len();
+    let median = |state_dir: Option<&Path>| {
+        let mut all: Vec<_> = (0..runs).map(|_| measure(rt, p, state_dir)).collect();
+        all.sort_by_key(|r| r.0);
+        all[all.len() / 2]
+    };
+    let mem = median(None);
+    let rec = median(Some(state_dir));
+    let us = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    println!(
+        "compare Lattice/{n} {what}: in memory {:.2} us/phase ({} allocs, {} bytes/phase), \
+         recorded {:.2} us/phase ({} allocs, {} bytes/phase): recorded/in memory {:.2}x",
+        us(mem.0),
+        mem.1 / n,
+        mem.2 / n,
+        us(rec.0),
+        rec.1 / n,
+        rec.2 / n,
+        us(rec.0) / us(mem.0),
+    );
+}
+
 fn bench(c: &mut Criterion) {
     // As `orch` does: the watchdog is forked while the process is small, not by the first
     // run, once a large pipeline is built.
@@ -270,50 +301,12 @@ fn bench(c: &mut Criterion) {
         counting(true);
         let yielding = Arc::new(pipeline_of(Shape::Lattice, 10_000, Arc::new(Yielding)));
         for (what, p) in [("no-op", &lattice), ("yielding", &yielding)] {
-            let n = p.len();
-            let median = |state_dir: Option<&Path>| {
-                let mut runs: Vec<_> = (0..7).map(|_| measure(&rt, p, state_dir)).collect();
-                runs.sort_by_key(|r| r.0);
-                runs[runs.len() / 2]
-            };
-            let mem = median(None);
-            let rec = median(Some(state.path()));
-            let us = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
-            println!(
-                "compare Lattice/{n} {what}: in memory {:.2} us/phase ({} allocs, {} bytes/phase), \
-             recorded {:.2} us/phase ({} allocs, {} bytes/phase): recorded/in memory {:.2}x",
-                us(mem.0),
-                mem.1 / n,
-                mem.2 / n,
-                us(rec.0),
-                rec.1 / n,
-                rec.2 / n,
-                us(rec.0) / us(mem.0),
-            );
+            compare(&rt, p, what, state.path(), 7);
         }
         // The same at the size of the in-process lines below (no-op phases).
         if selected("compare/Lattice/100000") || selected("recorded/Lattice/100000") {
             let big = Arc::new(pipeline(Shape::Lattice, 100_000));
-            let n = big.len();
-            let median = |state_dir: Option<&Path>| {
-                let mut runs: Vec<_> = (0..5).map(|_| measure(&rt, &big, state_dir)).collect();
-                runs.sort_by_key(|r| r.0);
-                runs[runs.len() / 2]
-            };
-            let mem = median(None);
-            let rec = median(Some(state.path()));
-            let us = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
-            println!(
-                "compare Lattice/{n} no-op: in memory {:.2} us/phase ({} allocs, {} bytes/phase), \
-             recorded {:.2} us/phase ({} allocs, {} bytes/phase): recorded/in memory {:.2}x",
-                us(mem.0),
-                mem.1 / n,
-                mem.2 / n,
-                us(rec.0),
-                rec.1 / n,
-                rec.2 / n,
-                us(rec.0) / us(mem.0),
-            );
+            compare(&rt, &big, "no-op", state.path(), 5);
         }
         counting(false);
     }
